@@ -1,0 +1,303 @@
+//! Pure blending: overlapping tiles' class probabilities are accumulated with a weight window
+//! in a rolling band of rows; rows are handed on (argmax, quantised probabilities) as soon as
+//! no later tile can touch them, so memory follows the scene's width, never its height.
+
+use crate::grid::Window;
+
+/// Class id written where a pixel has no valid input.
+pub const CLASS_NODATA: u8 = 255;
+
+/// Finished rows handed to the writers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRows {
+    /// First scene row of the block.
+    pub y: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// Class per pixel (`rows * width`), [`CLASS_NODATA`] where no valid input.
+    pub classes: Vec<u8>,
+    /// Per class, probability 0..=255 per pixel (`classes * rows * width`, class-major);
+    /// 0 where no valid input. Empty when probabilities are not kept.
+    pub probs: Vec<u8>,
+}
+
+/// Weighted accumulation of tile probabilities over a rolling band of rows.
+#[derive(Debug)]
+pub struct BandAccumulator {
+    width: usize,
+    height: usize,
+    classes: usize,
+    cap: usize,
+    base: usize,
+    keep_probs: bool,
+    sums: Vec<f32>,
+    weights: Vec<f32>,
+    valid: Vec<bool>,
+}
+
+impl BandAccumulator {
+    /// An accumulator for a `width` x `height` scene that holds `cap_rows` rows at a time
+    /// (at least one tile's height).
+    #[must_use]
+    pub fn new(
+        width: usize,
+        height: usize,
+        classes: usize,
+        cap_rows: usize,
+        keep_probs: bool,
+    ) -> Self {
+        let cap = cap_rows.min(height).max(1);
+        Self {
+            width,
+            height,
+            classes,
+            cap,
+            base: 0,
+            keep_probs,
+            sums: vec![0.0; cap * width * classes],
+            weights: vec![0.0; cap * width],
+            valid: vec![false; cap * width],
+        }
+    }
+
+    /// First scene row not yet handed on.
+    #[must_use]
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Adds one tile: `probs` is class-major (`classes * h * w`), `weight` and `valid` are
+    /// `h * w`, all for `window` (which may reach outside the scene; those pixels are ignored).
+    /// Pixels whose input is invalid are not accumulated.
+    ///
+    /// # Panics
+    /// When the tile reaches above the rolling band or below its capacity: tiles must come
+    /// in row order and rows must be flushed with [`Self::flush_until`].
+    pub fn add(&mut self, window: Window, probs: &[f32], weight: &[f32], valid: &[bool]) {
+        let (tw, th) = (window.width, window.height);
+        let plane = tw * th;
+        debug_assert_eq!(probs.len(), plane * self.classes);
+        let Some(clip) = window.clip(self.width, self.height) else {
+            return;
+        };
+        let y_end = clip.y as usize + clip.height;
+        assert!(
+            clip.y as usize >= self.base && y_end <= self.base + self.cap,
+            "tile rows {}..{y_end} outside the rolling band {}..{}",
+            clip.y,
+            self.base,
+            self.base + self.cap
+        );
+        let tx0 = (clip.x - window.x) as usize;
+        for y in clip.y as usize..y_end {
+            let ty = (y as i64 - window.y) as usize;
+            let r = y - self.base;
+            for i in 0..clip.width {
+                let t = ty * tw + tx0 + i;
+                if !valid[t] {
+                    continue;
+                }
+                let x = clip.x as usize + i;
+                let p = r * self.width + x;
+                let w = weight[t];
+                self.weights[p] += w;
+                self.valid[p] = true;
+                for c in 0..self.classes {
+                    self.sums[(r * self.classes + c) * self.width + x] += w * probs[c * plane + t];
+                }
+            }
+        }
+    }
+
+    /// Hands on every row above `row` (clamped to the scene) and moves the band down.
+    pub fn flush_until(&mut self, row: usize) -> Option<FinishedRows> {
+        let row = row.min(self.height);
+        if row <= self.base {
+            return None;
+        }
+        let n = row - self.base;
+        assert!(
+            n <= self.cap,
+            "flush of {n} rows exceeds the band of {}",
+            self.cap
+        );
+        let w = self.width;
+        let k = self.classes;
+        let mut classes = vec![CLASS_NODATA; n * w];
+        let mut probs = if self.keep_probs {
+            vec![0_u8; k * n * w]
+        } else {
+            Vec::new()
+        };
+        for r in 0..n {
+            for x in 0..w {
+                let p = r * w + x;
+                let total = self.weights[p];
+                if !self.valid[p] || total <= 0.0 {
+                    continue;
+                }
+                let mut best = 0;
+                let mut best_v = f32::NEG_INFINITY;
+                for c in 0..k {
+                    let v = self.sums[(r * k + c) * w + x];
+                    if v > best_v {
+                        best_v = v;
+                        best = c;
+                    }
+                    if self.keep_probs {
+                        probs[(c * n + r) * w + x] = quantise(v / total);
+                    }
+                }
+                classes[p] = best as u8;
+            }
+        }
+        // Move the unfinished rows to the front of the band and clear the rest.
+        let keep = self.cap - n;
+        self.sums.copy_within(n * w * k.., 0);
+        self.sums[keep * w * k..].fill(0.0);
+        self.weights.copy_within(n * w.., 0);
+        self.weights[keep * w..].fill(0.0);
+        self.valid.copy_within(n * w.., 0);
+        self.valid[keep * w..].fill(false);
+        let y = self.base;
+        self.base = row;
+        Some(FinishedRows {
+            y,
+            rows: n,
+            classes,
+            probs,
+        })
+    }
+}
+
+/// A probability 0..=1 as 0..=255.
+fn quantise(p: f32) -> u8 {
+    (p * 255.0).round().clamp(0.0, 255.0) as u8
+}
+
+/// Softmax over the class axis of class-major logits (`classes * plane`), in place.
+pub fn softmax_classes(logits: &mut [f32], classes: usize) {
+    let plane = logits.len() / classes;
+    for i in 0..plane {
+        let mut max = f32::NEG_INFINITY;
+        for c in 0..classes {
+            max = max.max(logits[c * plane + i]);
+        }
+        let mut sum = 0.0;
+        for c in 0..classes {
+            let e = (logits[c * plane + i] - max).exp();
+            logits[c * plane + i] = e;
+            sum += e;
+        }
+        for c in 0..classes {
+            logits[c * plane + i] /= sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{TileGrid, Tiling};
+    use proptest::prelude::*;
+
+    fn run_grid(
+        width: usize,
+        height: usize,
+        tile: usize,
+        tiling: Tiling,
+        value: impl Fn(usize, usize) -> [f32; 2],
+    ) -> Vec<FinishedRows> {
+        let grid = TileGrid::new(width, height, tile, tiling).expect("grid");
+        let weight = grid.weights();
+        let mut acc = BandAccumulator::new(width, height, 2, tile, true);
+        let mut out = Vec::new();
+        let mut row = 0;
+        for t in grid.tiles() {
+            if t.row != row {
+                out.extend(acc.flush_until(grid.rows_final_after(row)));
+                row = t.row;
+            }
+            let w = t.window;
+            let mut probs = vec![0.0; 2 * tile * tile];
+            for ty in 0..tile {
+                for tx in 0..tile {
+                    let x = crate::grid::reflect(w.x + tx as i64, width);
+                    let y = crate::grid::reflect(w.y + ty as i64, height);
+                    let v = value(x, y);
+                    probs[ty * tile + tx] = v[0];
+                    probs[tile * tile + ty * tile + tx] = v[1];
+                }
+            }
+            acc.add(w, &probs, &weight, &vec![true; tile * tile]);
+        }
+        out.extend(acc.flush_until(height));
+        out
+    }
+
+    #[test]
+    fn softmax_sums_to_one_per_pixel() {
+        let mut l = vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0];
+        softmax_classes(&mut l, 3);
+        assert!((l[0] + l[2] + l[4] - 1.0).abs() < 1e-6);
+        assert!((l[1] + l[3] + l[5] - 1.0).abs() < 1e-6);
+        assert!(l[2] > l[0] && l[0] > l[4]);
+    }
+
+    #[test]
+    fn invalid_pixels_get_nodata() {
+        let mut acc = BandAccumulator::new(2, 1, 2, 1, false);
+        let win = Window {
+            x: 0,
+            y: 0,
+            width: 2,
+            height: 1,
+        };
+        acc.add(win, &[0.9, 0.9, 0.1, 0.1], &[1.0, 1.0], &[true, false]);
+        let f = acc.flush_until(1).expect("rows");
+        assert_eq!(f.classes, vec![0, CLASS_NODATA]);
+    }
+
+    #[test]
+    fn rows_are_flushed_in_order_and_cover_the_scene() {
+        let out = run_grid(300, 700, 64, Tiling::Blended { overlap: 16 }, |_, _| {
+            [0.3, 0.7]
+        });
+        let mut next = 0;
+        for f in &out {
+            assert_eq!(f.y, next);
+            next += f.rows;
+        }
+        assert_eq!(next, 700);
+    }
+
+    proptest! {
+        #[test]
+        fn constant_tiles_blend_back_to_the_constant(
+            w in 1usize..200, h in 1usize..200, tile in 8usize..80, ov in 0usize..40, p in 0.0f32..1.0, reference in any::<bool>()
+        ) {
+            prop_assume!(ov < tile);
+            let tiling = if reference { Tiling::Reference { fraction: 0.2 } } else { Tiling::Blended { overlap: ov } };
+            let out = run_grid(w, h, tile, tiling, |_, _| [p, 1.0 - p]);
+            let q = quantise(p);
+            for f in out {
+                prop_assert!(f.classes.iter().all(|&c| c == u8::from(1.0 - p > p)));
+                prop_assert!(f.probs[..f.rows * w].iter().all(|&v| v.abs_diff(q) <= 1));
+            }
+        }
+
+        #[test]
+        fn a_pixels_class_does_not_depend_on_the_tiling(w in 20usize..150, h in 20usize..150, tile in 8usize..64) {
+            // Probabilities that depend only on the pixel: any blend gives back the pixel's class.
+            let f = |x: usize, y: usize| { let a = ((x * 7 + y * 3) % 10) as f32 / 10.0 + 0.05; [a, 1.0 - a] };
+            for f_out in run_grid(w, h, tile, Tiling::Blended { overlap: tile / 4 }, f) {
+                for r in 0..f_out.rows {
+                    for x in 0..w {
+                        let v = f(x, f_out.y + r);
+                        prop_assert_eq!(f_out.classes[r * w + x], u8::from(v[1] > v[0]));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The command line (clap derive) and the dispatch of each command to the library.
+
+use crate::error::Error;
+use crate::plan::{PredictArgs, PredictPlan, TilingChoice};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Earth-observation inference: GDAL rasters in, ONNX models through ONNX Runtime,
+/// Cloud-Optimized GeoTIFF and GeoParquet out. Nothing is fetched from the network.
+#[derive(Debug, Parser)]
+#[command(name = "eoinfer", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// eoinfer's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a model over a scene: class map COG, tiles GeoParquet, run summary.
+    Predict(PredictCli),
+    /// Write the model-ready reflectance stack of a scene (float32 GeoTIFF).
+    Prepare(PrepareCli),
+    /// Model manifests.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// Tiling schemes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TilingArg {
+    /// Overlapping tiles, edge tiles shifted inward, sine-window blending (default).
+    Blended,
+    /// The model authors' own tiling (ukis-csmask): mirror padding, 20 % overlap, Tukey window.
+    Reference,
+}
+
+/// Options shared by commands that read a scene.
+#[derive(Debug, clap::Args)]
+pub struct SceneArgs {
+    /// Model manifest (STAC MLM JSON), e.g. models/ukis-csmask-6b-l1c.json.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Scene: a raster file (GeoTIFF/COG, JP2, VRT, NETCDF:file.nc:var) or a folder of per-band files.
+    #[arg(long)]
+    pub scene: String,
+    /// Map model bands to scene bands by name or 1-based index: blue=B2,green=B3,nir=5.
+    #[arg(long)]
+    pub bands: Option<String>,
+    /// Output pixel size in CRS units (default: the model's recommended GSD).
+    #[arg(long)]
+    pub resolution: Option<f64>,
+    /// Sentinel-2 DN offset (e.g. -1000 for baseline >= 04.00); default: read from metadata.
+    #[arg(long, allow_hyphen_values = true)]
+    pub s2_offset: Option<f64>,
+    /// Input nodata value, overriding the files' own.
+    #[arg(long, allow_hyphen_values = true)]
+    pub nodata: Option<f64>,
+}
+
+/// `eoinfer predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictCli {
+    #[command(flatten)]
+    pub scene: SceneArgs,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = "outputs")]
+    pub out: PathBuf,
+    /// Base name of the outputs (default: from the scene).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tiling scheme.
+    #[arg(long, value_enum, default_value_t = TilingArg::Blended)]
+    pub tiling: TilingArg,
+    /// Overlap between tiles in pixels for the blended scheme (default: the manifest's).
+    #[arg(long)]
+    pub overlap: Option<usize>,
+    /// Tiles per inference batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// ONNX Runtime threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write per-class probabilities (<name>.probs.tif).
+    #[arg(long)]
+    pub probabilities: bool,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, the project's copy, next to the executable).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// `eoinfer prepare`.
+#[derive(Debug, clap::Args)]
+pub struct PrepareCli {
+    #[command(flatten)]
+    pub scene: SceneArgs,
+    /// Output GeoTIFF.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `eoinfer model ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Generate STAC MLM manifests from ukis-csmask's JSON sidecars.
+    ImportUkis {
+        /// The unpacked `ukis_csmask` package folder (holds model_*.onnx and model_*.json).
+        #[arg(long, default_value = "models/ukis-csmask")]
+        package: PathBuf,
+        /// Folder to write the manifests to.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+    },
+    /// Load a manifest and its ONNX model and check they match; prints a JSON report.
+    Check {
+        /// Model manifest.
+        #[arg(long)]
+        model: PathBuf,
+        /// ONNX Runtime shared library.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+}
+
+fn predict(c: &PredictCli) -> Result<(), Error> {
+    let args = PredictArgs {
+        model: c.scene.model.clone(),
+        scene: c.scene.scene.clone(),
+        out: c.out.clone(),
+        name: c.name.clone(),
+        bands: c.scene.bands.clone(),
+        resolution: c.scene.resolution,
+        s2_offset: c.scene.s2_offset,
+        nodata: c.scene.nodata,
+        tiling: match c.tiling {
+            TilingArg::Blended => TilingChoice::Blended,
+            TilingArg::Reference => TilingChoice::Reference,
+        },
+        overlap: c.overlap,
+        batch_size: c.batch_size,
+        threads: c.threads,
+        probabilities: c.probabilities,
+        ort_lib: c.ort_lib.clone(),
+    };
+    let plan = PredictPlan::build(&args)?;
+    let env = crate::model::runtime::init_runtime(&plan.ort_lib)?;
+    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads)?;
+    plan.check_checksum()?;
+    tracing::info!(
+        scene = %plan.stack.scene,
+        width = plan.stack.width,
+        height = plan.stack.height,
+        resolution = plan.stack.resolution,
+        model = %plan.model.id,
+        "predicting"
+    );
+    let summary = crate::pipeline::predict(&plan, model)?;
+    tracing::info!(
+        classes = %summary.outputs.classes.display(),
+        tiles = summary.counts.tiles,
+        seconds = summary.timings_s.total,
+        "done"
+    );
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn prepare(c: &PrepareCli) -> Result<(), Error> {
+    let model = crate::model::ModelSpec::load(&c.scene.model)?;
+    let opts = crate::plan::scene_options(
+        c.scene.bands.as_deref(),
+        c.scene.resolution,
+        c.scene.s2_offset,
+        c.scene.nodata,
+    )?;
+    let stack = crate::scene::open_stack(&c.scene.scene, &model, &opts)?;
+    if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::plan::check_writable(dir)?;
+    }
+    crate::output::stack::write_stack(&stack, &c.out)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stack).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn model_command(c: &ModelCommand) -> Result<(), Error> {
+    match c {
+        ModelCommand::ImportUkis { package, out } => {
+            crate::plan::check_writable(out)?;
+            for p in crate::model::ukis::import(package, out)? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
+        ModelCommand::Check { model, ort_lib } => {
+            let spec = crate::model::ModelSpec::load(model)?;
+            let lib = crate::model::runtime::find_runtime(ort_lib.as_deref())?;
+            let env = crate::model::runtime::init_runtime(&lib)?;
+            crate::model::Segmenter::load(&env, &spec, 1)?;
+            let sha = crate::util::sha256_file(&spec.onnx).map_err(|source| {
+                crate::error::ModelError::ManifestRead {
+                    path: spec.onnx.clone(),
+                    source,
+                }
+            })?;
+            if let Some(expected) = spec.onnx_sha256.as_ref().filter(|e| **e != sha) {
+                return Err(crate::error::ModelError::ShapeMismatch {
+                    manifest: spec.manifest.clone(),
+                    onnx: spec.onnx.clone(),
+                    what: format!(
+                        "the ONNX file's sha256 is {sha}, the manifest records {expected}"
+                    ),
+                }
+                .into());
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"ok": true, "model": spec, "sha256": sha})
+                )
+                .unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    crate::configure_gdal();
+    match &cli.command {
+        Command::Predict(c) => predict(c),
+        Command::Prepare(c) => prepare(c),
+        Command::Model(c) => model_command(c),
+    }
+}

@@ -1,0 +1,384 @@
+//! Pure tile geometry: where the model's tiles fall on the scene grid, and the weight
+//! window each tile's probabilities are blended with (no GDAL, no ONNX Runtime).
+
+use crate::error::GridError;
+use serde::Serialize;
+
+/// A rectangle of pixels. Offsets may lie outside the raster for padded tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// Column of the left edge.
+    pub x: i64,
+    /// Row of the top edge.
+    pub y: i64,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+impl Window {
+    /// The part of this window inside a `width` x `height` raster, if any.
+    #[must_use]
+    pub fn clip(&self, width: usize, height: usize) -> Option<Window> {
+        let x0 = self.x.max(0);
+        let y0 = self.y.max(0);
+        let x1 = (self.x + self.width as i64).min(width as i64);
+        let y1 = (self.y + self.height as i64).min(height as i64);
+        (x1 > x0 && y1 > y0).then(|| Window {
+            x: x0,
+            y: y0,
+            width: (x1 - x0) as usize,
+            height: (y1 - y0) as usize,
+        })
+    }
+}
+
+/// How tiles are laid out and blended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum Tiling {
+    /// eoinfer's own scheme: tiles overlap by `overlap` px, edge tiles are shifted inward so
+    /// every tile is full, probabilities are blended with a sine window that is positive
+    /// everywhere and normalised by the summed weights.
+    Blended {
+        /// Overlap between neighbouring tiles in pixels.
+        overlap: usize,
+    },
+    /// The model authors' own scheme (ukis-csmask `tile_array`/`untile_array`): symmetric
+    /// padding of `int(tile*f)` before and `tile + 1 + int(tile*f)` after each axis, stride
+    /// `int(tile - tile*f)`, Tukey window with `alpha = 2f`, weighted sum.
+    Reference {
+        /// Overlap fraction `f` (ukis-csmask uses 0.2).
+        fraction: f64,
+    },
+}
+
+/// One tile of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tile {
+    /// Row-major index of the tile.
+    pub id: usize,
+    /// Index of the row of tiles.
+    pub row: usize,
+    /// Index of the column of tiles.
+    pub col: usize,
+    /// Pixels the tile reads, in scene coordinates (may reach outside the scene).
+    pub window: Window,
+}
+
+/// The tiles covering a raster, in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileGrid {
+    width: usize,
+    height: usize,
+    tile: usize,
+    tiling: Tiling,
+    xs: Vec<i64>,
+    ys: Vec<i64>,
+}
+
+impl TileGrid {
+    /// Lays out `tile` x `tile` tiles over a `width` x `height` raster.
+    pub fn new(
+        width: usize,
+        height: usize,
+        tile: usize,
+        tiling: Tiling,
+    ) -> Result<Self, GridError> {
+        if tile == 0 {
+            return Err(GridError::ZeroTile);
+        }
+        let (xs, ys) = match tiling {
+            Tiling::Blended { overlap } => {
+                if overlap >= tile {
+                    return Err(GridError::OverlapTooLarge { overlap, tile });
+                }
+                (
+                    blended_positions(width, tile, overlap),
+                    blended_positions(height, tile, overlap),
+                )
+            }
+            Tiling::Reference { fraction } => {
+                if !(0.0..=0.5).contains(&fraction) {
+                    return Err(GridError::BadFraction(fraction.to_string()));
+                }
+                (
+                    reference_positions(width, tile, fraction),
+                    reference_positions(height, tile, fraction),
+                )
+            }
+        };
+        Ok(Self {
+            width,
+            height,
+            tile,
+            tiling,
+            xs,
+            ys,
+        })
+    }
+
+    /// Tile edge length in pixels.
+    #[must_use]
+    pub fn tile_size(&self) -> usize {
+        self.tile
+    }
+
+    /// The tiling scheme.
+    #[must_use]
+    pub fn tiling(&self) -> Tiling {
+        self.tiling
+    }
+
+    /// Number of tiles.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.xs.len() * self.ys.len()
+    }
+
+    /// True when the grid has no tiles (never for a non-empty raster).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of rows of tiles.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.ys.len()
+    }
+
+    /// Number of columns of tiles.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.xs.len()
+    }
+
+    /// All tiles in row-major order.
+    pub fn tiles(&self) -> impl Iterator<Item = Tile> + '_ {
+        self.ys.iter().enumerate().flat_map(move |(row, &y)| {
+            self.xs.iter().enumerate().map(move |(col, &x)| Tile {
+                id: row * self.xs.len() + col,
+                row,
+                col,
+                window: Window {
+                    x,
+                    y,
+                    width: self.tile,
+                    height: self.tile,
+                },
+            })
+        })
+    }
+
+    /// Scene rows that are final once every tile of tile row `row` has been blended:
+    /// all rows above the next tile row's top edge.
+    #[must_use]
+    pub fn rows_final_after(&self, row: usize) -> usize {
+        match self.ys.get(row + 1) {
+            Some(&next) => next.clamp(0, self.height as i64) as usize,
+            None => self.height,
+        }
+    }
+
+    /// The blending weight of each tile pixel, row-major, `tile * tile` values.
+    #[must_use]
+    pub fn weights(&self) -> Vec<f32> {
+        let w1 = match self.tiling {
+            Tiling::Blended { .. } => sine_window(self.tile),
+            Tiling::Reference { fraction } => tukey_window(self.tile, 2.0 * fraction),
+        };
+        let mut w = Vec::with_capacity(self.tile * self.tile);
+        for wy in &w1 {
+            for wx in &w1 {
+                w.push((wy * wx) as f32);
+            }
+        }
+        w
+    }
+}
+
+/// Tile origins along one axis: stride `tile - overlap`, the last tile shifted inward so it
+/// ends at the raster edge; one tile at 0 when the axis is shorter than a tile.
+fn blended_positions(len: usize, tile: usize, overlap: usize) -> Vec<i64> {
+    let mut out = vec![0_i64];
+    if len <= tile {
+        return out;
+    }
+    let stride = tile - overlap;
+    let last = len - tile;
+    let mut pos = 0;
+    while pos < last {
+        pos = (pos + stride).min(last);
+        out.push(pos as i64);
+    }
+    out
+}
+
+/// Tile origins of ukis-csmask's `tile_array` along one axis, in unpadded coordinates.
+fn reference_positions(len: usize, tile: usize, fraction: f64) -> Vec<i64> {
+    let before = (tile as f64 * fraction) as usize;
+    let after = tile + 1 + before;
+    let stride = ((tile as f64 - tile as f64 * fraction) as usize).max(1);
+    let padded = len + before + after;
+    let n = (padded - tile) / stride + 1;
+    (0..n)
+        .map(|k| (k * stride) as i64 - before as i64)
+        .collect()
+}
+
+/// A sine window, positive at every index, so every pixel of a tile counts.
+fn sine_window(n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| (std::f64::consts::PI * (i as f64 + 0.5) / n as f64).sin())
+        .collect()
+}
+
+/// `scipy.signal.windows.tukey(n, alpha, sym=True)`, value for value.
+fn tukey_window(n: usize, alpha: f64) -> Vec<f64> {
+    if alpha <= 0.0 {
+        return vec![1.0; n];
+    }
+    if n <= 1 {
+        return vec![1.0; n];
+    }
+    let m1 = (n - 1) as f64;
+    if alpha >= 1.0 {
+        return (0..n)
+            .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / m1).cos())
+            .collect();
+    }
+    let width = (alpha * m1 / 2.0).floor() as usize;
+    (0..n)
+        .map(|i| {
+            let x = i as f64;
+            if i <= width {
+                0.5 * (1.0 + (std::f64::consts::PI * (-1.0 + 2.0 * x / alpha / m1)).cos())
+            } else if i < n - width - 1 {
+                1.0
+            } else {
+                0.5 * (1.0
+                    + (std::f64::consts::PI * (-2.0 / alpha + 1.0 + 2.0 * x / alpha / m1)).cos())
+            }
+        })
+        .collect()
+}
+
+/// Maps a coordinate outside `[0, len)` back inside by symmetric reflection
+/// (numpy's `mode="symmetric"`: the edge pixel is repeated).
+#[must_use]
+pub fn reflect(i: i64, len: usize) -> usize {
+    let n = len as i64;
+    let period = 2 * n;
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - 1 - m }) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn edge_tiles_are_shifted_inward_so_every_tile_is_full() {
+        assert_eq!(blended_positions(600, 256, 32), vec![0, 224, 344]);
+        assert_eq!(blended_positions(256, 256, 32), vec![0]);
+        assert_eq!(blended_positions(100, 256, 32), vec![0]);
+    }
+
+    #[test]
+    fn reference_positions_match_ukis_csmask_tile_array() {
+        // numpy: pad 51 before, 308 after; rolling window of 256 with step 204.
+        // 512 + 359 = 871 padded px -> (871 - 256) // 204 + 1 = 4 tiles.
+        assert_eq!(reference_positions(512, 256, 0.2), vec![-51, 153, 357, 561]);
+        assert_eq!(reference_positions(256, 256, 0.2), vec![-51, 153]);
+    }
+
+    #[test]
+    fn tukey_matches_scipy() {
+        // scipy.signal.windows.tukey(10, 0.4)
+        let w = tukey_window(10, 0.4);
+        let expected = [
+            0.0,
+            0.586_824_088_833_465_3,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            0.586_824_088_833_464_9,
+            0.0,
+        ];
+        for (a, b) in w.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{w:?}");
+        }
+        let w = tukey_window(256, 0.4);
+        assert!((w[51] - 1.0).abs() < 1e-12);
+        assert!(w[50] < 1.0);
+        assert_eq!(w[0], 0.0);
+    }
+
+    #[test]
+    fn reflect_repeats_the_edge_pixel_like_numpy_symmetric() {
+        let got: Vec<usize> = (-4..8).map(|i| reflect(i, 3)).collect();
+        // np.pad([0, 1, 2], 4, mode="symmetric") == [2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0]
+        assert_eq!(got, vec![2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn rows_become_final_at_the_next_tile_rows_top() {
+        let g = TileGrid::new(600, 600, 256, Tiling::Blended { overlap: 32 }).expect("grid");
+        assert_eq!(g.rows_final_after(0), 224);
+        assert_eq!(g.rows_final_after(1), 344);
+        assert_eq!(g.rows_final_after(2), 600);
+    }
+
+    #[test]
+    fn overlap_not_smaller_than_tile_is_an_error() {
+        assert_eq!(
+            TileGrid::new(600, 600, 256, Tiling::Blended { overlap: 256 }),
+            Err(GridError::OverlapTooLarge {
+                overlap: 256,
+                tile: 256
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_pixel_is_covered(len in 1usize..3000, tile in 1usize..400, ov in 0usize..400) {
+            prop_assume!(ov < tile);
+            let xs = blended_positions(len, tile, ov);
+            let mut covered = vec![false; len];
+            for &x in &xs {
+                prop_assert!(x >= 0);
+                prop_assert!(len <= tile || x as usize + tile <= len, "tile leaves the raster");
+                for c in covered.iter_mut().skip(x as usize).take(tile) { *c = true; }
+            }
+            prop_assert!(covered.iter().all(|&c| c));
+            prop_assert!(xs.windows(2).all(|w| w[0] < w[1]));
+        }
+
+        #[test]
+        fn reference_grid_covers_every_pixel_with_positive_weight(len in 1usize..2000) {
+            let xs = reference_positions(len, 256, 0.2);
+            let w = tukey_window(256, 0.4);
+            for p in 0..len as i64 {
+                let total: f64 = xs.iter().filter(|&&x| x <= p && p < x + 256).map(|&x| w[(p - x) as usize]).sum();
+                prop_assert!(total > 0.0, "pixel {} uncovered", p);
+            }
+        }
+
+        #[test]
+        fn sine_weights_are_positive(n in 1usize..600) {
+            prop_assert!(sine_window(n).iter().all(|&w| w > 0.0));
+        }
+
+        #[test]
+        fn reflect_lands_inside(i in -5000i64..5000, len in 1usize..300) {
+            prop_assert!(reflect(i, len) < len);
+        }
+    }
+}

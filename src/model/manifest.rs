@@ -1,0 +1,334 @@
+//! Model knowledge as data: the STAC MLM (Machine Learning Model extension v1.5) manifest
+//! read into a [`ModelSpec`] (bands, scaling, shapes, classes, tiling defaults).
+
+use crate::error::ModelError;
+use crate::normalize::ValueScaling;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The STAC MLM extension schema the manifests declare.
+pub const MLM_SCHEMA: &str = "https://stac-extensions.github.io/mlm/v1.5.0/schema.json";
+
+/// One input band of a model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelBand {
+    /// Band id (Sentinel-2: `B02`).
+    pub name: String,
+    /// STAC common name (`blue`), when the band has one.
+    pub common_name: Option<String>,
+}
+
+impl ModelBand {
+    /// The name users see: the common name where there is one.
+    #[must_use]
+    pub fn label(&self) -> &str {
+        self.common_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One output class.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassInfo {
+    /// Class id in the class map.
+    pub value: u8,
+    /// Short name (`cloud`).
+    pub name: String,
+    /// Colour as RGB.
+    pub color: [u8; 3],
+}
+
+/// Everything eoinfer needs to know about a model, read from its manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSpec {
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// STAC Item id.
+    pub id: String,
+    /// The ONNX file (resolved relative to the manifest).
+    pub onnx: PathBuf,
+    /// Expected sha256 of the ONNX file, when the manifest records one.
+    pub onnx_sha256: Option<String>,
+    /// Input bands in model order.
+    pub bands: Vec<ModelBand>,
+    /// Normalisation per input band.
+    pub scaling: Vec<ValueScaling>,
+    /// Input shape (`-1` = dynamic), in `dim_order`.
+    pub input_shape: Vec<i64>,
+    /// Output shape (`-1` = dynamic).
+    pub output_shape: Vec<i64>,
+    /// Output classes.
+    pub classes: Vec<ClassInfo>,
+    /// Whether the output holds logits that need a softmax.
+    pub softmax: bool,
+    /// Tile edge in pixels.
+    pub tile_size: usize,
+    /// Default overlap of eoinfer's blended tiling, in pixels.
+    pub overlap: usize,
+    /// Recommended ground sample distance in metres.
+    pub gsd: f64,
+    /// Expected product level (`L1C`, `L2A`).
+    pub product_level: Option<String>,
+    /// Multiplier from integer DN to the model's reflectance.
+    pub dn_scale: f64,
+    /// Stored value meaning "no data" for integer inputs (Sentinel-2: 0).
+    pub dn_nodata: Option<f64>,
+    /// Overlap fraction of the authors' own tiling, when known.
+    pub reference_fraction: Option<f64>,
+}
+
+fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
+    ModelError::ManifestInvalid {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+fn shape_of(v: &Value) -> Option<Vec<i64>> {
+    v.as_array()?.iter().map(Value::as_i64).collect()
+}
+
+fn parse_hex_color(s: &str) -> Option<[u8; 3]> {
+    let s = s.trim_start_matches('#');
+    if s.len() != 6 {
+        return None;
+    }
+    let c = |i: usize| u8::from_str_radix(&s[i..i + 2], 16).ok();
+    Some([c(0)?, c(2)?, c(4)?])
+}
+
+impl ModelSpec {
+    /// Reads and checks a manifest. Paths inside it are relative to the manifest's folder.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        if !path.exists() {
+            return Err(ModelError::ManifestMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::ManifestRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::ManifestJson {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_json(path, &doc)
+    }
+
+    fn from_json(path: &Path, doc: &Value) -> Result<Self, ModelError> {
+        let props = doc
+            .get("properties")
+            .ok_or_else(|| invalid(path, "no `properties` object"))?;
+        let id = doc
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(path, "no `id`"))?
+            .to_string();
+        let input = props
+            .get("mlm:input")
+            .and_then(|v| v.get(0))
+            .ok_or_else(|| invalid(path, "no `mlm:input` entry"))?;
+        let output = props
+            .get("mlm:output")
+            .and_then(|v| v.get(0))
+            .ok_or_else(|| invalid(path, "no `mlm:output` entry"))?;
+
+        // Band definitions (STAC 1.1 `bands`) give each input band its common name.
+        let defs: Vec<&Value> = props
+            .get("bands")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let band_names = input
+            .get("bands")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "`mlm:input[0].bands` is missing"))?;
+        let mut bands = Vec::new();
+        for b in band_names {
+            let name = b
+                .as_str()
+                .or_else(|| b.get("name").and_then(Value::as_str))
+                .ok_or_else(|| invalid(path, "an input band has no name"))?;
+            let common_name = defs
+                .iter()
+                .find(|d| d.get("name").and_then(Value::as_str) == Some(name))
+                .and_then(|d| d.get("eo:common_name").and_then(Value::as_str))
+                .map(str::to_string);
+            bands.push(ModelBand {
+                name: name.to_string(),
+                common_name,
+            });
+        }
+        if bands.is_empty() {
+            return Err(invalid(path, "the model has no input bands"));
+        }
+
+        let scaling_json = input
+            .get("value_scaling")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "`mlm:input[0].value_scaling` is missing"))?;
+        let mut scaling = Vec::new();
+        for s in scaling_json {
+            let num = |k: &str| {
+                s.get(k)
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| invalid(path, format!("value_scaling entry lacks `{k}`")))
+            };
+            scaling.push(match s.get("type").and_then(Value::as_str) {
+                Some("z-score") => ValueScaling::ZScore {
+                    mean: num("mean")?,
+                    stddev: num("stddev")?,
+                },
+                Some("min-max") => ValueScaling::MinMax {
+                    minimum: num("minimum")?,
+                    maximum: num("maximum")?,
+                },
+                other => {
+                    return Err(invalid(
+                        path,
+                        format!("value_scaling type {other:?} is not supported (z-score, min-max)"),
+                    ));
+                }
+            });
+        }
+        if scaling.len() != bands.len() {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} value_scaling entries for {} bands",
+                    scaling.len(),
+                    bands.len()
+                ),
+            ));
+        }
+
+        let input_shape = input
+            .pointer("/input/shape")
+            .and_then(shape_of)
+            .ok_or_else(|| invalid(path, "`mlm:input[0].input.shape` is missing"))?;
+        let output_shape = output
+            .pointer("/result/shape")
+            .and_then(shape_of)
+            .ok_or_else(|| invalid(path, "`mlm:output[0].result.shape` is missing"))?;
+        let dim_order: Vec<&str> = input
+            .pointer("/input/dim_order")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if dim_order != ["batch", "bands", "height", "width"] || input_shape.len() != 4 {
+            return Err(invalid(
+                path,
+                format!("input dim_order {dim_order:?} is not [batch, bands, height, width]"),
+            ));
+        }
+
+        let classes_json = output
+            .get("classification:classes")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "`mlm:output[0].classification:classes` is missing"))?;
+        let mut classes = Vec::new();
+        for c in classes_json {
+            let value = c
+                .get("value")
+                .and_then(Value::as_u64)
+                .filter(|&v| v < 255)
+                .ok_or_else(|| invalid(path, "a class has no `value` in 0..=254"))?;
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(path, "a class has no `name`"))?;
+            let color = c
+                .get("color_hint")
+                .and_then(Value::as_str)
+                .and_then(parse_hex_color)
+                .unwrap_or([128, 128, 128]);
+            classes.push(ClassInfo {
+                value: value as u8,
+                name: name.to_string(),
+                color,
+            });
+        }
+        if classes
+            .iter()
+            .enumerate()
+            .any(|(i, c)| usize::from(c.value) != i)
+        {
+            return Err(invalid(path, "class values must be 0, 1, 2, ... in order"));
+        }
+        let softmax = output
+            .pointer("/post_processing_function/expression")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.contains("softmax"));
+
+        let asset = doc
+            .get("assets")
+            .and_then(Value::as_object)
+            .and_then(|a| {
+                a.values().find(|v| {
+                    v.get("roles")
+                        .and_then(Value::as_array)
+                        .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
+                })
+            })
+            .ok_or_else(|| invalid(path, "no asset with role `mlm:model`"))?;
+        let href = asset
+            .get("href")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(path, "the model asset has no href"))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let onnx = base.join(href);
+        let onnx_sha256 = asset
+            .get("file:checksum")
+            .and_then(Value::as_str)
+            .and_then(|c| c.strip_prefix("1220"))
+            .map(str::to_string);
+
+        let num = |k: &str| props.get(k).and_then(Value::as_f64);
+        let tile_size =
+            num("eoinfer:tile_size").map_or(input_shape[3].max(1) as usize, |v| v as usize);
+        Ok(Self {
+            manifest: path.to_path_buf(),
+            id,
+            onnx,
+            onnx_sha256,
+            bands,
+            scaling,
+            input_shape,
+            output_shape,
+            classes,
+            softmax,
+            tile_size,
+            overlap: num("eoinfer:overlap").map_or(tile_size / 8, |v| v as usize),
+            gsd: num("eoinfer:gsd").or_else(|| num("gsd")).unwrap_or(10.0),
+            product_level: props
+                .get("eoinfer:product_level")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            dn_scale: num("eoinfer:dn_scale").unwrap_or(1.0),
+            dn_nodata: num("eoinfer:dn_nodata"),
+            reference_fraction: props
+                .pointer("/eoinfer:reference_tiling/overlap_fraction")
+                .and_then(Value::as_f64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_colours_parse() {
+        assert_eq!(parse_hex_color("#ff8000"), Some([255, 128, 0]));
+        assert_eq!(parse_hex_color("nope"), None);
+    }
+
+    #[test]
+    fn a_manifest_without_input_bands_is_rejected_with_the_reason() {
+        let doc =
+            serde_json::json!({"id": "x", "properties": {"mlm:input": [{}], "mlm:output": [{}]}});
+        let err = ModelSpec::from_json(Path::new("m.json"), &doc).expect_err("invalid");
+        assert!(err.to_string().contains("bands"), "{err}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Models: the STAC MLM manifest, the ONNX Runtime session, importers that generate manifests.
+
+pub mod manifest;
+pub mod runtime;
+pub mod ukis;
+
+pub use manifest::{ClassInfo, ModelBand, ModelSpec};
+pub use runtime::Segmenter;

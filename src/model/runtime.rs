@@ -1,0 +1,248 @@
+//! ONNX Runtime: finding the shared library, one session per model with its shapes checked
+//! against the manifest, batched runs.
+
+use crate::error::ModelError;
+use crate::model::manifest::ModelSpec;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{TensorRef, ValueType};
+use std::path::{Path, PathBuf};
+
+/// The ONNX Runtime library file the project's set-up fetches.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// Where `make demo` / `scripts/fetch-assets.sh` put the library.
+#[must_use]
+pub fn project_runtime_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("third_party/onnxruntime")
+        .join(ORT_LIB_NAME)
+}
+
+/// Finds ONNX Runtime: `--ort-lib`, then `ORT_DYLIB_PATH`, then the project's fetched copy,
+/// then next to the executable.
+pub fn find_runtime(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(ModelError::RuntimeNotFound(format!(
+                "--ort-lib {} does not exist; pass the path of libonnxruntime.so (ONNX Runtime 1.31), e.g. third_party/onnxruntime/{ORT_LIB_NAME}",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ModelError::RuntimeNotFound(format!(
+                "ORT_DYLIB_PATH={} does not exist; point it at libonnxruntime.so (ONNX Runtime 1.31) or unset it",
+                p.display()
+            )))
+        };
+    }
+    let mut tried = vec![project_runtime_path()];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        tried.push(dir.join(ORT_LIB_NAME));
+        tried.push(dir.join("libonnxruntime.so"));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(ModelError::RuntimeNotFound(format!(
+        "ONNX Runtime was not found (looked for --ort-lib, ORT_DYLIB_PATH, {}). eoinfer loads the ONNX Runtime \
+         shared library at run time: run `make demo` or `scripts/fetch-assets.sh` in the repository to fetch it \
+         (pinned wheel onnxruntime==1.31.1 from PyPI, checked against its sha256), or get it yourself with \
+         `pip download --no-deps onnxruntime==1.31.1 && unzip -j onnxruntime-1.31.1-*.whl 'onnxruntime/capi/{ORT_LIB_NAME}'` \
+         and pass the file with --ort-lib or ORT_DYLIB_PATH, or copy it next to the eoinfer executable.",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// Loads ONNX Runtime from `path` and creates the process's environment.
+pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment, ModelError> {
+    let load = |m: String| ModelError::RuntimeLoad {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    ort::init_from(path)
+        .map_err(|e| load(e.to_string()))?
+        .with_name("eoinfer")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| load(e.to_string()))
+}
+
+/// Version string of the loaded ONNX Runtime build.
+#[must_use]
+pub fn runtime_info() -> String {
+    ort::info().to_string()
+}
+
+fn tensor_shape(t: &ValueType) -> Option<Vec<i64>> {
+    match t {
+        ValueType::Tensor { shape, .. } => Some(shape.to_vec()),
+        _ => None,
+    }
+}
+
+fn dims_match(manifest: &[i64], model: &[i64]) -> bool {
+    manifest.len() == model.len()
+        && manifest
+            .iter()
+            .zip(model)
+            .all(|(&a, &b)| a < 0 || b < 0 || a == b)
+}
+
+/// A segmentation model: one ONNX Runtime session, owned by one thread.
+pub struct Segmenter {
+    session: Session,
+    onnx: PathBuf,
+    bands: usize,
+    tile: usize,
+    classes: usize,
+    softmax: bool,
+}
+
+impl std::fmt::Debug for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segmenter")
+            .field("onnx", &self.onnx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Segmenter {
+    /// Opens the model's ONNX file and checks its input and output shapes against the manifest.
+    pub fn load(
+        env: &ort::environment::Environment,
+        spec: &ModelSpec,
+        threads: usize,
+    ) -> Result<Self, ModelError> {
+        if !spec.onnx.is_file() {
+            return Err(ModelError::OnnxMissing {
+                path: spec.onnx.clone(),
+                manifest: spec.manifest.clone(),
+            });
+        }
+        let onnx_err = |m: String| ModelError::OnnxLoad {
+            path: spec.onnx.clone(),
+            message: m,
+        };
+        let session = Session::builder(env)
+            .map_err(|e| onnx_err(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
+            .with_intra_threads(threads)
+            .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
+            .commit_from_file(&spec.onnx)
+            .map_err(|e| onnx_err(e.to_string()))?;
+        let mismatch = |what: String| ModelError::ShapeMismatch {
+            manifest: spec.manifest.clone(),
+            onnx: spec.onnx.clone(),
+            what,
+        };
+        if session.inputs().len() != 1 || session.outputs().is_empty() {
+            return Err(mismatch(format!(
+                "the ONNX model has {} inputs and {} outputs; eoinfer runs models with one input",
+                session.inputs().len(),
+                session.outputs().len()
+            )));
+        }
+        let in_shape = tensor_shape(session.inputs()[0].dtype())
+            .ok_or_else(|| mismatch("the ONNX input is not a tensor".into()))?;
+        let out_shape = tensor_shape(session.outputs()[0].dtype())
+            .ok_or_else(|| mismatch("the ONNX output is not a tensor".into()))?;
+        if !dims_match(&spec.input_shape, &in_shape) {
+            return Err(mismatch(format!(
+                "input shape: manifest {:?}, ONNX {in_shape:?}",
+                spec.input_shape
+            )));
+        }
+        if !dims_match(&spec.output_shape, &out_shape) {
+            return Err(mismatch(format!(
+                "output shape: manifest {:?}, ONNX {out_shape:?}",
+                spec.output_shape
+            )));
+        }
+        if in_shape[1] >= 0 && in_shape[1] as usize != spec.bands.len() {
+            return Err(mismatch(format!(
+                "the ONNX model takes {} bands, the manifest lists {}",
+                in_shape[1],
+                spec.bands.len()
+            )));
+        }
+        if out_shape[1] >= 0 && out_shape[1] as usize != spec.classes.len() {
+            return Err(mismatch(format!(
+                "the ONNX model gives {} classes, the manifest lists {}",
+                out_shape[1],
+                spec.classes.len()
+            )));
+        }
+        for (what, dim) in [("height", in_shape[2]), ("width", in_shape[3])] {
+            if dim >= 0 && dim as usize != spec.tile_size {
+                return Err(mismatch(format!(
+                    "the ONNX input {what} is {dim}, the manifest's tile size {}",
+                    spec.tile_size
+                )));
+            }
+        }
+        Ok(Self {
+            session,
+            onnx: spec.onnx.clone(),
+            bands: spec.bands.len(),
+            tile: spec.tile_size,
+            classes: spec.classes.len(),
+            softmax: spec.softmax,
+        })
+    }
+
+    /// Runs a batch (`batch * bands * tile * tile` values, NCHW) and returns class
+    /// probabilities (`batch * classes * tile * tile`).
+    pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        let err = |m: String| ModelError::Inference {
+            path: self.onnx.clone(),
+            message: m,
+        };
+        let shape = [batch, self.bands, self.tile, self.tile];
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .map_err(|e| err(e.to_string()))?;
+        let (out_shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| err(e.to_string()))?;
+        let plane = self.tile * self.tile;
+        let expected = [
+            batch as i64,
+            self.classes as i64,
+            self.tile as i64,
+            self.tile as i64,
+        ];
+        if out_shape[..] != expected {
+            return Err(err(format!(
+                "output shape {:?}, expected {expected:?}",
+                &out_shape[..]
+            )));
+        }
+        let mut probs = data.to_vec();
+        if self.softmax {
+            for sample in probs.chunks_mut(self.classes * plane) {
+                crate::blend::softmax_classes(sample, self.classes);
+            }
+        }
+        Ok(probs)
+    }
+}

@@ -1,0 +1,196 @@
+//! Raster outputs: rows are streamed into a striped GeoTIFF under a temporary name, then
+//! copied to a Cloud-Optimized GeoTIFF (overviews, 512 px blocks, DEFLATE) by GDAL's COG
+//! driver, which reads its source block by block, never the whole raster.
+
+use crate::error::OutputError;
+use crate::model::ClassInfo;
+use crate::scene::Stack;
+use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation, RasterCreationOptions};
+use gdal::spatial_ref::SpatialRef;
+use gdal::{Dataset, DriverManager, Metadata};
+use std::path::{Path, PathBuf};
+
+/// What a raster output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RasterKind {
+    /// One uint8 band of class ids, nodata 255, colour table and category names.
+    Classes,
+    /// One uint8 band per class, probability * 255.
+    Probabilities,
+}
+
+/// A raster output being written.
+pub struct RasterSink {
+    ds: Dataset,
+    kind: RasterKind,
+    width: usize,
+    bands: usize,
+    staging: PathBuf,
+}
+
+impl std::fmt::Debug for RasterSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RasterSink")
+            .field("staging", &self.staging)
+            .finish_non_exhaustive()
+    }
+}
+
+fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    OutputError::Gdal {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
+    let mut o = RasterCreationOptions::new();
+    for (k, v) in items {
+        // Keys and values are plain ASCII literals; a failure here is a programming error.
+        o.set_name_value(k, v).expect("valid creation option");
+    }
+    o
+}
+
+impl RasterSink {
+    /// Creates the staging GeoTIFF `staging` on the stack's grid.
+    pub fn create(
+        staging: &Path,
+        stack: &Stack,
+        kind: RasterKind,
+        classes: &[ClassInfo],
+    ) -> Result<Self, OutputError> {
+        let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
+        let bands = match kind {
+            RasterKind::Classes => 1,
+            RasterKind::Probabilities => classes.len(),
+        };
+        let mut ds = driver
+            .create_with_band_type_with_options::<u8, _>(
+                staging,
+                stack.width,
+                stack.height,
+                bands,
+                &options(&[
+                    ("INTERLEAVE", "BAND"),
+                    ("PHOTOMETRIC", "MINISBLACK"),
+                    ("BIGTIFF", "IF_SAFER"),
+                ]),
+            )
+            .map_err(|e| gerr(staging, e))?;
+        ds.set_geo_transform(&stack.geo_transform)
+            .map_err(|e| gerr(staging, e))?;
+        let srs = SpatialRef::from_wkt(&stack.srs_wkt).map_err(|e| gerr(staging, e))?;
+        ds.set_spatial_ref(&srs).map_err(|e| gerr(staging, e))?;
+        match kind {
+            RasterKind::Classes => {
+                let mut band = ds.rasterband(1).map_err(|e| gerr(staging, e))?;
+                band.set_no_data_value(Some(f64::from(crate::blend::CLASS_NODATA)))
+                    .map_err(|e| gerr(staging, e))?;
+                let mut ct = ColorTable::new(PaletteInterpretation::Rgba);
+                for i in 0..=255_u16 {
+                    let entry = match classes.iter().find(|c| u16::from(c.value) == i) {
+                        Some(c) => ColorEntry::rgba(
+                            i16::from(c.color[0]),
+                            i16::from(c.color[1]),
+                            i16::from(c.color[2]),
+                            255,
+                        ),
+                        None => ColorEntry::rgba(0, 0, 0, 0),
+                    };
+                    ct.set_color_entry(i, &entry);
+                }
+                band.set_color_table(&ct);
+                let mut names = gdal::cpl::CslStringList::new();
+                for i in 0..classes.len() {
+                    let name = classes
+                        .iter()
+                        .find(|c| usize::from(c.value) == i)
+                        .map_or("", |c| c.name.as_str());
+                    names.add_string(name).map_err(|e| gerr(staging, e))?;
+                }
+                let rv = unsafe {
+                    gdal_sys::GDALSetRasterCategoryNames(band.c_rasterband(), names.as_ptr())
+                };
+                if rv != gdal_sys::CPLErr::CE_None {
+                    return Err(gerr(staging, "cannot set category names"));
+                }
+                band.set_description("class")
+                    .map_err(|e| gerr(staging, e))?;
+            }
+            RasterKind::Probabilities => {
+                for (i, c) in classes.iter().enumerate() {
+                    let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
+                    band.set_description(&c.name)
+                        .map_err(|e| gerr(staging, e))?;
+                    band.set_scale(1.0 / 255.0).map_err(|e| gerr(staging, e))?;
+                    band.set_offset(0.0).map_err(|e| gerr(staging, e))?;
+                    band.set_metadata_item("CLASS_VALUE", &c.value.to_string(), "")
+                        .map_err(|e| gerr(staging, e))?;
+                }
+            }
+        }
+        Ok(Self {
+            ds,
+            kind,
+            width: stack.width,
+            bands,
+            staging: staging.to_path_buf(),
+        })
+    }
+
+    /// Writes `rows` rows from scene row `y`; `data` is band-major (`bands * rows * width`).
+    pub fn write_rows(&mut self, y: usize, rows: usize, data: &[u8]) -> Result<(), OutputError> {
+        let plane = rows * self.width;
+        for b in 0..self.bands {
+            let mut band = self
+                .ds
+                .rasterband(b + 1)
+                .map_err(|e| gerr(&self.staging, e))?;
+            let mut buf = Buffer::new(
+                (self.width, rows),
+                data[b * plane..(b + 1) * plane].to_vec(),
+            );
+            band.write((0, y as isize), (self.width, rows), &mut buf)
+                .map_err(|e| gerr(&self.staging, e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the staging file to a COG at `target` and removes the staging file.
+    /// GDAL writes category names into `<target>.aux.xml` beside it.
+    pub fn finish_cog(mut self, target: &Path) -> Result<(), OutputError> {
+        self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
+        let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
+        let resampling = match self.kind {
+            RasterKind::Classes => "MODE",
+            RasterKind::Probabilities => "AVERAGE",
+        };
+        let opts = options(&[
+            ("COMPRESS", "DEFLATE"),
+            ("BLOCKSIZE", "512"),
+            ("OVERVIEWS", "IGNORE_EXISTING"),
+            ("OVERVIEW_RESAMPLING", resampling),
+            ("BIGTIFF", "IF_SAFER"),
+            ("NUM_THREADS", "ALL_CPUS"),
+        ]);
+        let out = self
+            .ds
+            .create_copy(&driver, target, &opts)
+            .map_err(|e| gerr(target, e))?;
+        drop(out);
+        let staging = self.staging.clone();
+        drop(self);
+        let _ = std::fs::remove_file(&staging);
+        let _ = std::fs::remove_file(aux_path(&staging));
+        Ok(())
+    }
+}
+
+/// The PAM sidecar GDAL writes beside `path`.
+#[must_use]
+pub fn aux_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(".aux.xml");
+    PathBuf::from(s)
+}

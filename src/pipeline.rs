@@ -1,0 +1,446 @@
+//! The predict pipeline: reader -> inference -> blend + writers, three threads joined by
+//! bounded channels (the bounds are the back-pressure and the memory limit).
+
+use crate::blend::{BandAccumulator, FinishedRows};
+use crate::error::{Error, OutputError};
+use crate::grid::{Tile, TileGrid};
+use crate::model::Segmenter;
+use crate::normalize::prepare_tile;
+use crate::output::parquet::{TileRecord, write_tiles};
+use crate::output::raster::{RasterKind, RasterSink, aux_path};
+use crate::plan::PredictPlan;
+use crate::scene::StackReader;
+use crate::util::{TempFiles, partial_name};
+use crossbeam_channel::bounded;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// One tile travelling through the pipeline.
+struct TileMsg {
+    tile: Tile,
+    /// Model input, then (after inference) class probabilities; empty when skipped.
+    data: Vec<f32>,
+    valid: Vec<bool>,
+    inferred: bool,
+}
+
+/// Counts of a run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Counts {
+    /// Tiles in the grid that touch the scene.
+    pub tiles: usize,
+    /// Tiles the model ran on.
+    pub tiles_inferred: usize,
+    /// Tiles without one valid pixel, not run.
+    pub tiles_skipped: usize,
+    /// Pixels in the scene grid.
+    pub pixels: u64,
+    /// Pixels with valid input.
+    pub pixels_valid: u64,
+    /// Pixels per class name.
+    pub class_pixels: BTreeMap<String, u64>,
+}
+
+/// Seconds spent per stage (summed within each stage's thread) and in all.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Timings {
+    /// Reading and normalising tiles.
+    pub read: f64,
+    /// ONNX Runtime.
+    pub inference: f64,
+    /// Blending and writing the staging rasters.
+    pub blend_write: f64,
+    /// COG conversion, Parquet and summary.
+    pub finalize: f64,
+    /// Wall time of the whole run.
+    pub total: f64,
+}
+
+/// Paths of a run's outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outputs {
+    /// Class map COG.
+    pub classes: PathBuf,
+    /// Probabilities COG, with `--probabilities`.
+    pub probabilities: Option<PathBuf>,
+    /// Tiles GeoParquet.
+    pub tiles: PathBuf,
+    /// This summary.
+    pub summary: PathBuf,
+}
+
+/// The run summary: printed with `--json` and saved beside the outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// eoinfer's version.
+    pub eoinfer_version: String,
+    /// GDAL's version.
+    pub gdal_version: String,
+    /// ONNX Runtime library and build.
+    pub onnxruntime: BTreeMap<String, String>,
+    /// The model.
+    pub model: BTreeMap<String, String>,
+    /// The scene grid and its bands.
+    pub scene: crate::scene::Stack,
+    /// Parameters of the run.
+    pub parameters: serde_json::Value,
+    /// Counts.
+    pub counts: Counts,
+    /// Timings in seconds.
+    pub timings_s: Timings,
+    /// Output files.
+    pub outputs: Outputs,
+    /// Warnings raised during the run.
+    pub warnings: Vec<String>,
+}
+
+fn join<T>(
+    h: std::thread::ScopedJoinHandle<'_, Result<T, Error>>,
+    stage: &'static str,
+) -> Result<T, Error> {
+    h.join().map_err(|_| Error::Pipeline(stage))?
+}
+
+/// Runs `predict` as planned with an opened model; writes every output under a temporary
+/// name and renames them all once everything succeeded.
+pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, Error> {
+    let t0 = Instant::now();
+    let stack = &plan.stack;
+    let (width, height) = (stack.width, stack.height);
+    let spec = &plan.model;
+    let grid = TileGrid::new(width, height, spec.tile_size, plan.tiling)?;
+    let tiles: Vec<Tile> = grid
+        .tiles()
+        .filter(|t| t.window.clip(width, height).is_some())
+        .collect();
+    let tile = spec.tile_size;
+    let plane = tile * tile;
+    let n_bands = spec.bands.len();
+    let n_classes = spec.classes.len();
+    let batch = plan.batch_size.max(1);
+
+    let out = &plan.out_dir;
+    let final_classes = out.join(format!("{}.classes.tif", plan.name));
+    let final_probs = out.join(format!("{}.probs.tif", plan.name));
+    let final_tiles = out.join(format!("{}.tiles.parquet", plan.name));
+    let final_summary = out.join(format!("{}.summary.json", plan.name));
+    let mut temps = TempFiles::new();
+    let staging_classes = temps.track(out.join(format!(".{}.classes.staging.tif", plan.name)));
+    temps.track(aux_path(&staging_classes));
+    let staging_probs = temps.track(out.join(format!(".{}.probs.staging.tif", plan.name)));
+    temps.track(aux_path(&staging_probs));
+    let part_classes = temps.track(partial_name(&final_classes));
+    temps.track(aux_path(&part_classes));
+    let part_probs = temps.track(partial_name(&final_probs));
+    temps.track(aux_path(&part_probs));
+    let part_tiles = temps.track(partial_name(&final_tiles));
+    let part_summary = temps.track(partial_name(&final_summary));
+
+    let mut classes_sink =
+        RasterSink::create(&staging_classes, stack, RasterKind::Classes, &spec.classes)?;
+    let mut probs_sink = if plan.probabilities {
+        Some(RasterSink::create(
+            &staging_probs,
+            stack,
+            RasterKind::Probabilities,
+            &spec.classes,
+        )?)
+    } else {
+        None
+    };
+
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(tiles.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:40} {pos}/{len} tiles {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+
+    let mut records: Vec<TileRecord> = tiles
+        .iter()
+        .map(|t| TileRecord {
+            id: t.id,
+            row: t.row,
+            col: t.col,
+            window: t.window.clip(width, height).unwrap_or(t.window),
+            inferred: false,
+            counts: vec![0; n_classes],
+            valid: 0,
+        })
+        .collect();
+    let mut counts = Counts {
+        tiles: tiles.len(),
+        pixels: (width * height) as u64,
+        ..Counts::default()
+    };
+    let mut class_totals = vec![0_u64; n_classes];
+
+    let (tx_read, rx_read) = bounded::<TileMsg>(batch * 2);
+    let (tx_inf, rx_inf) = bounded::<TileMsg>(batch * 2);
+    let (read_time, infer_time, write_time) =
+        std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
+            let tiles_ref = &tiles;
+            let reader = s.spawn(move || -> Result<Duration, Error> {
+                let mut reader = StackReader::open(stack)?;
+                let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
+                let mut busy = Duration::ZERO;
+                for &t in tiles_ref {
+                    let start = Instant::now();
+                    let mut data = vec![0.0_f32; n_bands * plane];
+                    let mut valid = vec![false; plane];
+                    reader.read(t.window, &mut data)?;
+                    let n_valid = prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling);
+                    let msg = if n_valid == 0 {
+                        TileMsg {
+                            tile: t,
+                            data: Vec::new(),
+                            valid,
+                            inferred: false,
+                        }
+                    } else {
+                        TileMsg {
+                            tile: t,
+                            data,
+                            valid,
+                            inferred: true,
+                        }
+                    };
+                    busy += start.elapsed();
+                    if tx_read.send(msg).is_err() {
+                        break;
+                    }
+                }
+                Ok(busy)
+            });
+            let infer = s.spawn(move || -> Result<Duration, Error> {
+                let mut busy = Duration::ZERO;
+                let mut pending: Vec<TileMsg> = Vec::with_capacity(batch * 2);
+                let mut input = Vec::with_capacity(batch * n_bands * plane);
+                let mut run = |pending: &mut Vec<TileMsg>| -> Result<bool, Error> {
+                    let start = Instant::now();
+                    input.clear();
+                    let idx: Vec<usize> = (0..pending.len())
+                        .filter(|&i| pending[i].inferred)
+                        .collect();
+                    if !idx.is_empty() {
+                        for &i in &idx {
+                            input.extend_from_slice(&pending[i].data);
+                        }
+                        let probs = model.run(&input, idx.len())?;
+                        for (k, &i) in idx.iter().enumerate() {
+                            pending[i].data =
+                                probs[k * n_classes * plane..(k + 1) * n_classes * plane].to_vec();
+                        }
+                    }
+                    busy += start.elapsed();
+                    for m in pending.drain(..) {
+                        if tx_inf.send(m).is_err() {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                };
+                for msg in &rx_read {
+                    pending.push(msg);
+                    if pending.iter().filter(|m| m.inferred).count() == batch && !run(&mut pending)?
+                    {
+                        return Ok(busy);
+                    }
+                }
+                run(&mut pending)?;
+                Ok(busy)
+            });
+
+            // Blend and write on this thread.
+            let blend = (|| -> Result<Duration, Error> {
+                let weights = grid.weights();
+                let mut acc =
+                    BandAccumulator::new(width, height, n_classes, tile, plan.probabilities);
+                let mut busy = Duration::ZERO;
+                let mut row: Option<usize> = None;
+                let mut next_record = 0;
+                let mut write =
+                    |f: FinishedRows, records: &mut Vec<TileRecord>| -> Result<(), Error> {
+                        classes_sink.write_rows(f.y, f.rows, &f.classes)?;
+                        if let Some(p) = probs_sink.as_mut() {
+                            p.write_rows(f.y, f.rows, &f.probs)?;
+                        }
+                        for &c in &f.classes {
+                            if usize::from(c) < n_classes {
+                                class_totals[usize::from(c)] += 1;
+                            }
+                        }
+                        let (y0, y1) = (f.y as i64, (f.y + f.rows) as i64);
+                        for r in records.iter_mut() {
+                            let w = r.window;
+                            let (a, b) = (w.y.max(y0), (w.y + w.height as i64).min(y1));
+                            for yy in a..b {
+                                let line = &f.classes[(yy - y0) as usize * width..][..width];
+                                for &c in &line[w.x as usize..w.x as usize + w.width] {
+                                    if usize::from(c) < n_classes {
+                                        r.counts[usize::from(c)] += 1;
+                                        r.valid += 1;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(())
+                    };
+                for msg in &rx_inf {
+                    let start = Instant::now();
+                    if let Some(r) = row.filter(|&r| r != msg.tile.row) {
+                        if let Some(f) = acc.flush_until(grid.rows_final_after(r)) {
+                            write(f, &mut records)?;
+                        }
+                    }
+                    row = Some(msg.tile.row);
+                    while records[next_record].id != msg.tile.id {
+                        next_record += 1;
+                    }
+                    records[next_record].inferred = msg.inferred;
+                    if msg.inferred {
+                        acc.add(msg.tile.window, &msg.data, &weights, &msg.valid);
+                    }
+                    progress.inc(1);
+                    busy += start.elapsed();
+                }
+                let start = Instant::now();
+                if let Some(f) = acc.flush_until(height) {
+                    write(f, &mut records)?;
+                }
+                Ok(busy + start.elapsed())
+            })();
+            // On a blend error, dropping the receiver stops the upstream stages.
+            drop(rx_inf);
+            let infer_time = join(infer, "inference");
+            let read_time = join(reader, "reader");
+            let read_time = read_time?;
+            let infer_time = infer_time?;
+            let write_time = blend?;
+            Ok((read_time, infer_time, write_time))
+        })?;
+    progress.finish_and_clear();
+
+    let t_final = Instant::now();
+    counts.tiles_inferred = records.iter().filter(|r| r.inferred).count();
+    counts.tiles_skipped = counts.tiles - counts.tiles_inferred;
+    counts.pixels_valid = class_totals.iter().sum();
+    counts.class_pixels = spec
+        .classes
+        .iter()
+        .map(|c| (c.name.clone(), class_totals[usize::from(c.value)]))
+        .collect();
+    let mut warnings = plan.warnings.clone();
+    if counts.pixels_valid == 0 {
+        let w = format!(
+            "scene {} has no valid pixel (all nodata); the outputs are all nodata",
+            stack.scene
+        );
+        tracing::warn!("{w}");
+        warnings.push(w);
+    }
+
+    classes_sink.finish_cog(&part_classes)?;
+    if let Some(p) = probs_sink {
+        p.finish_cog(&part_probs)?;
+    }
+    let class_names: Vec<String> = spec.classes.iter().map(|c| c.name.clone()).collect();
+    write_tiles(
+        &part_tiles,
+        &records,
+        &class_names,
+        &stack.geo_transform,
+        &stack.projjson,
+    )?;
+
+    let outputs = Outputs {
+        classes: final_classes.clone(),
+        probabilities: plan.probabilities.then(|| final_probs.clone()),
+        tiles: final_tiles.clone(),
+        summary: final_summary.clone(),
+    };
+    let mut summary = RunSummary {
+        eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
+        gdal_version: gdal::version::version_info("RELEASE_NAME"),
+        onnxruntime: BTreeMap::from([
+            ("library".to_string(), plan.ort_lib.display().to_string()),
+            ("build".to_string(), crate::model::runtime::runtime_info()),
+        ]),
+        model: BTreeMap::from([
+            ("manifest".to_string(), spec.manifest.display().to_string()),
+            ("id".to_string(), spec.id.clone()),
+            ("onnx".to_string(), spec.onnx.display().to_string()),
+            ("sha256".to_string(), plan.onnx_sha256.clone()),
+        ]),
+        scene: stack.clone(),
+        parameters: serde_json::json!({
+            "tiling": plan.tiling,
+            "tile_size": tile,
+            "batch_size": batch,
+            "threads": plan.threads,
+            "probabilities": plan.probabilities,
+            "resolution": stack.resolution,
+        }),
+        counts,
+        timings_s: Timings {
+            read: read_time.as_secs_f64(),
+            inference: infer_time.as_secs_f64(),
+            blend_write: write_time.as_secs_f64(),
+            finalize: 0.0,
+            total: 0.0,
+        },
+        outputs,
+        warnings,
+    };
+    summary.timings_s.finalize = t_final.elapsed().as_secs_f64();
+    summary.timings_s.total = t0.elapsed().as_secs_f64();
+    let mut text = serde_json::to_string_pretty(&summary).map_err(|e| OutputError::Io {
+        path: final_summary.clone(),
+        source: e.into(),
+    })?;
+    text.push('\n');
+    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
+        path: part_summary.clone(),
+        source,
+    })?;
+
+    // Everything is written: move it into place.
+    let mut moves = vec![
+        (part_classes.clone(), final_classes.clone()),
+        (part_tiles, final_tiles),
+        (part_summary, final_summary),
+    ];
+    if aux_path(&part_classes).exists() {
+        moves.push((aux_path(&part_classes), aux_path(&final_classes)));
+    }
+    if plan.probabilities {
+        moves.push((part_probs.clone(), final_probs.clone()));
+        if aux_path(&part_probs).exists() {
+            moves.push((aux_path(&part_probs), aux_path(&final_probs)));
+        }
+    } else {
+        // A stale probabilities file from an earlier run must not pass for this run's.
+        let _ = std::fs::remove_file(&final_probs);
+        let _ = std::fs::remove_file(aux_path(&final_probs));
+    }
+    for (from, to) in moves {
+        rename(&from, &to)?;
+    }
+    temps.disarm();
+    Ok(summary)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), OutputError> {
+    std::fs::rename(from, to).map_err(|source| OutputError::Io {
+        path: to.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,659 @@
+//! Where pixels come from: a GDAL raster or a folder of per-band files, matched band by band
+//! to the model's inputs and put on one grid (a VRT that resamples every band to the
+//! model's resolution), plus the per-band conversion of stored values to reflectance.
+
+mod reader;
+mod sentinel2;
+
+pub use reader::StackReader;
+
+use crate::error::SceneError;
+use crate::model::ModelSpec;
+use crate::normalize::Rescale;
+use gdal::Dataset;
+use gdal::Metadata;
+use gdal::raster::GdalDataType;
+use gdal::spatial_ref::SpatialRef;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// How to read a scene, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SceneOptions {
+    /// `model band = scene band` pairs from `--bands`.
+    pub band_map: Vec<(String, String)>,
+    /// Output pixel size in CRS units (default: the model's recommended GSD).
+    pub resolution: Option<f64>,
+    /// Sentinel-2 DN offset override (`--s2-offset`, e.g. -1000).
+    pub s2_offset: Option<f64>,
+    /// Nodata value of the input (`--nodata`), overriding the files' own.
+    pub nodata: Option<f64>,
+}
+
+/// One model input band and where it is read from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StackBand {
+    /// The model band (common name where there is one).
+    pub model_band: String,
+    /// File (or GDAL dataset name) the band comes from.
+    pub source: String,
+    /// 1-based band index in that file.
+    pub source_band: usize,
+    /// Native pixel size of the source.
+    pub source_resolution: f64,
+    /// Stored value to reflectance.
+    pub rescale: Rescale,
+    /// Source nodata value, if any.
+    pub nodata: Option<f64>,
+}
+
+/// The scene as the model sees it: every input band on one north-up grid.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stack {
+    /// The scene as given.
+    pub scene: String,
+    /// Name used for the outputs.
+    pub name: String,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Pixel size in CRS units.
+    pub resolution: f64,
+    /// GDAL geotransform of the grid.
+    pub geo_transform: [f64; 6],
+    /// CRS as WKT.
+    #[serde(skip)]
+    pub srs_wkt: String,
+    /// CRS as PROJJSON.
+    #[serde(skip)]
+    pub projjson: String,
+    /// EPSG code of the CRS, when it has one.
+    pub epsg: Option<i32>,
+    /// Input bands in model order.
+    pub bands: Vec<StackBand>,
+    /// Where the Sentinel-2 DN offset came from.
+    pub s2_offset_source: String,
+    /// The VRT (XML) that puts the bands on the grid.
+    #[serde(skip)]
+    pub vrt: String,
+}
+
+/// A raster band the scene offers.
+#[derive(Debug, Clone)]
+struct Candidate {
+    path: String,
+    band: usize,
+    names: Vec<String>,
+    label: String,
+}
+
+/// Canonical form of a band name for matching: lower case, `B2`/`B02` alike.
+fn canon(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    if let Some(rest) = n.strip_prefix('b') {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let tail = &rest[digits.len()..];
+        if !digits.is_empty() && (tail.is_empty() || tail == "a") {
+            let num: u32 = digits.parse().unwrap_or(0);
+            return format!("b{num}{tail}");
+        }
+    }
+    n
+}
+
+/// Names a per-band file answers to: its stem and the stem's `_`-separated tokens
+/// (`T33UUU_20170216T102101_B02` -> `B02`; `T29RKH_..._B02_10m` -> `B02`).
+fn file_band_names(path: &Path) -> Vec<String> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names = vec![stem.clone()];
+    let tokens: Vec<&str> = stem.split(['_', '-', '.']).collect();
+    names.extend(tokens.iter().map(|t| (*t).to_string()));
+    names
+}
+
+const RASTER_EXTENSIONS: [&str; 7] = ["tif", "tiff", "jp2", "vrt", "nc", "img", "j2k"];
+
+fn list_rasters(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if depth > 0 {
+                list_rasters(&p, depth - 1, out);
+            }
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| RASTER_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn open_raster(path: &str) -> Result<Dataset, SceneError> {
+    let ds = Dataset::open(path).map_err(|e| SceneError::NotRaster {
+        path: PathBuf::from(path),
+        message: e.to_string(),
+    })?;
+    if ds.raster_count() == 0 {
+        return Err(SceneError::NotRaster {
+            path: PathBuf::from(path),
+            message: "it has no raster bands".into(),
+        });
+    }
+    Ok(ds)
+}
+
+fn is_gdal_connection(s: &str) -> bool {
+    s.starts_with("/vsi")
+        || (s.contains(':')
+            && s.split(':').next().is_some_and(|p| {
+                p.len() > 1
+                    && p.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            }))
+}
+
+fn candidates(scene: &str) -> Result<(Vec<Candidate>, bool), SceneError> {
+    let path = Path::new(scene);
+    if !is_gdal_connection(scene) && !path.exists() {
+        return Err(SceneError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    if path.is_dir() {
+        let mut files = Vec::new();
+        list_rasters(path, 3, &mut files);
+        let mut out = Vec::new();
+        for f in &files {
+            let fs = f.to_string_lossy().into_owned();
+            let Ok(ds) = Dataset::open(f) else { continue };
+            if ds.raster_count() == 1 {
+                let names = file_band_names(f);
+                out.push(Candidate {
+                    path: fs,
+                    band: 1,
+                    label: names[0].clone(),
+                    names,
+                });
+            } else {
+                for i in 1..=ds.raster_count() {
+                    let desc = ds
+                        .rasterband(i)
+                        .ok()
+                        .and_then(|b| b.description().ok())
+                        .unwrap_or_default();
+                    if !desc.is_empty() {
+                        out.push(Candidate {
+                            path: fs.clone(),
+                            band: i,
+                            label: format!("{desc} ({} band {i})", names_stem(f)),
+                            names: vec![desc],
+                        });
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(SceneError::EmptyFolder {
+                path: path.to_path_buf(),
+            });
+        }
+        return Ok((out, true));
+    }
+    let ds = open_raster(scene)?;
+    let mut out = Vec::new();
+    for i in 1..=ds.raster_count() {
+        let band = ds.rasterband(i).map_err(|e| SceneError::Gdal {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut names = Vec::new();
+        let desc = band.description().unwrap_or_default();
+        if !desc.is_empty() {
+            names.push(desc.clone());
+        }
+        for key in [
+            "BANDNAME",
+            "BAND_NAME",
+            "NETCDF_VARNAME",
+            "eo:common_name",
+            "common_name",
+        ] {
+            if let Some(v) = band.metadata_item(key, "") {
+                names.push(v);
+            }
+        }
+        let label = if desc.is_empty() {
+            format!("{i}")
+        } else {
+            format!("{i} ({desc})")
+        };
+        out.push(Candidate {
+            path: scene.to_string(),
+            band: i,
+            names,
+            label,
+        });
+    }
+    Ok((out, false))
+}
+
+fn names_stem(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct SourceInfo {
+    srs: SpatialRef,
+    gt: [f64; 6],
+    size: (usize, usize),
+    int_type: bool,
+    nodata: Option<f64>,
+    scale_offset: Option<(f64, f64)>,
+}
+
+fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
+    let p = PathBuf::from(path);
+    let ds = open_raster(path)?;
+    let gt = ds
+        .geo_transform()
+        .map_err(|_| SceneError::NoGeoTransform { path: p.clone() })?;
+    if gt[2] != 0.0 || gt[4] != 0.0 {
+        return Err(SceneError::Rotated { path: p });
+    }
+    if gt == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0] {
+        return Err(SceneError::NoGeoTransform { path: p });
+    }
+    let srs = ds
+        .spatial_ref()
+        .map_err(|_| SceneError::NoCrs { path: p.clone() })?;
+    if srs.to_wkt().map_or(true, |w| w.is_empty()) {
+        return Err(SceneError::NoCrs { path: p });
+    }
+    let b = ds.rasterband(band).map_err(|e| SceneError::Gdal {
+        path: p.clone(),
+        message: e.to_string(),
+    })?;
+    let int_type = matches!(
+        b.band_type(),
+        GdalDataType::UInt8
+            | GdalDataType::UInt16
+            | GdalDataType::Int16
+            | GdalDataType::UInt32
+            | GdalDataType::Int32
+    );
+    let scale = unsafe { gdal_sys::GDALGetRasterScale(b.c_rasterband(), std::ptr::null_mut()) };
+    let offset = unsafe { gdal_sys::GDALGetRasterOffset(b.c_rasterband(), std::ptr::null_mut()) };
+    Ok(SourceInfo {
+        srs,
+        gt,
+        size: ds.raster_size(),
+        int_type,
+        nodata: b.no_data_value(),
+        scale_offset: (scale != 1.0 || offset != 0.0).then_some((scale, offset)),
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Parses `--bands blue=B2,green=B3` into pairs.
+pub fn parse_band_map(s: &str) -> Result<Vec<(String, String)>, SceneError> {
+    s.split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (k, v) = e.split_once('=').ok_or_else(|| SceneError::BadBandMap {
+                entry: e.to_string(),
+            })?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || v.is_empty() {
+                return Err(SceneError::BadBandMap {
+                    entry: e.to_string(),
+                });
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Opens a scene and builds the model-ready stack.
+pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<Stack, SceneError> {
+    let (cands, is_folder) = candidates(scene)?;
+    let scene_path = PathBuf::from(scene);
+    let available = || {
+        cands
+            .iter()
+            .map(|c| c.label.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let model_bands = || {
+        spec.bands
+            .iter()
+            .map(|b| b.label().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (k, _) in &opts.band_map {
+        let ck = canon(k);
+        if !spec.bands.iter().any(|b| {
+            canon(&b.name) == ck || b.common_name.as_deref().map(canon) == Some(ck.clone())
+        }) {
+            return Err(SceneError::UnknownModelBand {
+                key: k.clone(),
+                model_bands: model_bands(),
+            });
+        }
+    }
+
+    // Match every model band to a scene band.
+    let mut chosen: Vec<(Candidate, SourceInfo)> = Vec::new();
+    for mb in &spec.bands {
+        let keys: Vec<String> = std::iter::once(canon(&mb.name))
+            .chain(mb.common_name.as_deref().map(canon))
+            .collect();
+        let mapped = opts.band_map.iter().find(|(k, _)| keys.contains(&canon(k)));
+        let matches: Vec<&Candidate> = if let Some((k, target)) = mapped {
+            let by_index = target.parse::<usize>().ok().filter(|_| !is_folder);
+            let m: Vec<&Candidate> = cands
+                .iter()
+                .filter(|c| match by_index {
+                    Some(i) => c.band == i,
+                    None => c.names.iter().any(|n| canon(n) == canon(target)),
+                })
+                .collect();
+            if m.is_empty() {
+                return Err(SceneError::MappedBandMissing {
+                    path: scene_path.clone(),
+                    key: k.clone(),
+                    target: target.clone(),
+                    available: available(),
+                });
+            }
+            m
+        } else {
+            cands
+                .iter()
+                .filter(|c| c.names.iter().any(|n| keys.contains(&canon(n))))
+                .collect()
+        };
+        let mut best: Option<(Candidate, SourceInfo)> = None;
+        for c in matches {
+            let info = source_info(&c.path, c.band)?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| info.gt[1].abs() < b.gt[1].abs())
+            {
+                best = Some((c.clone(), info));
+            }
+        }
+        let Some(found) = best else {
+            let needed = match &mb.common_name {
+                Some(c) => format!("{c} ({})", mb.name),
+                None => mb.name.clone(),
+            };
+            return Err(SceneError::BandMissing {
+                path: scene_path.clone(),
+                needed,
+                key: mb.label().to_string(),
+                available: available(),
+            });
+        };
+        chosen.push(found);
+    }
+
+    let (first, first_info) = &chosen[0];
+    for (c, info) in &chosen[1..] {
+        if info.srs != first_info.srs {
+            return Err(SceneError::CrsDiffers {
+                path: PathBuf::from(&c.path),
+                first: PathBuf::from(&first.path),
+            });
+        }
+    }
+    let srs = &first_info.srs;
+    let metric = srs.is_projected() && srs.linear_units() == 1.0;
+    let resolution = opts.resolution.unwrap_or(if metric {
+        spec.gsd
+    } else {
+        chosen
+            .iter()
+            .map(|(_, i)| i.gt[1].abs())
+            .fold(f64::INFINITY, f64::min)
+    });
+    let gt = first_info.gt;
+    let minx = gt[0];
+    let maxy = gt[3];
+    let ext_x = gt[1] * first_info.size.0 as f64;
+    let ext_y = -gt[5] * first_info.size.1 as f64;
+    let width = (ext_x / resolution).round() as usize;
+    let height = (ext_y / resolution).round() as usize;
+    if width == 0 || height == 0 {
+        return Err(SceneError::EmptyGrid {
+            resolution,
+            width,
+            height,
+        });
+    }
+    let geo_transform = [minx, resolution, 0.0, maxy, 0.0, -resolution];
+
+    let (s2_offset, s2_offset_source) = match opts.s2_offset {
+        Some(o) => (o, "--s2-offset".to_string()),
+        None => sentinel2::detect_offset(scene, chosen.iter().map(|(c, _)| c.path.as_str())),
+    };
+
+    let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
+        path: scene_path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut vrt = String::new();
+    let _ = write!(
+        vrt,
+        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\">\n  <SRS>{}</SRS>\n  <GeoTransform>{}</GeoTransform>\n",
+        xml_escape(&srs_wkt),
+        geo_transform
+            .iter()
+            .map(|v| format!("{v:.17e}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut bands = Vec::new();
+    for (i, ((c, info), mb)) in chosen.iter().zip(&spec.bands).enumerate() {
+        let src_res = info.gt[1].abs();
+        let resampling = if src_res < resolution * 0.999 {
+            "average"
+        } else if src_res > resolution * 1.001 {
+            "bilinear"
+        } else {
+            "nearest"
+        };
+        let nodata =
+            opts.nodata
+                .or(info.nodata)
+                .or(if info.int_type { spec.dn_nodata } else { None });
+        let rescale = match info.scale_offset {
+            Some((scale, offset)) => Rescale {
+                scale,
+                offset_dn: offset / scale,
+            },
+            None if info.int_type => Rescale {
+                scale: spec.dn_scale,
+                offset_dn: s2_offset,
+            },
+            None => Rescale::IDENTITY,
+        };
+        let dst_x = (info.gt[0] - minx) / resolution;
+        let dst_y = (maxy - info.gt[3]) / resolution;
+        let dst_w = info.size.0 as f64 * info.gt[1] / resolution;
+        let dst_h = info.size.1 as f64 * -info.gt[5] / resolution;
+        let _ = write!(
+            vrt,
+            "  <VRTRasterBand dataType=\"Float32\" band=\"{}\">\n    <Description>{}</Description>\n    <NoDataValue>nan</NoDataValue>\n    <ComplexSource resampling=\"{resampling}\">\n      <SourceFilename relativeToVRT=\"0\">{}</SourceFilename>\n      <SourceBand>{}</SourceBand>\n      <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{}\" ySize=\"{}\"/>\n      <DstRect xOff=\"{dst_x:.17e}\" yOff=\"{dst_y:.17e}\" xSize=\"{dst_w:.17e}\" ySize=\"{dst_h:.17e}\"/>\n{}    </ComplexSource>\n  </VRTRasterBand>\n",
+            i + 1,
+            xml_escape(mb.label()),
+            xml_escape(&absolute(&c.path)),
+            c.band,
+            info.size.0,
+            info.size.1,
+            nodata
+                .map(|n| format!("      <NODATA>{n}</NODATA>\n"))
+                .unwrap_or_default()
+        );
+        bands.push(StackBand {
+            model_band: mb.label().to_string(),
+            source: c.path.clone(),
+            source_band: c.band,
+            source_resolution: src_res,
+            rescale,
+            nodata,
+        });
+    }
+    vrt.push_str("</VRTDataset>\n");
+
+    let epsg = srs.auth_code().ok();
+    let projjson = srs.to_projjson().unwrap_or_default();
+    Ok(Stack {
+        scene: scene.to_string(),
+        name: output_name(
+            scene,
+            is_folder,
+            &chosen
+                .iter()
+                .map(|(c, _)| c.path.clone())
+                .collect::<Vec<_>>(),
+        ),
+        width,
+        height,
+        resolution,
+        geo_transform,
+        srs_wkt,
+        projjson,
+        epsg,
+        bands,
+        s2_offset_source,
+        vrt,
+    })
+}
+
+fn absolute(p: &str) -> String {
+    if is_gdal_connection(p) {
+        return p.to_string();
+    }
+    std::path::absolute(p).map_or_else(|_| p.to_string(), |a| a.to_string_lossy().into_owned())
+}
+
+/// Output name: the file stem, or for a folder the common prefix of its band files
+/// (`T33UUU_20170216T102101`), else the folder's name.
+fn output_name(scene: &str, is_folder: bool, files: &[String]) -> String {
+    let clean = |s: &str| {
+        s.trim_matches(|c: char| c == '_' || c == '-' || c == '.')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    let p = Path::new(scene);
+    if is_folder {
+        let stems: Vec<String> = files
+            .iter()
+            .map(|f| {
+                Path::new(f)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if let Some(first) = stems.first() {
+            let mut n = first.len();
+            for s in &stems[1..] {
+                n = n.min(
+                    first
+                        .bytes()
+                        .zip(s.bytes())
+                        .take_while(|(a, b)| a == b)
+                        .count(),
+                );
+            }
+            // Cut back to a whole token: `T33UUU_20170216T102101_B02`, `..._B11` -> `T33UUU_20170216T102101`.
+            if stems.len() > 1 && stems.iter().any(|s| s.len() > n) {
+                n = first[..n].rfind(['_', '-', '.']).unwrap_or(0);
+            }
+            let prefix = clean(&first[..n]);
+            if prefix.len() >= 3 {
+                return prefix;
+            }
+        }
+        let dir = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        return clean(
+            &dir.file_name()
+                .map_or_else(|| "scene".into(), |s| s.to_string_lossy().into_owned()),
+        );
+    }
+    let last = scene.rsplit([':', '/']).next().unwrap_or(scene);
+    let stem = Path::new(last)
+        .file_stem()
+        .map_or_else(|| last.to_string(), |s| s.to_string_lossy().into_owned());
+    let c = clean(&stem);
+    if c.is_empty() { "scene".into() } else { c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_names_match_across_spellings() {
+        assert_eq!(canon("B02"), canon("b2"));
+        assert_eq!(canon("B8A"), "b8a");
+        assert_ne!(canon("B08"), canon("B8A"));
+        assert_eq!(canon("Blue"), "blue");
+    }
+
+    #[test]
+    fn sentinel2_file_names_yield_their_band_id() {
+        let n = file_band_names(Path::new("/x/T33UUU_20170216T102101_B02.jp2"));
+        assert!(n.iter().any(|s| canon(s) == "b2"));
+        let n = file_band_names(Path::new("/x/T29RKH_20200219T111031_B11_20m.jp2"));
+        assert!(n.iter().any(|s| canon(s) == "b11"));
+    }
+
+    #[test]
+    fn band_maps_parse_and_reject_garbage() {
+        assert_eq!(
+            parse_band_map("blue=B2, nir=5").expect("valid"),
+            vec![("blue".into(), "B2".into()), ("nir".into(), "5".into())]
+        );
+        assert!(parse_band_map("blue").is_err());
+        assert!(parse_band_map("=B2").is_err());
+    }
+
+    #[test]
+    fn folder_outputs_are_named_after_the_common_file_prefix() {
+        let files = vec![
+            "/d/T33UUU_20170216T102101_B02.jp2".to_string(),
+            "/d/T33UUU_20170216T102101_B11.jp2".to_string(),
+        ];
+        assert_eq!(output_name("/d", true, &files), "T33UUU_20170216T102101");
+        assert_eq!(output_name("NETCDF:/a/b.nc:B02", false, &[]), "B02");
+        assert_eq!(output_name("/a/scene.tif", false, &[]), "scene");
+    }
+}
