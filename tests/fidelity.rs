@@ -17,7 +17,15 @@ fn compare(model: &str, level: &str, scene: &Path, extra: &[&str]) -> Agreement 
     let dir = tempfile::tempdir().unwrap();
     let model = manifest(model);
     let stack = dir.path().join("stack.tif");
-    let mut args = vec!["prepare", "--model", model.to_str().unwrap(), "--scene", scene.to_str().unwrap(), "--out", stack.to_str().unwrap()];
+    let mut args = vec![
+        "prepare",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        scene.to_str().unwrap(),
+        "--out",
+        stack.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     ok(&eoinfer(&args));
 
@@ -30,7 +38,11 @@ fn compare(model: &str, level: &str, scene: &Path, extra: &[&str]) -> Agreement 
         .arg(&reference)
         .output()
         .unwrap();
-    assert!(py.status.success(), "CSmask failed: {}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "CSmask failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let reference = std::fs::read(&reference).unwrap();
 
     let mut maps = Vec::new();
@@ -55,8 +67,12 @@ fn compare(model: &str, level: &str, scene: &Path, extra: &[&str]) -> Agreement 
         assert_eq!(px.len(), reference.len());
         maps.push(px);
     }
-    let valid: Vec<usize> = (0..reference.len()).filter(|&i| reference[i] != 255).collect();
-    let agree = |m: &[u8]| valid.iter().filter(|&&i| m[i] == reference[i]).count() as f64 / valid.len() as f64;
+    let valid: Vec<usize> = (0..reference.len())
+        .filter(|&i| reference[i] != 255)
+        .collect();
+    let agree = |m: &[u8]| {
+        valid.iter().filter(|&&i| m[i] == reference[i]).count() as f64 / valid.len() as f64
+    };
     Agreement {
         reference_scheme: agree(&maps[0]),
         default_scheme: agree(&maps[1]),
@@ -74,13 +90,22 @@ fn demo_scene_matches_ukis_csmask_with_the_reference_tiling() {
         a.default_scheme * 100.0
     );
     assert!(a.valid > 100_000);
-    assert!(a.reference_scheme >= 0.999, "agreement {:.5} < 99.9 %", a.reference_scheme);
+    assert!(
+        a.reference_scheme >= 0.999,
+        "agreement {:.5} < 99.9 %",
+        a.reference_scheme
+    );
 }
 
 #[test]
 fn earth_search_l2a_scene_at_100_m_matches_ukis_csmask_with_the_reference_tiling() {
     let scene = shared_scene("s2_l2a_T29RKH_20200219_earthsearch/original_cogs");
-    let a = compare("ukis-csmask-6b-l2a.json", "l2a", &scene, &["--resolution", "100"]);
+    let a = compare(
+        "ukis-csmask-6b-l2a.json",
+        "l2a",
+        &scene,
+        &["--resolution", "100"],
+    );
     println!(
         "T29RKH L2A, 6-band L2A model, 100 m, {} valid px: reference tiling agrees with CSmask on {:.4} %, default blended tiling on {:.4} %",
         a.valid,
@@ -88,5 +113,9 @@ fn earth_search_l2a_scene_at_100_m_matches_ukis_csmask_with_the_reference_tiling
         a.default_scheme * 100.0
     );
     assert!(a.valid > 1_000_000);
-    assert!(a.reference_scheme >= 0.999, "agreement {:.5} < 99.9 %", a.reference_scheme);
+    assert!(
+        a.reference_scheme >= 0.999,
+        "agreement {:.5} < 99.9 %",
+        a.reference_scheme
+    );
 }

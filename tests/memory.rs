@@ -13,7 +13,14 @@ use std::path::Path;
 /// Per-band VRTs that tile the demo scene's band files over `size` x `size` px at 10 m.
 fn mosaic(dir: &Path, size: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    for (band, res) in [("B02", 10), ("B03", 10), ("B04", 10), ("B08", 10), ("B11", 20), ("B12", 20)] {
+    for (band, res) in [
+        ("B02", 10),
+        ("B03", 10),
+        ("B04", 10),
+        ("B08", 10),
+        ("B11", 20),
+        ("B12", 20),
+    ] {
         let src = demo_scene().join(format!("T33UUU_20170216T102101_{band}.jp2"));
         let (sw, sh) = (15_360 / res, 7_680 / res);
         let n = size * 10 / res;
@@ -39,7 +46,10 @@ fn mosaic(dir: &Path, size: usize) {
 
 fn children_peak_rss_kib() -> i64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage) }, 0);
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage) },
+        0
+    );
     usage.ru_maxrss
 }
 
@@ -66,10 +76,25 @@ fn peak_memory_does_not_grow_with_the_scene() {
         // RUSAGE_CHILDREN is the maximum over all children so far; the small scene runs first.
         peaks.push(children_peak_rss_kib());
         let (px, w, h) = read_u8(&out.join("mosaic.classes.tif"), 1);
-        assert_eq!((w, h), (size * 10 / 30 + usize::from(size * 10 % 30 >= 15), size * 10 / 30 + usize::from(size * 10 % 30 >= 15)));
-        assert!(px.iter().all(|&c| c < 3), "every pixel has valid input and a class");
+        assert_eq!(
+            (w, h),
+            (
+                size * 10 / 30 + usize::from(size * 10 % 30 >= 15),
+                size * 10 / 30 + usize::from(size * 10 % 30 >= 15)
+            )
+        );
+        assert!(
+            px.iter().all(|&c| c < 3),
+            "every pixel has valid input and a class"
+        );
     }
     let (small, large) = (peaks[0] as f64 / 1024.0, peaks[1] as f64 / 1024.0);
-    println!("peak RSS: 2048 x 2048 px scene {small:.0} MiB, 8192 x 8192 px scene {large:.0} MiB, ratio {:.3}", large / small);
-    assert!(large <= small * 1.3, "peak RSS grew from {small:.0} MiB to {large:.0} MiB (more than 1.3x)");
+    println!(
+        "peak RSS: 2048 x 2048 px scene {small:.0} MiB, 8192 x 8192 px scene {large:.0} MiB, ratio {:.3}",
+        large / small
+    );
+    assert!(
+        large <= small * 1.3,
+        "peak RSS grew from {small:.0} MiB to {large:.0} MiB (more than 1.3x)"
+    );
 }

