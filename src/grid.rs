@@ -80,6 +80,15 @@ pub struct TileGrid {
 
 impl TileGrid {
     /// Lays out `tile` x `tile` tiles over a `width` x `height` raster.
+    ///
+    /// ```
+    /// use eoinfer::grid::{TileGrid, Tiling};
+    /// // 600 px with 256 px tiles overlapping by 32 px: the last tile is shifted inward.
+    /// let grid = TileGrid::new(600, 300, 256, Tiling::Blended { overlap: 32 }).unwrap();
+    /// let xs: Vec<i64> = grid.tiles().filter(|t| t.row == 0).map(|t| t.window.x).collect();
+    /// assert_eq!(xs, [0, 224, 344]);
+    /// assert_eq!(grid.rows(), 2);
+    /// ```
     pub fn new(
         width: usize,
         height: usize,

@@ -322,3 +322,27 @@ fn committed_manifests_are_exactly_what_import_ukis_generates() {
         "cloud_shadow"
     );
 }
+
+#[test]
+fn a_scene_smaller_than_one_tile_is_padded_and_keeps_its_own_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    // At 60 m the demo scene is 256 x 128 px, less than one 256 px tile high.
+    let summary = demo_run(dir.path(), &["--resolution", "60"]);
+    assert_eq!(summary["scene"]["width"], 256);
+    assert_eq!(summary["scene"]["height"], 128);
+    assert_eq!(summary["counts"]["tiles"], 1);
+    assert!(
+        summary["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("smaller than one 256 px tile")
+    );
+    let info = gdalinfo(&dir.path().join("T33UUU_20170216T102101.classes.tif"));
+    assert_eq!(info["size"], serde_json::json!([256, 128]));
+    assert_eq!(
+        info["geoTransform"],
+        serde_json::json!([330_000.0, 60.0, 0.0, 5_822_040.0, 0.0, -60.0])
+    );
+    let (px, _, _) = read_u8(&dir.path().join("T33UUU_20170216T102101.classes.tif"), 1);
+    assert!(px.iter().all(|&c| c < 3));
+}
