@@ -82,6 +82,9 @@ pub struct PredictCli {
     /// ONNX Runtime threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the model runs: cpu, or cuda:N (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::model::Device,
     /// Also write per-class probabilities (<name>.probs.tif).
     #[arg(long)]
     pub probabilities: bool,
@@ -145,10 +148,11 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
         threads: c.threads,
         probabilities: c.probabilities,
         ort_lib: c.ort_lib.clone(),
+        device: c.device,
     };
     let plan = PredictPlan::build(&args)?;
     let env = crate::model::runtime::init_runtime(&plan.ort_lib)?;
-    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads)?;
+    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads, plan.device)?;
     plan.check_checksum()?;
     tracing::info!(
         scene = %plan.stack.scene,
@@ -207,7 +211,7 @@ fn model_command(c: &ModelCommand) -> Result<(), Error> {
             let spec = crate::model::ModelSpec::load(model)?;
             let lib = crate::model::runtime::find_runtime(ort_lib.as_deref())?;
             let env = crate::model::runtime::init_runtime(&lib)?;
-            crate::model::Segmenter::load(&env, &spec, 1)?;
+            crate::model::Segmenter::load(&env, &spec, 1, crate::model::Device::Cpu)?;
             let sha = crate::util::sha256_file(&spec.onnx).map_err(|source| {
                 crate::error::ModelError::ManifestRead {
                     path: spec.onnx.clone(),

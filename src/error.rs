@@ -47,6 +47,8 @@ pub enum ModelError {
         "cannot load ONNX Runtime from {path}: {message}; pass a working libonnxruntime.so 1.31 with --ort-lib or ORT_DYLIB_PATH"
     )]
     RuntimeLoad { path: PathBuf, message: String },
+    #[error("{0}")]
+    Device(String),
     #[error("ONNX Runtime failed while running {path}: {message}")]
     Inference { path: PathBuf, message: String },
     #[error("cannot read the ukis-csmask sidecar {path}: {message}")]

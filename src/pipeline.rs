@@ -386,6 +386,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
             "tile_size": tile,
             "batch_size": batch,
             "threads": plan.threads,
+            "device": plan.device.to_string(),
             "probabilities": plan.probabilities,
             "resolution": stack.resolution,
         }),

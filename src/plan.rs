@@ -48,6 +48,8 @@ pub struct PredictArgs {
     pub probabilities: bool,
     /// `--ort-lib`.
     pub ort_lib: Option<PathBuf>,
+    /// `--device`.
+    pub device: crate::model::Device,
 }
 
 /// A checked predict run.
@@ -71,6 +73,8 @@ pub struct PredictPlan {
     pub probabilities: bool,
     /// ONNX Runtime library.
     pub ort_lib: PathBuf,
+    /// Where the model runs.
+    pub device: crate::model::Device,
     /// sha256 of the ONNX file.
     pub onnx_sha256: String,
     /// Warnings found while planning.
@@ -167,6 +171,7 @@ impl PredictPlan {
             threads: resolve_threads(args.threads),
             probabilities: args.probabilities,
             ort_lib,
+            device: args.device,
             onnx_sha256,
             warnings,
             model,

@@ -270,3 +270,13 @@ fn an_entirely_nodata_scene_is_not_an_error_and_gives_an_all_nodata_map() {
     assert_eq!(summary["counts"]["tiles_inferred"], 0);
     assert_eq!(summary["counts"]["pixels_valid"], 0);
 }
+
+#[test]
+fn a_gpu_device_without_cuda_support_fails_loudly_instead_of_falling_back() {
+    fails(
+        &l1c(),
+        demo_scene().to_str().unwrap(),
+        &["--device", "cuda:0"],
+        &["--device cuda:0", "CUDA"],
+    );
+}

@@ -5,4 +5,4 @@ pub mod runtime;
 pub mod ukis;
 
 pub use manifest::{ClassInfo, ModelBand, ModelSpec};
-pub use runtime::Segmenter;
+pub use runtime::{Device, Segmenter};

@@ -8,6 +8,71 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorRef, ValueType};
 use std::path::{Path, PathBuf};
 
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// The CUDA execution provider on GPU `n` (needs the `cuda` cargo feature and the
+    /// onnxruntime-gpu library); it fails loudly instead of falling back to the CPU.
+    Cuda(i32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "cpu" {
+            return Ok(Device::Cpu);
+        }
+        if s == "cuda" {
+            return Ok(Device::Cuda(0));
+        }
+        if let Some(n) = s.strip_prefix("cuda:") {
+            return n
+                .parse()
+                .map(Device::Cuda)
+                .map_err(|_| format!("`{s}`: the GPU index must be a number, e.g. cuda:0"));
+        }
+        Err(format!("`{s}` is not a device; use cpu or cuda:N"))
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn execution_providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+    Ok(match device {
+        Device::Cpu => Vec::new(),
+        Device::Cuda(n) => vec![
+            ort::ep::CUDA::default()
+                .with_device_id(n)
+                .build()
+                .error_on_failure(),
+        ],
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn execution_providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+    match device {
+        Device::Cpu => Ok(Vec::new()),
+        Device::Cuda(_) => Err(format!(
+            "--device {device}: this eoinfer was built without CUDA support; rebuild it with \
+             `cargo build --release --features cuda` and run it with the onnxruntime-gpu 1.31 library (--ort-lib)"
+        )),
+    }
+}
+
 /// The ONNX Runtime library file the project's set-up fetches.
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 
@@ -127,6 +192,7 @@ impl Segmenter {
         env: &ort::environment::Environment,
         spec: &ModelSpec,
         threads: usize,
+        device: Device,
     ) -> Result<Self, ModelError> {
         if !spec.onnx.is_file() {
             return Err(ModelError::OnnxMissing {
@@ -146,6 +212,10 @@ impl Segmenter {
             .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
             .with_inter_threads(1)
             .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
+            .with_execution_providers(execution_providers(device).map_err(ModelError::Device)?)
+            .map_err(|e| {
+                ModelError::Device(format!("--device {device}: {}", ort::Error::<()>::from(e)))
+            })?
             .commit_from_file(&spec.onnx)
             .map_err(|e| onnx_err(e.to_string()))?;
         let mismatch = |what: String| ModelError::ShapeMismatch {
