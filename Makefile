@@ -19,6 +19,8 @@ demo: build
 
 test:
 	scripts/setup.sh --reference
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked -- --test-threads=2
 
 lint:

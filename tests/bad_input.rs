@@ -1,5 +1,7 @@
 //! Bad input: each case names the problem and the fix, exits with 2 and leaves no output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! exactly the pixels `eoinfer predict` reads (the stack `eoinfer prepare` writes), and the
 //! class maps are compared pixel by pixel. Figures are printed (run with --nocapture).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -4,6 +4,8 @@
 //! This file holds one test so its process has no other children (peak RSS comes from
 //! `getrusage(RUSAGE_CHILDREN)`, which covers every child the process waited for).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -29,9 +31,9 @@ fn mosaic(dir: &Path, size: usize) {
         );
         for ty in 0..n.div_ceil(sh) {
             for tx in 0..n.div_ceil(sw) {
-                write!(
+                writeln!(
                     xml,
-                    "<SimpleSource><SourceFilename>{}</SourceFilename><SourceBand>1</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{sw}\" ySize=\"{sh}\"/><DstRect xOff=\"{}\" yOff=\"{}\" xSize=\"{sw}\" ySize=\"{sh}\"/></SimpleSource>\n",
+                    "<SimpleSource><SourceFilename>{}</SourceFilename><SourceBand>1</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{sw}\" ySize=\"{sh}\"/><DstRect xOff=\"{}\" yOff=\"{}\" xSize=\"{sw}\" ySize=\"{sh}\"/></SimpleSource>",
                     src.display(),
                     tx * sw,
                     ty * sh

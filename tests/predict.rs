@@ -1,6 +1,8 @@
 //! `eoinfer predict` on the real demo scene with the real ukis-csmask model: the COG a user
 //! opens in QGIS, the tiles GeoParquet, the run summary, band mapping, manifest generation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
