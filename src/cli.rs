@@ -123,6 +123,10 @@ pub enum ModelCommand {
         /// Model manifest.
         #[arg(long)]
         model: PathBuf,
+        /// Golden data folder (golden.json + arrays) of an embedding model: run the model on
+        /// its inputs and compare with PyTorch's output.
+        #[arg(long)]
+        golden: Option<PathBuf>,
         /// ONNX Runtime shared library.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
@@ -207,7 +211,25 @@ fn model_command(c: &ModelCommand) -> Result<(), Error> {
             }
             Ok(())
         }
-        ModelCommand::Check { model, ort_lib } => {
+        ModelCommand::Check {
+            model,
+            golden,
+            ort_lib,
+        } => {
+            if let Some(doc) = std::fs::read_to_string(model)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter(crate::model::golden::is_embedding_manifest)
+            {
+                return check_embedding(model, &doc, golden.as_deref(), ort_lib.as_deref());
+            }
+            if golden.is_some() {
+                return Err(crate::error::ModelError::ManifestInvalid {
+                    path: model.clone(),
+                    what: "--golden applies to embedding models (eoinfer:kind = embedding)".into(),
+                }
+                .into());
+            }
             let spec = crate::model::ModelSpec::load(model)?;
             let lib = crate::model::runtime::find_runtime(ort_lib.as_deref())?;
             let env = crate::model::runtime::init_runtime(&lib)?;
@@ -238,6 +260,61 @@ fn model_command(c: &ModelCommand) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Golden parity tolerances of embedding models (per patch cosine, max absolute difference).
+const GOLDEN_MIN_COSINE: f64 = 0.99999;
+const GOLDEN_MAX_ABS: f64 = 1e-4;
+
+fn check_embedding(
+    model: &std::path::Path,
+    doc: &serde_json::Value,
+    golden: Option<&std::path::Path>,
+    ort_lib: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    let lib = crate::model::runtime::find_runtime(ort_lib)?;
+    let env = crate::model::runtime::init_runtime(&lib)?;
+    let (mut session, onnx) = crate::model::golden::open_embedding_model(&env, model, doc)?;
+    let sha = crate::util::sha256_file(&onnx).map_err(|source| {
+        crate::error::ModelError::ManifestRead {
+            path: onnx.clone(),
+            source,
+        }
+    })?;
+    if let Some(expected) = doc
+        .pointer("/assets/model/file:checksum")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|c| c.strip_prefix("1220"))
+    {
+        if expected != sha {
+            return Err(crate::error::ModelError::ShapeMismatch {
+                manifest: model.to_path_buf(),
+                onnx,
+                what: format!("the ONNX file's sha256 is {sha}, the manifest records {expected}"),
+            }
+            .into());
+        }
+    }
+    let report = golden
+        .map(|g| crate::model::golden::check_golden(&mut session, &onnx, g))
+        .transpose()?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"ok": true, "model": model, "onnx": onnx, "sha256": sha, "golden": report})).unwrap_or_default()
+    );
+    if let Some(r) = report {
+        if r.min_cosine < GOLDEN_MIN_COSINE || r.max_abs > GOLDEN_MAX_ABS {
+            return Err(crate::error::ModelError::Inference {
+                path: onnx,
+                message: format!(
+                    "golden check failed: min cosine {:.7} (needs >= {GOLDEN_MIN_COSINE}), max abs {:.2e} (needs <= {GOLDEN_MAX_ABS:e})",
+                    r.min_cosine, r.max_abs
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Runs one parsed command line.

@@ -1,0 +1,448 @@
+"""Export an OlmoEarth encoder to ONNX for eoinfer, with its STAC MLM manifest and a parity check.
+
+Builds any OlmoEarth version and size offline with `olmoearth-pretrain-minimal` (random,
+seeded weights, or `--weights` with a checkpoint state dict the user downloaded on their
+own machine), wraps the encoder so it maps normalised Sentinel-2 L2A (and optionally
+Sentinel-1) time series to a dense embedding map pooled the way rslearn's OlmoEarth wrapper
+pools (mean over time steps and band groups, then over modalities), exports it with the
+torch dynamo exporter (opset 18, dynamic batch, H = W and T), maps attention to ONNX
+Runtime's `com.microsoft::MultiHeadAttention` (same numbers, no B x heads x N^2 score
+matrix), and refuses to write a model whose ONNX Runtime output differs from PyTorch's by
+more than 1e-4 on shapes other than the traced one.
+
+Inputs of the ONNX model:
+  s2          float32 [B, H, W, T, 12]  normalised, bands B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12,B01,B09
+  timestamps  int32   [B, T, 3]         (day 1-31, month 0-11, year)
+  s1          float32 [B, H, W, T, 2]   normalised vv, vh in dB (only with --s1)
+Output: `features` float32 [B, D, H/p, W/p].
+
+usage: python models/olmoearth/export.py --version v1 --size nano [--s1] [--weights ckpt.pth]
+       [--golden] [--out-dir models/olmoearth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxscript
+import torch
+from onnx.defs import OpSchema
+
+from olmoearth_pretrain_minimal import OlmoEarthPretrain_v1
+from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.data.normalize import Normalizer
+from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
+from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import MaskedOlmoEarthSample
+
+S2_BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09"]
+S2_COMMON = {
+    "B01": ("coastal", 0.443), "B02": ("blue", 0.49), "B03": ("green", 0.56), "B04": ("red", 0.665),
+    "B05": ("rededge071", 0.704), "B06": ("rededge075", 0.74), "B07": ("rededge078", 0.783),
+    "B08": ("nir", 0.842), "B8A": ("nir08", 0.865), "B09": ("nir09", 0.945),
+    "B11": ("swir16", 1.61), "B12": ("swir22", 2.19),
+}
+S1_BANDS = ["vv", "vh"]
+EMBED_DIMS = {"nano": 128, "tiny": 192, "small": 384, "base": 768, "large": 1024}
+ENCODER_MODALITIES = ["sentinel2_l2a", "sentinel1", "landsat"]
+TRAINING_ONLY_PREFIXES = ("supervision_head.", "location_token_distillation_head.")
+PARITY_TOLERANCE = 1e-4
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+GOLDEN_SCENE = REPO.parent / "shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc"
+
+
+# ONNX Runtime rejects Einsum over int64 and float32 operands, which the sin-cos position
+# helpers produce; casting the integer operand to float32 first gives the same numbers.
+_einsum = torch.einsum
+
+
+def _einsum_float(equation, *operands):
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    floats = [o.dtype for o in operands if o.is_floating_point()]
+    if floats:
+        operands = tuple(o if o.is_floating_point() else o.to(floats[0]) for o in operands)
+    return _einsum(equation, *operands)
+
+
+torch.einsum = _einsum_float
+
+
+def _mha_translation():
+    """aten::scaled_dot_product_attention -> com.microsoft::MultiHeadAttention."""
+    if not onnx.defs.has("MultiHeadAttention", "com.microsoft"):
+        onnx.defs.register_schema(
+            OpSchema(
+                "MultiHeadAttention",
+                "com.microsoft",
+                1,
+                inputs=[OpSchema.FormalParameter(n, "T") for n in ("query", "key", "value")],
+                outputs=[OpSchema.FormalParameter("output", "T")],
+                type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float tensors")],
+                attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, "number of heads")],
+            )
+        )
+    from onnxscript import opset18 as op
+    from onnxscript._internal.values import Op
+
+    mha = Op(onnxscript.values.Opset("com.microsoft", 1), "MultiHeadAttention")
+
+    def sdpa_to_mha(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if attn_mask is not None or is_causal or scale is not None:
+            raise ValueError("only unmasked, non-causal, default-scale attention maps to MultiHeadAttention")
+        heads, head_dim = query.shape[1], query.shape[3]  # static: [B, heads, N, head_dim]
+        flat = op.Constant(value_ints=[0, 0, -1])
+        q = op.Reshape(op.Transpose(query, perm=[0, 2, 1, 3]), flat)
+        k = op.Reshape(op.Transpose(key, perm=[0, 2, 1, 3]), flat)
+        v = op.Reshape(op.Transpose(value, perm=[0, 2, 1, 3]), flat)
+        out = mha(q, k, v, num_heads=heads)
+        out = op.Reshape(out, op.Constant(value_ints=[0, 0, heads, head_dim]))
+        return op.Transpose(out, perm=[0, 2, 1, 3])
+
+    return {torch.ops.aten.scaled_dot_product_attention.default: sdpa_to_mha}
+
+
+class EmbeddingEncoder(torch.nn.Module):
+    """OlmoEarth encoder -> dense embedding map [B, D, H/p, W/p]."""
+
+    def __init__(self, encoder: torch.nn.Module, patch_size: int, with_s1: bool, s2_band_sets: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.patch_size = patch_size
+        self.with_s1 = with_s1
+        self.s2_band_sets = s2_band_sets
+
+    def forward(self, s2: torch.Tensor, timestamps: torch.Tensor, s1: torch.Tensor | None = None) -> torch.Tensor:
+        fields = {
+            "timestamps": timestamps,
+            "sentinel2_l2a": s2,
+            # One mask value per band set (3 for Sentinel-2 in v1); 0 = seen by the encoder.
+            "sentinel2_l2a_mask": torch.zeros_like(s2[..., : self.s2_band_sets], dtype=torch.int32),
+        }
+        if self.with_s1:
+            fields["sentinel1"] = s1
+            fields["sentinel1_mask"] = torch.zeros_like(s1[..., :1], dtype=torch.int32)
+        out = self.encoder(MaskedOlmoEarthSample(**fields), patch_size=self.patch_size, input_res=10, fast_pass=True)
+        tokens = out["tokens_and_masks"]
+        pooled = [tokens.sentinel2_l2a.mean(dim=[3, 4])]  # [B, h, w, T, S, D] -> [B, h, w, D]
+        if self.with_s1:
+            pooled.append(tokens.sentinel1.mean(dim=[3, 4]))
+        x = torch.stack(pooled, dim=0).mean(dim=0)
+        return x.permute(0, 3, 1, 2)
+
+
+def build_encoder(size: str, version: str, weights: Path | None, seed: int) -> tuple[torch.nn.Module, int]:
+    torch.manual_seed(seed)
+    model = OlmoEarthPretrain_v1(model_size=size, model_version=version)
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu")
+        state = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+        model.model.load_state_dict(state)
+    model.encoder.restrict_input_modalities(ENCODER_MODALITIES)
+    encoder = model.encoder.eval()
+    # v1 tokenises Sentinel-2 in 3 band sets; v1.1 and later in one.
+    band_sets = 3 if version == "v1" else 1
+    return encoder, band_sets
+
+
+def timestamps_for(dates: list[tuple[int, int, int]], batch: int) -> torch.Tensor:
+    """(day, month 1-12, year) -> OlmoEarth's [B, T, 3] (day, month 0-11, year) int32."""
+    t = torch.tensor([[d, m - 1, y] for d, m, y in dates], dtype=torch.int32)
+    return t[None].repeat(batch, 1, 1)
+
+
+def random_inputs(batch: int, size: int, steps: int, with_s1: bool, gen: torch.Generator):
+    s2 = torch.randn(batch, size, size, steps, 12, generator=gen) * 0.3 + 0.5
+    ts = timestamps_for([(15, 1 + (i % 12), 2021) for i in range(steps)], batch)
+    s1 = torch.randn(batch, size, size, steps, 2, generator=gen) * 0.3 + 0.5 if with_s1 else None
+    return s2, ts, s1
+
+
+def feeds(s2, ts, s1) -> dict[str, np.ndarray]:
+    f = {"s2": s2.numpy(), "timestamps": ts.numpy()}
+    if s1 is not None:
+        f["s1"] = s1.numpy()
+    return f
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Max abs difference and the smallest cosine similarity over patches."""
+    a = ref.transpose(0, 2, 3, 1).reshape(-1, ref.shape[1]).astype(np.float64)
+    b = got.transpose(0, 2, 3, 1).reshape(-1, got.shape[1]).astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return {"max_abs": float(np.abs(ref - got).max()), "min_cosine": float(cos.min())}
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def read_golden_window(with_s1: bool, version: str, size: int = 64) -> dict:
+    """A real 12-month window: WorldCereal's monthly S2 L2A composites (and S1) over EPSG:32631."""
+    if not GOLDEN_SCENE.exists():
+        raise SystemExit(f"golden scene {GOLDEN_SCENE} is missing")
+    import tifffile
+
+    def var(name: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "v.tif"
+            subprocess.run(
+                ["gdal_translate", "-q", "-ot", "Float32", "-co", "INTERLEAVE=BAND", "-srcwin", "0", "0", str(size), str(size),
+                 f'NETCDF:"{GOLDEN_SCENE}":{name}', str(out)],
+                check=True,
+            )
+            return tifffile.imread(out)  # [T, H, W]
+
+    # Days since 1990-01-01 of the 12 monthly composites (NETCDF_DIM_t_VALUES).
+    days = [11262, 11292, 11323, 11354, 11382, 11413, 11443, 11474, 11504, 11535, 11566, 11596]
+    base = np.datetime64("1990-01-01")
+    dates = []
+    for d in days:
+        day = (base + np.timedelta64(d, "D")).astype(object)
+        dates.append((day.day, day.month, day.year))
+    raw = np.full((size, size, 12, 12), np.nan, dtype=np.float32)  # H, W, T, C (DN; NaN = band absent)
+    present = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
+    for b in present:
+        v = var(f"S2-L2A-{b}")
+        v = np.where(v == 32769, np.nan, v)
+        raw[..., S2_BANDS.index(b)] = np.moveaxis(v, 0, -1)
+    norm = Normalizer(std_multiplier=2.0, model_type="v1" if version == "v1" else version)
+    s2 = norm.normalize(Modality.SENTINEL2_L2A, raw.copy()).astype(np.float32)
+    window = {"raw_s2": raw, "s2": s2, "dates": dates}
+    if with_s1:
+        s1_raw = np.zeros((size, size, 12, 2), dtype=np.float32)
+        for i, b in enumerate(S1_BANDS):
+            v = var(f"S1-SIGMA0-{b.upper()}")
+            # WorldCereal stores backscatter as uint16: dB = 20 log10(v) - 83.
+            s1_raw[..., i] = np.moveaxis(20.0 * np.log10(v) - 83.0, 0, -1)
+        window["raw_s1"] = s1_raw
+        window["s1"] = norm.normalize(Modality.SENTINEL1, s1_raw.copy()).astype(np.float32)
+    return window
+
+
+def norm_stats(modality: str, bands: list[str]) -> list[dict]:
+    from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.data.normalize import load_computed_config
+
+    cfg = load_computed_config()[modality]
+    out = []
+    for b in bands:
+        m, s = cfg[b]["mean"], cfg[b]["std"]
+        out.append({"type": "min-max", "minimum": m - 2 * s, "maximum": m + 2 * s})
+    return out
+
+
+def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dict], export_s: float) -> None:
+    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    bands = [{"name": b, "eo:common_name": S2_COMMON[b][0], "eo:center_wavelength": S2_COMMON[b][1]} for b in S2_BANDS]
+    inputs = [
+        {
+            "name": "s2",
+            "bands": S2_BANDS,
+            "input": {"shape": [-1, -1, -1, -1, 12], "dim_order": ["batch", "height", "width", "time", "bands"], "data_type": "float32"},
+            "value_scaling": norm_stats("sentinel2_l2a", S2_BANDS),
+            "resize_type": None,
+            "pre_processing_function": None,
+        },
+        {
+            "name": "timestamps",
+            "bands": [],
+            "input": {"shape": [-1, -1, 3], "dim_order": ["batch", "time", "date"], "data_type": "int32"},
+            "description": "acquisition date per time step as (day 1-31, month 0-11, year)",
+        },
+    ]
+    if args.s1:
+        bands += [{"name": "vv", "description": "Sentinel-1 VV backscatter, dB"}, {"name": "vh", "description": "Sentinel-1 VH backscatter, dB"}]
+        inputs.append(
+            {
+                "name": "s1",
+                "bands": S1_BANDS,
+                "input": {"shape": [-1, -1, -1, -1, 2], "dim_order": ["batch", "height", "width", "time", "bands"], "data_type": "float32"},
+                "value_scaling": norm_stats("sentinel1", S1_BANDS),
+            }
+        )
+    random = args.weights is None
+    doc = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.5.0/schema.json", "https://stac-extensions.github.io/file/v2.1.0/schema.json"],
+        "id": onnx_path.stem,
+        "geometry": None,
+        "properties": {
+            "datetime": None,
+            "start_datetime": "2016-01-01T00:00:00Z",
+            "end_datetime": "2025-12-31T00:00:00Z",
+            "description": (
+                f"OlmoEarth {args.version} {args.size} encoder (Ai2, Apache-2.0) exported by models/olmoearth/export.py: "
+                "Sentinel-2 L2A" + (" + Sentinel-1" if args.s1 else "") + " time series -> embedding map pooled over time steps "
+                "and band groups. " + ("RANDOM WEIGHTS (seed %d): for testing the pipeline, not for analysis." % args.seed if random else f"Weights from {Path(args.weights).name}.")
+            ),
+            "mlm:name": f"OlmoEarth {args.version} {args.size}",
+            "mlm:architecture": "ViT (OlmoEarth / FlexiViT encoder)",
+            "mlm:tasks": ["embedding"],
+            "mlm:framework": "ONNX",
+            "mlm:accelerator": "amd64",
+            "mlm:accelerator_constrained": False,
+            "mlm:pretrained": not random,
+            "mlm:pretrained_source": None if random else "OlmoEarth checkpoint (Ai2)",
+            "bands": bands,
+            "gsd": 10.0,
+            "mlm:input": inputs,
+            "mlm:output": [
+                {
+                    "name": "features",
+                    "tasks": ["embedding"],
+                    "result": {"shape": [-1, dim, -1, -1], "dim_order": ["batch", "embedding", "height", "width"], "data_type": "float32"},
+                    "post_processing_function": None,
+                }
+            ],
+            "eoinfer:kind": "embedding",
+            "eoinfer:model_family": "olmoearth",
+            "eoinfer:model_version": args.version,
+            "eoinfer:model_size": args.size,
+            "eoinfer:random_weights": random,
+            "eoinfer:seed": args.seed if random else None,
+            "eoinfer:patch_size": args.patch_size,
+            "eoinfer:embedding_dim": dim,
+            "eoinfer:max_time_steps": 12,
+            "eoinfer:square_tiles": True,
+            "eoinfer:tile_size": 64,
+            "eoinfer:gsd": 10.0,
+            "eoinfer:product_level": "L2A",
+            "eoinfer:dn_scale": 1.0,
+            "eoinfer:dn_nodata": 0,
+            "eoinfer:missing_bands": "nearest-wavelength" if args.version == "v1" else "zero-after-normalisation",
+            "eoinfer:attention": "com.microsoft::MultiHeadAttention" if not args.plain_attention else "onnx",
+            "eoinfer:parity": {"tolerance": PARITY_TOLERANCE, "shapes": parity},
+            "eoinfer:export_seconds": round(export_s, 1),
+            "eoinfer:exporter": f"torch {torch.__version__} dynamo, opset 18; onnxruntime {ort.__version__}",
+        },
+        "links": [],
+        "assets": {
+            "model": {
+                "href": onnx_path.name,
+                "type": "application/octet-stream; application=onnx",
+                "roles": ["mlm:model", "mlm:weights", "data"],
+                "mlm:artifact_type": "onnx",
+                "file:size": onnx_path.stat().st_size,
+                "file:checksum": "1220" + sha,
+            }
+        },
+    }
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", choices=["v1", "v1.1", "v1.2"], required=True)
+    p.add_argument("--size", choices=list(EMBED_DIMS), required=True)
+    p.add_argument("--weights", help="checkpoint state dict (.pth) with the real weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --weights)")
+    p.add_argument("--s1", action="store_true", help="also take Sentinel-1 vv, vh")
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--out-dir", default=str(HERE))
+    p.add_argument("--golden", action="store_true", help="also write golden test data from the real WorldCereal window")
+    p.add_argument("--plain-attention", action="store_true", help="keep attention as plain ONNX ops (holds the full score matrix)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "")
+    onnx_path = out_dir / f"{name}.onnx"
+    encoder, band_sets = build_encoder(args.size, args.version, Path(args.weights) if args.weights else None, args.seed)
+    model = EmbeddingEncoder(encoder, args.patch_size, args.s1, band_sets).eval()
+    dim = EMBED_DIMS[args.size]
+
+    # Trace with B >= 2, T >= 2 and H/p >= 2 so no axis is specialised to 1.
+    gen = torch.Generator().manual_seed(1234)
+    s2, ts, s1 = random_inputs(2, 4 * args.patch_size, 3, args.s1, gen)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    side = args.patch_size * torch.export.Dim("patches", min=1, max=256)
+    steps = torch.export.Dim("time", min=1, max=12)
+    shapes = {"s2": {0: batch, 1: side, 2: side, 3: steps}, "timestamps": {0: batch, 1: steps}}
+    example = (s2, ts)
+    names = ["s2", "timestamps"]
+    if args.s1:
+        shapes["s1"] = {0: batch, 1: side, 2: side, 3: steps}
+        example = (s2, ts, s1)
+        names.append("s1")
+    t0 = time.time()
+    tmp_path = onnx_path.with_suffix(".onnx.partial")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            example,
+            dynamo=True,
+            opset_version=18,
+            input_names=names,
+            output_names=["features"],
+            dynamic_shapes=shapes,
+            custom_translation_table=None if args.plain_attention else _mha_translation(),
+            verbose=False,
+        )
+    program.save(str(tmp_path), external_data=False)
+    export_s = time.time() - t0
+
+    # Parity on shapes other than the traced one.
+    sess = session(tmp_path, args.threads)
+    parity = []
+    for b, hw, t in [(1, 2 * args.patch_size, 1), (3, 6 * args.patch_size, 5), (2, 8 * args.patch_size, 12)]:
+        x2, xt, x1 = random_inputs(b, hw, t, args.s1, gen)
+        with torch.no_grad():
+            ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
+        got = sess.run(None, feeds(x2, xt, x1))[0]
+        stats = {"batch": b, "size": hw, "time_steps": t, **compare(ref, got)}
+        print(json.dumps(stats))
+        parity.append(stats)
+    worst = max(s["max_abs"] for s in parity)
+    if worst > PARITY_TOLERANCE:
+        tmp_path.unlink()
+        raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
+    os.replace(tmp_path, onnx_path)
+    write_manifest(out_dir / f"{name}.json", onnx_path, args, dim, parity, export_s)
+    print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
+
+    if args.golden:
+        w = read_golden_window(args.s1, args.version)
+        x2 = torch.from_numpy(w["s2"])[None]
+        xt = timestamps_for(w["dates"], 1)
+        x1 = torch.from_numpy(w["s1"])[None] if args.s1 else None
+        with torch.no_grad():
+            ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
+        got = sess.run(None, feeds(x2, xt, x1))[0]
+        stats = compare(ref, got)
+        gdir = out_dir / "golden" / name
+        gdir.mkdir(parents=True, exist_ok=True)
+        arrays = {"s2": x2.numpy(), "timestamps": xt.numpy(), "features": ref}
+        if args.s1:
+            arrays["s1"] = x1.numpy()
+        meta = {
+            "source": "../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc, window x 0..64, y 0..64",
+            "dates": [list(d) for d in w["dates"]],
+            "arrays": {k: {"file": f"{k}.bin", "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
+            "pytorch_vs_onnxruntime_python": stats,
+            "note": "s2/s1 are the normalised model inputs (missing bands B8A, B01, B09 filled by the version's rule); features is PyTorch's output",
+        }
+        for k, v in arrays.items():
+            np.ascontiguousarray(v).tofile(gdir / f"{k}.bin")
+        (gdir / "golden.json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(json.dumps({"golden": str(gdir), **stats}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

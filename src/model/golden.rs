@@ -1,0 +1,269 @@
+//! Embedding models (OlmoEarth): the manifest's model asset loaded into ONNX Runtime, its
+//! inputs and output checked against the manifest, and a golden check: the ONNX model run on
+//! the real input window `models/olmoearth/export.py` saved, compared with PyTorch's output.
+
+use crate::error::ModelError;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{TensorRef, ValueType};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// Figures of a golden check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GoldenReport {
+    /// The ONNX model.
+    pub onnx: PathBuf,
+    /// Largest absolute difference to PyTorch's output.
+    pub max_abs: f64,
+    /// Smallest cosine similarity between eoinfer's and PyTorch's embedding of one patch.
+    pub min_cosine: f64,
+    /// Number of patches compared.
+    pub patches: usize,
+    /// Output shape.
+    pub shape: Vec<usize>,
+}
+
+fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
+    ModelError::ManifestInvalid {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+/// Whether a manifest describes an embedding model (`eoinfer:kind` = `embedding`).
+#[must_use]
+pub fn is_embedding_manifest(doc: &Value) -> bool {
+    doc.pointer("/properties/eoinfer:kind")
+        .and_then(Value::as_str)
+        == Some("embedding")
+}
+
+/// Opens the embedding model a manifest names and checks that its inputs and output are the
+/// manifest's (names, ranks, band counts, embedding size).
+pub fn open_embedding_model(
+    env: &ort::environment::Environment,
+    manifest: &Path,
+    doc: &Value,
+) -> Result<(Session, PathBuf), ModelError> {
+    let href = doc
+        .pointer("/assets/model/href")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(manifest, "the model asset has no href"))?;
+    let onnx = manifest
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(href);
+    if !onnx.is_file() {
+        return Err(ModelError::OnnxMissing {
+            path: onnx,
+            manifest: manifest.to_path_buf(),
+        });
+    }
+    let load = |m: String| ModelError::OnnxLoad {
+        path: onnx.clone(),
+        message: m,
+    };
+    let session = Session::builder(env)
+        .map_err(|e| load(e.to_string()))?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .map_err(|e| load(ort::Error::<()>::from(e).to_string()))?
+        .commit_from_file(&onnx)
+        .map_err(|e| load(e.to_string()))?;
+    let mismatch = |what: String| ModelError::ShapeMismatch {
+        manifest: manifest.to_path_buf(),
+        onnx: onnx.clone(),
+        what,
+    };
+    let inputs = doc
+        .pointer("/properties/mlm:input")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(manifest, "no `mlm:input`"))?;
+    for spec in inputs {
+        let name = spec
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(manifest, "an input has no name"))?;
+        let shape: Vec<i64> = spec
+            .pointer("/input/shape")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .ok_or_else(|| invalid(manifest, format!("input {name} has no shape")))?;
+        let outlet = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == name)
+            .ok_or_else(|| mismatch(format!("the ONNX model has no input `{name}`")))?;
+        let ValueType::Tensor { shape: got, .. } = outlet.dtype() else {
+            return Err(mismatch(format!("input `{name}` is not a tensor")));
+        };
+        let ok = got.len() == shape.len()
+            && got
+                .iter()
+                .zip(&shape)
+                .all(|(&a, &b)| a < 0 || b < 0 || a == b);
+        if !ok {
+            return Err(mismatch(format!(
+                "input `{name}`: manifest {shape:?}, ONNX {:?}",
+                &got[..]
+            )));
+        }
+    }
+    let dim = doc
+        .pointer("/properties/eoinfer:embedding_dim")
+        .and_then(Value::as_i64);
+    let out = session
+        .outputs()
+        .first()
+        .ok_or_else(|| mismatch("the ONNX model has no output".into()))?;
+    if let (ValueType::Tensor { shape, .. }, Some(dim)) = (out.dtype(), dim) {
+        if shape.len() != 4 || (shape[1] >= 0 && shape[1] != dim) {
+            return Err(mismatch(format!(
+                "output: ONNX {:?}, manifest embedding size {dim}",
+                &shape[..]
+            )));
+        }
+    }
+    Ok((session, onnx))
+}
+
+fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
+    Ok(std::fs::read(path)?
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn read_i32(path: &Path) -> std::io::Result<Vec<i32>> {
+    Ok(std::fs::read(path)?
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Runs the model on the golden inputs in `dir` (`golden.json` + raw little-endian arrays)
+/// and compares its output with the saved PyTorch output `features`.
+pub fn check_golden(
+    session: &mut Session,
+    onnx: &Path,
+    dir: &Path,
+) -> Result<GoldenReport, ModelError> {
+    let meta_path = dir.join("golden.json");
+    let text = std::fs::read_to_string(&meta_path).map_err(|source| ModelError::ManifestRead {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let meta: Value = serde_json::from_str(&text).map_err(|source| ModelError::ManifestJson {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let arrays = meta
+        .get("arrays")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid(&meta_path, "no `arrays`"))?;
+    let array = |name: &str| -> Result<(Vec<usize>, String, PathBuf), ModelError> {
+        let a = arrays
+            .get(name)
+            .ok_or_else(|| invalid(&meta_path, format!("no array `{name}`")))?;
+        let shape = a
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|s| {
+                s.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .ok_or_else(|| invalid(&meta_path, format!("array `{name}` has no shape")))?;
+        let dtype = a
+            .get("dtype")
+            .and_then(Value::as_str)
+            .unwrap_or("float32")
+            .to_string();
+        let file = dir.join(a.get("file").and_then(Value::as_str).unwrap_or_default());
+        Ok((shape, dtype, file))
+    };
+    let io = |path: &Path, source| ModelError::ManifestRead {
+        path: path.to_path_buf(),
+        source,
+    };
+    let names: Vec<String> = session
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .collect();
+    let mut floats: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut ints: Vec<(String, Vec<usize>, Vec<i32>)> = Vec::new();
+    for name in &names {
+        let (shape, dtype, file) = array(name)?;
+        match dtype.as_str() {
+            "float32" => floats.push((
+                name.clone(),
+                shape,
+                read_f32(&file).map_err(|e| io(&file, e))?,
+            )),
+            "int32" => ints.push((
+                name.clone(),
+                shape,
+                read_i32(&file).map_err(|e| io(&file, e))?,
+            )),
+            other => {
+                return Err(invalid(
+                    &meta_path,
+                    format!("array `{name}` has dtype {other}; expected float32 or int32"),
+                ));
+            }
+        }
+    }
+    let run_err = |m: String| ModelError::Inference {
+        path: onnx.to_path_buf(),
+        message: m,
+    };
+    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
+    for (name, shape, data) in &floats {
+        let t = TensorRef::from_array_view((shape.clone(), data.as_slice()))
+            .map_err(|e| run_err(e.to_string()))?;
+        inputs.push((Cow::Owned(name.clone()), t.into()));
+    }
+    for (name, shape, data) in &ints {
+        let t = TensorRef::from_array_view((shape.clone(), data.as_slice()))
+            .map_err(|e| run_err(e.to_string()))?;
+        inputs.push((Cow::Owned(name.clone()), t.into()));
+    }
+    let outputs = session.run(inputs).map_err(|e| run_err(e.to_string()))?;
+    let (shape, got) = outputs[0]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| run_err(e.to_string()))?;
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let (ref_shape, _, ref_file) = array("features")?;
+    if ref_shape != shape {
+        return Err(run_err(format!(
+            "output shape {shape:?}, PyTorch's {ref_shape:?}"
+        )));
+    }
+    let reference = read_f32(&ref_file).map_err(|e| io(&ref_file, e))?;
+    let (b, d, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let mut max_abs = 0.0_f64;
+    let mut min_cosine = f64::INFINITY;
+    for bi in 0..b {
+        for p in 0..h * w {
+            let (mut dot, mut na, mut nb) = (0.0_f64, 0.0_f64, 0.0_f64);
+            for k in 0..d {
+                let i = (bi * d + k) * h * w + p;
+                let (x, y) = (f64::from(got[i]), f64::from(reference[i]));
+                max_abs = max_abs.max((x - y).abs());
+                dot += x * y;
+                na += x * x;
+                nb += y * y;
+            }
+            min_cosine = min_cosine.min(dot / (na.sqrt() * nb.sqrt()).max(1e-30));
+        }
+    }
+    Ok(GoldenReport {
+        onnx: onnx.to_path_buf(),
+        max_abs,
+        min_cosine,
+        patches: b * h * w,
+        shape,
+    })
+}
