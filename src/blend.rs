@@ -21,6 +21,19 @@ pub struct FinishedRows {
     pub probs: Vec<u8>,
 }
 
+/// Finished rows of a continuous output (embeddings): weighted means per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedMeans {
+    /// First row of the block.
+    pub y: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// Channel-major means (`channels * rows * width`), NaN where no valid input.
+    pub values: Vec<f32>,
+    /// Whether each pixel had valid input (`rows * width`).
+    pub valid: Vec<bool>,
+}
+
 /// Weighted accumulation of tile probabilities over a rolling band of rows.
 #[derive(Debug)]
 pub struct BandAccumulator {
@@ -151,7 +164,58 @@ impl BandAccumulator {
                 classes[p] = best as u8;
             }
         }
-        // Move the unfinished rows to the front of the band and clear the rest.
+        let y = self.base;
+        self.advance(n);
+        Some(FinishedRows {
+            y,
+            rows: n,
+            classes,
+            probs,
+        })
+    }
+
+    /// Hands on every row above `row` as weighted means per channel (`channels * rows *
+    /// width`, channel-major; NaN where no valid input) and moves the band down.
+    pub fn flush_means_until(&mut self, row: usize) -> Option<FinishedMeans> {
+        let row = row.min(self.height);
+        if row <= self.base {
+            return None;
+        }
+        let n = row - self.base;
+        assert!(
+            n <= self.cap,
+            "flush of {n} rows exceeds the band of {}",
+            self.cap
+        );
+        let (w, k) = (self.width, self.classes);
+        let mut values = vec![f32::NAN; k * n * w];
+        let mut valid = vec![false; n * w];
+        for r in 0..n {
+            for x in 0..w {
+                let p = r * w + x;
+                let total = self.weights[p];
+                if !self.valid[p] || total <= 0.0 {
+                    continue;
+                }
+                valid[p] = true;
+                for c in 0..k {
+                    values[(c * n + r) * w + x] = self.sums[(r * k + c) * w + x] / total;
+                }
+            }
+        }
+        let y = self.base;
+        self.advance(n);
+        Some(FinishedMeans {
+            y,
+            rows: n,
+            values,
+            valid,
+        })
+    }
+
+    /// Moves the unfinished rows to the front of the band and clears the rest.
+    fn advance(&mut self, n: usize) {
+        let (w, k) = (self.width, self.classes);
         let keep = self.cap - n;
         self.sums.copy_within(n * w * k.., 0);
         self.sums[keep * w * k..].fill(0.0);
@@ -159,14 +223,7 @@ impl BandAccumulator {
         self.weights[keep * w..].fill(0.0);
         self.valid.copy_within(n * w.., 0);
         self.valid[keep * w..].fill(false);
-        let y = self.base;
-        self.base = row;
-        Some(FinishedRows {
-            y,
-            rows: n,
-            classes,
-            probs,
-        })
+        self.base += n;
     }
 }
 

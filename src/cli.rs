@@ -42,9 +42,11 @@ pub struct SceneArgs {
     /// Model manifest (STAC MLM JSON), e.g. models/ukis-csmask-6b-l1c.json.
     #[arg(long)]
     pub model: PathBuf,
-    /// Scene: a raster file (GeoTIFF/COG, JP2, VRT, NETCDF:file.nc:var) or a folder of per-band files.
-    #[arg(long)]
-    pub scene: String,
+    /// Scene: a raster file (GeoTIFF/COG, JP2, VRT, NETCDF:file.nc:var) or a folder of per-band
+    /// files. Embedding models take a time series: repeat --scene, or pass a folder of dated
+    /// files, a .txt list of scenes or a STAC ItemCollection (.json) of local files.
+    #[arg(long, required = true)]
+    pub scene: Vec<String>,
     /// Map model bands to scene bands by name or 1-based index: blue=B2,green=B3,nir=5.
     #[arg(long)]
     pub bands: Option<String>,
@@ -94,6 +96,9 @@ pub struct PredictCli {
     /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, the project's copy, next to the executable).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Acquisition dates (YYYY-MM-DD,...) of time steps whose date is not in their metadata or name.
+    #[arg(long)]
+    pub dates: Option<String>,
 }
 
 /// `eoinfer prepare`.
@@ -133,10 +138,62 @@ pub enum ModelCommand {
     },
 }
 
+fn one_scene(a: &SceneArgs) -> Result<String, Error> {
+    match a.scene.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(crate::error::SceneError::Series {
+            what: format!(
+                "{} takes one scene, {} were given; time series are for embedding models",
+                a.model.display(),
+                a.scene.len()
+            ),
+        }
+        .into()),
+    }
+}
+
+fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
+    let args = crate::embed::EmbedArgs {
+        model: c.scene.model.clone(),
+        scenes: c.scene.scene.clone(),
+        dates: c
+            .dates
+            .as_deref()
+            .map(crate::embed::parse_dates)
+            .transpose()?
+            .unwrap_or_default(),
+        out: c.out.clone(),
+        name: c.name.clone(),
+        scene: crate::plan::scene_options(
+            c.scene.bands.as_deref(),
+            c.scene.resolution,
+            c.scene.s2_offset,
+            c.scene.nodata,
+        )?,
+        overlap: c.overlap,
+        batch_size: c.batch_size,
+        threads: c.threads,
+        ort_lib: c.ort_lib.clone(),
+        device: c.device,
+    };
+    let summary = crate::embed::run(&args, doc)?;
+    tracing::info!(embeddings = %summary.outputs["embeddings"], "done");
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 fn predict(c: &PredictCli) -> Result<(), Error> {
+    if let Some(doc) = crate::embed::embedding_manifest(&c.scene.model) {
+        return embed(c, &doc);
+    }
     let args = PredictArgs {
         model: c.scene.model.clone(),
-        scene: c.scene.scene.clone(),
+        scene: one_scene(&c.scene)?,
         out: c.out.clone(),
         name: c.name.clone(),
         bands: c.scene.bands.clone(),
@@ -190,7 +247,7 @@ fn prepare(c: &PrepareCli) -> Result<(), Error> {
         c.scene.s2_offset,
         c.scene.nodata,
     )?;
-    let stack = crate::scene::open_stack(&c.scene.scene, &model, &opts)?;
+    let stack = crate::scene::open_stack(&one_scene(&c.scene)?, &model, &opts)?;
     if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::plan::check_writable(dir)?;
     }
@@ -274,7 +331,8 @@ fn check_embedding(
 ) -> Result<(), Error> {
     let lib = crate::model::runtime::find_runtime(ort_lib)?;
     let env = crate::model::runtime::init_runtime(&lib)?;
-    let (mut session, onnx) = crate::model::golden::open_embedding_model(&env, model, doc)?;
+    let (mut session, onnx) =
+        crate::model::golden::open_embedding_model(&env, model, doc, 1, crate::model::Device::Cpu)?;
     let sha = crate::util::sha256_file(&onnx).map_err(|source| {
         crate::error::ModelError::ManifestRead {
             path: onnx.clone(),

@@ -127,6 +127,14 @@ pub enum SceneError {
     BadBandMap { entry: String },
     #[error("GDAL failed on {path}: {message}")]
     Gdal { path: PathBuf, message: String },
+    #[error(
+        "cannot find the acquisition date of {path} (no STAC datetime, no date in its metadata or file name); pass --dates YYYY-MM-DD,... in the order of the scenes without a date"
+    )]
+    NoDate { path: PathBuf },
+    #[error("{count} time steps, but the model takes at most {max}; pass fewer scenes")]
+    TooManySteps { count: usize, max: usize },
+    #[error("{what}")]
+    Series { what: String },
 }
 
 /// Errors raised while writing outputs.

@@ -10,6 +10,7 @@
 
 pub mod blend;
 pub mod cli;
+pub mod embed;
 pub mod error;
 pub mod grid;
 pub mod model;

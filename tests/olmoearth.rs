@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::fmt::Write as _;
+
 use common::*;
 
 fn check(model: &str, golden: &std::path::Path) -> std::process::Output {
@@ -76,4 +78,258 @@ fn a_golden_output_that_differs_fails_the_check() {
     let out = check("olmoearth-v1-nano", dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("golden check failed"));
+}
+
+/// Monthly VRTs of the golden window (x 0..64, y 0..64) of the WorldCereal NetCDF: one file
+/// per month named by its date, bands B02..B12 as the NetCDF holds them (B8A, B01, B09 absent).
+fn worldcereal_months(dir: &std::path::Path) {
+    let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
+    assert!(nc.is_file(), "{} missing", nc.display());
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("models/olmoearth/golden/olmoearth-v1-nano/golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let bands = [
+        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12",
+    ];
+    for (t, d) in golden["dates"].as_array().unwrap().iter().enumerate() {
+        let (day, month, year) = (
+            d[0].as_u64().unwrap(),
+            d[1].as_u64().unwrap(),
+            d[2].as_u64().unwrap(),
+        );
+        let mut xml = String::from(
+            "<VRTDataset rasterXSize=\"64\" rasterYSize=\"64\">\n<SRS>EPSG:32631</SRS>\n<GeoTransform>664000, 10, 0, 5612120, 0, -10</GeoTransform>\n",
+        );
+        for (i, b) in bands.iter().enumerate() {
+            writeln!(
+            xml,
+                "<VRTRasterBand dataType=\"UInt16\" band=\"{}\"><Description>{b}</Description><NoDataValue>32769</NoDataValue>\
+                 <SimpleSource><SourceFilename>NETCDF:\"{}\":S2-L2A-{b}</SourceFilename><SourceBand>{}</SourceBand>\
+                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/><DstRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/></SimpleSource></VRTRasterBand>",
+                i + 1,
+                nc.display(),
+                t + 1
+            )
+            .unwrap();
+        }
+        xml.push_str("</VRTDataset>\n");
+        std::fs::write(
+            dir.join(format!("worldcereal_{year:04}{month:02}{day:02}.vrt")),
+            xml,
+        )
+        .unwrap();
+    }
+}
+
+/// Every band of a float32 raster (one dataset handle, so each block is decoded once).
+fn read_f32_bands(path: &std::path::Path) -> Vec<Vec<f32>> {
+    let ds = gdal::Dataset::open(path).unwrap();
+    let (w, h) = ds.raster_size();
+    (1..=ds.raster_count())
+        .map(|b| {
+            let mut buf = vec![0_f32; w * h];
+            ds.rasterband(b)
+                .unwrap()
+                .read_into_slice::<f32>((0, 0), (w, h), (w, h), &mut buf, None)
+                .unwrap();
+            buf
+        })
+        .collect()
+}
+
+#[test]
+fn predict_reproduces_pytorch_embeddings_on_the_real_worldcereal_window() {
+    let scenes = tempfile::tempdir().unwrap();
+    worldcereal_months(scenes.path());
+    for model in ["olmoearth-v1-nano", "olmoearth-v1_2-nano"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = eoinfer([
+            "predict",
+            "--model",
+            root()
+                .join("models/olmoearth")
+                .join(format!("{model}.json"))
+                .to_str()
+                .unwrap(),
+            "--scene",
+            scenes.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--name",
+            "wc",
+            "--json",
+        ]);
+        ok(&o);
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["counts"]["time_steps"], 12);
+        let reference: Vec<f32> = std::fs::read(
+            root()
+                .join("models/olmoearth/golden")
+                .join(model)
+                .join("features.bin"),
+        )
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+        let cog = out.path().join("wc.embeddings.tif");
+        let bands = read_f32_bands(&cog);
+        let (mut max_abs, mut min_cos) = (0.0_f64, f64::INFINITY);
+        for p in 0..64 {
+            let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
+            for (d, band) in bands.iter().enumerate() {
+                let (x, y) = (f64::from(band[p]), f64::from(reference[d * 64 + p]));
+                max_abs = max_abs.max((x - y).abs());
+                dot += x * y;
+                na += x * x;
+                nb += y * y;
+            }
+            min_cos = min_cos.min(dot / (na * nb).sqrt());
+        }
+        println!(
+            "{model}: eoinfer predict vs PyTorch on the 12-month WorldCereal window: min cosine {min_cos:.9}, max abs {max_abs:.3e}"
+        );
+        assert!(min_cos >= 0.99999, "{model}: cosine {min_cos}");
+        assert!(max_abs <= 1e-4, "{model}: max abs {max_abs}");
+    }
+}
+
+#[test]
+fn a_five_date_series_gives_an_embeddings_cog_and_geoparquet_on_the_patch_grid() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let out = tempfile::tempdir().unwrap();
+    let o = eoinfer([
+        "predict",
+        "--model",
+        root()
+            .join("models/olmoearth/olmoearth-v1-nano.json")
+            .to_str()
+            .unwrap(),
+        "--scene",
+        scene.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&o);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dates: Vec<String> = summary["time_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}-{:02}-{:02}",
+                t["date"]["year"],
+                t["date"]["month"].as_u64().unwrap(),
+                t["date"]["day"].as_u64().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            "2015-07-11",
+            "2015-07-31",
+            "2015-08-20",
+            "2015-08-30",
+            "2015-09-09"
+        ]
+    );
+
+    // The COG: one pixel per 8 x 8 px patch, starting at the scene's origin.
+    let cog = out
+        .path()
+        .join("s2_l1c_timeseries_eolearn_slovenia_101x100.embeddings.tif");
+    let info = gdalinfo(&cog);
+    assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
+    assert_eq!(info["bands"].as_array().unwrap().len(), 128);
+    assert_eq!(
+        info["size"],
+        serde_json::json!([13, 13]),
+        "ceil(100 / 8) x ceil(101 / 8) patches"
+    );
+    let scene_info = gdalinfo(&scene.join("S2_L1C_20150711_13band.tif"));
+    let gt = info["geoTransform"].as_array().unwrap();
+    assert!(
+        (gt[0].as_f64().unwrap() - scene_info["geoTransform"][0].as_f64().unwrap()).abs() < 1e-6
+    );
+    assert!(
+        (gt[3].as_f64().unwrap() - scene_info["geoTransform"][3].as_f64().unwrap()).abs() < 1e-6
+    );
+    assert_eq!(gt[1], 80.0);
+    assert_eq!(gt[5], -80.0);
+    assert!(
+        info["coordinateSystem"]["wkt"]
+            .as_str()
+            .unwrap()
+            .contains("ID[\"EPSG\",32633]]")
+    );
+
+    // The GeoParquet: one row per patch, its polygon the COG pixel, its embedding the pixel's values.
+    let table = out
+        .path()
+        .join("s2_l1c_timeseries_eolearn_slovenia_101x100.embeddings.parquet");
+    let reader = SerializedFileReader::new(std::fs::File::open(&table).unwrap()).unwrap();
+    let geo = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == "geo")
+                .and_then(|k| k.value.clone())
+        })
+        .unwrap();
+    let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+    assert_eq!(geo["columns"]["geometry"]["crs"]["id"]["code"], 32633);
+    let bands = read_f32_bands(&cog);
+    let (x0, y0) = (gt[0].as_f64().unwrap(), gt[3].as_f64().unwrap());
+    let mut rows = 0;
+    for row in reader.get_row_iter(None).unwrap() {
+        let row = row.unwrap();
+        let get = |name: &str| {
+            row.get_column_iter()
+                .find(|(n, _)| n.as_str() == name)
+                .unwrap()
+                .1
+                .clone()
+        };
+        let (Field::Int(r), Field::Int(c)) = (get("patch_row"), get("patch_col")) else {
+            panic!()
+        };
+        let (Field::Double(cx), Field::Double(cy)) = (get("center_x"), get("center_y")) else {
+            panic!()
+        };
+        assert!((cx - (x0 + (f64::from(c) + 0.5) * 80.0)).abs() < 1e-6);
+        assert!((cy - (y0 - (f64::from(r) + 0.5) * 80.0)).abs() < 1e-6);
+        let (Field::Double(lon), Field::Double(lat)) = (get("lon"), get("lat")) else {
+            panic!()
+        };
+        assert!(
+            (14.0..15.0).contains(&lon) && (45.5..46.5).contains(&lat),
+            "centre {lon}, {lat} is in Slovenia"
+        );
+        let Field::ListInternal(list) = get("embedding") else {
+            panic!("embedding is a list")
+        };
+        assert_eq!(list.len(), 128);
+        let p = r as usize * 13 + c as usize;
+        for (d, v) in list.elements().iter().enumerate() {
+            let Field::Float(v) = v else { panic!() };
+            assert!((v - bands[d][p]).abs() <= 1e-6 * v.abs().max(1.0));
+        }
+        let Field::Bytes(wkb) = get("geometry") else {
+            panic!()
+        };
+        assert_eq!(wkb.len(), 93);
+        rows += 1;
+    }
+    assert_eq!(rows, 169);
 }

@@ -45,6 +45,8 @@ pub fn open_embedding_model(
     env: &ort::environment::Environment,
     manifest: &Path,
     doc: &Value,
+    threads: usize,
+    device: crate::model::Device,
 ) -> Result<(Session, PathBuf), ModelError> {
     let href = doc
         .pointer("/assets/model/href")
@@ -68,6 +70,14 @@ pub fn open_embedding_model(
         .map_err(|e| load(e.to_string()))?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
         .map_err(|e| load(ort::Error::<()>::from(e).to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| load(ort::Error::<()>::from(e).to_string()))?
+        .with_execution_providers(
+            crate::model::runtime::execution_providers(device).map_err(ModelError::Device)?,
+        )
+        .map_err(|e| {
+            ModelError::Device(format!("--device {device}: {}", ort::Error::<()>::from(e)))
+        })?
         .commit_from_file(&onnx)
         .map_err(|e| load(e.to_string()))?;
     let mismatch = |what: String| ModelError::ShapeMismatch {

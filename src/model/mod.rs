@@ -1,5 +1,6 @@
 //! Models: the STAC MLM manifest, the ONNX Runtime session, importers that generate manifests.
 
+pub mod embedding;
 pub mod golden;
 pub mod manifest;
 pub mod runtime;

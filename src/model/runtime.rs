@@ -50,7 +50,9 @@ impl std::fmt::Display for Device {
 }
 
 #[cfg(feature = "cuda")]
-fn execution_providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+pub(crate) fn execution_providers(
+    device: Device,
+) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
     Ok(match device {
         Device::Cpu => Vec::new(),
         Device::Cuda(n) => vec![
@@ -63,7 +65,9 @@ fn execution_providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderD
 }
 
 #[cfg(not(feature = "cuda"))]
-fn execution_providers(device: Device) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+pub(crate) fn execution_providers(
+    device: Device,
+) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
     match device {
         Device::Cpu => Ok(Vec::new()),
         Device::Cuda(_) => Err(format!(

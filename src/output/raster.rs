@@ -17,6 +17,8 @@ pub enum RasterKind {
     Classes,
     /// One uint8 band per class, probability * 255.
     Probabilities,
+    /// One float32 band per embedding dimension, NaN = no data.
+    Embeddings,
 }
 
 /// A raster output being written.
@@ -63,7 +65,7 @@ impl RasterSink {
         let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
         let bands = match kind {
             RasterKind::Classes => 1,
-            RasterKind::Probabilities => classes.len(),
+            RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
         };
         let mut ds = driver
             .create_with_band_type_with_options::<u8, _>(
@@ -118,7 +120,7 @@ impl RasterSink {
                 band.set_description("class")
                     .map_err(|e| gerr(staging, e))?;
             }
-            RasterKind::Probabilities => {
+            RasterKind::Probabilities | RasterKind::Embeddings => {
                 for (i, c) in classes.iter().enumerate() {
                     let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
                     band.set_description(&c.name)
@@ -139,8 +141,56 @@ impl RasterSink {
         })
     }
 
+    /// Creates a float32 staging GeoTIFF of `bands` embedding bands on the given grid.
+    pub fn create_embeddings(
+        staging: &Path,
+        width: usize,
+        height: usize,
+        geo_transform: &[f64; 6],
+        srs_wkt: &str,
+        bands: usize,
+    ) -> Result<Self, OutputError> {
+        let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
+        let mut ds = driver
+            .create_with_band_type_with_options::<f32, _>(
+                staging,
+                width,
+                height,
+                bands,
+                &options(&[
+                    ("INTERLEAVE", "BAND"),
+                    ("PHOTOMETRIC", "MINISBLACK"),
+                    ("BIGTIFF", "IF_SAFER"),
+                ]),
+            )
+            .map_err(|e| gerr(staging, e))?;
+        ds.set_geo_transform(geo_transform)
+            .map_err(|e| gerr(staging, e))?;
+        ds.set_spatial_ref(&SpatialRef::from_wkt(srs_wkt).map_err(|e| gerr(staging, e))?)
+            .map_err(|e| gerr(staging, e))?;
+        for i in 0..bands {
+            let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
+            band.set_no_data_value(Some(f64::NAN))
+                .map_err(|e| gerr(staging, e))?;
+            band.set_description(&format!("embedding_{i}"))
+                .map_err(|e| gerr(staging, e))?;
+        }
+        Ok(Self {
+            ds,
+            kind: RasterKind::Embeddings,
+            width,
+            bands,
+            staging: staging.to_path_buf(),
+        })
+    }
+
     /// Writes `rows` rows from scene row `y`; `data` is band-major (`bands * rows * width`).
-    pub fn write_rows(&mut self, y: usize, rows: usize, data: &[u8]) -> Result<(), OutputError> {
+    pub fn write_rows<T: gdal::raster::GdalType + Copy>(
+        &mut self,
+        y: usize,
+        rows: usize,
+        data: &[T],
+    ) -> Result<(), OutputError> {
         let plane = rows * self.width;
         for b in 0..self.bands {
             let mut band = self
@@ -164,11 +214,24 @@ impl RasterSink {
         let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
         let resampling = match self.kind {
             RasterKind::Classes => "MODE",
-            RasterKind::Probabilities => "AVERAGE",
+            RasterKind::Probabilities | RasterKind::Embeddings => "AVERAGE",
+        };
+        let predictor = if self.kind == RasterKind::Embeddings {
+            "YES"
+        } else {
+            "NO"
+        };
+        // COG is pixel-interleaved for several bands (GDAL 3.6): a block holds every band, so
+        // embedding maps (D bands) get small blocks.
+        let blocksize = if self.kind == RasterKind::Embeddings {
+            "64"
+        } else {
+            "512"
         };
         let opts = options(&[
             ("COMPRESS", "DEFLATE"),
-            ("BLOCKSIZE", "512"),
+            ("PREDICTOR", predictor),
+            ("BLOCKSIZE", blocksize),
             ("OVERVIEWS", "IGNORE_EXISTING"),
             ("OVERVIEW_RESAMPLING", resampling),
             ("BIGTIFF", "IF_SAFER"),

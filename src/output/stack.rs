@@ -49,7 +49,7 @@ pub fn write_stack(stack: &Stack, path: &Path) -> Result<(), Error> {
     while y < stack.height {
         let rows = strip.min(stack.height - y);
         let plane = rows * stack.width;
-        let mut data = vec![0.0_f32; n * plane];
+        let mut data = vec![0.0_f32; stack.vrt_bands * plane];
         reader.read(
             Window {
                 x: 0,
@@ -60,16 +60,19 @@ pub fn write_stack(stack: &Stack, path: &Path) -> Result<(), Error> {
             &mut data,
         )?;
         for (i, b) in stack.bands.iter().enumerate() {
-            let mut vals: Vec<f32> = data[i * plane..(i + 1) * plane]
-                .iter()
-                .map(|&v| {
-                    if v.is_finite() {
-                        b.rescale.apply(v)
-                    } else {
-                        f32::NAN
-                    }
-                })
-                .collect();
+            let mut vals: Vec<f32> = match b.vrt_band {
+                Some(k) => data[(k - 1) * plane..k * plane]
+                    .iter()
+                    .map(|&v| {
+                        if v.is_finite() {
+                            b.rescale.apply(v)
+                        } else {
+                            f32::NAN
+                        }
+                    })
+                    .collect(),
+                None => vec![f32::NAN; plane],
+            };
             let mut band = ds.rasterband(i + 1).map_err(gerr)?;
             let mut buf = Buffer::new((stack.width, rows), std::mem::take(&mut vals));
             band.write((0, y as isize), (stack.width, rows), &mut buf)

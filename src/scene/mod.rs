@@ -4,6 +4,7 @@
 
 mod reader;
 mod sentinel2;
+pub mod timeseries;
 
 pub use reader::StackReader;
 
@@ -30,6 +31,96 @@ pub struct SceneOptions {
     pub nodata: Option<f64>,
 }
 
+/// What to do with a model band the scene lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingBands {
+    /// It is an error (the message names the band and lists the scene's).
+    #[default]
+    Error,
+    /// Read the present band nearest in wavelength instead (OlmoEarth v1).
+    NearestWavelength,
+    /// Leave it out; the model input gets 0 after normalisation (OlmoEarth v1.1 and later).
+    ZeroAfterNormalisation,
+}
+
+/// A fixed output grid (all time steps of a series share the first one's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// GDAL geotransform.
+    pub geo_transform: [f64; 6],
+    /// CRS as WKT.
+    pub srs_wkt: String,
+}
+
+/// Everything a stack needs to know about the model's inputs.
+#[derive(Debug, Clone)]
+pub struct StackRequest {
+    /// Input bands in model order.
+    pub bands: Vec<crate::model::ModelBand>,
+    /// Centre wavelength per band (µm), for [`MissingBands::NearestWavelength`].
+    pub wavelengths: Vec<Option<f64>>,
+    /// Recommended ground sample distance.
+    pub gsd: f64,
+    /// Integer (DN) value -> model units.
+    pub dn_scale: f64,
+    /// Floating-point (reflectance) value -> model units.
+    pub float_scale: f64,
+    /// DN meaning "no data" for integer inputs.
+    pub dn_nodata: Option<f64>,
+    /// What to do with bands the scene lacks.
+    pub missing: MissingBands,
+    /// A grid to put the bands on instead of the scene's own.
+    pub grid: Option<GridSpec>,
+}
+
+impl StackRequest {
+    /// The request of a segmentation model (ukis-csmask): reflectance in, every band required.
+    #[must_use]
+    pub fn for_model(spec: &ModelSpec) -> Self {
+        Self {
+            bands: spec.bands.clone(),
+            wavelengths: vec![None; spec.bands.len()],
+            gsd: spec.gsd,
+            dn_scale: spec.dn_scale,
+            float_scale: 1.0,
+            dn_nodata: spec.dn_nodata,
+            missing: MissingBands::Error,
+            grid: None,
+        }
+    }
+}
+
+/// A scene: a path GDAL opens (file, folder of per-band files, connection string) or an
+/// explicit list of per-band files (one time step of a series, a STAC Item's assets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SceneSource {
+    /// A raster file, a folder of per-band files or a GDAL dataset name.
+    Path(String),
+    /// Per-band files, named by `label` in messages.
+    Files {
+        /// How the scene is named in messages and outputs.
+        label: String,
+        /// The files.
+        files: Vec<PathBuf>,
+    },
+}
+
+impl SceneSource {
+    /// How the scene is named in messages.
+    #[must_use]
+    pub fn label(&self) -> &str {
+        match self {
+            SceneSource::Path(p) => p,
+            SceneSource::Files { label, .. } => label,
+        }
+    }
+}
+
 /// One model input band and where it is read from.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StackBand {
@@ -45,6 +136,12 @@ pub struct StackBand {
     pub rescale: Rescale,
     /// Source nodata value, if any.
     pub nodata: Option<f64>,
+    /// 1-based band of the stack's VRT holding it; `None` when the scene lacks the band and
+    /// the model takes 0 after normalisation.
+    pub vrt_band: Option<usize>,
+    /// How a band the scene lacks was filled, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filled: Option<String>,
 }
 
 /// The scene as the model sees it: every input band on one north-up grid.
@@ -77,6 +174,22 @@ pub struct Stack {
     /// The VRT (XML) that puts the bands on the grid.
     #[serde(skip)]
     pub vrt: String,
+    /// Number of bands in the VRT.
+    #[serde(skip)]
+    pub vrt_bands: usize,
+}
+
+impl Stack {
+    /// The grid of this stack, for the other time steps of a series.
+    #[must_use]
+    pub fn grid(&self) -> GridSpec {
+        GridSpec {
+            width: self.width,
+            height: self.height,
+            geo_transform: self.geo_transform,
+            srs_wkt: self.srs_wkt.clone(),
+        }
+    }
 }
 
 /// A raster band the scene offers.
@@ -162,16 +275,30 @@ fn is_gdal_connection(s: &str) -> bool {
             }))
 }
 
-fn candidates(scene: &str) -> Result<(Vec<Candidate>, bool), SceneError> {
+fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError> {
+    let (scene, listed) = match source {
+        SceneSource::Path(p) => (p.as_str(), None),
+        SceneSource::Files { label, files } => (label.as_str(), Some(files)),
+    };
     let path = Path::new(scene);
-    if !is_gdal_connection(scene) && !path.exists() {
+    if listed.is_none() && !is_gdal_connection(scene) && !path.exists() {
         return Err(SceneError::Missing {
             path: path.to_path_buf(),
         });
     }
-    if path.is_dir() {
+    if listed.is_some() || path.is_dir() {
         let mut files = Vec::new();
-        list_rasters(path, 3, &mut files);
+        match listed {
+            Some(l) => {
+                for f in l {
+                    if !f.exists() {
+                        return Err(SceneError::Missing { path: f.clone() });
+                    }
+                }
+                files.clone_from(l);
+            }
+            None => list_rasters(path, 3, &mut files),
+        }
         let mut out = Vec::new();
         for f in &files {
             let fs = f.to_string_lossy().into_owned();
@@ -330,9 +457,23 @@ pub fn parse_band_map(s: &str) -> Result<Vec<(String, String)>, SceneError> {
         .collect()
 }
 
-/// Opens a scene and builds the model-ready stack.
+/// Opens a scene and builds the model-ready stack for a segmentation model.
 pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<Stack, SceneError> {
-    let (cands, is_folder) = candidates(scene)?;
+    open_stack_request(
+        &SceneSource::Path(scene.to_string()),
+        &StackRequest::for_model(spec),
+        opts,
+    )
+}
+
+/// Opens a scene and builds the stack `req` asks for.
+pub fn open_stack_request(
+    source: &SceneSource,
+    req: &StackRequest,
+    opts: &SceneOptions,
+) -> Result<Stack, SceneError> {
+    let scene = source.label();
+    let (cands, is_folder) = candidates(source)?;
     let scene_path = PathBuf::from(scene);
     let available = || {
         cands
@@ -342,7 +483,7 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
             .join(", ")
     };
     let model_bands = || {
-        spec.bands
+        req.bands
             .iter()
             .map(|b| b.label().to_string())
             .collect::<Vec<_>>()
@@ -350,7 +491,7 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
     };
     for (k, _) in &opts.band_map {
         let ck = canon(k);
-        if !spec.bands.iter().any(|b| {
+        if !req.bands.iter().any(|b| {
             canon(&b.name) == ck || b.common_name.as_deref().map(canon) == Some(ck.clone())
         }) {
             return Err(SceneError::UnknownModelBand {
@@ -361,8 +502,8 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
     }
 
     // Match every model band to a scene band.
-    let mut chosen: Vec<(Candidate, SourceInfo)> = Vec::new();
-    for mb in &spec.bands {
+    let mut chosen: Vec<Option<(Candidate, SourceInfo)>> = Vec::new();
+    for mb in &req.bands {
         let keys: Vec<String> = std::iter::once(canon(&mb.name))
             .chain(mb.common_name.as_deref().map(canon))
             .collect();
@@ -402,6 +543,10 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
             }
         }
         let Some(found) = best else {
+            if req.missing != MissingBands::Error {
+                chosen.push(None);
+                continue;
+            }
             let needed = match &mb.common_name {
                 Some(c) => format!("{c} ({})", mb.name),
                 None => mb.name.clone(),
@@ -413,11 +558,53 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
                 available: available(),
             });
         };
-        chosen.push(found);
+        chosen.push(Some(found));
+    }
+    // Bands the scene lacks: the present band nearest in wavelength, or none (zero).
+    let mut filled: Vec<Option<String>> = vec![None; chosen.len()];
+    if req.missing == MissingBands::NearestWavelength {
+        for i in 0..chosen.len() {
+            if chosen[i].is_some() {
+                continue;
+            }
+            let Some(wl) = req.wavelengths[i] else {
+                continue;
+            };
+            let nearest = (0..chosen.len())
+                .filter(|&j| chosen[j].is_some())
+                .filter_map(|j| req.wavelengths[j].map(|w| (j, (w - wl).abs(), w)))
+                .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+            if let Some((j, _, _)) = nearest {
+                filled[i] = Some(format!("copied from {}", req.bands[j].name));
+                chosen[i] = chosen[j]
+                    .as_ref()
+                    .map(|(c, _)| (c.clone(), source_info(&c.path, c.band)))
+                    .map(|(c, r)| r.map(|info| (c, info)))
+                    .transpose()?;
+            }
+        }
+    }
+    for i in 0..chosen.len() {
+        if chosen[i].is_none() && filled[i].is_none() {
+            filled[i] = Some("absent: 0 after normalisation".into());
+        }
+    }
+    let present: Vec<&(Candidate, SourceInfo)> = chosen.iter().flatten().collect();
+    if present.is_empty() {
+        let mb = &req.bands[0];
+        return Err(SceneError::BandMissing {
+            path: scene_path.clone(),
+            needed: mb
+                .common_name
+                .as_ref()
+                .map_or_else(|| mb.name.clone(), |c| format!("{c} ({})", mb.name)),
+            key: mb.label().to_string(),
+            available: available(),
+        });
     }
 
-    let (first, first_info) = &chosen[0];
-    for (c, info) in &chosen[1..] {
+    let (first, first_info) = present[0];
+    for (c, info) in &present[1..] {
         if info.srs != first_info.srs {
             return Err(SceneError::CrsDiffers {
                 path: PathBuf::from(&c.path),
@@ -426,34 +613,52 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
         }
     }
     let srs = &first_info.srs;
-    let metric = srs.is_projected() && srs.linear_units() == 1.0;
-    let resolution = opts.resolution.unwrap_or(if metric {
-        spec.gsd
+    let (width, height, geo_transform) = if let Some(grid) = &req.grid {
+        let grid_srs = SpatialRef::from_wkt(&grid.srs_wkt).map_err(|e| SceneError::Gdal {
+            path: scene_path.clone(),
+            message: e.to_string(),
+        })?;
+        if grid_srs != *srs {
+            return Err(SceneError::CrsDiffers {
+                path: PathBuf::from(&first.path),
+                first: PathBuf::from("the first time step"),
+            });
+        }
+        (grid.width, grid.height, grid.geo_transform)
     } else {
-        chosen
-            .iter()
-            .map(|(_, i)| i.gt[1].abs())
-            .fold(f64::INFINITY, f64::min)
-    });
-    let gt = first_info.gt;
-    let minx = gt[0];
-    let maxy = gt[3];
-    let ext_x = gt[1] * first_info.size.0 as f64;
-    let ext_y = -gt[5] * first_info.size.1 as f64;
-    let width = (ext_x / resolution).round() as usize;
-    let height = (ext_y / resolution).round() as usize;
-    if width == 0 || height == 0 {
-        return Err(SceneError::EmptyGrid {
-            resolution,
+        let metric = srs.is_projected() && srs.linear_units() == 1.0;
+        let resolution = opts.resolution.unwrap_or(if metric {
+            req.gsd
+        } else {
+            present
+                .iter()
+                .map(|(_, i)| i.gt[1].abs())
+                .fold(f64::INFINITY, f64::min)
+        });
+        let gt = first_info.gt;
+        let ext_x = gt[1] * first_info.size.0 as f64;
+        let ext_y = -gt[5] * first_info.size.1 as f64;
+        let width = (ext_x / resolution).round() as usize;
+        let height = (ext_y / resolution).round() as usize;
+        if width == 0 || height == 0 {
+            return Err(SceneError::EmptyGrid {
+                resolution,
+                width,
+                height,
+            });
+        }
+        (
             width,
             height,
-        });
-    }
-    let geo_transform = [minx, resolution, 0.0, maxy, 0.0, -resolution];
+            [gt[0], resolution, 0.0, gt[3], 0.0, -resolution],
+        )
+    };
+    let resolution = geo_transform[1];
+    let (minx, maxy) = (geo_transform[0], geo_transform[3]);
 
     let (s2_offset, s2_offset_source) = match opts.s2_offset {
         Some(o) => (o, "--s2-offset".to_string()),
-        None => sentinel2::detect_offset(scene, chosen.iter().map(|(c, _)| c.path.as_str())),
+        None => sentinel2::detect_offset(scene, present.iter().map(|(c, _)| c.path.as_str())),
     };
 
     let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
@@ -472,7 +677,22 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
             .join(", ")
     );
     let mut bands = Vec::new();
-    for (i, ((c, info), mb)) in chosen.iter().zip(&spec.bands).enumerate() {
+    let mut vrt_bands = 0;
+    for ((entry, mb), fill) in chosen.iter().zip(&req.bands).zip(filled) {
+        let Some((c, info)) = entry else {
+            bands.push(StackBand {
+                model_band: mb.label().to_string(),
+                source: String::new(),
+                source_band: 0,
+                source_resolution: 0.0,
+                rescale: Rescale::IDENTITY,
+                nodata: None,
+                vrt_band: None,
+                filled: fill,
+            });
+            continue;
+        };
+        vrt_bands += 1;
         let src_res = info.gt[1].abs();
         let resampling = if src_res < resolution * 0.999 {
             "average"
@@ -484,17 +704,20 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
         let nodata =
             opts.nodata
                 .or(info.nodata)
-                .or(if info.int_type { spec.dn_nodata } else { None });
+                .or(if info.int_type { req.dn_nodata } else { None });
         let rescale = match info.scale_offset {
             Some((scale, offset)) => Rescale {
-                scale,
+                scale: scale * req.float_scale,
                 offset_dn: offset / scale,
             },
             None if info.int_type => Rescale {
-                scale: spec.dn_scale,
+                scale: req.dn_scale,
                 offset_dn: s2_offset,
             },
-            None => Rescale::IDENTITY,
+            None => Rescale {
+                scale: req.float_scale,
+                offset_dn: 0.0,
+            },
         };
         let dst_x = (info.gt[0] - minx) / resolution;
         let dst_y = (maxy - info.gt[3]) / resolution;
@@ -503,7 +726,7 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
         let _ = write!(
             vrt,
             "  <VRTRasterBand dataType=\"Float32\" band=\"{}\">\n    <Description>{}</Description>\n    <NoDataValue>nan</NoDataValue>\n    <ComplexSource resampling=\"{resampling}\">\n      <SourceFilename relativeToVRT=\"0\">{}</SourceFilename>\n      <SourceBand>{}</SourceBand>\n      <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{}\" ySize=\"{}\"/>\n      <DstRect xOff=\"{dst_x:.17e}\" yOff=\"{dst_y:.17e}\" xSize=\"{dst_w:.17e}\" ySize=\"{dst_h:.17e}\"/>\n{}    </ComplexSource>\n  </VRTRasterBand>\n",
-            i + 1,
+            vrt_bands,
             xml_escape(mb.label()),
             xml_escape(&absolute(&c.path)),
             c.band,
@@ -520,6 +743,8 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
             source_resolution: src_res,
             rescale,
             nodata,
+            vrt_band: Some(vrt_bands),
+            filled: fill,
         });
     }
     vrt.push_str("</VRTDataset>\n");
@@ -531,7 +756,7 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
         name: output_name(
             scene,
             is_folder,
-            &chosen
+            &present
                 .iter()
                 .map(|(c, _)| c.path.clone())
                 .collect::<Vec<_>>(),
@@ -546,6 +771,7 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
         bands,
         s2_offset_source,
         vrt,
+        vrt_bands,
     })
 }
 

@@ -36,7 +36,7 @@ impl StackReader {
             ds,
             width: stack.width,
             height: stack.height,
-            bands: stack.bands.len(),
+            bands: stack.vrt_bands,
             scratch: Vec::new(),
             name: stack.scene.clone(),
         })

@@ -1,0 +1,539 @@
+//! The embedding pipeline (OlmoEarth): dated scenes -> one grid -> square tiles aligned to the
+//! patch grid -> `[B, H, W, T, C]` + timestamps -> ONNX Runtime -> per-patch embeddings
+//! blended over overlapping tiles in a rolling band of patch rows -> embeddings COG (one
+//! pixel per patch) and GeoParquet (one row per patch). Reading runs on its own thread,
+//! joined to inference and writing by a bounded channel.
+
+use crate::blend::{BandAccumulator, FinishedMeans};
+use crate::error::{Error, ModelError, OutputError, SceneError};
+use crate::grid::{Tile, TileGrid, Tiling, Window};
+use crate::model::Device;
+use crate::model::embedding::EmbeddingSpec;
+use crate::output::embeddings::EmbeddingTable;
+use crate::output::raster::{RasterSink, aux_path};
+use crate::scene::timeseries::{Date, TimeStep, time_steps};
+use crate::scene::{SceneOptions, Stack, StackReader, open_stack_request};
+use crate::util::{TempFiles, partial_name};
+use crossbeam_channel::bounded;
+use ort::session::SessionInputValue;
+use ort::value::TensorRef;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Raw embedding-run arguments.
+#[derive(Debug, Clone)]
+pub struct EmbedArgs {
+    /// Manifest path.
+    pub model: PathBuf,
+    /// `--scene` values (time steps, folders of dated files, list files, STAC ItemCollections).
+    pub scenes: Vec<String>,
+    /// `--dates` for scenes without a date.
+    pub dates: Vec<Date>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Output base name.
+    pub name: Option<String>,
+    /// Scene options (bands, resolution, offset, nodata).
+    pub scene: SceneOptions,
+    /// Overlap in pixels (a multiple of the patch size).
+    pub overlap: Option<usize>,
+    /// Tiles per batch.
+    pub batch_size: usize,
+    /// ONNX Runtime threads.
+    pub threads: usize,
+    /// ONNX Runtime library.
+    pub ort_lib: Option<PathBuf>,
+    /// Where the model runs.
+    pub device: Device,
+}
+
+/// A time step as used in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepInfo {
+    /// The scene.
+    pub scene: String,
+    /// Acquisition date.
+    pub date: Date,
+    /// Where the date came from.
+    pub date_source: String,
+    /// Its bands.
+    pub bands: Vec<crate::scene::StackBand>,
+}
+
+/// Summary of an embedding run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedSummary {
+    /// eoinfer's version.
+    pub eoinfer_version: String,
+    /// GDAL's version.
+    pub gdal_version: String,
+    /// The model.
+    pub model: serde_json::Value,
+    /// Time steps in date order.
+    pub time_steps: Vec<StepInfo>,
+    /// The pixel grid.
+    pub grid: serde_json::Value,
+    /// Parameters.
+    pub parameters: serde_json::Value,
+    /// Counts.
+    pub counts: serde_json::Value,
+    /// Seconds per stage.
+    pub timings_s: serde_json::Value,
+    /// Output files.
+    pub outputs: serde_json::Value,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+struct TileMsg {
+    tile: Tile,
+    input: Vec<f32>,
+    valid: Vec<bool>,
+    inferred: bool,
+}
+
+fn any_valid(stack: &Stack) -> Result<bool, SceneError> {
+    let ds = gdal::Dataset::open(&stack.vrt).map_err(|e| SceneError::Gdal {
+        path: PathBuf::from(&stack.scene),
+        message: e.to_string(),
+    })?;
+    let (w, h) = (stack.width.min(256), stack.height.min(256));
+    let mut buf = vec![0.0_f32; w * h];
+    for b in 1..=stack.vrt_bands {
+        ds.rasterband(b)
+            .and_then(|band| {
+                band.read_into_slice::<f32>(
+                    (0, 0),
+                    (stack.width, stack.height),
+                    (w, h),
+                    &mut buf,
+                    None,
+                )
+            })
+            .map_err(|e| SceneError::Gdal {
+                path: PathBuf::from(&stack.scene),
+                message: e.to_string(),
+            })?;
+        if buf.iter().any(|v| v.is_finite()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Runs an embedding model over a time series (`eoinfer predict` with an embedding manifest).
+pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Error> {
+    let t0 = Instant::now();
+    let spec = EmbeddingSpec::from_json(&args.model, doc)?;
+    if spec.sentinel1 {
+        return Err(SceneError::Series {
+            what: format!(
+                "{} also takes Sentinel-1, which eoinfer predict does not read yet; use a Sentinel-2 only export (without --s1)",
+                args.model.display()
+            ),
+        }
+        .into());
+    }
+    if !spec.onnx.is_file() {
+        return Err(ModelError::OnnxMissing {
+            path: spec.onnx.clone(),
+            manifest: args.model.clone(),
+        }
+        .into());
+    }
+    let p = spec.patch_size;
+    let overlap = args.overlap.unwrap_or(2 * p);
+    if overlap % p != 0 || overlap >= spec.tile_size {
+        return Err(SceneError::Series {
+            what: format!("--overlap {overlap} must be a multiple of the patch size {p} and smaller than the tile size {}", spec.tile_size),
+        }
+        .into());
+    }
+
+    // Time steps, each on the first one's grid; all-nodata steps are dropped.
+    let steps = time_steps(&args.scenes, &args.dates)?;
+    let mut warnings = Vec::new();
+    let mut req = spec.stack_request();
+    let mut stacks: Vec<(TimeStep, Stack)> = Vec::new();
+    for step in steps {
+        let stack = open_stack_request(&step.source, &req, &args.scene)?;
+        if req.grid.is_none() {
+            req.grid = Some(stack.grid());
+        }
+        if any_valid(&stack)? {
+            stacks.push((step, stack));
+        } else {
+            let w = format!(
+                "time step {} ({}) has no valid pixel and is left out",
+                step.date,
+                step.source.label()
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+    }
+    if stacks.is_empty() {
+        return Err(SceneError::Series {
+            what: "no time step has a valid pixel; nothing to embed".into(),
+        }
+        .into());
+    }
+    if stacks.len() > spec.max_time_steps {
+        return Err(SceneError::TooManySteps {
+            count: stacks.len(),
+            max: spec.max_time_steps,
+        }
+        .into());
+    }
+    for w in stacks.windows(2) {
+        if w[0].0.date == w[1].0.date {
+            warnings.push(format!("two time steps share the date {}", w[0].0.date));
+        }
+    }
+    crate::plan::check_writable(&args.out)?;
+    let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
+    let env = crate::model::runtime::init_runtime(&ort_lib)?;
+    let threads = crate::plan::resolve_threads(args.threads);
+    let (mut session, onnx) =
+        crate::model::golden::open_embedding_model(&env, &args.model, doc, threads, args.device)?;
+    let sha = crate::util::sha256_file(&onnx).map_err(|source| ModelError::ManifestRead {
+        path: onnx.clone(),
+        source,
+    })?;
+    if let Some(expected) = spec.onnx_sha256.as_ref().filter(|e| **e != sha) {
+        return Err(ModelError::ShapeMismatch {
+            manifest: args.model.clone(),
+            onnx,
+            what: format!("the ONNX file's sha256 is {sha}, the manifest records {expected}"),
+        }
+        .into());
+    }
+
+    let first = &stacks[0].1;
+    let (width, height) = (first.width, first.height);
+    let (pw, ph) = (width.div_ceil(p), height.div_ceil(p));
+    let tp = spec.tile_size / p;
+    let grid = TileGrid::new(
+        pw,
+        ph,
+        tp,
+        Tiling::Blended {
+            overlap: overlap / p,
+        },
+    )?;
+    let tiles: Vec<Tile> = grid.tiles().collect();
+    let t_steps = stacks.len();
+    let n_bands = spec.bands.len();
+    let tile = spec.tile_size;
+    let dim = spec.embedding_dim;
+    let batch = args.batch_size.max(1);
+    let gt = first.geo_transform;
+    let patch_gt = [gt[0], gt[1] * p as f64, 0.0, gt[3], 0.0, gt[5] * p as f64];
+    // A series from one folder is named after the folder; otherwise after its first scene.
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| match args.scenes.as_slice() {
+            [one] if Path::new(one).is_dir() && t_steps > 1 => {
+                let dir = std::path::absolute(one).unwrap_or_else(|_| PathBuf::from(one));
+                dir.file_name()
+                    .map_or_else(|| first.name.clone(), |n| n.to_string_lossy().into_owned())
+            }
+            _ => first.name.clone(),
+        });
+
+    let out = &args.out;
+    let final_cog = out.join(format!("{name}.embeddings.tif"));
+    let final_table = out.join(format!("{name}.embeddings.parquet"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    let mut temps = TempFiles::new();
+    let staging = temps.track(out.join(format!(".{name}.embeddings.staging.tif")));
+    temps.track(aux_path(&staging));
+    let part_cog = temps.track(partial_name(&final_cog));
+    temps.track(aux_path(&part_cog));
+    let part_table = temps.track(partial_name(&final_table));
+    let part_summary = temps.track(partial_name(&final_summary));
+
+    let mut sink = RasterSink::create_embeddings(&staging, pw, ph, &patch_gt, &first.srs_wkt, dim)?;
+    let bbox = [
+        gt[0],
+        gt[3] + gt[5] * (ph * p) as f64,
+        gt[0] + gt[1] * (pw * p) as f64,
+        gt[3],
+    ];
+    let mut table = EmbeddingTable::create(
+        &part_table,
+        patch_gt,
+        &first.srs_wkt,
+        &first.projjson,
+        bbox,
+        dim,
+    )?;
+
+    let timestamps: Vec<i32> = stacks
+        .iter()
+        .flat_map(|(s, _)| [s.date.day as i32, s.date.month as i32 - 1, s.date.year])
+        .collect();
+    let (tx, rx) = bounded::<TileMsg>(batch * 2);
+    let mut infer_time = Duration::ZERO;
+    let mut write_time = Duration::ZERO;
+    let mut inferred = 0_usize;
+    let mut patches_valid = 0_u64;
+    let read_time = std::thread::scope(|s| -> Result<Duration, Error> {
+        let stacks_ref = &stacks;
+        let tiles_ref = &tiles;
+        let spec_ref = &spec;
+        let reader = s.spawn(move || -> Result<Duration, Error> {
+            let mut readers = stacks_ref
+                .iter()
+                .map(|(_, st)| StackReader::open(st))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut busy = Duration::ZERO;
+            let mut buf = Vec::new();
+            for &t in tiles_ref {
+                let start = Instant::now();
+                let win = Window {
+                    x: t.window.x * p as i64,
+                    y: t.window.y * p as i64,
+                    width: tile,
+                    height: tile,
+                };
+                let plane = tile * tile;
+                let mut input = vec![0.0_f32; plane * t_steps * n_bands];
+                let mut pixel_valid = vec![false; plane];
+                for (ti, ((_, st), reader)) in stacks_ref.iter().zip(readers.iter_mut()).enumerate()
+                {
+                    buf.resize(st.vrt_bands * plane, 0.0);
+                    reader.read(win, &mut buf)?;
+                    for i in 0..plane {
+                        let ok = st
+                            .bands
+                            .iter()
+                            .filter_map(|b| b.vrt_band)
+                            .all(|k| buf[(k - 1) * plane + i].is_finite());
+                        if !ok {
+                            continue;
+                        }
+                        pixel_valid[i] = true;
+                        let base = (i * t_steps + ti) * n_bands;
+                        for (c, b) in st.bands.iter().enumerate() {
+                            input[base + c] = match b.vrt_band {
+                                Some(k) => spec_ref.scaling[c]
+                                    .apply(b.rescale.apply(buf[(k - 1) * plane + i])),
+                                None => 0.0,
+                            };
+                        }
+                    }
+                }
+                // A patch is valid when one of its pixels inside the scene has valid input.
+                let mut valid = vec![false; tp * tp];
+                for py in 0..tile {
+                    for px in 0..tile {
+                        let (sx, sy) = (win.x + px as i64, win.y + py as i64);
+                        if sx < width as i64 && sy < height as i64 && pixel_valid[py * tile + px] {
+                            valid[(py / p) * tp + px / p] = true;
+                        }
+                    }
+                }
+                let inferred = valid.iter().any(|&v| v);
+                busy += start.elapsed();
+                let msg = TileMsg {
+                    tile: t,
+                    input: if inferred { input } else { Vec::new() },
+                    valid,
+                    inferred,
+                };
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+            Ok(busy)
+        });
+
+        let result = (|| -> Result<(), Error> {
+            let weights = grid.weights();
+            let mut acc = BandAccumulator::new(pw, ph, dim, tp, false);
+            let mut row: Option<usize> = None;
+            let mut pending: Vec<TileMsg> = Vec::new();
+            let mut write = |f: FinishedMeans,
+                             sink: &mut RasterSink,
+                             table: &mut EmbeddingTable|
+             -> Result<(), Error> {
+                let start = Instant::now();
+                sink.write_rows(f.y, f.rows, &f.values)?;
+                table.write_block(f.y, f.rows, pw, &f.values, &f.valid)?;
+                patches_valid += f.valid.iter().filter(|&&v| v).count() as u64;
+                write_time += start.elapsed();
+                Ok(())
+            };
+            let mut run_batch = |pending: &mut Vec<TileMsg>,
+                                 acc: &mut BandAccumulator,
+                                 row: &mut Option<usize>,
+                                 sink: &mut RasterSink,
+                                 table: &mut EmbeddingTable|
+             -> Result<(), Error> {
+                let start = Instant::now();
+                let idx: Vec<usize> = (0..pending.len())
+                    .filter(|&i| pending[i].inferred)
+                    .collect();
+                let mut features = Vec::new();
+                if !idx.is_empty() {
+                    let mut input = Vec::with_capacity(idx.len() * pending[idx[0]].input.len());
+                    let mut ts = Vec::with_capacity(idx.len() * timestamps.len());
+                    for &i in &idx {
+                        input.extend_from_slice(&pending[i].input);
+                        ts.extend_from_slice(&timestamps);
+                    }
+                    let err = |m: String| ModelError::Inference {
+                        path: onnx.clone(),
+                        message: m,
+                    };
+                    let s2 = TensorRef::from_array_view((
+                        [idx.len(), tile, tile, t_steps, n_bands],
+                        input.as_slice(),
+                    ))
+                    .map_err(|e| err(e.to_string()))?;
+                    let tt = TensorRef::from_array_view(([idx.len(), t_steps, 3], ts.as_slice()))
+                        .map_err(|e| err(e.to_string()))?;
+                    let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+                        (Cow::Borrowed("s2"), s2.into()),
+                        (Cow::Borrowed("timestamps"), tt.into()),
+                    ];
+                    let outputs = session.run(inputs).map_err(|e| err(e.to_string()))?;
+                    let (shape, data) = outputs[0]
+                        .try_extract_tensor::<f32>()
+                        .map_err(|e| err(e.to_string()))?;
+                    let expected = [idx.len() as i64, dim as i64, tp as i64, tp as i64];
+                    if shape[..] != expected {
+                        return Err(err(format!(
+                            "output shape {:?}, expected {expected:?}",
+                            &shape[..]
+                        ))
+                        .into());
+                    }
+                    features = data.to_vec();
+                    inferred += idx.len();
+                }
+                infer_time += start.elapsed();
+                let per = dim * tp * tp;
+                let mut k = 0;
+                for m in pending.drain(..) {
+                    if let Some(r) = row.filter(|&r| r != m.tile.row) {
+                        if let Some(f) = acc.flush_means_until(grid.rows_final_after(r)) {
+                            write(f, sink, table)?;
+                        }
+                    }
+                    *row = Some(m.tile.row);
+                    if m.inferred {
+                        acc.add(
+                            m.tile.window,
+                            &features[k * per..(k + 1) * per],
+                            &weights,
+                            &m.valid,
+                        );
+                        k += 1;
+                    }
+                }
+                Ok(())
+            };
+            for msg in &rx {
+                pending.push(msg);
+                if pending.iter().filter(|m| m.inferred).count() == batch {
+                    run_batch(&mut pending, &mut acc, &mut row, &mut sink, &mut table)?;
+                }
+            }
+            run_batch(&mut pending, &mut acc, &mut row, &mut sink, &mut table)?;
+            if let Some(f) = acc.flush_means_until(ph) {
+                write(f, &mut sink, &mut table)?;
+            }
+            Ok(())
+        })();
+        drop(rx);
+        let read = reader.join().map_err(|_| Error::Pipeline("reader"))?;
+        result?;
+        read
+    })?;
+
+    let t_final = Instant::now();
+    sink.finish_cog(&part_cog)?;
+    let rows = table.close()?;
+    let summary = EmbedSummary {
+        eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
+        gdal_version: gdal::version::version_info("RELEASE_NAME"),
+        model: serde_json::json!({
+            "manifest": args.model, "id": spec.id, "onnx": onnx, "sha256": sha, "version": spec.version,
+            "random_weights": spec.random_weights, "patch_size": p, "embedding_dim": dim,
+        }),
+        time_steps: stacks
+            .iter()
+            .map(|(t, s)| StepInfo {
+                scene: t.source.label().to_string(),
+                date: t.date,
+                date_source: t.date_source.clone(),
+                bands: s.bands.clone(),
+            })
+            .collect(),
+        grid: serde_json::json!({
+            "width": width, "height": height, "geo_transform": gt, "epsg": first.epsg,
+            "patch_width": pw, "patch_height": ph, "patch_geo_transform": patch_gt,
+        }),
+        parameters: serde_json::json!({
+            "tile_size": tile, "overlap": overlap, "batch_size": batch, "threads": threads, "device": args.device.to_string(),
+        }),
+        counts: serde_json::json!({
+            "time_steps": t_steps, "tiles": tiles.len(), "tiles_inferred": inferred, "patches": pw * ph,
+            "patches_valid": patches_valid, "parquet_rows": rows,
+        }),
+        timings_s: serde_json::json!({
+            "read": read_time.as_secs_f64(), "inference": infer_time.as_secs_f64(), "write": write_time.as_secs_f64(),
+            "finalize": t_final.elapsed().as_secs_f64(), "total": t0.elapsed().as_secs_f64(),
+        }),
+        outputs: serde_json::json!({"embeddings": final_cog, "table": final_table, "summary": final_summary}),
+        warnings,
+    };
+    let mut text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
+        path: part_summary.clone(),
+        source,
+    })?;
+    let mut moves = vec![
+        (part_cog.clone(), final_cog.clone()),
+        (part_table, final_table),
+        (part_summary, final_summary),
+    ];
+    if aux_path(&part_cog).exists() {
+        moves.push((aux_path(&part_cog), aux_path(&final_cog)));
+    }
+    for (from, to) in moves {
+        std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
+            path: to.clone(),
+            source,
+        })?;
+    }
+    temps.disarm();
+    Ok(summary)
+}
+
+/// Parses `--dates 2021-01-05,2021-02-04`.
+pub fn parse_dates(s: &str) -> Result<Vec<Date>, SceneError> {
+    s.split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            crate::scene::timeseries::parse_date(d.trim()).ok_or_else(|| SceneError::Series {
+                what: format!("--dates entry `{d}` is not a date (YYYY-MM-DD)"),
+            })
+        })
+        .collect()
+}
+
+/// Whether the manifest at `path` describes an embedding model, and its JSON.
+#[must_use]
+pub fn embedding_manifest(path: &Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter(crate::model::golden::is_embedding_manifest)
+}

@@ -1,0 +1,227 @@
+//! Embedding models (OlmoEarth): the manifest read into an [`EmbeddingSpec`] (bands and
+//! their wavelengths, normalisation, patch size, embedding size, time steps, missing-band rule).
+
+use crate::error::ModelError;
+use crate::model::ModelBand;
+use crate::normalize::ValueScaling;
+use crate::scene::MissingBands;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Everything eoinfer needs to run an embedding model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmbeddingSpec {
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// STAC Item id.
+    pub id: String,
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// Expected sha256 of the ONNX file.
+    pub onnx_sha256: Option<String>,
+    /// Sentinel-2 input bands in model order.
+    pub bands: Vec<ModelBand>,
+    /// Centre wavelength of each band (µm).
+    pub wavelengths: Vec<Option<f64>>,
+    /// Normalisation per band.
+    pub scaling: Vec<ValueScaling>,
+    /// Whether the model also takes Sentinel-1.
+    pub sentinel1: bool,
+    /// Patch size in pixels.
+    pub patch_size: usize,
+    /// Embedding size D.
+    pub embedding_dim: usize,
+    /// Most time steps the model takes.
+    pub max_time_steps: usize,
+    /// Default tile edge in pixels (a multiple of the patch size).
+    pub tile_size: usize,
+    /// Input ground sample distance in metres.
+    pub gsd: f64,
+    /// Integer DN -> model units.
+    pub dn_scale: f64,
+    /// Floating-point reflectance -> model units.
+    pub reflectance_scale: f64,
+    /// DN meaning no data.
+    pub dn_nodata: Option<f64>,
+    /// The version's rule for bands the scene lacks.
+    pub missing: MissingBands,
+    /// Model version (v1, v1.1, v1.2).
+    pub version: String,
+    /// Whether the weights are random (a test model).
+    pub random_weights: bool,
+}
+
+fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
+    ModelError::ManifestInvalid {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+impl EmbeddingSpec {
+    /// Reads an embedding manifest (`eoinfer:kind` = `embedding`).
+    pub fn from_json(path: &Path, doc: &Value) -> Result<Self, ModelError> {
+        let props = doc
+            .get("properties")
+            .ok_or_else(|| invalid(path, "no `properties`"))?;
+        let inputs = props
+            .get("mlm:input")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "no `mlm:input`"))?;
+        let s2 = inputs
+            .iter()
+            .find(|i| i.get("name").and_then(Value::as_str) == Some("s2"))
+            .ok_or_else(|| invalid(path, "no `s2` input"))?;
+        let defs: Vec<&Value> = props
+            .get("bands")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let mut bands = Vec::new();
+        let mut wavelengths = Vec::new();
+        for b in s2
+            .get("bands")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "the s2 input has no bands"))?
+        {
+            let name = b
+                .as_str()
+                .ok_or_else(|| invalid(path, "a band name is not a string"))?;
+            let def = defs
+                .iter()
+                .find(|d| d.get("name").and_then(Value::as_str) == Some(name));
+            bands.push(ModelBand {
+                name: name.to_string(),
+                common_name: def
+                    .and_then(|d| d.get("eo:common_name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            });
+            wavelengths.push(
+                def.and_then(|d| d.get("eo:center_wavelength"))
+                    .and_then(Value::as_f64),
+            );
+        }
+        let mut scaling = Vec::new();
+        for v in s2
+            .get("value_scaling")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(path, "the s2 input has no value_scaling"))?
+        {
+            let num = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| invalid(path, format!("value_scaling lacks `{k}`")))
+            };
+            scaling.push(match v.get("type").and_then(Value::as_str) {
+                Some("min-max") => ValueScaling::MinMax {
+                    minimum: num("minimum")?,
+                    maximum: num("maximum")?,
+                },
+                Some("z-score") => ValueScaling::ZScore {
+                    mean: num("mean")?,
+                    stddev: num("stddev")?,
+                },
+                other => {
+                    return Err(invalid(
+                        path,
+                        format!("value_scaling type {other:?} is not supported"),
+                    ));
+                }
+            });
+        }
+        if scaling.len() != bands.len() || bands.is_empty() {
+            return Err(invalid(
+                path,
+                "the s2 input needs one value_scaling entry per band",
+            ));
+        }
+        let href = doc
+            .pointer("/assets/model/href")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(path, "the model asset has no href"))?;
+        let int = |k: &str| props.get(k).and_then(Value::as_u64).map(|v| v as usize);
+        let patch_size =
+            int("eoinfer:patch_size").ok_or_else(|| invalid(path, "no `eoinfer:patch_size`"))?;
+        let tile_size = int("eoinfer:tile_size").unwrap_or(8 * patch_size);
+        if patch_size == 0 || tile_size % patch_size != 0 {
+            return Err(invalid(
+                path,
+                "`eoinfer:tile_size` must be a multiple of `eoinfer:patch_size`",
+            ));
+        }
+        let dn_scale = props
+            .get("eoinfer:dn_scale")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0);
+        Ok(Self {
+            manifest: path.to_path_buf(),
+            id: doc
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            onnx: path.parent().unwrap_or_else(|| Path::new(".")).join(href),
+            onnx_sha256: doc
+                .pointer("/assets/model/file:checksum")
+                .and_then(Value::as_str)
+                .and_then(|c| c.strip_prefix("1220"))
+                .map(str::to_string),
+            bands,
+            wavelengths,
+            scaling,
+            sentinel1: inputs
+                .iter()
+                .any(|i| i.get("name").and_then(Value::as_str) == Some("s1")),
+            patch_size,
+            embedding_dim: int("eoinfer:embedding_dim")
+                .ok_or_else(|| invalid(path, "no `eoinfer:embedding_dim`"))?,
+            max_time_steps: int("eoinfer:max_time_steps").unwrap_or(12),
+            tile_size,
+            gsd: props
+                .get("eoinfer:gsd")
+                .and_then(Value::as_f64)
+                .unwrap_or(10.0),
+            dn_scale,
+            // Models that take DN (dn_scale 1) get reflectance inputs multiplied by 10000.
+            reflectance_scale: props
+                .get("eoinfer:reflectance_scale")
+                .and_then(Value::as_f64)
+                .unwrap_or(if (dn_scale - 1.0).abs() < f64::EPSILON {
+                    10_000.0
+                } else {
+                    1.0
+                }),
+            dn_nodata: props.get("eoinfer:dn_nodata").and_then(Value::as_f64),
+            missing: match props.get("eoinfer:missing_bands").and_then(Value::as_str) {
+                Some("nearest-wavelength") => MissingBands::NearestWavelength,
+                Some("zero-after-normalisation") => MissingBands::ZeroAfterNormalisation,
+                _ => MissingBands::Error,
+            },
+            version: props
+                .get("eoinfer:model_version")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            random_weights: props
+                .get("eoinfer:random_weights")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+
+    /// The stack request of this model's Sentinel-2 input.
+    #[must_use]
+    pub fn stack_request(&self) -> crate::scene::StackRequest {
+        crate::scene::StackRequest {
+            bands: self.bands.clone(),
+            wavelengths: self.wavelengths.clone(),
+            gsd: self.gsd,
+            dn_scale: self.dn_scale,
+            float_scale: self.reflectance_scale,
+            dn_nodata: self.dn_nodata,
+            missing: self.missing,
+            grid: None,
+        }
+    }
+}

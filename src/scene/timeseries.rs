@@ -1,0 +1,298 @@
+//! Time series: the scenes of a multi-temporal run (repeated `--scene`, a folder of dated
+//! files, a list file, or a STAC ItemCollection of local files) with their acquisition dates,
+//! sorted by date.
+
+use super::SceneSource;
+use crate::error::SceneError;
+use gdal::Metadata;
+use std::path::{Path, PathBuf};
+
+/// A calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Date {
+    /// Year.
+    pub year: i32,
+    /// Month 1-12.
+    pub month: u32,
+    /// Day 1-31.
+    pub day: u32,
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// One time step.
+#[derive(Debug, Clone)]
+pub struct TimeStep {
+    /// Where its pixels come from.
+    pub source: SceneSource,
+    /// Acquisition date.
+    pub date: Date,
+    /// Where the date came from.
+    pub date_source: String,
+}
+
+/// The first `YYYY-MM-DD` or `YYYYMMDD` date in `s`.
+#[must_use]
+pub fn parse_date(s: &str) -> Option<Date> {
+    let b = s.as_bytes();
+    let digits = |i: usize, n: usize| -> Option<u32> {
+        let part = s.get(i..i + n)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    for i in 0..b.len() {
+        if i > 0 && b[i - 1].is_ascii_digit() {
+            continue;
+        }
+        let (y, m, d, end) = if b.get(i + 4) == Some(&b'-') && b.get(i + 7) == Some(&b'-') {
+            (digits(i, 4), digits(i + 5, 2), digits(i + 8, 2), i + 10)
+        } else {
+            (digits(i, 4), digits(i + 4, 2), digits(i + 6, 2), i + 8)
+        };
+        if b.get(end).is_some_and(u8::is_ascii_digit) {
+            continue;
+        }
+        if let (Some(y), Some(m), Some(d)) = (y, m, d) {
+            if (1950..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) {
+                return Some(Date {
+                    year: y as i32,
+                    month: m,
+                    day: d,
+                });
+            }
+        }
+    }
+    None
+}
+
+fn file_date(path: &Path) -> Option<Date> {
+    parse_date(&path.file_name()?.to_string_lossy())
+}
+
+fn gdal_date(path: &str) -> Option<(Date, String)> {
+    let ds = gdal::Dataset::open(path).ok()?;
+    for key in [
+        "DATETIME",
+        "ACQUISITION_DATE",
+        "PRODUCT_START_TIME",
+        "SENSING_TIME",
+        "DATATAKE_1_DATATAKE_SENSING_START",
+        "TIFFTAG_DATETIME",
+    ] {
+        if let Some(v) = ds.metadata_item(key, "") {
+            if let Some(d) = parse_date(&v.replace(':', "-")) {
+                return Some((d, format!("{path}: metadata {key}")));
+            }
+        }
+    }
+    None
+}
+
+/// A STAC ItemCollection (or one Item) of local files -> one time step per Item.
+fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
+    let bad = |m: String| SceneError::NotRaster {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let items: Vec<&serde_json::Value> =
+        match doc.get("features").and_then(serde_json::Value::as_array) {
+            Some(f) => f.iter().collect(),
+            None => vec![&doc],
+        };
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut steps = Vec::new();
+    for item in items {
+        let id = item
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("item");
+        let dt = item
+            .pointer("/properties/datetime")
+            .and_then(serde_json::Value::as_str)
+            .or_else(|| {
+                item.pointer("/properties/start_datetime")
+                    .and_then(serde_json::Value::as_str)
+            })
+            .and_then(parse_date)
+            .ok_or_else(|| bad(format!("item {id} has no properties.datetime")))?;
+        let mut files = Vec::new();
+        if let Some(assets) = item.get("assets").and_then(serde_json::Value::as_object) {
+            for (key, a) in assets {
+                let Some(href) = a.get("href").and_then(serde_json::Value::as_str) else {
+                    continue;
+                };
+                if href.contains("://") && !href.starts_with("file://") {
+                    return Err(bad(format!(
+                        "asset {key} of item {id} is remote ({href}); eoinfer reads local files only: download the assets and rewrite the hrefs"
+                    )));
+                }
+                let p = base.join(href.trim_start_matches("file://"));
+                let is_raster = p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "tif" | "tiff" | "jp2" | "vrt"
+                    )
+                });
+                if is_raster {
+                    // Name the file after its asset key so bands match by key (B02, blue, ...).
+                    files.push(p);
+                }
+            }
+        }
+        steps.push(TimeStep {
+            source: SceneSource::Files {
+                label: format!("{}#{id}", path.display()),
+                files,
+            },
+            date: dt,
+            date_source: format!("{}: item {id} datetime", path.display()),
+        });
+    }
+    Ok(steps)
+}
+
+/// Expands the `--scene` values into dated time steps sorted by date. `dates` (from
+/// `--dates`) gives the dates of scenes that carry none, in the order given.
+pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, SceneError> {
+    let mut raw: Vec<(SceneSource, Option<(Date, String)>)> = Vec::new();
+    for s in scenes {
+        let p = Path::new(s);
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if p.is_file() && ext.as_deref() == Some("json") {
+            raw.extend(
+                stac_steps(p)?
+                    .into_iter()
+                    .map(|t| (t.source, Some((t.date, t.date_source)))),
+            );
+        } else if p.is_file() && ext.as_deref() == Some("txt") {
+            let text = std::fs::read_to_string(p).map_err(|e| SceneError::NotRaster {
+                path: p.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let base = p.parent().unwrap_or_else(|| Path::new("."));
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let path = base.join(line).to_string_lossy().into_owned();
+                raw.push((SceneSource::Path(path), None));
+            }
+        } else if p.is_dir() {
+            // A folder of dated files: one time step per date in the file names.
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|_| SceneError::Missing {
+                    path: p.to_path_buf(),
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            matches!(
+                                e.to_ascii_lowercase().as_str(),
+                                "tif" | "tiff" | "jp2" | "vrt"
+                            )
+                        })
+                })
+                .collect();
+            files.sort();
+            let mut by_date: std::collections::BTreeMap<Date, Vec<PathBuf>> =
+                std::collections::BTreeMap::new();
+            for f in files {
+                if let Some(d) = file_date(&f) {
+                    by_date.entry(d).or_default().push(f);
+                }
+            }
+            if by_date.len() > 1 {
+                for (d, files) in by_date {
+                    raw.push((
+                        SceneSource::Files {
+                            label: format!("{}@{d}", p.display()),
+                            files,
+                        },
+                        Some((d, format!("{}: file names", p.display()))),
+                    ));
+                }
+            } else {
+                raw.push((SceneSource::Path(s.clone()), None));
+            }
+        } else {
+            raw.push((SceneSource::Path(s.clone()), None));
+        }
+    }
+    let mut given = dates.iter();
+    let mut steps = Vec::new();
+    for (source, known) in raw {
+        let found = known.or_else(|| match &source {
+            SceneSource::Path(p) => gdal_date(p)
+                .or_else(|| file_date(Path::new(p)).map(|d| (d, format!("{p}: file name")))),
+            SceneSource::Files { files, .. } => {
+                files.iter().find_map(|f| gdal_date(&f.to_string_lossy()))
+            }
+        });
+        let (date, date_source) = match found {
+            Some(f) => f,
+            None => match given.next() {
+                Some(d) => (*d, "--dates".to_string()),
+                None => {
+                    return Err(SceneError::NoDate {
+                        path: PathBuf::from(source.label()),
+                    });
+                }
+            },
+        };
+        steps.push(TimeStep {
+            source,
+            date,
+            date_source,
+        });
+    }
+    steps.sort_by_key(|t| t.date);
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_found_in_names_and_metadata_strings() {
+        assert_eq!(
+            parse_date("S2_L1C_20150711_13band.tif"),
+            Some(Date {
+                year: 2015,
+                month: 7,
+                day: 11
+            })
+        );
+        assert_eq!(
+            parse_date("2015-07-31T10:00:09"),
+            Some(Date {
+                year: 2015,
+                month: 7,
+                day: 31
+            })
+        );
+        assert_eq!(
+            parse_date("T33UUU_20170216T102101_B02"),
+            Some(Date {
+                year: 2017,
+                month: 2,
+                day: 16
+            })
+        );
+        assert_eq!(parse_date("CLM_68dates"), None);
+        assert_eq!(parse_date("B12345678901"), None);
+    }
+}
