@@ -25,6 +25,15 @@ pub enum Command {
     /// Model manifests.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// List the model manifests in a folder: task, inputs, sizes, whether the ONNX file is there.
+    Models {
+        /// Folder with the manifests (searched two levels deep).
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Tiling schemes.
@@ -375,6 +384,131 @@ fn check_embedding(
     Ok(())
 }
 
+fn list_models(dir: &std::path::Path, json: bool) -> Result<(), Error> {
+    let mut files = Vec::new();
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 1 {
+                dirs.push((p, depth + 1));
+            } else if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        let Some(doc) = std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        let Some(props) = doc
+            .get("properties")
+            .filter(|p| p.get("mlm:input").is_some())
+        else {
+            continue;
+        };
+        let str_of = |v: Option<&serde_json::Value>| {
+            v.and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let tasks = props
+            .get("mlm:tasks")
+            .and_then(serde_json::Value::as_array)
+            .map(|t| {
+                t.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let inputs: Vec<String> = props
+            .get("mlm:input")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        let bands = i
+                            .get("bands")
+                            .and_then(serde_json::Value::as_array)
+                            .map_or(0, Vec::len);
+                        format!(
+                            "{}[{bands}]",
+                            str_of(i.get("name"))
+                                .split(',')
+                                .next()
+                                .unwrap_or_default()
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let onnx = f
+            .parent()
+            .unwrap_or(dir)
+            .join(str_of(doc.pointer("/assets/model/href")));
+        let present = onnx.is_file();
+        let size = std::fs::metadata(&onnx).map(|m| m.len()).unwrap_or(0);
+        let how = if present {
+            String::new()
+        } else if str_of(doc.get("id")).starts_with("ukis-csmask") {
+            "run `make demo` or scripts/fetch-assets.sh".into()
+        } else {
+            "run `make olmoearth-models` or models/olmoearth/export.py".into()
+        };
+        rows.push(serde_json::json!({
+            "manifest": f, "id": str_of(doc.get("id")), "tasks": tasks, "inputs": inputs.join(" "),
+            "tile_size": props.get("eoinfer:tile_size"), "gsd": props.get("eoinfer:gsd"),
+            "random_weights": props.get("eoinfer:random_weights").and_then(serde_json::Value::as_bool).unwrap_or(false),
+            "onnx": onnx, "onnx_present": present, "onnx_bytes": size, "how_to_get": how,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<22} {:<24} {:>5} {:>4} {:>10}  onnx",
+        "id", "task", "inputs", "tile", "gsd", "MB"
+    );
+    for r in &rows {
+        let mb = r["onnx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6;
+        let state = if r["onnx_present"] == true {
+            if r["random_weights"] == true {
+                "present (random weights)".to_string()
+            } else {
+                "present".to_string()
+            }
+        } else {
+            format!("MISSING: {}", r["how_to_get"].as_str().unwrap_or(""))
+        };
+        println!(
+            "{:<26} {:<22} {:<24} {:>5} {:>4} {:>10.1}  {state}",
+            r["id"].as_str().unwrap_or(""),
+            r["tasks"].as_str().unwrap_or(""),
+            r["inputs"].as_str().unwrap_or(""),
+            r["tile_size"],
+            r["gsd"],
+            mb
+        );
+    }
+    Ok(())
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: &Cli) -> Result<(), Error> {
     crate::configure_gdal();
@@ -382,5 +516,6 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Predict(c) => predict(c),
         Command::Prepare(c) => prepare(c),
         Command::Model(c) => model_command(c),
+        Command::Models { dir, json } => list_models(dir, *json),
     }
 }

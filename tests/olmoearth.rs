@@ -333,3 +333,169 @@ fn a_five_date_series_gives_an_embeddings_cog_and_geoparquet_on_the_patch_grid()
     }
     assert_eq!(rows, 169);
 }
+
+fn embed(
+    model: &str,
+    scenes: &[&str],
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let manifest = root()
+        .join("models/olmoearth")
+        .join(format!("{model}.json"));
+    let mut args = vec![
+        "predict".to_string(),
+        "--model".into(),
+        manifest.display().to_string(),
+    ];
+    for s in scenes {
+        args.push("--scene".into());
+        args.push((*s).to_string());
+    }
+    args.extend([
+        "--out".into(),
+        out.display().to_string(),
+        "--name".into(),
+        "run".into(),
+    ]);
+    args.extend(extra.iter().map(|s| (*s).to_string()));
+    eoinfer(&args)
+}
+
+#[test]
+fn a_series_from_a_list_file_a_stac_item_collection_or_repeated_scenes_gives_the_same_embeddings() {
+    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let dir = tempfile::tempdir().unwrap();
+    let dates = ["20150909", "20150711", "20150820", "20150731", "20150830"]; // deliberately unsorted
+    let files: Vec<String> = dates
+        .iter()
+        .map(|d| {
+            scene
+                .join(format!("S2_L1C_{d}_13band.tif"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    // Reference: the folder of dated files.
+    ok(&embed(
+        "olmoearth-v1_2-nano",
+        &[scene.to_str().unwrap()],
+        &dir.path().join("folder"),
+        &[],
+    ));
+    let reference = read_f32_bands(&dir.path().join("folder/run.embeddings.tif"));
+
+    let list = dir.path().join("scenes.txt");
+    std::fs::write(&list, files.join("\n")).unwrap();
+    let items: Vec<serde_json::Value> = dates
+        .iter()
+        .zip(&files)
+        .map(|(d, f)| {
+            serde_json::json!({
+                "type": "Feature", "stac_version": "1.0.0", "id": format!("S2_{d}"),
+                "properties": {"datetime": format!("{}-{}-{}T10:00:00Z", &d[..4], &d[4..6], &d[6..])},
+                "assets": {"bands": {"href": f, "type": "image/tiff"}}
+            })
+        })
+        .collect();
+    let stac = dir.path().join("items.json");
+    std::fs::write(
+        &stac,
+        serde_json::json!({"type": "FeatureCollection", "features": items}).to_string(),
+    )
+    .unwrap();
+    let repeated: Vec<&str> = files.iter().map(String::as_str).collect();
+    for (what, scenes) in [
+        ("list", vec![list.to_str().unwrap()]),
+        ("stac", vec![stac.to_str().unwrap()]),
+        ("repeated", repeated),
+    ] {
+        let out = dir.path().join(what);
+        let o = embed("olmoearth-v1_2-nano", &scenes, &out, &["--json"]);
+        ok(&o);
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["counts"]["time_steps"], 5, "{what}");
+        assert_eq!(
+            summary["time_steps"][0]["date"]["day"], 11,
+            "{what}: sorted by date"
+        );
+        assert_eq!(
+            read_f32_bands(&out.join("run.embeddings.tif")),
+            reference,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_time_step_without_a_date_is_named_and_dates_can_be_given() {
+    let months = tempfile::tempdir().unwrap();
+    worldcereal_months(months.path());
+    let undated = tempfile::tempdir().unwrap();
+    let mut scenes = Vec::new();
+    for (i, f) in ["worldcereal_20201101.vrt", "worldcereal_20201201.vrt"]
+        .iter()
+        .enumerate()
+    {
+        let to = undated.path().join(format!("month_{}.vrt", ["a", "b"][i]));
+        std::fs::copy(months.path().join(f), &to).unwrap();
+        scenes.push(to.display().to_string());
+    }
+    let refs: Vec<&str> = scenes.iter().map(String::as_str).collect();
+    let out = undated.path().join("out");
+    let o = embed("olmoearth-v1-nano", &refs, &out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot find the acquisition date of") && err.contains("--dates"),
+        "{err}"
+    );
+    assert!(files_in(&out).is_empty());
+    ok(&embed(
+        "olmoearth-v1-nano",
+        &refs,
+        &out,
+        &["--dates", "2020-11-01,2020-12-01"],
+    ));
+    assert!(out.join("run.embeddings.parquet").is_file());
+}
+
+#[test]
+fn models_lists_every_manifest_and_whether_its_onnx_file_is_there() {
+    let o = eoinfer(["models", "--json"]);
+    ok(&o);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "olmoearth-v1-nano",
+        "olmoearth-v1_2-nano",
+        "ukis-csmask-6b-l1c",
+        "ukis-csmask-4b-l2a",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["onnx_present"] == true)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/olmoearth/olmoearth-v1-nano.json")).unwrap(),
+    )
+    .unwrap();
+    m["assets"]["model"]["href"] = "absent.onnx".into();
+    std::fs::write(dir.path().join("m.json"), m.to_string()).unwrap();
+    let o = eoinfer(["models", "--dir", dir.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("MISSING") && text.contains("make olmoearth-models"),
+        "{text}"
+    );
+}
