@@ -384,7 +384,7 @@ fn check_embedding(
     Ok(())
 }
 
-fn list_models(dir: &std::path::Path, json: bool) -> Result<(), Error> {
+fn list_models(dir: &std::path::Path, json: bool) {
     let mut files = Vec::new();
     let mut dirs = vec![(dir.to_path_buf(), 0)];
     while let Some((d, depth)) = dirs.pop() {
@@ -459,7 +459,7 @@ fn list_models(dir: &std::path::Path, json: bool) -> Result<(), Error> {
             .unwrap_or(dir)
             .join(str_of(doc.pointer("/assets/model/href")));
         let present = onnx.is_file();
-        let size = std::fs::metadata(&onnx).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&onnx).map_or(0, |m| m.len());
         let how = if present {
             String::new()
         } else if str_of(doc.get("id")).starts_with("ukis-csmask") {
@@ -479,7 +479,7 @@ fn list_models(dir: &std::path::Path, json: bool) -> Result<(), Error> {
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
-        return Ok(());
+        return;
     }
     println!(
         "{:<26} {:<22} {:<24} {:>5} {:>4} {:>10}  onnx",
@@ -506,7 +506,6 @@ fn list_models(dir: &std::path::Path, json: bool) -> Result<(), Error> {
             mb
         );
     }
-    Ok(())
 }
 
 /// Runs one parsed command line.
@@ -516,6 +515,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Predict(c) => predict(c),
         Command::Prepare(c) => prepare(c),
         Command::Model(c) => model_command(c),
-        Command::Models { dir, json } => list_models(dir, *json),
+        Command::Models { dir, json } => {
+            list_models(dir, *json);
+            Ok(())
+        }
     }
 }
