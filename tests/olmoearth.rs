@@ -332,6 +332,21 @@ fn a_five_date_series_gives_an_embeddings_cog_and_geoparquet_on_the_patch_grid()
         rows += 1;
     }
     assert_eq!(rows, 169);
+
+    // geopandas reads it with its CRS; DuckDB runs a similarity search over it.
+    let seen = check_parquet("-", table.to_str().unwrap());
+    assert_eq!(seen["embeddings"]["rows"], 169);
+    assert_eq!(seen["embeddings"]["epsg"], 32633);
+    assert_eq!(seen["embeddings"]["dim"], 128);
+    assert_eq!(
+        seen["embeddings"]["geom_types"],
+        serde_json::json!(["Polygon"])
+    );
+    assert_eq!(seen["embeddings"]["area_m2"], serde_json::json!([6400.0]));
+    assert_eq!(
+        seen["embeddings"]["duckdb_top"][0],
+        serde_json::json!([0, 0, 1.0])
+    );
 }
 
 fn embed(

@@ -201,6 +201,25 @@ fn tile_fractions_in_the_geoparquet_match_counts_from_the_cog() {
         assert_eq!(wkb.len(), 93, "a polygon with one ring of 5 points");
         assert_eq!(field(row, "inferred"), &Field::Bool(true));
     }
+
+    // geopandas reads the table with its CRS; DuckDB sums the class counts.
+    let seen = check_parquet(
+        dir.path()
+            .join("T33UUU_20170216T102101.tiles.parquet")
+            .to_str()
+            .unwrap(),
+        "-",
+    );
+    assert_eq!(seen["tiles"]["epsg"], 32633);
+    assert_eq!(seen["tiles"]["rows"], 3);
+    assert_eq!(seen["tiles"]["geom_types"], serde_json::json!(["Polygon"]));
+    assert_eq!(seen["tiles"]["area_m2"][0], 256.0 * 256.0 * 30.0 * 30.0);
+    let sums = &seen["tiles"]["duckdb_class_sums"];
+    let total: u64 = ["count_clear", "count_cloud", "count_cloud_shadow"]
+        .iter()
+        .map(|c| sums[*c].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3 * 256 * 256);
 }
 
 #[test]

@@ -100,3 +100,19 @@ pub fn reference_python() -> PathBuf {
     );
     p
 }
+
+/// Reads GeoParquet outputs with geopandas and DuckDB (tests/reference/check_parquet.py);
+/// `-` skips one.
+pub fn check_parquet(tiles: &str, embeddings: &str) -> serde_json::Value {
+    let out = Command::new(reference_python())
+        .arg(root().join("tests/reference/check_parquet.py"))
+        .args([tiles, embeddings])
+        .output()
+        .expect("run check_parquet.py");
+    assert!(
+        out.status.success(),
+        "check_parquet.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
