@@ -87,6 +87,10 @@ pub struct PredictCli {
     /// Overlap between tiles in pixels for the blended scheme (default: the manifest's).
     #[arg(long)]
     pub overlap: Option<usize>,
+    /// Tile edge in pixels for embedding models (a multiple of the patch size; default: the
+    /// manifest's). Segmentation models use the tile size of their ONNX input.
+    #[arg(long)]
+    pub tile_size: Option<usize>,
     /// Tiles per inference batch.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
@@ -180,6 +184,7 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
             c.scene.nodata,
         )?,
         overlap: c.overlap,
+        tile_size: c.tile_size,
         batch_size: c.batch_size,
         threads: c.threads,
         ort_lib: c.ort_lib.clone(),
@@ -199,6 +204,15 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
 fn predict(c: &PredictCli) -> Result<(), Error> {
     if let Some(doc) = crate::embed::embedding_manifest(&c.scene.model) {
         return embed(c, &doc);
+    }
+    if c.tile_size.is_some() {
+        return Err(crate::error::SceneError::Series {
+            what: format!(
+                "--tile-size applies to embedding models; {} takes the tile size of its ONNX input",
+                c.scene.model.display()
+            ),
+        }
+        .into());
     }
     let args = PredictArgs {
         model: c.scene.model.clone(),

@@ -39,6 +39,8 @@ pub struct EmbedArgs {
     pub scene: SceneOptions,
     /// Overlap in pixels (a multiple of the patch size).
     pub overlap: Option<usize>,
+    /// Tile edge in pixels (a multiple of the patch size).
+    pub tile_size: Option<usize>,
     /// Tiles per batch.
     pub batch_size: usize,
     /// ONNX Runtime threads.
@@ -90,6 +92,7 @@ pub struct EmbedSummary {
 struct TileMsg {
     tile: Tile,
     input: Vec<f32>,
+    input_s1: Vec<f32>,
     valid: Vec<bool>,
     inferred: bool,
 }
@@ -127,15 +130,6 @@ fn any_valid(stack: &Stack) -> Result<bool, SceneError> {
 pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Error> {
     let t0 = Instant::now();
     let spec = EmbeddingSpec::from_json(&args.model, doc)?;
-    if spec.sentinel1 {
-        return Err(SceneError::Series {
-            what: format!(
-                "{} also takes Sentinel-1, which eoinfer predict does not read yet; use a Sentinel-2 only export (without --s1)",
-                args.model.display()
-            ),
-        }
-        .into());
-    }
     if !spec.onnx.is_file() {
         return Err(ModelError::OnnxMissing {
             path: spec.onnx.clone(),
@@ -144,10 +138,19 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         .into());
     }
     let p = spec.patch_size;
-    let overlap = args.overlap.unwrap_or(2 * p);
-    if overlap % p != 0 || overlap >= spec.tile_size {
+    let tile = args.tile_size.unwrap_or(spec.tile_size);
+    if tile == 0 || tile % p != 0 || tile / p < 2 {
         return Err(SceneError::Series {
-            what: format!("--overlap {overlap} must be a multiple of the patch size {p} and smaller than the tile size {}", spec.tile_size),
+            what: format!(
+                "--tile-size {tile} must be a multiple of the patch size {p}, at least two patches"
+            ),
+        }
+        .into());
+    }
+    let overlap = args.overlap.unwrap_or(2 * p);
+    if overlap % p != 0 || overlap >= tile {
+        return Err(SceneError::Series {
+            what: format!("--overlap {overlap} must be a multiple of the patch size {p} and smaller than the tile size {tile}"),
         }
         .into());
     }
@@ -156,13 +159,24 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let steps = time_steps(&args.scenes, &args.dates)?;
     let mut warnings = Vec::new();
     let mut req = spec.stack_request();
+    let mut req_s1 = spec.stack_request_s1();
     let mut stacks: Vec<(TimeStep, Stack)> = Vec::new();
+    let mut s1_stacks: Vec<Stack> = Vec::new();
     for step in steps {
         let stack = open_stack_request(&step.source, &req, &args.scene)?;
         if req.grid.is_none() {
             req.grid = Some(stack.grid());
         }
         if any_valid(&stack)? {
+            if let Some(r) = req_s1.as_mut() {
+                r.grid.clone_from(&req.grid);
+                // Sentinel-1 backscatter is read in dB as it is stored.
+                let opts = SceneOptions {
+                    s2_offset: Some(0.0),
+                    ..args.scene.clone()
+                };
+                s1_stacks.push(open_stack_request(&step.source, r, &opts)?);
+            }
             stacks.push((step, stack));
         } else {
             let w = format!(
@@ -214,7 +228,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let first = &stacks[0].1;
     let (width, height) = (first.width, first.height);
     let (pw, ph) = (width.div_ceil(p), height.div_ceil(p));
-    let tp = spec.tile_size / p;
+    let tp = tile / p;
     let grid = TileGrid::new(
         pw,
         ph,
@@ -226,7 +240,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let tiles: Vec<Tile> = grid.tiles().collect();
     let t_steps = stacks.len();
     let n_bands = spec.bands.len();
-    let tile = spec.tile_size;
+    let n_s1 = spec.sentinel1.as_ref().map_or(0, |s| s.bands.len());
     let dim = spec.embedding_dim;
     let batch = args.batch_size.max(1);
     let gt = first.geo_transform;
@@ -283,6 +297,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let mut patches_valid = 0_u64;
     let read_time = std::thread::scope(|s| -> Result<Duration, Error> {
         let stacks_ref = &stacks;
+        let s1_ref = &s1_stacks;
         let tiles_ref = &tiles;
         let spec_ref = &spec;
         let reader = s.spawn(move || -> Result<Duration, Error> {
@@ -290,6 +305,15 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                 .iter()
                 .map(|(_, st)| StackReader::open(st))
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut s1_readers = s1_ref
+                .iter()
+                .map(StackReader::open)
+                .collect::<Result<Vec<_>, _>>()?;
+            let s1_scaling = spec_ref
+                .sentinel1
+                .as_ref()
+                .map(|s| s.scaling.clone())
+                .unwrap_or_default();
             let mut busy = Duration::ZERO;
             let mut buf = Vec::new();
             for &t in tiles_ref {
@@ -302,6 +326,22 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                 };
                 let plane = tile * tile;
                 let mut input = vec![0.0_f32; plane * t_steps * n_bands];
+                let mut input_s1 = vec![0.0_f32; plane * t_steps * n_s1];
+                for (ti, (st, reader)) in s1_ref.iter().zip(s1_readers.iter_mut()).enumerate() {
+                    buf.resize(st.vrt_bands * plane, 0.0);
+                    reader.read(win, &mut buf)?;
+                    for i in 0..plane {
+                        let base = (i * t_steps + ti) * n_s1;
+                        for (c, b) in st.bands.iter().enumerate() {
+                            let v = b.vrt_band.map_or(f32::NAN, |k| buf[(k - 1) * plane + i]);
+                            input_s1[base + c] = if v.is_finite() {
+                                s1_scaling[c].apply(b.rescale.apply(v))
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
                 let mut pixel_valid = vec![false; plane];
                 for (ti, ((_, st), reader)) in stacks_ref.iter().zip(readers.iter_mut()).enumerate()
                 {
@@ -342,6 +382,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                 let msg = TileMsg {
                     tile: t,
                     input: if inferred { input } else { Vec::new() },
+                    input_s1: if inferred { input_s1 } else { Vec::new() },
                     valid,
                     inferred,
                 };
@@ -381,9 +422,12 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                 let mut features = Vec::new();
                 if !idx.is_empty() {
                     let mut input = Vec::with_capacity(idx.len() * pending[idx[0]].input.len());
+                    let mut input_s1 =
+                        Vec::with_capacity(idx.len() * pending[idx[0]].input_s1.len());
                     let mut ts = Vec::with_capacity(idx.len() * timestamps.len());
                     for &i in &idx {
                         input.extend_from_slice(&pending[i].input);
+                        input_s1.extend_from_slice(&pending[i].input_s1);
                         ts.extend_from_slice(&timestamps);
                     }
                     let err = |m: String| ModelError::Inference {
@@ -397,10 +441,18 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                     .map_err(|e| err(e.to_string()))?;
                     let tt = TensorRef::from_array_view(([idx.len(), t_steps, 3], ts.as_slice()))
                         .map_err(|e| err(e.to_string()))?;
-                    let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+                    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
                         (Cow::Borrowed("s2"), s2.into()),
                         (Cow::Borrowed("timestamps"), tt.into()),
                     ];
+                    if n_s1 > 0 {
+                        let s1 = TensorRef::from_array_view((
+                            [idx.len(), tile, tile, t_steps, n_s1],
+                            input_s1.as_slice(),
+                        ))
+                        .map_err(|e| err(e.to_string()))?;
+                        inputs.push((Cow::Borrowed("s1"), s1.into()));
+                    }
                     let outputs = session.run(inputs).map_err(|e| err(e.to_string()))?;
                     let (shape, data) = outputs[0]
                         .try_extract_tensor::<f32>()

@@ -27,7 +27,11 @@ fn check(model: &str, golden: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn committed_olmoearth_nano_models_match_pytorch_on_the_golden_window() {
-    for model in ["olmoearth-v1-nano", "olmoearth-v1_2-nano"] {
+    for model in [
+        "olmoearth-v1-nano",
+        "olmoearth-v1_2-nano",
+        "olmoearth-v1-nano-s1",
+    ] {
         let golden = root().join("models/olmoearth/golden").join(model);
         let out = check(model, &golden);
         ok(&out);
@@ -141,11 +145,68 @@ fn read_f32_bands(path: &std::path::Path) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Sentinel-1 of the golden window in dB (WorldCereal stores 20 log10(dB) + 83 as uint16),
+/// one 2-band (vv, vh) GeoTIFF per month beside the monthly Sentinel-2 VRTs.
+fn worldcereal_s1_months(dir: &std::path::Path) {
+    let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("models/olmoearth/golden/olmoearth-v1-nano/golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let vars: Vec<gdal::Dataset> = ["VV", "VH"]
+        .iter()
+        .map(|b| gdal::Dataset::open(format!("NETCDF:\"{}\":S1-SIGMA0-{b}", nc.display())).unwrap())
+        .collect();
+    for (t, d) in golden["dates"].as_array().unwrap().iter().enumerate() {
+        let (day, month, year) = (
+            d[0].as_u64().unwrap(),
+            d[1].as_u64().unwrap(),
+            d[2].as_u64().unwrap(),
+        );
+        let path = dir.join(format!("worldcereal_s1_{year:04}{month:02}{day:02}.tif"));
+        let mut ds = driver
+            .create_with_band_type::<f32, _>(&path, 64, 64, 2)
+            .unwrap();
+        ds.set_geo_transform(&[664_000.0, 10.0, 0.0, 5_612_120.0, 0.0, -10.0])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32631).unwrap())
+            .unwrap();
+        for (i, (name, var)) in ["vv", "vh"].iter().zip(&vars).enumerate() {
+            let mut raw = vec![0_u16; 64 * 64];
+            var.rasterband(t + 1)
+                .unwrap()
+                .read_into_slice::<u16>((0, 0), (64, 64), (64, 64), &mut raw, None)
+                .unwrap();
+            let db: Vec<f32> = raw
+                .iter()
+                .map(|&v| (20.0 * f64::from(v).log10() - 83.0) as f32)
+                .collect();
+            let mut band = ds.rasterband(i + 1).unwrap();
+            gdal::Metadata::set_description(&mut band, name).unwrap();
+            band.write(
+                (0, 0),
+                (64, 64),
+                &mut gdal::raster::Buffer::new((64, 64), db),
+            )
+            .unwrap();
+        }
+    }
+}
+
 #[test]
 fn predict_reproduces_pytorch_embeddings_on_the_real_worldcereal_window() {
     let scenes = tempfile::tempdir().unwrap();
     worldcereal_months(scenes.path());
-    for model in ["olmoearth-v1-nano", "olmoearth-v1_2-nano"] {
+    worldcereal_s1_months(scenes.path());
+    for model in [
+        "olmoearth-v1-nano",
+        "olmoearth-v1_2-nano",
+        "olmoearth-v1-nano-s1",
+    ] {
         let out = tempfile::tempdir().unwrap();
         let o = eoinfer([
             "predict",

@@ -8,6 +8,49 @@ use crate::scene::MissingBands;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// A second modality's input (Sentinel-1 vv, vh).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SecondInput {
+    /// ONNX input name.
+    pub name: String,
+    /// Bands in model order.
+    pub bands: Vec<ModelBand>,
+    /// Normalisation per band.
+    pub scaling: Vec<ValueScaling>,
+}
+
+fn parse_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScaling>, ModelError> {
+    let mut scaling = Vec::new();
+    for v in input
+        .get("value_scaling")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(path, "an input has no value_scaling"))?
+    {
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| invalid(path, format!("value_scaling lacks `{k}`")))
+        };
+        scaling.push(match v.get("type").and_then(Value::as_str) {
+            Some("min-max") => ValueScaling::MinMax {
+                minimum: num("minimum")?,
+                maximum: num("maximum")?,
+            },
+            Some("z-score") => ValueScaling::ZScore {
+                mean: num("mean")?,
+                stddev: num("stddev")?,
+            },
+            other => {
+                return Err(invalid(
+                    path,
+                    format!("value_scaling type {other:?} is not supported"),
+                ));
+            }
+        });
+    }
+    Ok(scaling)
+}
+
 /// Everything eoinfer needs to run an embedding model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EmbeddingSpec {
@@ -25,8 +68,8 @@ pub struct EmbeddingSpec {
     pub wavelengths: Vec<Option<f64>>,
     /// Normalisation per band.
     pub scaling: Vec<ValueScaling>,
-    /// Whether the model also takes Sentinel-1.
-    pub sentinel1: bool,
+    /// The Sentinel-1 input (vv, vh in dB), when the model takes one.
+    pub sentinel1: Option<SecondInput>,
     /// Patch size in pixels.
     pub patch_size: usize,
     /// Embedding size D.
@@ -102,34 +145,7 @@ impl EmbeddingSpec {
                     .and_then(Value::as_f64),
             );
         }
-        let mut scaling = Vec::new();
-        for v in s2
-            .get("value_scaling")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid(path, "the s2 input has no value_scaling"))?
-        {
-            let num = |k: &str| {
-                v.get(k)
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| invalid(path, format!("value_scaling lacks `{k}`")))
-            };
-            scaling.push(match v.get("type").and_then(Value::as_str) {
-                Some("min-max") => ValueScaling::MinMax {
-                    minimum: num("minimum")?,
-                    maximum: num("maximum")?,
-                },
-                Some("z-score") => ValueScaling::ZScore {
-                    mean: num("mean")?,
-                    stddev: num("stddev")?,
-                },
-                other => {
-                    return Err(invalid(
-                        path,
-                        format!("value_scaling type {other:?} is not supported"),
-                    ));
-                }
-            });
-        }
+        let scaling = parse_scaling(path, s2)?;
         if scaling.len() != bands.len() || bands.is_empty() {
             return Err(invalid(
                 path,
@@ -172,7 +188,35 @@ impl EmbeddingSpec {
             scaling,
             sentinel1: inputs
                 .iter()
-                .any(|i| i.get("name").and_then(Value::as_str) == Some("s1")),
+                .find(|i| i.get("name").and_then(Value::as_str) == Some("s1"))
+                .map(|i| -> Result<SecondInput, ModelError> {
+                    let bands: Vec<ModelBand> = i
+                        .get("bands")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(|n| ModelBand {
+                                    name: n.to_string(),
+                                    common_name: None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let scaling = parse_scaling(path, i)?;
+                    if bands.is_empty() || scaling.len() != bands.len() {
+                        return Err(invalid(
+                            path,
+                            "the s1 input needs bands and one value_scaling entry per band",
+                        ));
+                    }
+                    Ok(SecondInput {
+                        name: "s1".into(),
+                        bands,
+                        scaling,
+                    })
+                })
+                .transpose()?,
             patch_size,
             embedding_dim: int("eoinfer:embedding_dim")
                 .ok_or_else(|| invalid(path, "no `eoinfer:embedding_dim`"))?,
@@ -208,6 +252,23 @@ impl EmbeddingSpec {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         })
+    }
+
+    /// The stack request of the Sentinel-1 input: vv, vh in dB, every band required.
+    #[must_use]
+    pub fn stack_request_s1(&self) -> Option<crate::scene::StackRequest> {
+        self.sentinel1
+            .as_ref()
+            .map(|s1| crate::scene::StackRequest {
+                bands: s1.bands.clone(),
+                wavelengths: vec![None; s1.bands.len()],
+                gsd: self.gsd,
+                dn_scale: 1.0,
+                float_scale: 1.0,
+                dn_nodata: None,
+                missing: MissingBands::Error,
+                grid: None,
+            })
     }
 
     /// The stack request of this model's Sentinel-2 input.

@@ -225,7 +225,12 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
                     ));
                 }
             } else {
-                raw.push((SceneSource::Path(s.clone()), None));
+                // One date (or none): the folder is one scene, e.g. a Sentinel-2 IMG_DATA folder.
+                let date = by_date
+                    .keys()
+                    .next()
+                    .map(|d| (*d, format!("{}: file names", p.display())));
+                raw.push((SceneSource::Path(s.clone()), date));
             }
         } else {
             raw.push((SceneSource::Path(s.clone()), None));
