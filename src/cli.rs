@@ -45,6 +45,15 @@ pub enum TilingArg {
     Reference,
 }
 
+/// Data types of the embeddings COG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddingDtype {
+    /// 32-bit floats (default).
+    Float32,
+    /// 8-bit, linearly quantised per band.
+    Uint8,
+}
+
 /// Options shared by commands that read a scene.
 #[derive(Debug, clap::Args)]
 pub struct SceneArgs {
@@ -91,6 +100,10 @@ pub struct PredictCli {
     /// manifest's). Segmentation models use the tile size of their ONNX input.
     #[arg(long)]
     pub tile_size: Option<usize>,
+    /// Data type of the embeddings COG: float32, or uint8 (per-band linear quantisation with
+    /// scale/offset metadata; 0 = no data). The GeoParquet always holds float32.
+    #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
+    pub embedding_dtype: EmbeddingDtype,
     /// Tiles per inference batch.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
@@ -185,6 +198,7 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
         )?,
         overlap: c.overlap,
         tile_size: c.tile_size,
+        uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
         batch_size: c.batch_size,
         threads: c.threads,
         ort_lib: c.ort_lib.clone(),

@@ -41,6 +41,8 @@ pub struct EmbedArgs {
     pub overlap: Option<usize>,
     /// Tile edge in pixels (a multiple of the patch size).
     pub tile_size: Option<usize>,
+    /// Whether the embeddings COG is quantised to uint8 (with per-band scale/offset).
+    pub uint8: bool,
     /// Tiles per batch.
     pub batch_size: usize,
     /// ONNX Runtime threads.
@@ -295,6 +297,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let mut write_time = Duration::ZERO;
     let mut inferred = 0_usize;
     let mut patches_valid = 0_u64;
+    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); dim];
     let read_time = std::thread::scope(|s| -> Result<Duration, Error> {
         let stacks_ref = &stacks;
         let s1_ref = &s1_stacks;
@@ -404,6 +407,15 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
              -> Result<(), Error> {
                 let start = Instant::now();
                 sink.write_rows(f.y, f.rows, &f.values)?;
+                let plane = f.rows * pw;
+                for (b, r) in ranges.iter_mut().enumerate() {
+                    for &v in f.values[b * plane..(b + 1) * plane]
+                        .iter()
+                        .filter(|v| v.is_finite())
+                    {
+                        *r = (r.0.min(v), r.1.max(v));
+                    }
+                }
                 table.write_block(f.y, f.rows, pw, &f.values, &f.valid)?;
                 patches_valid += f.valid.iter().filter(|&&v| v).count() as u64;
                 write_time += start.elapsed();
@@ -509,7 +521,11 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     })?;
 
     let t_final = Instant::now();
-    sink.finish_cog(&part_cog)?;
+    if args.uint8 {
+        sink.finish_cog_uint8(&part_cog, &ranges)?;
+    } else {
+        sink.finish_cog(&part_cog)?;
+    }
     let rows = table.close()?;
     let summary = EmbedSummary {
         eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -532,7 +548,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
             "patch_width": pw, "patch_height": ph, "patch_geo_transform": patch_gt,
         }),
         parameters: serde_json::json!({
-            "tile_size": tile, "overlap": overlap, "batch_size": batch, "threads": threads, "device": args.device.to_string(),
+            "tile_size": tile, "overlap": overlap, "embedding_dtype": if args.uint8 { "uint8" } else { "float32" }, "batch_size": batch, "threads": threads, "device": args.device.to_string(),
         }),
         counts: serde_json::json!({
             "time_steps": t_steps, "tiles": tiles.len(), "tiles_inferred": inferred, "patches": pw * ph,

@@ -575,3 +575,44 @@ fn models_lists_every_manifest_and_whether_its_onnx_file_is_there() {
         "{text}"
     );
 }
+
+#[test]
+fn uint8_embeddings_decode_with_their_scale_and_offset_to_within_half_a_step() {
+    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let dir = tempfile::tempdir().unwrap();
+    ok(&embed(
+        "olmoearth-v1-nano",
+        &[scene.to_str().unwrap()],
+        &dir.path().join("f32"),
+        &[],
+    ));
+    ok(&embed(
+        "olmoearth-v1-nano",
+        &[scene.to_str().unwrap()],
+        &dir.path().join("u8"),
+        &["--embedding-dtype", "uint8"],
+    ));
+    let float = read_f32_bands(&dir.path().join("f32/run.embeddings.tif"));
+    let cog = dir.path().join("u8/run.embeddings.tif");
+    let ds = gdal::Dataset::open(&cog).unwrap();
+    assert_eq!(
+        ds.rasterband(1).unwrap().band_type(),
+        gdal::raster::GdalDataType::UInt8
+    );
+    for (b, f) in float.iter().enumerate() {
+        let band = ds.rasterband(b + 1).unwrap();
+        let (scale, offset) = (band.scale().unwrap(), band.offset().unwrap());
+        assert_eq!(band.no_data_value(), Some(0.0));
+        let mut q = vec![0_u8; f.len()];
+        band.read_into_slice::<u8>((0, 0), (13, 13), (13, 13), &mut q, None)
+            .unwrap();
+        for (&qv, &fv) in q.iter().zip(f) {
+            assert!(qv > 0, "valid patches are never the nodata value");
+            let decoded = f64::from(qv) * scale + offset;
+            assert!(
+                (decoded - f64::from(fv)).abs() <= scale / 2.0 + 1e-6,
+                "band {b}: {decoded} vs {fv} (step {scale})"
+            );
+        }
+    }
+}

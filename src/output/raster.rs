@@ -8,6 +8,7 @@ use crate::scene::Stack;
 use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{Dataset, DriverManager, Metadata};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// What a raster output holds.
@@ -244,6 +245,76 @@ impl RasterSink {
         drop(out);
         let staging = self.staging.clone();
         drop(self);
+        let _ = std::fs::remove_file(&staging);
+        let _ = std::fs::remove_file(aux_path(&staging));
+        Ok(())
+    }
+}
+
+impl RasterSink {
+    /// Copies the float32 staging file to a uint8 COG at `target`: band `b` is quantised
+    /// linearly from `ranges[b]` (min, max) to 1..=255 with 0 = no data, and carries the
+    /// scale/offset that turn it back into the value (GDAL 3.6 has no int8 type).
+    pub fn finish_cog_uint8(
+        mut self,
+        target: &Path,
+        ranges: &[(f32, f32)],
+    ) -> Result<(), OutputError> {
+        self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
+        let (w, h) = self.ds.raster_size();
+        let gt = self
+            .ds
+            .geo_transform()
+            .map_err(|e| gerr(&self.staging, e))?;
+        let wkt = self.ds.projection();
+        let staging = self.staging.clone();
+        let bands = self.bands;
+        drop(self);
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let mut xml = format!(
+            "<VRTDataset rasterXSize=\"{w}\" rasterYSize=\"{h}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
+            esc(&wkt),
+            gt.iter()
+                .map(|v| format!("{v:.17e}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for b in 0..bands {
+            let (lo, hi) = ranges.get(b).copied().unwrap_or((0.0, 0.0));
+            let span = f64::from(hi - lo).max(f64::from(f32::EPSILON));
+            let ratio = 254.0 / span;
+            let offset = 1.0 - f64::from(lo) * ratio;
+            let scale = span / 254.0;
+            let _ = write!(
+                xml,
+                "<VRTRasterBand dataType=\"Byte\" band=\"{}\"><Description>embedding_{b}</Description><NoDataValue>0</NoDataValue>\
+                 <Offset>{:.17e}</Offset><Scale>{scale:.17e}</Scale><ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename>\
+                 <SourceBand>{}</SourceBand><NODATA>nan</NODATA><ScaleOffset>{offset:.17e}</ScaleOffset><ScaleRatio>{ratio:.17e}</ScaleRatio></ComplexSource></VRTRasterBand>",
+                b + 1,
+                f64::from(lo) - scale,
+                esc(&staging.to_string_lossy()),
+                b + 1
+            );
+        }
+        xml.push_str("</VRTDataset>");
+        let src = Dataset::open(&xml).map_err(|e| gerr(target, e))?;
+        let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
+        let opts = options(&[
+            ("COMPRESS", "DEFLATE"),
+            ("BLOCKSIZE", "64"),
+            ("OVERVIEW_RESAMPLING", "AVERAGE"),
+            ("BIGTIFF", "IF_SAFER"),
+            ("NUM_THREADS", "ALL_CPUS"),
+        ]);
+        drop(
+            src.create_copy(&driver, target, &opts)
+                .map_err(|e| gerr(target, e))?,
+        );
+        drop(src);
         let _ = std::fs::remove_file(&staging);
         let _ = std::fs::remove_file(aux_path(&staging));
         Ok(())
