@@ -39,6 +39,8 @@ olmoearth-models: export-env
 	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --golden
 	.venv-export/bin/python models/olmoearth/export.py --version v1.2 --size nano --golden
 	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --s1 --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --head segmentation \
+	  --class-names cropland,grassland,forest,water --golden
 
 # Exports every size the issue lists into .cache/olmoearth-export, each checked against PyTorch (1e-4).
 test-export: export-env

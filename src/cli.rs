@@ -199,13 +199,14 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
         overlap: c.overlap,
         tile_size: c.tile_size,
         uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
+        probabilities: c.probabilities,
         batch_size: c.batch_size,
         threads: c.threads,
         ort_lib: c.ort_lib.clone(),
         device: c.device,
     };
     let summary = crate::embed::run(&args, doc)?;
-    tracing::info!(embeddings = %summary.outputs["embeddings"], "done");
+    tracing::info!(outputs = %summary.outputs, "done");
     if c.json {
         println!(
             "{}",

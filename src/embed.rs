@@ -4,7 +4,7 @@
 //! pixel per patch) and GeoParquet (one row per patch). Reading runs on its own thread,
 //! joined to inference and writing by a bounded channel.
 
-use crate::blend::{BandAccumulator, FinishedMeans};
+use crate::blend::BandAccumulator;
 use crate::error::{Error, ModelError, OutputError, SceneError};
 use crate::grid::{Tile, TileGrid, Tiling, Window};
 use crate::model::Device;
@@ -43,6 +43,8 @@ pub struct EmbedArgs {
     pub tile_size: Option<usize>,
     /// Whether the embeddings COG is quantised to uint8 (with per-band scale/offset).
     pub uint8: bool,
+    /// Also write class probabilities (models with a segmentation head).
+    pub probabilities: bool,
     /// Tiles per batch.
     pub batch_size: usize,
     /// ONNX Runtime threads.
@@ -91,10 +93,26 @@ pub struct EmbedSummary {
     pub warnings: Vec<String>,
 }
 
+/// Where the model's output goes: embeddings (encoder) or a class map (encoder + head).
+#[allow(clippy::large_enum_variant)] // one value per run
+enum Out {
+    Embeddings {
+        sink: RasterSink,
+        table: EmbeddingTable,
+    },
+    Classes {
+        classes: RasterSink,
+        probs: Option<RasterSink>,
+        records: Vec<crate::output::parquet::TileRecord>,
+        totals: Vec<u64>,
+    },
+}
+
 struct TileMsg {
     tile: Tile,
     input: Vec<f32>,
     input_s1: Vec<f32>,
+    pixel_valid: Vec<bool>,
     valid: Vec<bool>,
     inferred: bool,
 }
@@ -272,21 +290,79 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let part_table = temps.track(partial_name(&final_table));
     let part_summary = temps.track(partial_name(&final_summary));
 
-    let mut sink = RasterSink::create_embeddings(&staging, pw, ph, &patch_gt, &first.srs_wkt, dim)?;
-    let bbox = [
-        gt[0],
-        gt[3] + gt[5] * (ph * p) as f64,
-        gt[0] + gt[1] * (pw * p) as f64,
-        gt[3],
-    ];
-    let mut table = EmbeddingTable::create(
-        &part_table,
-        patch_gt,
-        &first.srs_wkt,
-        &first.projjson,
-        bbox,
-        dim,
-    )?;
+    let head = spec.head.clone();
+    let final_classes = out.join(format!("{name}.classes.tif"));
+    let final_probs = out.join(format!("{name}.probs.tif"));
+    let final_tiles = out.join(format!("{name}.tiles.parquet"));
+    let part_classes = temps.track(partial_name(&final_classes));
+    temps.track(aux_path(&part_classes));
+    let part_probs = temps.track(partial_name(&final_probs));
+    temps.track(aux_path(&part_probs));
+    let part_tiles = temps.track(partial_name(&final_tiles));
+    let staging_probs = temps.track(out.join(format!(".{name}.probs.staging.tif")));
+    temps.track(aux_path(&staging_probs));
+    let mut outputs = if let Some(classes) = &head {
+        let tiles_px = tiles
+            .iter()
+            .map(|t| {
+                let w = Window {
+                    x: t.window.x * p as i64,
+                    y: t.window.y * p as i64,
+                    width: tile,
+                    height: tile,
+                };
+                crate::output::parquet::TileRecord {
+                    id: t.id,
+                    row: t.row,
+                    col: t.col,
+                    window: w.clip(width, height).unwrap_or(w),
+                    inferred: false,
+                    counts: vec![0; classes.len()],
+                    valid: 0,
+                }
+            })
+            .collect();
+        Out::Classes {
+            classes: RasterSink::create(
+                &staging,
+                first,
+                crate::output::raster::RasterKind::Classes,
+                classes,
+            )?,
+            probs: if args.probabilities {
+                Some(RasterSink::create(
+                    &staging_probs,
+                    first,
+                    crate::output::raster::RasterKind::Probabilities,
+                    classes,
+                )?)
+            } else {
+                None
+            },
+            records: tiles_px,
+            totals: vec![0; classes.len()],
+        }
+    } else {
+        let bbox = [
+            gt[0],
+            gt[3] + gt[5] * (ph * p) as f64,
+            gt[0] + gt[1] * (pw * p) as f64,
+            gt[3],
+        ];
+        Out::Embeddings {
+            sink: RasterSink::create_embeddings(&staging, pw, ph, &patch_gt, &first.srs_wkt, dim)?,
+            table: EmbeddingTable::create(
+                &part_table,
+                patch_gt,
+                &first.srs_wkt,
+                &first.projjson,
+                bbox,
+                dim,
+            )?,
+        }
+    };
+    let n_out = head.as_ref().map_or(dim, Vec::len);
+    let out_side = if head.is_some() { tile } else { tp };
 
     let timestamps: Vec<i32> = stacks
         .iter()
@@ -301,6 +377,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let read_time = std::thread::scope(|s| -> Result<Duration, Error> {
         let stacks_ref = &stacks;
         let s1_ref = &s1_stacks;
+        let head_ref = &spec.head;
         let tiles_ref = &tiles;
         let spec_ref = &spec;
         let reader = s.spawn(move || -> Result<Duration, Error> {
@@ -386,6 +463,11 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                     tile: t,
                     input: if inferred { input } else { Vec::new() },
                     input_s1: if inferred { input_s1 } else { Vec::new() },
+                    pixel_valid: if inferred && head_ref.is_some() {
+                        pixel_valid
+                    } else {
+                        Vec::new()
+                    },
                     valid,
                     inferred,
                 };
@@ -397,35 +479,65 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         });
 
         let result = (|| -> Result<(), Error> {
-            let weights = grid.weights();
-            let mut acc = BandAccumulator::new(pw, ph, dim, tp, false);
+            // Embeddings blend per patch; a head's class probabilities per pixel.
+            let (weights, mut acc) = if head.is_some() {
+                (
+                    crate::grid::sine_weights(tile),
+                    BandAccumulator::new(width, height, n_out, tile, args.probabilities),
+                )
+            } else {
+                (grid.weights(), BandAccumulator::new(pw, ph, dim, tp, false))
+            };
             let mut row: Option<usize> = None;
             let mut pending: Vec<TileMsg> = Vec::new();
-            let mut write = |f: FinishedMeans,
-                             sink: &mut RasterSink,
-                             table: &mut EmbeddingTable|
-             -> Result<(), Error> {
-                let start = Instant::now();
-                sink.write_rows(f.y, f.rows, &f.values)?;
-                let plane = f.rows * pw;
-                for (b, r) in ranges.iter_mut().enumerate() {
-                    for &v in f.values[b * plane..(b + 1) * plane]
-                        .iter()
-                        .filter(|v| v.is_finite())
-                    {
-                        *r = (r.0.min(v), r.1.max(v));
+            // Hands on every row above patch row `upto`.
+            let mut flush =
+                |acc: &mut BandAccumulator, upto: usize, outputs: &mut Out| -> Result<(), Error> {
+                    let start = Instant::now();
+                    match outputs {
+                        Out::Embeddings { sink, table } => {
+                            if let Some(f) = acc.flush_means_until(upto) {
+                                sink.write_rows(f.y, f.rows, &f.values)?;
+                                let plane = f.rows * pw;
+                                for (b, r) in ranges.iter_mut().enumerate() {
+                                    for &v in f.values[b * plane..(b + 1) * plane]
+                                        .iter()
+                                        .filter(|v| v.is_finite())
+                                    {
+                                        *r = (r.0.min(v), r.1.max(v));
+                                    }
+                                }
+                                table.write_block(f.y, f.rows, pw, &f.values, &f.valid)?;
+                                patches_valid += f.valid.iter().filter(|&&v| v).count() as u64;
+                            }
+                        }
+                        Out::Classes {
+                            classes,
+                            probs,
+                            records,
+                            totals,
+                        } => {
+                            if let Some(f) = acc.flush_until((upto * p).min(height)) {
+                                classes.write_rows(f.y, f.rows, &f.classes)?;
+                                if let Some(pr) = probs.as_mut() {
+                                    pr.write_rows(f.y, f.rows, &f.probs)?;
+                                }
+                                for &c in &f.classes {
+                                    if let Some(t) = totals.get_mut(usize::from(c)) {
+                                        *t += 1;
+                                    }
+                                }
+                                crate::output::parquet::count_rows(records, &f, width);
+                            }
+                        }
                     }
-                }
-                table.write_block(f.y, f.rows, pw, &f.values, &f.valid)?;
-                patches_valid += f.valid.iter().filter(|&&v| v).count() as u64;
-                write_time += start.elapsed();
-                Ok(())
-            };
+                    write_time += start.elapsed();
+                    Ok(())
+                };
             let mut run_batch = |pending: &mut Vec<TileMsg>,
                                  acc: &mut BandAccumulator,
                                  row: &mut Option<usize>,
-                                 sink: &mut RasterSink,
-                                 table: &mut EmbeddingTable|
+                                 outputs: &mut Out|
              -> Result<(), Error> {
                 let start = Instant::now();
                 let idx: Vec<usize> = (0..pending.len())
@@ -465,11 +577,16 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                         .map_err(|e| err(e.to_string()))?;
                         inputs.push((Cow::Borrowed("s1"), s1.into()));
                     }
-                    let outputs = session.run(inputs).map_err(|e| err(e.to_string()))?;
-                    let (shape, data) = outputs[0]
+                    let outs = session.run(inputs).map_err(|e| err(e.to_string()))?;
+                    let (shape, data) = outs[0]
                         .try_extract_tensor::<f32>()
                         .map_err(|e| err(e.to_string()))?;
-                    let expected = [idx.len() as i64, dim as i64, tp as i64, tp as i64];
+                    let expected = [
+                        idx.len() as i64,
+                        n_out as i64,
+                        out_side as i64,
+                        out_side as i64,
+                    ];
                     if shape[..] != expected {
                         return Err(err(format!(
                             "output shape {:?}, expected {expected:?}",
@@ -478,25 +595,39 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                         .into());
                     }
                     features = data.to_vec();
+                    if spec.head_softmax {
+                        for sample in features.chunks_mut(n_out * out_side * out_side) {
+                            crate::blend::softmax_classes(sample, n_out);
+                        }
+                    }
                     inferred += idx.len();
                 }
                 infer_time += start.elapsed();
-                let per = dim * tp * tp;
+                let per = n_out * out_side * out_side;
                 let mut k = 0;
                 for m in pending.drain(..) {
                     if let Some(r) = row.filter(|&r| r != m.tile.row) {
-                        if let Some(f) = acc.flush_means_until(grid.rows_final_after(r)) {
-                            write(f, sink, table)?;
-                        }
+                        flush(acc, grid.rows_final_after(r), outputs)?;
                     }
                     *row = Some(m.tile.row);
+                    if let Out::Classes { records, .. } = outputs {
+                        if let Some(rec) = records.iter_mut().find(|r| r.id == m.tile.id) {
+                            rec.inferred = m.inferred;
+                        }
+                    }
                     if m.inferred {
-                        acc.add(
-                            m.tile.window,
-                            &features[k * per..(k + 1) * per],
-                            &weights,
-                            &m.valid,
-                        );
+                        let out_k = &features[k * per..(k + 1) * per];
+                        if head.is_some() {
+                            let w = Window {
+                                x: m.tile.window.x * p as i64,
+                                y: m.tile.window.y * p as i64,
+                                width: tile,
+                                height: tile,
+                            };
+                            acc.add(w, out_k, &weights, &m.pixel_valid);
+                        } else {
+                            acc.add(m.tile.window, out_k, &weights, &m.valid);
+                        }
                         k += 1;
                     }
                 }
@@ -505,13 +636,11 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
             for msg in &rx {
                 pending.push(msg);
                 if pending.iter().filter(|m| m.inferred).count() == batch {
-                    run_batch(&mut pending, &mut acc, &mut row, &mut sink, &mut table)?;
+                    run_batch(&mut pending, &mut acc, &mut row, &mut outputs)?;
                 }
             }
-            run_batch(&mut pending, &mut acc, &mut row, &mut sink, &mut table)?;
-            if let Some(f) = acc.flush_means_until(ph) {
-                write(f, &mut sink, &mut table)?;
-            }
+            run_batch(&mut pending, &mut acc, &mut row, &mut outputs)?;
+            flush(&mut acc, ph, &mut outputs)?;
             Ok(())
         })();
         drop(rx);
@@ -521,12 +650,50 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     })?;
 
     let t_final = Instant::now();
-    if args.uint8 {
-        sink.finish_cog_uint8(&part_cog, &ranges)?;
-    } else {
-        sink.finish_cog(&part_cog)?;
-    }
-    let rows = table.close()?;
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let (rows, class_pixels) = match outputs {
+        Out::Embeddings { sink, table } => {
+            if args.uint8 {
+                sink.finish_cog_uint8(&part_cog, &ranges)?;
+            } else {
+                sink.finish_cog(&part_cog)?;
+            }
+            moves.push((part_cog.clone(), final_cog.clone()));
+            moves.push((aux_path(&part_cog), aux_path(&final_cog)));
+            moves.push((part_table.clone(), final_table.clone()));
+            (table.close()?, serde_json::Value::Null)
+        }
+        Out::Classes {
+            classes,
+            probs,
+            records,
+            totals,
+        } => {
+            classes.finish_cog(&part_classes)?;
+            moves.push((part_classes.clone(), final_classes.clone()));
+            moves.push((aux_path(&part_classes), aux_path(&final_classes)));
+            if let Some(pr) = probs {
+                pr.finish_cog(&part_probs)?;
+                moves.push((part_probs.clone(), final_probs.clone()));
+                moves.push((aux_path(&part_probs), aux_path(&final_probs)));
+            }
+            let names: Vec<String> = head.iter().flatten().map(|c| c.name.clone()).collect();
+            crate::output::parquet::write_tiles(
+                &part_tiles,
+                &records,
+                &names,
+                &first.geo_transform,
+                &first.projjson,
+            )?;
+            moves.push((part_tiles.clone(), final_tiles.clone()));
+            let counts: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .cloned()
+                .zip(totals.iter().map(|&t| t.into()))
+                .collect();
+            (records.len(), serde_json::Value::Object(counts))
+        }
+    };
     let summary = EmbedSummary {
         eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
         gdal_version: gdal::version::version_info("RELEASE_NAME"),
@@ -552,13 +719,17 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         }),
         counts: serde_json::json!({
             "time_steps": t_steps, "tiles": tiles.len(), "tiles_inferred": inferred, "patches": pw * ph,
-            "patches_valid": patches_valid, "parquet_rows": rows,
+            "patches_valid": patches_valid, "parquet_rows": rows, "class_pixels": class_pixels,
         }),
         timings_s: serde_json::json!({
             "read": read_time.as_secs_f64(), "inference": infer_time.as_secs_f64(), "write": write_time.as_secs_f64(),
             "finalize": t_final.elapsed().as_secs_f64(), "total": t0.elapsed().as_secs_f64(),
         }),
-        outputs: serde_json::json!({"embeddings": final_cog, "table": final_table, "summary": final_summary}),
+        outputs: if head.is_some() {
+            serde_json::json!({"classes": final_classes, "probabilities": args.probabilities.then_some(&final_probs), "tiles": final_tiles, "summary": final_summary})
+        } else {
+            serde_json::json!({"embeddings": final_cog, "table": final_table, "summary": final_summary})
+        },
         warnings,
     };
     let mut text = serde_json::to_string_pretty(&summary).unwrap_or_default();
@@ -567,14 +738,8 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         path: part_summary.clone(),
         source,
     })?;
-    let mut moves = vec![
-        (part_cog.clone(), final_cog.clone()),
-        (part_table, final_table),
-        (part_summary, final_summary),
-    ];
-    if aux_path(&part_cog).exists() {
-        moves.push((aux_path(&part_cog), aux_path(&final_cog)));
-    }
+    moves.push((part_summary, final_summary));
+    moves.retain(|(from, _)| from.exists());
     for (from, to) in moves {
         std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
             path: to.clone(),

@@ -237,6 +237,15 @@ fn reference_positions(len: usize, tile: usize, fraction: f64) -> Vec<i64> {
         .collect()
 }
 
+/// The blended scheme's 2-D weight window for a `n` x `n` tile (row-major).
+#[must_use]
+pub fn sine_weights(n: usize) -> Vec<f32> {
+    let w1 = sine_window(n);
+    w1.iter()
+        .flat_map(|wy| w1.iter().map(move |wx| (wy * wx) as f32))
+        .collect()
+}
+
 /// A sine window, positive at every index, so every pixel of a tile counts.
 fn sine_window(n: usize) -> Vec<f64> {
     (0..n)

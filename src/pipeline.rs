@@ -278,20 +278,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
                                 class_totals[usize::from(c)] += 1;
                             }
                         }
-                        let (y0, y1) = (f.y as i64, (f.y + f.rows) as i64);
-                        for r in records.iter_mut() {
-                            let w = r.window;
-                            let (a, b) = (w.y.max(y0), (w.y + w.height as i64).min(y1));
-                            for yy in a..b {
-                                let line = &f.classes[(yy - y0) as usize * width..][..width];
-                                for &c in &line[w.x as usize..w.x as usize + w.width] {
-                                    if usize::from(c) < n_classes {
-                                        r.counts[usize::from(c)] += 1;
-                                        r.valid += 1;
-                                    }
-                                }
-                            }
-                        }
+                        crate::output::parquet::count_rows(records, &f, width);
                         Ok(())
                     };
                 for msg in &rx_inf {

@@ -45,7 +45,12 @@ fn committed_olmoearth_nano_models_match_pytorch_on_the_golden_window() {
             "{model}: {} patches, min cosine {cos:.12}, max abs {max_abs:.3e} (ONNX Runtime from Rust vs PyTorch)",
             g["patches"]
         );
-        assert_eq!(g["shape"], serde_json::json!([1, 128, 8, 8]));
+        let shape = if model.ends_with("-seg") {
+            serde_json::json!([1, 4, 64, 64])
+        } else {
+            serde_json::json!([1, 128, 8, 8])
+        };
+        assert_eq!(g["shape"], shape);
         assert!(cos >= 0.99999, "{model}: cosine {cos}");
         assert!(max_abs <= 1e-4, "{model}: max abs {max_abs}");
         let manifest: serde_json::Value = serde_json::from_str(
@@ -615,4 +620,62 @@ fn uint8_embeddings_decode_with_their_scale_and_offset_to_within_half_a_step() {
             );
         }
     }
+}
+
+#[test]
+fn a_segmentation_head_on_the_encoder_gives_a_class_map_matching_pytorch() {
+    let scenes = tempfile::tempdir().unwrap();
+    worldcereal_months(scenes.path());
+    let out = tempfile::tempdir().unwrap();
+    let o = embed(
+        "olmoearth-v1-nano-seg",
+        &[scenes.path().to_str().unwrap()],
+        out.path(),
+        &["--probabilities", "--json"],
+    );
+    ok(&o);
+    let logits: Vec<f32> =
+        std::fs::read(root().join("models/olmoearth/golden/olmoearth-v1-nano-seg/features.bin"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+    let (classes, w, h) = read_u8(&out.path().join("run.classes.tif"), 1);
+    assert_eq!((w, h), (64, 64));
+    let info = gdalinfo(&out.path().join("run.classes.tif"));
+    assert_eq!(
+        info["bands"][0]["categories"],
+        serde_json::json!(["cropland", "grassland", "forest", "water"])
+    );
+    let plane = 64 * 64;
+    let probs: Vec<Vec<u8>> = (1..=4)
+        .map(|b| read_u8(&out.path().join("run.probs.tif"), b).0)
+        .collect();
+    let mut agree = 0;
+    for i in 0..plane {
+        let l: Vec<f32> = (0..4).map(|c| logits[c * plane + i]).collect();
+        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        let best = (0..4).fold(0, |b, c| if l[c] > l[b] { c } else { b });
+        agree += usize::from(usize::from(classes[i]) == best);
+        for (c, (p, ec)) in probs.iter().zip(&e).enumerate() {
+            let expected = (ec / sum * 255.0).round();
+            assert!(
+                (f32::from(p[i]) - expected).abs() <= 1.0,
+                "probability of class {c} at {i}"
+            );
+        }
+    }
+    println!("head class map vs argmax of PyTorch's logits: {agree} / {plane} pixels agree");
+    assert!(agree as f64 >= 0.999 * plane as f64);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let total: u64 = summary["counts"]["class_pixels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, plane as u64);
+    assert!(out.path().join("run.tiles.parquet").is_file());
 }

@@ -141,6 +141,38 @@ class EmbeddingEncoder(torch.nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+class SegmentationHead(torch.nn.Module):
+    """An rslearn-style segmentation decoder on the embedding map: conv 3x3 -> ReLU -> conv 1x1
+    to class logits, upsampled (bilinear) by the patch size back to pixel resolution."""
+
+    def __init__(self, dim: int, classes: int, patch_size: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(dim, hidden, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(hidden, classes, 1)
+        )
+        self.patch_size = patch_size
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.layers(features)
+        return torch.nn.functional.interpolate(x, scale_factor=float(self.patch_size), mode="bilinear", align_corners=False)
+
+
+class EncoderWithHead(torch.nn.Module):
+    """Encoder + head: time series -> class logits [B, N, H, W]."""
+
+    def __init__(self, encoder: EmbeddingEncoder, head: SegmentationHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, s2, timestamps, s1=None):
+        feats = self.encoder(s2, timestamps, s1) if s1 is not None else self.encoder(s2, timestamps)
+        return self.head(feats)
+
+
+PALETTE = ["1b9e77", "d95f02", "7570b3", "e7298a", "66a61e", "e6ab02", "a6761d", "666666", "1f78b4", "b2df8a"]
+
+
 def build_encoder(size: str, version: str, weights: Path | None, seed: int) -> tuple[torch.nn.Module, int]:
     torch.manual_seed(seed)
     model = OlmoEarthPretrain_v1(model_size=size, model_version=version)
@@ -244,7 +276,7 @@ def norm_stats(modality: str, bands: list[str]) -> list[dict]:
     return out
 
 
-def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dict], export_s: float) -> None:
+def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str]) -> None:
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     bands = [{"name": b, "eo:common_name": S2_COMMON[b][0], "eo:center_wavelength": S2_COMMON[b][1]} for b in S2_BANDS]
     inputs = [
@@ -307,8 +339,22 @@ def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dic
                     "result": {"shape": [-1, dim, -1, -1], "dim_order": ["batch", "embedding", "height", "width"], "data_type": "float32"},
                     "post_processing_function": None,
                 }
+            ]
+            if not args.head
+            else [
+                {
+                    "name": "logits",
+                    "tasks": ["semantic-segmentation"],
+                    "result": {"shape": [-1, len(class_names), -1, -1], "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
+                    "classification:classes": [
+                        {"value": i, "name": n, "color_hint": PALETTE[i % len(PALETTE)]} for i, n in enumerate(class_names)
+                    ],
+                    "post_processing_function": {"format": "eoinfer", "expression": "softmax(channel)"},
+                }
             ],
             "eoinfer:kind": "embedding",
+            "eoinfer:head": args.head,
+            "eoinfer:head_random_weights": bool(args.head) and args.head_weights is None,
             "eoinfer:model_family": "olmoearth",
             "eoinfer:model_version": args.version,
             "eoinfer:model_size": args.size,
@@ -358,15 +404,25 @@ def main() -> None:
     p.add_argument("--golden", action="store_true", help="also write golden test data from the real WorldCereal window")
     p.add_argument("--plain-attention", action="store_true", help="keep attention as plain ONNX ops (holds the full score matrix)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--head", choices=["segmentation"], help="export a segmentation head with the encoder (class map output)")
+    p.add_argument("--class-names", default="class0,class1,class2", help="comma-separated class names of the head")
+    p.add_argument("--head-weights", help="state dict (.pth) of the head (layers.0/2 conv weights); seeded random without")
     args = p.parse_args()
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "")
+    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "") + ("-seg" if args.head else "")
     onnx_path = out_dir / f"{name}.onnx"
     encoder, band_sets = build_encoder(args.size, args.version, Path(args.weights) if args.weights else None, args.seed)
     model = EmbeddingEncoder(encoder, args.patch_size, args.s1, band_sets).eval()
     dim = EMBED_DIMS[args.size]
+    class_names = [c.strip() for c in args.class_names.split(",") if c.strip()]
+    if args.head:
+        torch.manual_seed(args.seed + 1)
+        head = SegmentationHead(dim, len(class_names), args.patch_size)
+        if args.head_weights:
+            head.load_state_dict(torch.load(args.head_weights, map_location="cpu"))
+        model = EncoderWithHead(model, head.eval()).eval()
 
     # Trace with B >= 2, T >= 2 and H/p >= 2 so no axis is specialised to 1.
     gen = torch.Generator().manual_seed(1234)
@@ -390,7 +446,7 @@ def main() -> None:
             dynamo=True,
             opset_version=18,
             input_names=names,
-            output_names=["features"],
+            output_names=["logits" if args.head else "features"],
             dynamic_shapes=shapes,
             custom_translation_table=None if args.plain_attention else _mha_translation(),
             verbose=False,
@@ -414,7 +470,7 @@ def main() -> None:
         tmp_path.unlink()
         raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
     os.replace(tmp_path, onnx_path)
-    write_manifest(out_dir / f"{name}.json", onnx_path, args, dim, parity, export_s)
+    write_manifest(out_dir / f"{name}.json", onnx_path, args, dim, parity, export_s, class_names)
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
 
     if args.golden:

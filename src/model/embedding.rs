@@ -92,6 +92,11 @@ pub struct EmbeddingSpec {
     pub version: String,
     /// Whether the weights are random (a test model).
     pub random_weights: bool,
+    /// Classes of a segmentation head exported with the encoder (output: class logits per
+    /// pixel); `None` for a plain encoder (output: embeddings per patch).
+    pub head: Option<Vec<crate::model::ClassInfo>>,
+    /// Whether the head's output needs a softmax.
+    pub head_softmax: bool,
 }
 
 fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
@@ -251,6 +256,44 @@ impl EmbeddingSpec {
                 .get("eoinfer:random_weights")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            head: props
+                .get("eoinfer:head")
+                .and_then(Value::as_str)
+                .map(|_| -> Result<Vec<crate::model::ClassInfo>, ModelError> {
+                    let classes = props
+                        .pointer("/mlm:output/0/classification:classes")
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| invalid(path, "the head has no classification:classes"))?;
+                    classes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            let hex = c
+                                .get("color_hint")
+                                .and_then(Value::as_str)
+                                .unwrap_or("808080");
+                            let byte = |k: usize| {
+                                u8::from_str_radix(hex.get(k..k + 2).unwrap_or("80"), 16)
+                                    .unwrap_or(128)
+                            };
+                            Ok(crate::model::ClassInfo {
+                                value: u8::try_from(i)
+                                    .map_err(|_| invalid(path, "more than 255 classes"))?,
+                                name: c
+                                    .get("name")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("class")
+                                    .to_string(),
+                                color: [byte(0), byte(2), byte(4)],
+                            })
+                        })
+                        .collect()
+                })
+                .transpose()?,
+            head_softmax: props
+                .pointer("/mlm:output/0/post_processing_function/expression")
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.contains("softmax")),
         })
     }
 

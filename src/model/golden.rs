@@ -119,9 +119,15 @@ pub fn open_embedding_model(
             )));
         }
     }
+    // A model with a head outputs one channel per class, else the embedding.
     let dim = doc
-        .pointer("/properties/eoinfer:embedding_dim")
-        .and_then(Value::as_i64);
+        .pointer("/properties/mlm:output/0/classification:classes")
+        .and_then(Value::as_array)
+        .map(|c| c.len() as i64)
+        .or_else(|| {
+            doc.pointer("/properties/eoinfer:embedding_dim")
+                .and_then(Value::as_i64)
+        });
     let out = session
         .outputs()
         .first()

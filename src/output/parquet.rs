@@ -35,6 +35,25 @@ pub struct TileRecord {
     pub valid: u64,
 }
 
+/// Adds the classes of finished rows to the records whose windows they cross.
+pub fn count_rows(records: &mut [TileRecord], rows: &crate::blend::FinishedRows, width: usize) {
+    let (y0, y1) = (rows.y as i64, (rows.y + rows.rows) as i64);
+    for r in records.iter_mut() {
+        let w = r.window;
+        let (a, b) = (w.y.max(y0), (w.y + w.height as i64).min(y1));
+        let n_classes = r.counts.len();
+        for yy in a..b {
+            let line = &rows.classes[(yy - y0) as usize * width..][..width];
+            for &c in &line[w.x as usize..w.x as usize + w.width] {
+                if usize::from(c) < n_classes {
+                    r.counts[usize::from(c)] += 1;
+                    r.valid += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Column-safe form of a class name.
 #[must_use]
 pub fn column_name(class: &str) -> String {
