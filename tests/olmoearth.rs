@@ -679,3 +679,55 @@ fn a_segmentation_head_on_the_encoder_gives_a_class_map_matching_pytorch() {
     assert_eq!(total, plane as u64);
     assert!(out.path().join("run.tiles.parquet").is_file());
 }
+
+#[test]
+fn a_time_step_without_valid_pixels_is_left_out_with_a_warning() {
+    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let dir = tempfile::tempdir().unwrap();
+    // A cloud-masked acquisition: every pixel is nodata.
+    let empty = dir.path().join("S2_L1C_20150801_13band.tif");
+    let src = gdal::Dataset::open(scene.join("S2_L1C_20150711_13band.tif")).unwrap();
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = driver
+        .create_with_band_type::<f32, _>(&empty, 100, 101, 13)
+        .unwrap();
+    ds.set_geo_transform(&src.geo_transform().unwrap()).unwrap();
+    ds.set_spatial_ref(&src.spatial_ref().unwrap()).unwrap();
+    for b in 1..=13 {
+        let mut band = ds.rasterband(b).unwrap();
+        let name = gdal::Metadata::description(&src.rasterband(b).unwrap()).unwrap();
+        gdal::Metadata::set_description(&mut band, &name).unwrap();
+        band.write(
+            (0, 0),
+            (100, 101),
+            &mut gdal::raster::Buffer::new((100, 101), vec![f32::NAN; 100 * 101]),
+        )
+        .unwrap();
+    }
+    drop(ds);
+    let scenes = [
+        scene.join("S2_L1C_20150711_13band.tif"),
+        empty.clone(),
+        scene.join("S2_L1C_20150820_13band.tif"),
+    ];
+    let refs: Vec<&str> = scenes.iter().map(|p| p.to_str().unwrap()).collect();
+    let o = embed(
+        "olmoearth-v1-nano",
+        &refs,
+        &dir.path().join("out"),
+        &["--json"],
+    );
+    let err = ok(&o);
+    assert!(
+        err.contains("2015-08-01") && err.contains("no valid pixel"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["counts"]["time_steps"], 2);
+    assert!(
+        summary["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("left out")
+    );
+}
