@@ -19,38 +19,6 @@ pub struct SecondInput {
     pub scaling: Vec<ValueScaling>,
 }
 
-fn parse_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScaling>, ModelError> {
-    let mut scaling = Vec::new();
-    for v in input
-        .get("value_scaling")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid(path, "an input has no value_scaling"))?
-    {
-        let num = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| invalid(path, format!("value_scaling lacks `{k}`")))
-        };
-        scaling.push(match v.get("type").and_then(Value::as_str) {
-            Some("min-max") => ValueScaling::MinMax {
-                minimum: num("minimum")?,
-                maximum: num("maximum")?,
-            },
-            Some("z-score") => ValueScaling::ZScore {
-                mean: num("mean")?,
-                stddev: num("stddev")?,
-            },
-            other => {
-                return Err(invalid(
-                    path,
-                    format!("value_scaling type {other:?} is not supported"),
-                ));
-            }
-        });
-    }
-    Ok(scaling)
-}
-
 /// Everything eoinfer needs to run an embedding model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EmbeddingSpec {
@@ -150,7 +118,7 @@ impl EmbeddingSpec {
                     .and_then(Value::as_f64),
             );
         }
-        let scaling = parse_scaling(path, s2)?;
+        let scaling = crate::model::manifest::value_scaling(path, s2)?;
         if scaling.len() != bands.len() || bands.is_empty() {
             return Err(invalid(
                 path,
@@ -208,7 +176,7 @@ impl EmbeddingSpec {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let scaling = parse_scaling(path, i)?;
+                    let scaling = crate::model::manifest::value_scaling(path, i)?;
                     if bands.is_empty() || scaling.len() != bands.len() {
                         return Err(invalid(
                             path,

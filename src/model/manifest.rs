@@ -83,6 +83,39 @@ fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
     }
 }
 
+/// The `value_scaling` entries of an `mlm:input` object (z-score or min-max).
+pub(crate) fn value_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScaling>, ModelError> {
+    let entries = input
+        .get("value_scaling")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(path, "an `mlm:input` entry has no value_scaling"))?;
+    let mut scaling = Vec::new();
+    for s in entries {
+        let num = |k: &str| {
+            s.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| invalid(path, format!("value_scaling entry lacks `{k}`")))
+        };
+        scaling.push(match s.get("type").and_then(Value::as_str) {
+            Some("z-score") => ValueScaling::ZScore {
+                mean: num("mean")?,
+                stddev: num("stddev")?,
+            },
+            Some("min-max") => ValueScaling::MinMax {
+                minimum: num("minimum")?,
+                maximum: num("maximum")?,
+            },
+            other => {
+                return Err(invalid(
+                    path,
+                    format!("value_scaling type {other:?} is not supported (z-score, min-max)"),
+                ));
+            }
+        });
+    }
+    Ok(scaling)
+}
+
 fn shape_of(v: &Value) -> Option<Vec<i64>> {
     v.as_array()?.iter().map(Value::as_i64).collect()
 }
@@ -164,34 +197,7 @@ impl ModelSpec {
             return Err(invalid(path, "the model has no input bands"));
         }
 
-        let scaling_json = input
-            .get("value_scaling")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid(path, "`mlm:input[0].value_scaling` is missing"))?;
-        let mut scaling = Vec::new();
-        for s in scaling_json {
-            let num = |k: &str| {
-                s.get(k)
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| invalid(path, format!("value_scaling entry lacks `{k}`")))
-            };
-            scaling.push(match s.get("type").and_then(Value::as_str) {
-                Some("z-score") => ValueScaling::ZScore {
-                    mean: num("mean")?,
-                    stddev: num("stddev")?,
-                },
-                Some("min-max") => ValueScaling::MinMax {
-                    minimum: num("minimum")?,
-                    maximum: num("maximum")?,
-                },
-                other => {
-                    return Err(invalid(
-                        path,
-                        format!("value_scaling type {other:?} is not supported (z-score, min-max)"),
-                    ));
-                }
-            });
-        }
+        let scaling = value_scaling(path, input)?;
         if scaling.len() != bands.len() {
             return Err(invalid(
                 path,
