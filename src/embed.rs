@@ -611,7 +611,8 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                     }
                     *row = Some(m.tile.row);
                     if let Out::Classes { records, .. } = outputs {
-                        if let Some(rec) = records.iter_mut().find(|r| r.id == m.tile.id) {
+                        // Records hold every tile of the grid in id order.
+                        if let Some(rec) = records.get_mut(m.tile.id) {
                             rec.inferred = m.inferred;
                         }
                     }

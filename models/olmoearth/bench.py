@@ -16,6 +16,7 @@ COG and GeoParquet; PyTorch's only the model loop on pixels already in memory):
 | v1 nano | 1 | 118.2 | 88.0 | 0.74x |
 | v1 nano | 12 | 8375.5 | 10152.4 | 1.21x |
 | v1 tiny | 1 | 623.0 | 676.5 | 1.09x |
+| v1 tiny | 12 | 18256.8 | 18597.9 | 1.02x |  (--size 256 --repeats 1)
 """
 
 from __future__ import annotations
@@ -116,13 +117,16 @@ def eoinfer_run(manifest: Path, scene: Path, threads: int, batch: int) -> float:
 
 
 def main() -> None:
+    global SIZE
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", default="1,12", help="time steps to measure, comma-separated")
+    p.add_argument("--size", type=int, default=512, help="scene edge in pixels (a multiple of 128)")
     p.add_argument("manifests", nargs="*")
     args = p.parse_args()
+    SIZE = args.size
     manifests = [Path(m) for m in args.manifests] or [
         m for m in [HERE / "olmoearth-v1-nano.json", REPO / ".cache/olmoearth-export/olmoearth-v1-tiny.json"] if m.exists()
     ]
