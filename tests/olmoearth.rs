@@ -232,16 +232,12 @@ fn predict_reproduces_pytorch_embeddings_on_the_real_worldcereal_window() {
         ok(&o);
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(summary["counts"]["time_steps"], 12);
-        let reference: Vec<f32> = std::fs::read(
-            root()
+        let reference = read_f32_file(
+            &root()
                 .join("models/olmoearth/golden")
                 .join(model)
                 .join("features.bin"),
-        )
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+        );
         let cog = out.path().join("wc.embeddings.tif");
         let bands = read_f32_bands(&cog);
         let (mut max_abs, mut min_cos) = (0.0_f64, f64::INFINITY);
@@ -343,17 +339,7 @@ fn a_five_date_series_gives_an_embeddings_cog_and_geoparquet_on_the_patch_grid()
         .path()
         .join("s2_l1c_timeseries_eolearn_slovenia_101x100.embeddings.parquet");
     let reader = SerializedFileReader::new(std::fs::File::open(&table).unwrap()).unwrap();
-    let geo = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|k| k.key == "geo")
-                .and_then(|k| k.value.clone())
-        })
-        .unwrap();
-    let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+    let geo = geo_metadata(&table);
     assert_eq!(geo["columns"]["geometry"]["crs"]["id"]["code"], 32633);
     let bands = read_f32_bands(&cog);
     let (x0, y0) = (gt[0].as_f64().unwrap(), gt[3].as_f64().unwrap());
@@ -634,12 +620,8 @@ fn a_segmentation_head_on_the_encoder_gives_a_class_map_matching_pytorch() {
         &["--probabilities", "--json"],
     );
     ok(&o);
-    let logits: Vec<f32> =
-        std::fs::read(root().join("models/olmoearth/golden/olmoearth-v1-nano-seg/features.bin"))
-            .unwrap()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+    let logits =
+        read_f32_file(&root().join("models/olmoearth/golden/olmoearth-v1-nano-seg/features.bin"));
     let (classes, w, h) = read_u8(&out.path().join("run.classes.tif"), 1);
     assert_eq!((w, h), (64, 64));
     let info = gdalinfo(&out.path().join("run.classes.tif"));

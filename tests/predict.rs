@@ -121,18 +121,9 @@ fn demo_class_map_is_a_georeferenced_cog_with_colours_and_category_names() {
     );
 }
 
-fn parquet_rows(path: &Path) -> (Vec<Vec<(String, Field)>>, String) {
+fn parquet_rows(path: &Path) -> (Vec<Vec<(String, Field)>>, serde_json::Value) {
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let geo = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|k| k.key == "geo")
-                .and_then(|k| k.value.clone())
-        })
-        .expect("geo metadata");
+    let geo = geo_metadata(path);
     let rows = reader
         .get_row_iter(None)
         .unwrap()
@@ -159,7 +150,6 @@ fn tile_fractions_in_the_geoparquet_match_counts_from_the_cog() {
     demo_run(dir.path(), &["--overlap", "64"]);
     let (px, w, _) = read_u8(&dir.path().join("T33UUU_20170216T102101.classes.tif"), 1);
     let (rows, geo) = parquet_rows(&dir.path().join("T33UUU_20170216T102101.tiles.parquet"));
-    let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
     assert_eq!(geo["version"], "1.1.0");
     assert_eq!(geo["primary_column"], "geometry");
     assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");

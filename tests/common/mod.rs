@@ -116,3 +116,30 @@ pub fn check_parquet(tiles: &str, embeddings: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("json")
 }
+
+/// The GeoParquet `geo` file metadata of a Parquet file.
+pub fn geo_metadata(path: &Path) -> serde_json::Value {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).expect("open parquet"))
+        .expect("parquet");
+    let geo = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == "geo")
+                .and_then(|k| k.value.clone())
+        })
+        .expect("geo metadata");
+    serde_json::from_str(&geo).expect("geo metadata is JSON")
+}
+
+/// A raw little-endian float32 file (golden data).
+pub fn read_f32_file(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .expect("read f32 file")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
