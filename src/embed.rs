@@ -283,7 +283,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let final_table = out.join(format!("{name}.embeddings.parquet"));
     let final_summary = out.join(format!("{name}.summary.json"));
     let mut temps = TempFiles::new();
-    let staging = temps.track(out.join(format!(".{name}.embeddings.staging.tif")));
+    let staging = temps.track(out.join(format!(".{name}.staging.tif")));
     temps.track(aux_path(&staging));
     let part_cog = temps.track(partial_name(&final_cog));
     temps.track(aux_path(&part_cog));

@@ -55,6 +55,29 @@ fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
     o
 }
 
+/// A band-interleaved, uncompressed staging GeoTIFF of `(width, height, bands)` on a grid.
+fn staging_dataset<T: gdal::raster::GdalType>(
+    staging: &Path,
+    (width, height, bands): (usize, usize, usize),
+    geo_transform: &[f64; 6],
+    srs_wkt: &str,
+) -> Result<Dataset, OutputError> {
+    let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
+    let opts = options(&[
+        ("INTERLEAVE", "BAND"),
+        ("PHOTOMETRIC", "MINISBLACK"),
+        ("BIGTIFF", "IF_SAFER"),
+    ]);
+    let mut ds = driver
+        .create_with_band_type_with_options::<T, _>(staging, width, height, bands, &opts)
+        .map_err(|e| gerr(staging, e))?;
+    ds.set_geo_transform(geo_transform)
+        .map_err(|e| gerr(staging, e))?;
+    let srs = SpatialRef::from_wkt(srs_wkt).map_err(|e| gerr(staging, e))?;
+    ds.set_spatial_ref(&srs).map_err(|e| gerr(staging, e))?;
+    Ok(ds)
+}
+
 impl RasterSink {
     /// Creates the staging GeoTIFF `staging` on the stack's grid.
     pub fn create(
@@ -63,28 +86,16 @@ impl RasterSink {
         kind: RasterKind,
         classes: &[ClassInfo],
     ) -> Result<Self, OutputError> {
-        let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
         let bands = match kind {
             RasterKind::Classes => 1,
             RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
         };
-        let mut ds = driver
-            .create_with_band_type_with_options::<u8, _>(
-                staging,
-                stack.width,
-                stack.height,
-                bands,
-                &options(&[
-                    ("INTERLEAVE", "BAND"),
-                    ("PHOTOMETRIC", "MINISBLACK"),
-                    ("BIGTIFF", "IF_SAFER"),
-                ]),
-            )
-            .map_err(|e| gerr(staging, e))?;
-        ds.set_geo_transform(&stack.geo_transform)
-            .map_err(|e| gerr(staging, e))?;
-        let srs = SpatialRef::from_wkt(&stack.srs_wkt).map_err(|e| gerr(staging, e))?;
-        ds.set_spatial_ref(&srs).map_err(|e| gerr(staging, e))?;
+        let ds = staging_dataset::<u8>(
+            staging,
+            (stack.width, stack.height, bands),
+            &stack.geo_transform,
+            &stack.srs_wkt,
+        )?;
         match kind {
             RasterKind::Classes => {
                 let mut band = ds.rasterband(1).map_err(|e| gerr(staging, e))?;
@@ -151,24 +162,7 @@ impl RasterSink {
         srs_wkt: &str,
         bands: usize,
     ) -> Result<Self, OutputError> {
-        let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
-        let mut ds = driver
-            .create_with_band_type_with_options::<f32, _>(
-                staging,
-                width,
-                height,
-                bands,
-                &options(&[
-                    ("INTERLEAVE", "BAND"),
-                    ("PHOTOMETRIC", "MINISBLACK"),
-                    ("BIGTIFF", "IF_SAFER"),
-                ]),
-            )
-            .map_err(|e| gerr(staging, e))?;
-        ds.set_geo_transform(geo_transform)
-            .map_err(|e| gerr(staging, e))?;
-        ds.set_spatial_ref(&SpatialRef::from_wkt(srs_wkt).map_err(|e| gerr(staging, e))?)
-            .map_err(|e| gerr(staging, e))?;
+        let ds = staging_dataset::<f32>(staging, (width, height, bands), geo_transform, srs_wkt)?;
         for i in 0..bands {
             let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
             band.set_no_data_value(Some(f64::NAN))
