@@ -20,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a model over a scene: class map COG, tiles GeoParquet, run summary.
     Predict(PredictCli),
+    /// Time ONNX Runtime alone on exactly the tiles `predict` would run (read into memory
+    /// first, same batch size, threads and options): the limit end-to-end runs are measured
+    /// against. Prints JSON; writes nothing.
+    BenchModel(PredictCli),
     /// Write the model-ready reflectance stack of a scene (float32 GeoTIFF).
     Prepare(PrepareCli),
     /// Model manifests.
@@ -96,10 +100,15 @@ pub struct PredictCli {
     /// Overlap between tiles in pixels for the blended scheme (default: the manifest's).
     #[arg(long)]
     pub overlap: Option<usize>,
-    /// Tile edge in pixels for embedding models (a multiple of the patch size; default: the
-    /// manifest's). Segmentation models use the tile size of their ONNX input.
+    /// Tile edge in pixels (default: the manifest's). Embedding models: a multiple of the
+    /// patch size. Segmentation models: needs an ONNX input with dynamic height and width
+    /// (scripts/onnx_dynamic_hw.py); larger tiles give the model more context.
     #[arg(long)]
     pub tile_size: Option<usize>,
+    /// Test-time augmentation for segmentation models: average the class probabilities over
+    /// flips (4 runs per tile) or all 8 flips and rotations (d4). Costs 4x / 8x the inference.
+    #[arg(long, value_enum, default_value_t = crate::tta::Tta::None)]
+    pub tta: crate::tta::Tta,
     /// Data type of the embeddings COG: float32, or uint8 (per-band linear quantisation with
     /// scale/offset metadata; 0 = no data). The GeoParquet always holds float32.
     #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
@@ -216,20 +225,8 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn predict(c: &PredictCli) -> Result<(), Error> {
-    if let Some(doc) = crate::embed::embedding_manifest(&c.scene.model) {
-        return embed(c, &doc);
-    }
-    if c.tile_size.is_some() {
-        return Err(crate::error::SceneError::Series {
-            what: format!(
-                "--tile-size applies to embedding models; {} takes the tile size of its ONNX input",
-                c.scene.model.display()
-            ),
-        }
-        .into());
-    }
-    let args = PredictArgs {
+fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
+    Ok(PredictArgs {
         model: c.scene.model.clone(),
         scene: one_scene(&c.scene)?,
         out: c.out.clone(),
@@ -248,11 +245,50 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
         probabilities: c.probabilities,
         ort_lib: c.ort_lib.clone(),
         device: c.device,
-    };
-    let plan = PredictPlan::build(&args)?;
+        tile_size: c.tile_size,
+        tta: c.tta,
+    })
+}
+
+fn load_plan(c: &PredictCli) -> Result<(PredictPlan, crate::model::Segmenter), Error> {
+    if crate::embed::embedding_manifest(&c.scene.model).is_some() {
+        return Err(crate::error::SceneError::Series {
+            what: format!(
+                "bench-model runs segmentation models; {} is an embedding model",
+                c.scene.model.display()
+            ),
+        }
+        .into());
+    }
+    let plan = PredictPlan::build(&predict_args(c)?)?;
     let env = crate::model::runtime::init_runtime(&plan.ort_lib)?;
-    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads, plan.device)?;
+    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads, plan.device)?
+        .with_tta(plan.tta);
     plan.check_checksum()?;
+    Ok((plan, model))
+}
+
+fn bench_model(c: &PredictCli) -> Result<(), Error> {
+    let (plan, model) = load_plan(c)?;
+    let report = crate::pipeline::model_only(&plan, model)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn predict(c: &PredictCli) -> Result<(), Error> {
+    if let Some(doc) = crate::embed::embedding_manifest(&c.scene.model) {
+        if c.tta != crate::tta::Tta::None {
+            return Err(crate::error::SceneError::Series {
+                what: "--tta applies to segmentation models".into(),
+            }
+            .into());
+        }
+        return embed(c, &doc);
+    }
+    let (plan, model) = load_plan(c)?;
     tracing::info!(
         scene = %plan.stack.scene,
         width = plan.stack.width,
@@ -542,6 +578,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     crate::configure_gdal();
     match &cli.command {
         Command::Predict(c) => predict(c),
+        Command::BenchModel(c) => bench_model(c),
         Command::Prepare(c) => prepare(c),
         Command::Model(c) => model_command(c),
         Command::Models { dir, json } => {

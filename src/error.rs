@@ -167,6 +167,10 @@ pub enum GridError {
     OverlapTooLarge { overlap: usize, tile: usize },
     #[error("tile size must be at least 1 px")]
     ZeroTile,
+    #[error(
+        "--tile-size {0} is too small; pass at least 16 px (larger tiles give the model more context)"
+    )]
+    TileTooSmall(usize),
     #[error("reference tiling overlap fraction {0} must be in [0, 0.5]")]
     BadFraction(String),
 }

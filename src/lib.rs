@@ -19,6 +19,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod scene;
+pub mod tta;
 pub mod util;
 
 pub use error::Error;
@@ -33,4 +34,27 @@ pub fn configure_gdal() {
     gdal::config::set_error_handler(|class, code, msg| {
         tracing::debug!(target: "gdal", ?class, code, "{msg}");
     });
+}
+
+/// Sizes GDAL's block cache for reading `stack` in full-width strips (unless `GDAL_CACHEMAX`
+/// is set): two 512-row block rows of every source band across the scene's width, so each
+/// compressed block is decoded once even when a pixel-interleaved file is read band by band
+/// (measured on a 10980 px wide DEFLATE GeoTIFF: 25.8 s of reading with 128 MB, 9.3 s with
+/// 160 MB). At least 128 MB, at most 512 MB. Returns the size in bytes.
+#[allow(clippy::must_use_candidate)]
+pub fn size_block_cache(stack: &scene::Stack) -> u64 {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if std::env::var_os("GDAL_CACHEMAX").is_some() {
+        return u64::try_from(unsafe { gdal_sys::GDALGetCacheMax64() }).unwrap_or(0);
+    }
+    let need: f64 = stack
+        .bands
+        .iter()
+        .filter(|b| b.vrt_band.is_some() && b.source_resolution > 0.0)
+        .map(|b| 1024.0 * stack.width as f64 * stack.resolution / b.source_resolution * 2.0)
+        .sum::<f64>()
+        * 1.25;
+    let bytes = need.clamp(128.0 * MIB, 512.0 * MIB) as i64;
+    unsafe { gdal_sys::GDALSetCacheMax64(bytes) };
+    bytes as u64
 }

@@ -9,7 +9,7 @@ use crate::normalize::prepare_tile;
 use crate::output::parquet::{TileRecord, write_tiles};
 use crate::output::raster::{RasterKind, RasterSink, aux_path};
 use crate::plan::PredictPlan;
-use crate::scene::StackReader;
+use crate::scene::StripReader;
 use crate::util::{TempFiles, partial_name};
 use crossbeam_channel::bounded;
 use serde::Serialize;
@@ -109,6 +109,7 @@ fn join<T>(
 pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, Error> {
     let t0 = Instant::now();
     let stack = &plan.stack;
+    crate::size_block_cache(stack);
     let (width, height) = (stack.width, stack.height);
     let spec = &plan.model;
     let grid = TileGrid::new(width, height, spec.tile_size, plan.tiling)?;
@@ -189,7 +190,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
             let tiles_ref = &tiles;
             let reader = s.spawn(move || -> Result<Duration, Error> {
-                let mut reader = StackReader::open(stack)?;
+                let mut reader = StripReader::open(stack, tile)?;
                 let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
                 let mut busy = Duration::ZERO;
                 for &t in tiles_ref {
@@ -371,6 +372,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         parameters: serde_json::json!({
             "tiling": plan.tiling,
             "tile_size": tile,
+            "tta": plan.tta,
             "batch_size": batch,
             "threads": plan.threads,
             "device": plan.device.to_string(),
@@ -430,5 +432,91 @@ fn rename(from: &Path, to: &Path) -> Result<(), OutputError> {
     std::fs::rename(from, to).map_err(|source| OutputError::Io {
         path: to.to_path_buf(),
         source,
+    })
+}
+
+/// What `eoinfer bench-model` measured: ONNX Runtime alone on the tiles `predict` runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitReport {
+    /// Tiles in the grid that touch the scene.
+    pub tiles: usize,
+    /// Tiles with valid pixels (the ones the model runs on).
+    pub tiles_inferred: usize,
+    /// Model runs per tile (test-time augmentation).
+    pub runs_per_tile: usize,
+    /// Tiles per batch.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads.
+    pub threads: usize,
+    /// Seconds spent reading and normalising the tiles into memory (not part of the limit).
+    pub read_s: f64,
+    /// Seconds inside ONNX Runtime's `run` for all batches: the limit.
+    pub inference_s: f64,
+    /// Tiles per second at the limit.
+    pub tiles_per_s: f64,
+}
+
+/// Reads every tile `predict` would run into memory, batched exactly as `predict` batches
+/// them, then times ONNX Runtime alone over all batches.
+pub fn model_only(plan: &PredictPlan, mut model: Segmenter) -> Result<LimitReport, Error> {
+    let stack = &plan.stack;
+    let (width, height) = (stack.width, stack.height);
+    let spec = &plan.model;
+    let grid = TileGrid::new(width, height, spec.tile_size, plan.tiling)?;
+    let tiles: Vec<Tile> = grid
+        .tiles()
+        .filter(|t| t.window.clip(width, height).is_some())
+        .collect();
+    let plane = spec.tile_size * spec.tile_size;
+    let per_tile = spec.bands.len() * plane;
+    let batch = plan.batch_size.max(1);
+
+    crate::size_block_cache(stack);
+    let t_read = Instant::now();
+    let mut reader = StripReader::open(stack, spec.tile_size)?;
+    let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
+    let mut batches: Vec<Vec<f32>> = Vec::new();
+    let mut current: Vec<f32> = Vec::with_capacity(batch * per_tile);
+    let mut data = vec![0.0_f32; per_tile];
+    let mut valid = vec![false; plane];
+    let mut inferred = 0;
+    for t in &tiles {
+        data.fill(0.0);
+        reader.read(t.window, &mut data)?;
+        if prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling) == 0 {
+            continue;
+        }
+        inferred += 1;
+        current.extend_from_slice(&data);
+        if current.len() == batch * per_tile {
+            batches.push(std::mem::replace(
+                &mut current,
+                Vec::with_capacity(batch * per_tile),
+            ));
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    drop(reader);
+    let read_s = t_read.elapsed().as_secs_f64();
+
+    let runs = plan.tta.variants().len();
+    let start = Instant::now();
+    for b in &batches {
+        for _ in 0..runs {
+            model.run_raw(b, b.len() / per_tile)?;
+        }
+    }
+    let inference_s = start.elapsed().as_secs_f64();
+    Ok(LimitReport {
+        tiles: tiles.len(),
+        tiles_inferred: inferred,
+        runs_per_tile: runs,
+        batch_size: batch,
+        threads: plan.threads,
+        read_s,
+        inference_s,
+        tiles_per_s: inferred as f64 / inference_s.max(1e-9),
     })
 }

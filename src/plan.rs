@@ -50,6 +50,10 @@ pub struct PredictArgs {
     pub ort_lib: Option<PathBuf>,
     /// `--device`.
     pub device: crate::model::Device,
+    /// `--tile-size` (models with dynamic input height and width).
+    pub tile_size: Option<usize>,
+    /// `--tta`.
+    pub tta: crate::tta::Tta,
 }
 
 /// A checked predict run.
@@ -75,6 +79,8 @@ pub struct PredictPlan {
     pub ort_lib: PathBuf,
     /// Where the model runs.
     pub device: crate::model::Device,
+    /// Test-time augmentation.
+    pub tta: crate::tta::Tta,
     /// sha256 of the ONNX file.
     pub onnx_sha256: String,
     /// Warnings found while planning.
@@ -123,7 +129,14 @@ impl PredictPlan {
     /// Checks every argument: the model manifest, the scene and its bands, the output
     /// folder and the ONNX Runtime library.
     pub fn build(args: &PredictArgs) -> Result<Self, Error> {
-        let model = ModelSpec::load(&args.model)?;
+        let mut model = ModelSpec::load(&args.model)?;
+        if let Some(t) = args.tile_size {
+            if t < 16 {
+                return Err(crate::error::GridError::TileTooSmall(t).into());
+            }
+            // The ONNX input must be dynamic; Segmenter::load says so if it is not.
+            model.tile_size = t;
+        }
         if !model.onnx.is_file() {
             return Err(ModelError::OnnxMissing {
                 path: model.onnx.clone(),
@@ -172,6 +185,7 @@ impl PredictPlan {
             probabilities: args.probabilities,
             ort_lib,
             device: args.device,
+            tta: args.tta,
             onnx_sha256,
             warnings,
             model,

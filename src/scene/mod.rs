@@ -6,7 +6,7 @@ mod reader;
 mod sentinel2;
 pub mod timeseries;
 
-pub use reader::StackReader;
+pub use reader::{StackReader, StripReader};
 
 use crate::error::SceneError;
 use crate::model::ModelSpec;

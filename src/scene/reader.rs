@@ -120,3 +120,223 @@ impl StackReader {
         Ok(())
     }
 }
+
+/// Reads tiles of a stack in row order from a rolling buffer of full-width rows: each row of
+/// the scene is read from GDAL once, in chunks of whole rows, however much the tiles overlap.
+/// Full-width reads let GDAL decode each source block once (a tile-by-tile, band-by-band
+/// read decodes a pixel-interleaved block once per band and per overlapping tile).
+pub struct StripReader {
+    ds: Dataset,
+    width: usize,
+    height: usize,
+    bands: usize,
+    chunk: usize,
+    cap: usize,
+    /// First scene row held.
+    y0: usize,
+    /// Rows held.
+    rows: usize,
+    /// Band-major planes of `cap` rows each.
+    buf: Vec<f32>,
+    name: String,
+}
+
+impl std::fmt::Debug for StripReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripReader")
+            .field("scene", &self.name)
+            .field("rows", &(self.y0..self.y0 + self.rows))
+            .finish_non_exhaustive()
+    }
+}
+
+impl StripReader {
+    /// Rows per GDAL read.
+    pub const CHUNK: usize = 64;
+
+    /// Opens the stack's VRT with a buffer for windows up to `tile_rows` rows high.
+    pub fn open(stack: &Stack, tile_rows: usize) -> Result<Self, SceneError> {
+        let ds = Dataset::open(&stack.vrt).map_err(|e| SceneError::Gdal {
+            path: PathBuf::from(&stack.scene),
+            message: e.to_string(),
+        })?;
+        let chunk = Self::CHUNK.min(stack.height.max(1));
+        let cap = (tile_rows + 1 + chunk).min(stack.height.max(1));
+        Ok(Self {
+            ds,
+            width: stack.width,
+            height: stack.height,
+            bands: stack.vrt_bands,
+            chunk,
+            cap,
+            y0: 0,
+            rows: 0,
+            buf: vec![0.0; stack.vrt_bands * cap * stack.width],
+            name: stack.scene.clone(),
+        })
+    }
+
+    /// Makes the buffer hold scene rows `lo..hi`.
+    fn ensure(&mut self, lo: usize, hi: usize) -> Result<(), SceneError> {
+        debug_assert!(hi <= self.height && hi - lo < self.cap);
+        let plane = self.cap * self.width;
+        if lo < self.y0 || lo >= self.y0 + self.rows {
+            self.y0 = lo;
+            self.rows = 0;
+        } else if lo > self.y0 {
+            let drop = lo - self.y0;
+            for b in 0..self.bands {
+                let start = b * plane;
+                self.buf.copy_within(
+                    start + drop * self.width..start + self.rows * self.width,
+                    start,
+                );
+            }
+            self.y0 = lo;
+            self.rows -= drop;
+        }
+        while self.y0 + self.rows < hi {
+            let y = self.y0 + self.rows;
+            let n = self.chunk.min(self.height - y).min(self.cap - self.rows);
+            for b in 0..self.bands {
+                let band = self.ds.rasterband(b + 1).map_err(|e| self.err(&e, y, n))?;
+                let start = b * plane + self.rows * self.width;
+                band.read_into_slice::<f32>(
+                    (0, y as isize),
+                    (self.width, n),
+                    (self.width, n),
+                    &mut self.buf[start..start + n * self.width],
+                    None,
+                )
+                .map_err(|e| self.err(&e, y, n))?;
+            }
+            self.rows += n;
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: &gdal::errors::GdalError, y: usize, n: usize) -> SceneError {
+        SceneError::Gdal {
+            path: PathBuf::from(&self.name),
+            message: format!("reading rows {y}..{}: {e}", y + n),
+        }
+    }
+
+    /// Reads `window` of every band into `out` (band-major, `bands * h * w`), reflecting
+    /// coordinates outside the scene back inside. Windows should come in row order; going
+    /// back up re-reads rows.
+    pub fn read(&mut self, window: Window, out: &mut [f32]) -> Result<(), SceneError> {
+        let (w, h) = (window.width, window.height);
+        debug_assert_eq!(out.len(), self.bands * w * h);
+        let ys: Vec<usize> = (0..h)
+            .map(|i| reflect(window.y + i as i64, self.height))
+            .collect();
+        let lo = ys.iter().copied().min().unwrap_or(0);
+        let hi = ys.iter().copied().max().unwrap_or(0) + 1;
+        self.ensure(lo, hi)?;
+        let plane = self.cap * self.width;
+        let inside_x = window.x >= 0 && window.x as usize + w <= self.width;
+        let xs: Vec<usize> = if inside_x {
+            Vec::new()
+        } else {
+            (0..w)
+                .map(|i| reflect(window.x + i as i64, self.width))
+                .collect()
+        };
+        for b in 0..self.bands {
+            let dst = &mut out[b * w * h..(b + 1) * w * h];
+            for (ty, &sy) in ys.iter().enumerate() {
+                let row_start = b * plane + (sy - self.y0) * self.width;
+                let src = &self.buf[row_start..row_start + self.width];
+                let d = &mut dst[ty * w..(ty + 1) * w];
+                if inside_x {
+                    d.copy_from_slice(&src[window.x as usize..window.x as usize + w]);
+                } else {
+                    for (v, &sx) in d.iter_mut().zip(&xs) {
+                        *v = src[sx];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{TileGrid, Tiling};
+    use std::fmt::Write as _;
+
+    /// A 2-band float raster (values encode band, row and column) behind a VRT, as a Stack.
+    fn stack(dir: &std::path::Path, width: usize, height: usize) -> Stack {
+        let path = dir.join("src.tif");
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").expect("GTiff driver");
+        let ds = driver
+            .create_with_band_type::<f32, _>(&path, width, height, 2)
+            .expect("create");
+        for b in 1..=2 {
+            let vals: Vec<f32> = (0..width * height)
+                .map(|i| (b * 1_000_000 + (i / width) * 1000 + i % width) as f32)
+                .collect();
+            let mut buf = gdal::raster::Buffer::new((width, height), vals);
+            ds.rasterband(b)
+                .expect("band")
+                .write((0, 0), (width, height), &mut buf)
+                .expect("write");
+        }
+        drop(ds);
+        let mut vrt = format!("<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\">");
+        for b in 1..=2 {
+            let _ = write!(
+                vrt,
+                "<VRTRasterBand dataType=\"Float32\" band=\"{b}\"><SimpleSource><SourceFilename>{}</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>",
+                path.display()
+            );
+        }
+        vrt.push_str("</VRTDataset>");
+        Stack {
+            scene: path.display().to_string(),
+            name: "src".into(),
+            width,
+            height,
+            resolution: 1.0,
+            geo_transform: [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
+            srs_wkt: String::new(),
+            projjson: String::new(),
+            epsg: None,
+            bands: Vec::new(),
+            s2_offset_source: String::new(),
+            vrt,
+            vrt_bands: 2,
+        }
+    }
+
+    #[test]
+    fn the_strip_reader_reads_what_the_window_reader_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (width, height) in [(300, 170), (50, 40)] {
+            let st = stack(dir.path(), width, height);
+            for tiling in [
+                Tiling::Blended { overlap: 16 },
+                Tiling::Reference { fraction: 0.2 },
+            ] {
+                let grid = TileGrid::new(width, height, 64, tiling).expect("grid");
+                let mut windows = StackReader::open(&st).expect("open");
+                let mut strips = StripReader::open(&st, 64).expect("open");
+                let n = 2 * 64 * 64;
+                let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+                for t in grid.tiles() {
+                    windows.read(t.window, &mut a).expect("read");
+                    strips.read(t.window, &mut b).expect("read");
+                    assert_eq!(a, b, "{width}x{height} {tiling:?} tile {t:?}");
+                }
+                // Going back up re-reads.
+                let first = grid.tiles().next().expect("a tile");
+                windows.read(first.window, &mut a).expect("read");
+                strips.read(first.window, &mut b).expect("read");
+                assert_eq!(a, b);
+            }
+        }
+    }
+}
