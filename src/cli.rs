@@ -24,6 +24,12 @@ pub enum Command {
     /// first, same batch size, threads and options): the limit end-to-end runs are measured
     /// against. Prints JSON; writes nothing.
     BenchModel(PredictCli),
+    /// Turn a class map into polygons (class id, class name, area in m²), dissolved across
+    /// tile boundaries: GeoPackage, GeoParquet or FlatGeobuf.
+    Polygonize(PolygonizeCli),
+    /// Zonal statistics of a raster (class map, probabilities, embeddings) over region
+    /// polygons: per region class counts, fractions and areas, or per band mean/std/min/max.
+    Zonal(ZonalCli),
     /// Write the model-ready reflectance stack of a scene (float32 GeoTIFF).
     Prepare(PrepareCli),
     /// Model manifests.
@@ -85,6 +91,7 @@ pub struct SceneArgs {
 
 /// `eoinfer predict`.
 #[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct PredictCli {
     #[command(flatten)]
     pub scene: SceneArgs,
@@ -125,6 +132,14 @@ pub struct PredictCli {
     /// Also write per-class probabilities (<name>.probs.tif).
     #[arg(long)]
     pub probabilities: bool,
+    /// Also write the class map as polygons (<name>.polygons.gpkg; see --vector-format).
+    #[arg(long)]
+    pub vectors: bool,
+    /// Also write a QGIS project (<name>.qgs) with the run's layers, styled and grouped.
+    #[arg(long)]
+    pub qgis_project: bool,
+    #[command(flatten)]
+    pub vector_args: VectorArgs,
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -134,6 +149,68 @@ pub struct PredictCli {
     /// Acquisition dates (YYYY-MM-DD,...) of time steps whose date is not in their metadata or name.
     #[arg(long)]
     pub dates: Option<String>,
+}
+
+/// Options of the polygon output.
+#[derive(Debug, clap::Args, Clone)]
+pub struct VectorArgs {
+    /// Vector format of the polygons.
+    #[arg(long, value_enum, default_value_t = crate::output::vectors::VectorFormat::Gpkg)]
+    pub vector_format: crate::output::vectors::VectorFormat,
+    /// Drop polygons smaller than this many m².
+    #[arg(long, default_value_t = 0.0)]
+    pub min_area: f64,
+    /// Simplify polygons with this tolerance in CRS units (0 = exact pixel edges).
+    #[arg(long, default_value_t = 0.0)]
+    pub simplify: f64,
+}
+
+impl VectorArgs {
+    fn options(&self) -> Result<crate::output::vectors::PolygonizeOptions, Error> {
+        for (flag, v) in [("--min-area", self.min_area), ("--simplify", self.simplify)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(crate::error::SceneError::Series {
+                    what: format!("{flag} {v} must be a number >= 0"),
+                }
+                .into());
+            }
+        }
+        Ok(crate::output::vectors::PolygonizeOptions {
+            format: self.vector_format,
+            min_area: self.min_area,
+            simplify: self.simplify,
+        })
+    }
+}
+
+/// `eoinfer polygonize`.
+#[derive(Debug, clap::Args)]
+pub struct PolygonizeCli {
+    /// A class map (uint8, e.g. <name>.classes.tif); its nodata pixels are left out.
+    pub classes: PathBuf,
+    /// Output file (default: <classes stem>.polygons.<ext> beside it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub vectors: VectorArgs,
+}
+
+/// `eoinfer zonal`.
+#[derive(Debug, clap::Args)]
+pub struct ZonalCli {
+    /// The raster: a class map, a probabilities or embeddings COG, any GDAL raster.
+    #[arg(long)]
+    pub raster: PathBuf,
+    /// Region polygons (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, ...); reprojected to the
+    /// raster's CRS; their attributes are kept.
+    #[arg(long)]
+    pub regions: PathBuf,
+    /// Output table: .parquet (GeoParquet, with the region geometry) or .csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Count every pixel a region touches, not only those whose centre is inside.
+    #[arg(long)]
+    pub all_touched: bool,
 }
 
 /// `eoinfer prepare`.
@@ -247,6 +324,12 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         device: c.device,
         tile_size: c.tile_size,
         tta: c.tta,
+        vectors: if c.vectors {
+            Some(c.vector_args.options()?)
+        } else {
+            None
+        },
+        qgis_project: c.qgis_project,
     })
 }
 
@@ -310,6 +393,88 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+fn polygonize(c: &PolygonizeCli) -> Result<(), Error> {
+    let opts = c.vectors.options()?;
+    if !c.classes.is_file() {
+        return Err(crate::error::SceneError::Missing {
+            path: c.classes.clone(),
+        }
+        .into());
+    }
+    let out = c.out.clone().unwrap_or_else(|| {
+        let stem = c
+            .classes
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = stem
+            .strip_suffix(".classes.tif")
+            .or_else(|| stem.strip_suffix(".tif"))
+            .unwrap_or(&stem)
+            .to_string();
+        c.classes
+            .with_file_name(format!("{base}.polygons.{}", opts.format.extension()))
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::plan::check_writable(dir)?;
+    }
+    let layer = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let stats = crate::output::vectors::polygonize(&c.classes, &out, &layer, &opts)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"out": out, "stats": stats}))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn zonal(c: &ZonalCli) -> Result<(), Error> {
+    for p in [&c.raster, &c.regions] {
+        if !p.exists() {
+            return Err(crate::error::SceneError::Missing { path: p.clone() }.into());
+        }
+    }
+    let ext = c
+        .out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext != "csv" && ext != "parquet" {
+        return Err(crate::error::SceneError::Series {
+            what: format!(
+                "--out {} must end in .parquet (GeoParquet) or .csv",
+                c.out.display()
+            ),
+        }
+        .into());
+    }
+    if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::plan::check_writable(dir)?;
+    }
+    let table = crate::output::zonal::zonal(&c.raster, &c.regions, c.all_touched)?;
+    if ext == "csv" {
+        table.write_csv(&c.out)?;
+    } else {
+        table.write_parquet(&c.out)?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "out": c.out, "regions": table.attrs.len(),
+            "kind": match &table.kind { crate::output::zonal::Kind::Classes(_) => "classes", crate::output::zonal::Kind::Continuous(_) => "continuous" },
+        }))
+        .unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -579,6 +744,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Predict(c) => predict(c),
         Command::BenchModel(c) => bench_model(c),
+        Command::Polygonize(c) => polygonize(c),
+        Command::Zonal(c) => zonal(c),
         Command::Prepare(c) => prepare(c),
         Command::Model(c) => model_command(c),
         Command::Models { dir, json } => {

@@ -678,6 +678,15 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
                 moves.push((part_probs.clone(), final_probs.clone()));
                 moves.push((aux_path(&part_probs), aux_path(&final_probs)));
             }
+            if let Some(class_info) = &head {
+                moves.extend(crate::output::qgis::write_styles(
+                    &final_classes,
+                    args.probabilities.then_some(final_probs.as_path()),
+                    None,
+                    class_info,
+                    &mut temps,
+                )?);
+            }
             let names: Vec<String> = head.iter().flatten().map(|c| c.name.clone()).collect();
             crate::output::parquet::write_tiles(
                 &part_tiles,

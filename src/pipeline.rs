@@ -42,6 +42,9 @@ pub struct Counts {
     pub pixels_valid: u64,
     /// Pixels per class name.
     pub class_pixels: BTreeMap<String, u64>,
+    /// Polygons per class (with `--vectors`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polygons: Option<crate::output::vectors::PolygonStats>,
 }
 
 /// Seconds spent per stage (summed within each stage's thread) and in all.
@@ -70,6 +73,10 @@ pub struct Outputs {
     pub tiles: PathBuf,
     /// This summary.
     pub summary: PathBuf,
+    /// The run's STAC Item (also linked from `catalog.json` in the output folder).
+    pub stac_item: PathBuf,
+    /// Polygons, with `--vectors`.
+    pub vectors: Option<PathBuf>,
 }
 
 /// The run summary: printed with `--json` and saved beside the outputs.
@@ -128,6 +135,10 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
     let final_probs = out.join(format!("{}.probs.tif", plan.name));
     let final_tiles = out.join(format!("{}.tiles.parquet", plan.name));
     let final_summary = out.join(format!("{}.summary.json", plan.name));
+    let final_item = out.join(format!("{}.item.json", plan.name));
+    let final_vectors = plan
+        .vectors
+        .map(|v| out.join(format!("{}.polygons.{}", plan.name, v.format.extension())));
     let mut temps = TempFiles::new();
     let staging_classes = temps.track(out.join(format!(".{}.classes.staging.tif", plan.name)));
     temps.track(aux_path(&staging_classes));
@@ -340,6 +351,23 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
     if let Some(p) = probs_sink {
         p.finish_cog(&part_probs)?;
     }
+    let mut vector_move = None;
+    let mut polygon_stats = None;
+    if let (Some(opts), Some(fin)) = (plan.vectors, &final_vectors) {
+        let staged = temps.track(out.join(format!(
+            ".{}.polygons.staged.{}",
+            plan.name,
+            opts.format.extension()
+        )));
+        polygon_stats = Some(crate::output::vectors::polygonize(
+            &part_classes,
+            &staged,
+            &plan.name,
+            &opts,
+        )?);
+        vector_move = Some((staged, fin.clone()));
+    }
+    counts.polygons = polygon_stats;
     let class_names: Vec<String> = spec.classes.iter().map(|c| c.name.clone()).collect();
     write_tiles(
         &part_tiles,
@@ -354,6 +382,8 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         probabilities: plan.probabilities.then(|| final_probs.clone()),
         tiles: final_tiles.clone(),
         summary: final_summary.clone(),
+        stac_item: final_item.clone(),
+        vectors: final_vectors.clone(),
     };
     let mut summary = RunSummary {
         eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -378,6 +408,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
             "device": plan.device.to_string(),
             "probabilities": plan.probabilities,
             "resolution": stack.resolution,
+            "vectors": plan.vectors,
         }),
         counts,
         timings_s: Timings {
@@ -408,6 +439,38 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         (part_tiles, final_tiles),
         (part_summary, final_summary),
     ];
+    moves.extend(crate::output::qgis::write_styles(
+        &final_classes,
+        plan.probabilities.then_some(final_probs.as_path()),
+        final_vectors.as_deref(),
+        &spec.classes,
+        &mut temps,
+    )?);
+    if plan.qgis_project {
+        use crate::output::qgis::ProjectLayer;
+        let mut layers = Vec::new();
+        if let Some(v) = &final_vectors {
+            layers.push(ProjectLayer::Polygons(v.clone()));
+        }
+        layers.push(ProjectLayer::Classes(final_classes.clone()));
+        if plan.probabilities {
+            layers.push(ProjectLayer::Probabilities(final_probs.clone()));
+        }
+        let text = crate::output::qgis::project(
+            &plan.name,
+            &layers,
+            &spec.classes,
+            &stack.srs_wkt,
+            stack.epsg,
+        );
+        moves.push(crate::output::qgis::stage_text(
+            &out.join(format!("{}.qgs", plan.name)),
+            &text,
+            &mut temps,
+        )?);
+    }
+    moves.push(write_item(plan, &final_item, &mut temps)?);
+    moves.extend(vector_move);
     if aux_path(&part_classes).exists() {
         moves.push((aux_path(&part_classes), aux_path(&final_classes)));
     }
@@ -420,12 +483,133 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         // A stale probabilities file from an earlier run must not pass for this run's.
         let _ = std::fs::remove_file(&final_probs);
         let _ = std::fs::remove_file(aux_path(&final_probs));
+        let _ = std::fs::remove_file(crate::output::qgis::style_path(&final_probs));
     }
     for (from, to) in moves {
         rename(&from, &to)?;
     }
     temps.disarm();
+    crate::output::stac::update_catalog(
+        out,
+        &format!("{}.item.json", plan.name),
+        &format!("{} on {}", spec.id, plan.name),
+    )?;
     Ok(summary)
+}
+
+/// The run's STAC Item, written under a temporary name; returns the rename.
+fn write_item(
+    plan: &PredictPlan,
+    final_item: &Path,
+    temps: &mut TempFiles,
+) -> Result<(PathBuf, PathBuf), Error> {
+    use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
+    let stack = &plan.stack;
+    let out = &plan.out_dir;
+    let name = &plan.name;
+    let date = crate::scene::timeseries::parse_date(&stack.name)
+        .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
+        .map(|d| d.to_string());
+    let mut assets = vec![
+        Asset {
+            key: "classes",
+            path: out.join(format!("{name}.classes.tif")),
+            media_type: COG,
+            roles: &["data"],
+            title: format!("class map ({})", plan.model.id),
+        },
+        Asset {
+            key: "classes_style",
+            path: out.join(format!("{name}.classes.qml")),
+            media_type: QML,
+            roles: &["style"],
+            title: "QGIS style of the class map".into(),
+        },
+        Asset {
+            key: "tiles",
+            path: out.join(format!("{name}.tiles.parquet")),
+            media_type: PARQUET,
+            roles: &["data", "metadata"],
+            title: "tiles with class counts (GeoParquet)".into(),
+        },
+        Asset {
+            key: "summary",
+            path: out.join(format!("{name}.summary.json")),
+            media_type: JSON,
+            roles: &["metadata"],
+            title: "run summary".into(),
+        },
+    ];
+    if let Some(v) = plan.vectors {
+        use crate::output::vectors::VectorFormat;
+        assets.push(Asset {
+            key: "polygons",
+            path: out.join(format!("{name}.polygons.{}", v.format.extension())),
+            media_type: match v.format {
+                VectorFormat::Gpkg => "application/geopackage+sqlite3",
+                VectorFormat::Parquet => PARQUET,
+                VectorFormat::Fgb => "application/vnd.flatgeobuf",
+            },
+            roles: &["data"],
+            title: "class polygons (class, class_name, area_m2)".into(),
+        });
+        assets.push(Asset {
+            key: "polygons_style",
+            path: out.join(format!("{name}.polygons.qml")),
+            media_type: QML,
+            roles: &["style"],
+            title: "QGIS style of the polygons".into(),
+        });
+    }
+    if plan.qgis_project {
+        assets.push(Asset {
+            key: "qgis_project",
+            path: out.join(format!("{name}.qgs")),
+            media_type: "application/x-qgis",
+            roles: &["metadata", "visual"],
+            title: "QGIS project of the run".into(),
+        });
+    }
+    if plan.probabilities {
+        assets.push(Asset {
+            key: "probabilities",
+            path: out.join(format!("{name}.probs.tif")),
+            media_type: COG,
+            roles: &["data"],
+            title: "class probabilities (uint8, scale 1/255)".into(),
+        });
+        assets.push(Asset {
+            key: "probabilities_style",
+            path: out.join(format!("{name}.probs.qml")),
+            media_type: QML,
+            roles: &["style"],
+            title: "QGIS style of the probabilities".into(),
+        });
+    }
+    let item = RunItem {
+        id: name,
+        start: date.clone(),
+        end: date.clone(),
+        width: stack.width,
+        height: stack.height,
+        geo_transform: stack.geo_transform,
+        srs_wkt: &stack.srs_wkt,
+        epsg: stack.epsg,
+        assets,
+        model_manifest: &plan.model.manifest,
+        model_id: &plan.model.id,
+        onnx_sha256: &plan.onnx_sha256,
+        inputs: vec![(stack.scene.clone(), date)],
+    };
+    let part = temps.track(partial_name(final_item));
+    let doc = item_json(&item, final_item, &crate::util::now_rfc3339())?;
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&part, text).map_err(|source| OutputError::Io {
+        path: part.clone(),
+        source,
+    })?;
+    Ok((part, final_item.to_path_buf()))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), OutputError> {

@@ -54,6 +54,10 @@ pub struct PredictArgs {
     pub tile_size: Option<usize>,
     /// `--tta`.
     pub tta: crate::tta::Tta,
+    /// `--vectors` with its options.
+    pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
+    /// `--qgis-project`.
+    pub qgis_project: bool,
 }
 
 /// A checked predict run.
@@ -81,6 +85,10 @@ pub struct PredictPlan {
     pub device: crate::model::Device,
     /// Test-time augmentation.
     pub tta: crate::tta::Tta,
+    /// Polygons of the class map.
+    pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
+    /// Write `<name>.qgs`.
+    pub qgis_project: bool,
     /// sha256 of the ONNX file.
     pub onnx_sha256: String,
     /// Warnings found while planning.
@@ -186,6 +194,8 @@ impl PredictPlan {
             ort_lib,
             device: args.device,
             tta: args.tta,
+            vectors: args.vectors,
+            qgis_project: args.qgis_project,
             onnx_sha256,
             warnings,
             model,

@@ -1,6 +1,11 @@
-//! Outputs: Cloud-Optimized GeoTIFF rasters, the tiles GeoParquet and the model-ready stack.
+//! Outputs: Cloud-Optimized GeoTIFF rasters, the tiles GeoParquet, QGIS styles and the
+//! model-ready stack.
 
 pub mod embeddings;
 pub mod parquet;
+pub mod qgis;
 pub mod raster;
+pub mod stac;
 pub mod stack;
+pub mod vectors;
+pub mod zonal;

@@ -56,6 +56,12 @@ pub fn ok(out: &Output) -> String {
     err
 }
 
+/// Asserts success and returns stdout.
+pub fn ok_stdout(out: &Output) -> String {
+    ok(out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `gdalinfo -json` of a raster.
 pub fn gdalinfo(path: &Path) -> serde_json::Value {
     let out = Command::new("gdalinfo")

@@ -1,0 +1,240 @@
+//! STAC metadata of a run: one STAC Item per run (projection extension, an asset per output
+//! with its roles, the model and its sha256, the input scenes and their dates, the software)
+//! and `catalog.json` in the output folder linking every run's Item, so STAC tools (pystac,
+//! QGIS' STAC browser, stac-browser) can browse an output folder.
+
+use crate::error::OutputError;
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// One output file of a run.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    /// Asset key (`classes`, `probabilities`, `tiles`, ...).
+    pub key: &'static str,
+    /// The file (its name becomes the relative href).
+    pub path: PathBuf,
+    /// Media type.
+    pub media_type: &'static str,
+    /// STAC roles.
+    pub roles: &'static [&'static str],
+    /// Human title.
+    pub title: String,
+}
+
+/// Media type of a Cloud-Optimized GeoTIFF.
+pub const COG: &str = "image/tiff; application=geotiff; profile=cloud-optimized";
+/// Media type of (Geo)Parquet.
+pub const PARQUET: &str = "application/vnd.apache.parquet";
+/// Media type of a JSON file.
+pub const JSON: &str = "application/json";
+/// Media type of a QGIS style.
+pub const QML: &str = "application/xml";
+
+/// What an Item describes.
+#[derive(Debug, Clone)]
+pub struct RunItem<'a> {
+    /// Item id (the run's output name).
+    pub id: &'a str,
+    /// Acquisition date of the input (first of a series), `YYYY-MM-DD`, if known.
+    pub start: Option<String>,
+    /// Last acquisition date of a series.
+    pub end: Option<String>,
+    /// Output grid: width, height, geotransform, CRS (WKT) and EPSG code.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// GDAL geotransform.
+    pub geo_transform: [f64; 6],
+    /// CRS as WKT.
+    pub srs_wkt: &'a str,
+    /// EPSG code.
+    pub epsg: Option<i32>,
+    /// Outputs.
+    pub assets: Vec<Asset>,
+    /// The model manifest, its id and the ONNX sha256.
+    pub model_manifest: &'a Path,
+    /// Model id.
+    pub model_id: &'a str,
+    /// sha256 of the ONNX file.
+    pub onnx_sha256: &'a str,
+    /// Input scenes with their dates.
+    pub inputs: Vec<(String, Option<String>)>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    OutputError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The grid's footprint in WGS84 (lon, lat), corners and edge midpoints, closed ring.
+fn footprint(item: &RunItem<'_>, path: &Path) -> Result<Vec<[f64; 2]>, OutputError> {
+    let gt = item.geo_transform;
+    let (w, h) = (item.width as f64, item.height as f64);
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    // Walk the boundary with several points per edge so the ring follows the projection.
+    let steps = 8;
+    let ring: Vec<(f64, f64)> = (0..steps)
+        .map(|i| (w * f64::from(i) / f64::from(steps), 0.0))
+        .chain((0..steps).map(|i| (w, h * f64::from(i) / f64::from(steps))))
+        .chain((0..steps).map(|i| (w - w * f64::from(i) / f64::from(steps), h)))
+        .chain((0..steps).map(|i| (0.0, h - h * f64::from(i) / f64::from(steps))))
+        .collect();
+    for (px, py) in ring {
+        xs.push(gt[0] + px * gt[1] + py * gt[2]);
+        ys.push(gt[3] + px * gt[4] + py * gt[5]);
+    }
+    let mut src = SpatialRef::from_wkt(item.srs_wkt).map_err(|e| err(path, e))?;
+    src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let mut dst = SpatialRef::from_epsg(4326).map_err(|e| err(path, e))?;
+    dst.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let t = CoordTransform::new(&src, &dst).map_err(|e| err(path, e))?;
+    let mut z = vec![0.0; xs.len()];
+    t.transform_coords(&mut xs, &mut ys, &mut z)
+        .map_err(|e| err(path, e))?;
+    let mut pts: Vec<[f64; 2]> = xs.iter().zip(&ys).map(|(&x, &y)| [x, y]).collect();
+    pts.push(pts[0]);
+    Ok(pts)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The Item as JSON. `path` is where it will be written (hrefs are relative to its folder).
+pub fn item_json(item: &RunItem<'_>, path: &Path, created: &str) -> Result<Value, OutputError> {
+    let ring = footprint(item, path)?;
+    let (mut minx, mut miny, mut maxx, mut maxy) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for p in &ring {
+        minx = minx.min(p[0]);
+        maxx = maxx.max(p[0]);
+        miny = miny.min(p[1]);
+        maxy = maxy.max(p[1]);
+    }
+    let gt = item.geo_transform;
+    let mut props = json!({
+        "created": created,
+        "proj:code": item.epsg.map(|e| format!("EPSG:{e}")),
+        "proj:shape": [item.height, item.width],
+        "proj:transform": [gt[1], gt[2], gt[0], gt[4], gt[5], gt[3], 0.0, 0.0, 1.0],
+        "processing:software": {"eoinfer": env!("CARGO_PKG_VERSION")},
+        "eoinfer:model": {
+            "id": item.model_id,
+            "manifest": item.model_manifest.display().to_string(),
+            "onnx_sha256": item.onnx_sha256,
+        },
+        "eoinfer:inputs": item.inputs.iter().map(|(s, d)| json!({"scene": s, "date": d})).collect::<Vec<_>>(),
+    });
+    if item.epsg.is_none() {
+        props["proj:wkt2"] = Value::String(item.srs_wkt.to_string());
+    }
+    match (&item.start, &item.end) {
+        (Some(s), Some(e)) if s != e => {
+            props["datetime"] = Value::Null;
+            props["start_datetime"] = Value::String(format!("{s}T00:00:00Z"));
+            props["end_datetime"] = Value::String(format!("{e}T23:59:59Z"));
+        }
+        (Some(s), _) => props["datetime"] = Value::String(format!("{s}T00:00:00Z")),
+        (None, _) => props["datetime"] = Value::String(created.to_string()),
+    }
+    let mut assets = serde_json::Map::new();
+    for a in &item.assets {
+        assets.insert(
+            a.key.to_string(),
+            json!({"href": format!("./{}", file_name(&a.path)), "type": a.media_type, "roles": a.roles, "title": a.title}),
+        );
+    }
+    let sha = item.onnx_sha256;
+    assets.insert(
+        "model".into(),
+        json!({
+            "href": std::path::absolute(item.model_manifest).unwrap_or_else(|_| item.model_manifest.to_path_buf()).display().to_string(),
+            "type": JSON, "roles": ["metadata", "mlm:model"], "title": format!("model manifest {} (ONNX sha256 {sha})", item.model_id),
+        }),
+    );
+    Ok(json!({
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+        ],
+        "id": item.id,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "bbox": [minx, miny, maxx, maxy],
+        "properties": props,
+        "links": [
+            {"rel": "root", "href": "./catalog.json", "type": JSON},
+            {"rel": "parent", "href": "./catalog.json", "type": JSON},
+            {"rel": "self", "href": format!("./{}", file_name(path)), "type": JSON}
+        ],
+        "assets": assets,
+    }))
+}
+
+/// The catalog of an output folder with a link to `item_file` added (once).
+#[must_use]
+pub fn catalog_with(existing: Option<Value>, item_file: &str, title: &str) -> Value {
+    let mut cat = existing
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("Catalog"))
+        .unwrap_or_else(|| {
+            json!({
+                "type": "Catalog", "stac_version": "1.0.0", "id": "eoinfer-outputs",
+                "description": "eoinfer runs in this folder: one STAC Item per run",
+                "links": [{"rel": "root", "href": "./catalog.json", "type": JSON}],
+            })
+        });
+    let href = format!("./{item_file}");
+    let links = cat["links"].as_array_mut();
+    if let Some(links) = links {
+        links.retain(|l| l.get("href").and_then(Value::as_str) != Some(href.as_str()));
+        links.push(
+            json!({"rel": "item", "href": href, "type": "application/geo+json", "title": title}),
+        );
+    }
+    cat
+}
+
+/// Adds the Item to `<dir>/catalog.json` (written under a temporary name, then renamed).
+pub fn update_catalog(dir: &Path, item_file: &str, title: &str) -> Result<(), OutputError> {
+    let path = dir.join("catalog.json");
+    let existing = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let cat = catalog_with(existing, item_file, title);
+    let part = crate::util::partial_name(&path);
+    let mut text = serde_json::to_string_pretty(&cat).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&part, text).map_err(|source| OutputError::Io {
+        path: part.clone(),
+        source,
+    })?;
+    std::fs::rename(&part, &path).map_err(|source| OutputError::Io { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_links_each_item_once() {
+        let c = catalog_with(None, "a.item.json", "a");
+        let c = catalog_with(Some(c), "b.item.json", "b");
+        let c = catalog_with(Some(c), "a.item.json", "a again");
+        let items: Vec<&str> = c["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter(|l| l["rel"] == "item")
+            .filter_map(|l| l["href"].as_str())
+            .collect();
+        assert_eq!(items, ["./b.item.json", "./a.item.json"]);
+        assert_eq!(c["type"], "Catalog");
+    }
+}

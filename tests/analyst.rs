@@ -1,0 +1,385 @@
+//! Outputs for analysts: QGIS styles beside the rasters, a STAC Item per run and the output
+//! folder's STAC catalog, checked with pystac.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn runs_write_qgis_styles_and_stac_items_that_pystac_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = manifest("ukis-csmask-6b-l1c.json");
+    let out = dir.path().join("out");
+    let scene = demo_scene();
+    for (name, probs) in [("first", true), ("second", false)] {
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--scene",
+            scene.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            name,
+        ];
+        if probs {
+            args.push("--probabilities");
+        }
+        ok(&eoinfer(&args));
+    }
+
+    // QGIS loads <name>.qml for <name>.tif: the class names and colours of the manifest.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let qml = std::fs::read_to_string(out.join("first.classes.qml")).unwrap();
+    assert!(qml.contains("type=\"paletted\""));
+    let classes = doc["properties"]["mlm:output"][0]["classification:classes"]
+        .as_array()
+        .unwrap();
+    assert_eq!(qml.matches("<paletteEntry").count(), classes.len());
+    for c in classes {
+        let name = c["name"].as_str().unwrap();
+        let colour = c["color_hint"].as_str().unwrap().to_ascii_lowercase();
+        assert!(
+            qml.contains(&format!(
+                "value=\"{}\" label=\"{name}\" color=\"#{colour}\"",
+                c["value"]
+            )),
+            "{name} #{colour} missing in\n{qml}"
+        );
+    }
+    let probs_qml = std::fs::read_to_string(out.join("first.probs.qml")).unwrap();
+    assert!(probs_qml.contains("singlebandpseudocolor"));
+    assert!(!out.join("second.probs.qml").exists());
+
+    // STAC: the Items load with pystac and list every asset; the catalog links both runs.
+    let check = r#"
+import json, sys, pystac
+out = sys.argv[1]
+cat = pystac.Catalog.from_file(f"{out}/catalog.json")
+items = {i.id: i for i in cat.get_items()}
+first = items["first"]
+assets = sorted(first.assets)
+for key, a in first.assets.items():
+    if key != "model":
+        assert __import__("os").path.exists(a.get_absolute_href()), (key, a.get_absolute_href())
+print(json.dumps({
+    "items": sorted(items), "assets_first": assets, "assets_second": sorted(items["second"].assets),
+    "epsg": first.properties.get("proj:code"), "shape": first.properties.get("proj:shape"),
+    "datetime": first.datetime.isoformat(), "bbox": first.bbox,
+    "sha": first.properties["eoinfer:model"]["onnx_sha256"],
+}))
+"#;
+    let o = std::process::Command::new(reference_python())
+        .args(["-c", check])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["items"], serde_json::json!(["first", "second"]));
+    assert_eq!(
+        r["assets_first"],
+        serde_json::json!([
+            "classes",
+            "classes_style",
+            "model",
+            "probabilities",
+            "probabilities_style",
+            "summary",
+            "tiles"
+        ])
+    );
+    assert_eq!(
+        r["assets_second"],
+        serde_json::json!(["classes", "classes_style", "model", "summary", "tiles"])
+    );
+    assert_eq!(r["epsg"], "EPSG:32633");
+    assert_eq!(r["shape"], serde_json::json!([256, 512]));
+    assert!(r["datetime"].as_str().unwrap().starts_with("2017-02-16"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("first.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["sha"], summary["model"]["sha256"]);
+    // The bbox is the scene's footprint in WGS84 (T33UUU lies near 13 E, 52.5 N).
+    let b: Vec<f64> = r["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        b[0] > 12.0 && b[2] < 14.5 && b[1] > 51.5 && b[3] < 53.5,
+        "{b:?}"
+    );
+}
+
+#[test]
+fn polygons_cover_the_class_map_exactly_and_are_dissolved_across_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = manifest("ukis-csmask-6b-l1c.json");
+    let out = dir.path().join("out");
+    // The demo scene's class regions cross the blended grid's tile edges (x = 224, 256).
+    let stdout = ok_stdout(&eoinfer([
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        demo_scene().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "run",
+        "--vectors",
+        "--json",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    let gpkg = out.join("run.polygons.gpkg");
+    assert!(gpkg.is_file());
+    let classes = out.join("run.classes.tif");
+    for (fmt, ext) in [("parquet", "parquet"), ("fgb", "fgb")] {
+        ok(&eoinfer([
+            "polygonize",
+            classes.to_str().unwrap(),
+            "--vector-format",
+            fmt,
+            "--out",
+            out.join(format!("alone.{ext}")).to_str().unwrap(),
+        ]));
+    }
+    let o = std::process::Command::new(reference_python())
+        .arg(root().join("tests/reference/check_polygons.py"))
+        .arg(&classes)
+        .arg(&gpkg)
+        .arg(out.join("alone.parquet"))
+        .arg(out.join("alone.fgb"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    println!("{r}");
+    for (path, f) in r["files"].as_object().unwrap() {
+        assert_eq!(f["same_class_shared_edges"], 0, "{path} has seams");
+        assert!(f["polygons"].as_u64().unwrap() > 10, "{path}");
+        assert_eq!(
+            f["names"],
+            serde_json::json!(["clear", "cloud", "cloud_shadow"]),
+            "{path}"
+        );
+    }
+    let stats = &summary["counts"]["polygons"];
+    assert_eq!(
+        stats["polygons"].as_u64().unwrap(),
+        r["files"][gpkg.to_str().unwrap()]["polygons"]
+            .as_u64()
+            .unwrap()
+    );
+
+    // --min-area drops small polygons; everything left is at least that large.
+    let small = out.join("small.gpkg");
+    let s = ok_stdout(&eoinfer([
+        "polygonize",
+        classes.to_str().unwrap(),
+        "--min-area",
+        "9000",
+        "--simplify",
+        "15",
+        "--out",
+        small.to_str().unwrap(),
+    ]));
+    let s: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert!(s["stats"]["dropped"].as_u64().unwrap() > 0);
+    assert!(s["stats"]["polygons"].as_u64().unwrap() < stats["polygons"].as_u64().unwrap());
+
+    // A raster that is not a class map: a clear error, no output.
+    let bad = eoinfer([
+        "polygonize",
+        out.join("run.tiles.parquet").to_str().unwrap(),
+        "--out",
+        out.join("bad.gpkg").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!out.join("bad.gpkg").exists());
+}
+
+#[test]
+fn zonal_statistics_over_real_regions_equal_a_numpy_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = manifest("ukis-csmask-6b-l1c.json");
+    let out = dir.path().join("out");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        demo_scene().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "run",
+        "--probabilities",
+    ]));
+    let regions = demo_scene().parent().unwrap().join("s2l1c_ref.gpkg");
+    for touched in [false, true] {
+        let t = if touched { "1" } else { "0" };
+        let zc = out.join(format!("zonal{t}.parquet"));
+        let zcsv = out.join(format!("zonal{t}.csv"));
+        let zp = out.join(format!("zonal_probs{t}.parquet"));
+        for (raster, table) in [
+            ("run.classes.tif", &zc),
+            ("run.classes.tif", &zcsv),
+            ("run.probs.tif", &zp),
+        ] {
+            let mut args = vec![
+                "zonal".to_string(),
+                "--raster".into(),
+                out.join(raster).display().to_string(),
+                "--regions".into(),
+                regions.display().to_string(),
+                "--out".into(),
+                table.display().to_string(),
+            ];
+            if touched {
+                args.push("--all-touched".into());
+            }
+            ok(&eoinfer(&args));
+        }
+        let o = std::process::Command::new(reference_python())
+            .arg(root().join("tests/reference/check_zonal.py"))
+            .arg(out.join("run.classes.tif"))
+            .arg(out.join("run.probs.tif"))
+            .arg(&regions)
+            .arg(&zc)
+            .arg(&zcsv)
+            .arg(&zp)
+            .arg(t)
+            .output()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["regions"], 30);
+        assert_eq!(r["crs"], 32633);
+        assert!(r["regions_with_pixels"].as_u64().unwrap() >= 20);
+    }
+    // Bad input: regions that are not polygons / a wrong extension.
+    let bad = eoinfer([
+        "zonal",
+        "--raster",
+        out.join("run.classes.tif").to_str().unwrap(),
+        "--regions",
+        out.join("run.summary.json").to_str().unwrap(),
+        "--out",
+        out.join("x.parquet").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!out.join("x.parquet").exists());
+    let bad = eoinfer([
+        "zonal",
+        "--raster",
+        out.join("run.classes.tif").to_str().unwrap(),
+        "--regions",
+        regions.to_str().unwrap(),
+        "--out",
+        out.join("x.xlsx").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn the_outputs_open_styled_in_real_qgis() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = manifest("ukis-csmask-6b-l1c.json");
+    let out = dir.path().join("out");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        demo_scene().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "run",
+        "--probabilities",
+        "--vectors",
+        "--qgis-project",
+    ]));
+    let png = root().join("outputs/qgis-render-test.png");
+    std::fs::create_dir_all(png.parent().unwrap()).unwrap();
+    let o = std::process::Command::new("/usr/bin/python3")
+        .arg(root().join("tests/reference/check_qgis.py"))
+        .arg(out.join("run.classes.tif"))
+        .arg(out.join("run.polygons.gpkg"))
+        .arg(out.join("run.qgs"))
+        .arg(&png)
+        .env("QT_QPA_PLATFORM", "offscreen")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "PyQGIS failed (scripts/setup.sh --reference installs python3-qgis): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let r: serde_json::Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    println!("{r}");
+    assert_eq!(r["raster_valid"], true);
+    assert_eq!(r["raster_crs"], "EPSG:32633");
+    let info = gdalinfo(&out.join("run.classes.tif"));
+    let gt: Vec<f64> = info["geoTransform"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let (w, h) = (
+        info["size"][0].as_f64().unwrap(),
+        info["size"][1].as_f64().unwrap(),
+    );
+    let want = [gt[0], gt[3] + h * gt[5], gt[0] + w * gt[1], gt[3]];
+    for (a, b) in r["raster_extent"].as_array().unwrap().iter().zip(want) {
+        assert!((a.as_f64().unwrap() - b).abs() < 1e-6, "{r}");
+    }
+    assert_eq!(r["raster_renderer"], "paletted");
+    assert_eq!(
+        r["classes"],
+        serde_json::json!([
+            [0, "clear", "#a6d96a"],
+            [1, "cloud", "#ffffff"],
+            [2, "cloud_shadow", "#5e3c99"]
+        ])
+    );
+    assert_eq!(r["vector_valid"], true);
+    assert_eq!(r["vector_crs"], "EPSG:32633");
+    assert!(r["vector_features"].as_u64().unwrap() > 10);
+    assert_eq!(r["vector_renderer"], "categorizedSymbol");
+    assert_eq!(r["project_read"], true);
+    assert_eq!(
+        r["project_layers"],
+        serde_json::json!(["classes", "polygons", "probabilities"])
+    );
+    assert_eq!(r["project_layers_valid"], true);
+    assert_eq!(
+        r["project_renderers"],
+        serde_json::json!([
+            ["classes", "paletted"],
+            ["polygons", "categorizedSymbol"],
+            ["probabilities", "singlebandpseudocolor"]
+        ])
+    );
+    assert_eq!(r["project_groups"], serde_json::json!(["eoinfer: run"]));
+    assert_eq!(r["png_saved"], true);
+    assert!(r["png_colours"].as_u64().unwrap() > 2, "{r}");
+    assert!(png.is_file());
+}
