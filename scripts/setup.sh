@@ -33,7 +33,7 @@ scripts/fetch-assets.sh
 
 if [ "${1:-}" = "--reference" ]; then
   # Real QGIS for the analyst-output tests (PyQGIS, headless).
-  if ! python3 -c 'import qgis.core' >/dev/null 2>&1; then
+  if ! /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1; then
     echo "installing Debian packages: python3-qgis qgis-providers (QGIS, for tests)" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO=sudo

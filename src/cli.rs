@@ -201,8 +201,8 @@ pub struct ZonalCli {
     /// The raster: a class map, a probabilities or embeddings COG, any GDAL raster.
     #[arg(long)]
     pub raster: PathBuf,
-    /// Region polygons (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, ...); reprojected to the
-    /// raster's CRS; their attributes are kept.
+    /// Region polygons (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GeoParquet, ...);
+    /// reprojected to the raster's CRS; their attributes are kept.
     #[arg(long)]
     pub regions: PathBuf,
     /// Output table: .parquet (GeoParquet, with the region geometry) or .csv.
@@ -366,6 +366,14 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
         if c.tta != crate::tta::Tta::None {
             return Err(crate::error::SceneError::Series {
                 what: "--tta applies to segmentation models".into(),
+            }
+            .into());
+        }
+        if c.vectors || c.qgis_project {
+            return Err(crate::error::SceneError::Series {
+                what: "--vectors and --qgis-project apply to segmentation models; for a head \
+                       model's class map run `eoinfer polygonize <name>.classes.tif`"
+                    .into(),
             }
             .into());
         }

@@ -748,7 +748,94 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         path: part_summary.clone(),
         source,
     })?;
-    moves.push((part_summary, final_summary));
+    moves.push((part_summary, final_summary.clone()));
+    {
+        use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
+        let final_item = out.join(format!("{name}.item.json"));
+        let dates: Vec<String> = stacks.iter().map(|(t, _)| t.date.to_string()).collect();
+        let mut assets = vec![Asset {
+            key: "summary",
+            path: final_summary.clone(),
+            media_type: JSON,
+            roles: &["metadata"],
+            title: "run summary".into(),
+        }];
+        let (w, h, grid_gt) = if head.is_some() {
+            assets.push(Asset {
+                key: "classes",
+                path: final_classes.clone(),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("class map ({})", spec.id),
+            });
+            assets.push(Asset {
+                key: "classes_style",
+                path: crate::output::qgis::style_path(&final_classes),
+                media_type: QML,
+                roles: &["style"],
+                title: "QGIS style of the class map".into(),
+            });
+            assets.push(Asset {
+                key: "tiles",
+                path: final_tiles.clone(),
+                media_type: PARQUET,
+                roles: &["data", "metadata"],
+                title: "tiles with class counts (GeoParquet)".into(),
+            });
+            if args.probabilities {
+                assets.push(Asset {
+                    key: "probabilities",
+                    path: final_probs.clone(),
+                    media_type: COG,
+                    roles: &["data"],
+                    title: "class probabilities (uint8, scale 1/255)".into(),
+                });
+            }
+            (width, height, gt)
+        } else {
+            assets.push(Asset {
+                key: "embeddings",
+                path: final_cog.clone(),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("embeddings, one pixel per patch ({})", spec.id),
+            });
+            assets.push(Asset {
+                key: "embeddings_table",
+                path: final_table.clone(),
+                media_type: PARQUET,
+                roles: &["data"],
+                title: "embeddings per patch (GeoParquet)".into(),
+            });
+            (pw, ph, patch_gt)
+        };
+        let item = RunItem {
+            id: &name,
+            start: dates.first().cloned(),
+            end: dates.last().cloned(),
+            width: w,
+            height: h,
+            geo_transform: grid_gt,
+            srs_wkt: &first.srs_wkt,
+            epsg: first.epsg,
+            assets,
+            model_manifest: &args.model,
+            model_id: &spec.id,
+            onnx_sha256: &sha,
+            inputs: stacks
+                .iter()
+                .map(|(t, _)| (t.source.label().to_string(), Some(t.date.to_string())))
+                .collect(),
+        };
+        let doc = item_json(&item, &final_item, &crate::util::now_rfc3339())?;
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        moves.push(crate::output::qgis::stage_text(
+            &final_item,
+            &text,
+            &mut temps,
+        )?);
+    }
     moves.retain(|(from, _)| from.exists());
     for (from, to) in moves {
         std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
@@ -757,6 +844,11 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         })?;
     }
     temps.disarm();
+    crate::output::stac::update_catalog(
+        out,
+        &format!("{name}.item.json"),
+        &format!("{} on {name}", spec.id),
+    )?;
     Ok(summary)
 }
 

@@ -271,6 +271,34 @@ fn zonal_statistics_over_real_regions_equal_a_numpy_computation() {
         assert_eq!(r["crs"], 32633);
         assert!(r["regions_with_pixels"].as_u64().unwrap() >= 20);
     }
+    // GeoParquet regions (written by geopandas, in WGS84) give the same table.
+    let gp = out.join("regions.parquet");
+    let o = std::process::Command::new(reference_python())
+        .args([
+            "-c",
+            "import sys, geopandas as gpd; gpd.read_file(sys.argv[1]).to_crs(4326).to_parquet(sys.argv[2], index=False)",
+        ])
+        .arg(&regions)
+        .arg(&gp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_parquet = out.join("zonal_from_parquet.csv");
+    ok(&eoinfer([
+        "zonal",
+        "--raster",
+        out.join("run.classes.tif").to_str().unwrap(),
+        "--regions",
+        gp.to_str().unwrap(),
+        "--out",
+        from_parquet.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(&from_parquet).unwrap(),
+        std::fs::read_to_string(out.join("zonal0.csv")).unwrap(),
+        "GeoParquet regions give the GeoPackage regions' table"
+    );
+
     // Bad input: regions that are not polygons / a wrong extension.
     let bad = eoinfer([
         "zonal",
@@ -382,4 +410,48 @@ fn the_outputs_open_styled_in_real_qgis() {
     assert_eq!(r["png_saved"], true);
     assert!(r["png_colours"].as_u64().unwrap() > 2, "{r}");
     assert!(png.is_file());
+}
+
+#[test]
+fn embedding_runs_write_stac_items_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        root()
+            .join("models/olmoearth/olmoearth-v1-nano.json")
+            .to_str()
+            .unwrap(),
+        "--scene",
+        scene.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "series",
+    ]));
+    let check = r#"
+import json, sys, pystac
+cat = pystac.Catalog.from_file(sys.argv[1] + "/catalog.json")
+item = next(iter(cat.get_items()))
+print(json.dumps({"id": item.id, "assets": sorted(item.assets),
+    "start": item.properties.get("start_datetime"), "end": item.properties.get("end_datetime"),
+    "code": item.properties.get("proj:code"), "inputs": len(item.properties["eoinfer:inputs"])}))
+"#;
+    let o = std::process::Command::new(reference_python())
+        .args(["-c", check])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["id"], "series");
+    assert_eq!(
+        r["assets"],
+        serde_json::json!(["embeddings", "embeddings_table", "model", "summary"])
+    );
+    assert_eq!(r["start"], "2015-07-11T00:00:00Z");
+    assert_eq!(r["code"], "EPSG:32633");
+    assert_eq!(r["inputs"], 5);
 }

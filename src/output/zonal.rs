@@ -159,6 +159,105 @@ fn read_regions(path: &Path, srs: &SpatialRef) -> Result<Regions, crate::Error> 
     Ok((names, attrs, geoms))
 }
 
+/// Reads regions from GeoParquet (the `geo` metadata names the geometry column and its CRS;
+/// WKB geometries), reprojected to `srs`. Attributes: every other top-level column.
+fn read_regions_parquet(path: &Path, srs: &SpatialRef) -> Result<Regions, crate::Error> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = std::fs::File::open(path).map_err(|e| serr(path, e))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| serr(path, format!("{e}; pass a GeoParquet file")))?;
+    let geo: serde_json::Value = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|k| k.key == "geo")
+                .and_then(|k| k.value.clone())
+        })
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .ok_or_else(|| {
+            serr(
+                path,
+                "has no GeoParquet `geo` metadata; write it with geopandas' to_parquet",
+            )
+        })?;
+    let geom_col = geo["primary_column"]
+        .as_str()
+        .unwrap_or("geometry")
+        .to_string();
+    let crs = &geo["columns"][&geom_col]["crs"];
+    let mut region_srs = if crs.is_null() {
+        SpatialRef::from_epsg(4326).map_err(|e| serr(path, e))?
+    } else {
+        SpatialRef::from_definition(&crs.to_string()).map_err(|e| serr(path, e))?
+    };
+    region_srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let mut target = srs.clone();
+    target.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let t =
+        gdal::spatial_ref::CoordTransform::new(&region_srs, &target).map_err(|e| serr(path, e))?;
+    let mut names: Vec<String> = Vec::new();
+    let mut attrs = Vec::new();
+    let mut geoms = Vec::new();
+    for row in reader.get_row_iter(None).map_err(|e| serr(path, e))? {
+        let row = row.map_err(|e| serr(path, e))?;
+        let mut geom = None;
+        let mut vals = Vec::new();
+        let first = names.is_empty() && attrs.is_empty();
+        for (name, field) in row.get_column_iter() {
+            if *name == geom_col {
+                if let Field::Bytes(b) = field {
+                    geom = Some(Geometry::from_wkb(b.data()).map_err(|e| serr(path, e))?);
+                }
+                continue;
+            }
+            if first {
+                names.push(name.clone());
+            }
+            vals.push(match field {
+                Field::Null => Attr::Text(None),
+                Field::Byte(v) => Attr::Int(Some(i64::from(*v))),
+                Field::Short(v) => Attr::Int(Some(i64::from(*v))),
+                Field::Int(v) => Attr::Int(Some(i64::from(*v))),
+                Field::Long(v) => Attr::Int(Some(*v)),
+                Field::UByte(v) => Attr::Int(Some(i64::from(*v))),
+                Field::UShort(v) => Attr::Int(Some(i64::from(*v))),
+                Field::UInt(v) => Attr::Int(Some(i64::from(*v))),
+                Field::Float(v) => Attr::Real(Some(f64::from(*v))),
+                Field::Double(v) => Attr::Real(Some(*v)),
+                Field::Str(v) => Attr::Text(Some(v.clone())),
+                other => Attr::Text(Some(other.to_string())),
+            });
+        }
+        let Some(g) = geom else { continue };
+        geoms.push(g.transform(&t).map_err(|e| serr(path, e))?);
+        attrs.push(vals);
+    }
+    if geoms.is_empty() {
+        return Err(serr(path, "has no rows with a WKB geometry").into());
+    }
+    // A column is typed by its first non-null value; nulls take that type.
+    for i in 0..names.len() {
+        let kind = attrs
+            .iter()
+            .map(|a: &Vec<Attr>| &a[i])
+            .find(|a| !matches!(a, Attr::Text(None)))
+            .cloned();
+        for a in &mut attrs {
+            if matches!(a[i], Attr::Text(None)) {
+                a[i] = match kind {
+                    Some(Attr::Int(_)) => Attr::Int(None),
+                    Some(Attr::Real(_)) => Attr::Real(None),
+                    _ => Attr::Text(None),
+                };
+            }
+        }
+    }
+    Ok((names, attrs, geoms))
+}
+
 /// Computes the statistics of `raster` over the polygons in `regions`.
 pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, crate::Error> {
     let ds = Dataset::open(raster).map_err(|e| serr(raster, e))?;
@@ -201,7 +300,14 @@ pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, 
             })
         })
         .collect();
-    let (attr_names, attrs, geoms) = read_regions(regions, &srs)?;
+    let is_parquet = regions
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("geoparquet"));
+    let (attr_names, attrs, geoms) = if is_parquet {
+        read_regions_parquet(regions, &srs)?
+    } else {
+        read_regions(regions, &srs)?
+    };
     let n_classes = match &kind {
         Kind::Classes(c) => c.len(),
         Kind::Continuous(_) => 0,
