@@ -208,14 +208,10 @@ pub fn update_catalog(dir: &Path, item_file: &str, title: &str) -> Result<(), Ou
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let cat = catalog_with(existing, item_file, title);
-    let part = crate::util::partial_name(&path);
     let mut text = serde_json::to_string_pretty(&cat).unwrap_or_default();
     text.push('\n');
-    std::fs::write(&part, text).map_err(|source| OutputError::Io {
-        path: part.clone(),
-        source,
-    })?;
-    std::fs::rename(&part, &path).map_err(|source| OutputError::Io { path, source })
+    crate::util::write_atomic(&path, text.as_bytes())
+        .map_err(|source| OutputError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -77,11 +77,9 @@ fn verr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     }
 }
 
-/// Category names of band 1 (index = class value), from the raster or its `.aux.xml`.
-fn category_names(ds: &Dataset) -> Vec<String> {
-    let Ok(band) = ds.rasterband(1) else {
-        return Vec::new();
-    };
+/// Category names of a band (index = class value), from the raster or its `.aux.xml`.
+#[must_use]
+pub fn category_names(band: &gdal::raster::RasterBand<'_>) -> Vec<String> {
     let mut names = Vec::new();
     unsafe {
         let list = gdal_sys::GDALGetRasterCategoryNames(band.c_rasterband());
@@ -132,7 +130,7 @@ pub fn polygonize(
         )
         .into());
     }
-    let names = category_names(&ds);
+    let names = category_names(&band);
     let name_of = |c: i32| {
         usize::try_from(c)
             .ok()

@@ -80,26 +80,6 @@ fn serr(path: &Path, m: impl std::fmt::Display) -> SceneError {
     }
 }
 
-fn category_names(band: &gdal::raster::RasterBand<'_>) -> Vec<String> {
-    let mut names = Vec::new();
-    unsafe {
-        let list = gdal_sys::GDALGetRasterCategoryNames(band.c_rasterband());
-        if list.is_null() {
-            return names;
-        }
-        let mut i = 0;
-        loop {
-            let p = *list.add(i);
-            if p.is_null() {
-                break;
-            }
-            names.push(std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned());
-            i += 1;
-        }
-    }
-    names
-}
-
 /// Region attribute names, attributes and geometries.
 type Regions = (Vec<String>, Vec<Vec<Attr>>, Vec<Geometry>);
 
@@ -271,7 +251,7 @@ pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, 
     let (width, height) = ds.raster_size();
     let n_bands = ds.raster_count();
     let band1 = ds.rasterband(1).map_err(|e| serr(raster, e))?;
-    let cats = category_names(&band1);
+    let cats = crate::output::vectors::category_names(&band1);
     let kind = if n_bands == 1
         && band1.band_type() == gdal::raster::GdalDataType::UInt8
         && !cats.is_empty()
@@ -527,7 +507,10 @@ impl Table {
             out.push_str(&cells.join(","));
             out.push('\n');
         }
-        write_atomic(path, out.as_bytes())
+        crate::util::write_atomic(path, out.as_bytes()).map_err(|source| OutputError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Writes the table as GeoParquet 1.1: region attributes (nullable), statistics and the
@@ -680,16 +663,4 @@ impl Table {
             source,
         })
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let part = partial_name(path);
-    std::fs::write(&part, bytes).map_err(|source| OutputError::Io {
-        path: part.clone(),
-        source,
-    })?;
-    std::fs::rename(&part, path).map_err(|source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
