@@ -300,6 +300,17 @@ impl Segmenter {
     /// Runs a batch through ONNX Runtime and nothing else (no copy, no softmax): the limit
     /// the pipeline is measured against (`eoinfer bench-model`).
     pub fn run_raw(&mut self, input: &[f32], batch: usize) -> Result<(), ModelError> {
+        self.run_session(input, batch, None)
+    }
+
+    /// One `session.run` with the output's shape checked; the output is copied into `out`
+    /// when given.
+    fn run_session(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        out: Option<&mut Vec<f32>>,
+    ) -> Result<(), ModelError> {
         let err = |m: String| ModelError::Inference {
             path: self.onnx.clone(),
             message: m,
@@ -310,11 +321,23 @@ impl Segmenter {
             .session
             .run(ort::inputs![tensor])
             .map_err(|e| err(e.to_string()))?;
-        let (out_shape, _) = outputs[0]
+        let (out_shape, data) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        if out_shape[0] != batch as i64 {
-            return Err(err(format!("output shape {:?}", &out_shape[..])));
+        let expected = [
+            batch as i64,
+            self.classes as i64,
+            self.tile as i64,
+            self.tile as i64,
+        ];
+        if out_shape[..] != expected {
+            return Err(err(format!(
+                "output shape {:?}, expected {expected:?}",
+                &out_shape[..]
+            )));
+        }
+        if let Some(out) = out {
+            out.extend_from_slice(data);
         }
         Ok(())
     }
@@ -342,33 +365,9 @@ impl Segmenter {
     }
 
     fn infer(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
-        let err = |m: String| ModelError::Inference {
-            path: self.onnx.clone(),
-            message: m,
-        };
-        let shape = [batch, self.bands, self.tile, self.tile];
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![tensor])
-            .map_err(|e| err(e.to_string()))?;
-        let (out_shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| err(e.to_string()))?;
         let plane = self.tile * self.tile;
-        let expected = [
-            batch as i64,
-            self.classes as i64,
-            self.tile as i64,
-            self.tile as i64,
-        ];
-        if out_shape[..] != expected {
-            return Err(err(format!(
-                "output shape {:?}, expected {expected:?}",
-                &out_shape[..]
-            )));
-        }
-        let mut probs = data.to_vec();
+        let mut probs = Vec::with_capacity(batch * self.classes * plane);
+        self.run_session(input, batch, Some(&mut probs))?;
         if self.softmax {
             for sample in probs.chunks_mut(self.classes * plane) {
                 crate::blend::softmax_classes(sample, self.classes);
