@@ -111,6 +111,18 @@ fn join<T>(
     h.join().map_err(|_| Error::Pipeline(stage))?
 }
 
+/// The plan's tile grid and the tiles of it that touch the scene, in row-major order: the
+/// tiles `predict` runs and `bench-model` times.
+fn scene_tiles(plan: &PredictPlan) -> Result<(TileGrid, Vec<Tile>), Error> {
+    let (width, height) = (plan.stack.width, plan.stack.height);
+    let grid = TileGrid::new(width, height, plan.model.tile_size, plan.tiling)?;
+    let tiles = grid
+        .tiles()
+        .filter(|t| t.window.clip(width, height).is_some())
+        .collect();
+    Ok((grid, tiles))
+}
+
 /// Runs `predict` as planned with an opened model; writes every output under a temporary
 /// name and renames them all once everything succeeded.
 pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, Error> {
@@ -119,11 +131,7 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
     crate::size_block_cache(stack);
     let (width, height) = (stack.width, stack.height);
     let spec = &plan.model;
-    let grid = TileGrid::new(width, height, spec.tile_size, plan.tiling)?;
-    let tiles: Vec<Tile> = grid
-        .tiles()
-        .filter(|t| t.window.clip(width, height).is_some())
-        .collect();
+    let (grid, tiles) = scene_tiles(plan)?;
     let tile = spec.tile_size;
     let plane = tile * tile;
     let n_bands = spec.bands.len();
@@ -644,13 +652,8 @@ pub struct LimitReport {
 /// them, then times ONNX Runtime alone over all batches.
 pub fn model_only(plan: &PredictPlan, mut model: Segmenter) -> Result<LimitReport, Error> {
     let stack = &plan.stack;
-    let (width, height) = (stack.width, stack.height);
     let spec = &plan.model;
-    let grid = TileGrid::new(width, height, spec.tile_size, plan.tiling)?;
-    let tiles: Vec<Tile> = grid
-        .tiles()
-        .filter(|t| t.window.clip(width, height).is_some())
-        .collect();
+    let (_, tiles) = scene_tiles(plan)?;
     let plane = spec.tile_size * spec.tile_size;
     let per_tile = spec.bands.len() * plane;
     let batch = plan.batch_size.max(1);

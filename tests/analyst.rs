@@ -7,29 +7,32 @@ mod common;
 
 use common::*;
 
+/// Runs the 6-band L1C model over the demo scene into `out` as `<name>.*`; returns stdout.
+fn predict_demo(out: &std::path::Path, name: &str, extra: &[&str]) -> String {
+    let model = manifest("ukis-csmask-6b-l1c.json");
+    let scene = demo_scene();
+    let mut args = vec![
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        scene.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    ok_stdout(&eoinfer(&args))
+}
+
 #[test]
 fn runs_write_qgis_styles_and_stac_items_that_pystac_reads() {
     let dir = tempfile::tempdir().unwrap();
     let model = manifest("ukis-csmask-6b-l1c.json");
     let out = dir.path().join("out");
-    let scene = demo_scene();
-    for (name, probs) in [("first", true), ("second", false)] {
-        let mut args = vec![
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--scene",
-            scene.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--name",
-            name,
-        ];
-        if probs {
-            args.push("--probabilities");
-        }
-        ok(&eoinfer(&args));
-    }
+    predict_demo(&out, "first", &["--probabilities"]);
+    predict_demo(&out, "second", &[]);
 
     // QGIS loads <name>.qml for <name>.tif: the class names and colours of the manifest.
     let doc: serde_json::Value =
@@ -120,22 +123,9 @@ print(json.dumps({
 #[test]
 fn polygons_cover_the_class_map_exactly_and_are_dissolved_across_tiles() {
     let dir = tempfile::tempdir().unwrap();
-    let model = manifest("ukis-csmask-6b-l1c.json");
     let out = dir.path().join("out");
     // The demo scene's class regions cross the blended grid's tile edges (x = 224, 256).
-    let stdout = ok_stdout(&eoinfer([
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--scene",
-        demo_scene().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
-        "run",
-        "--vectors",
-        "--json",
-    ]));
+    let stdout = predict_demo(&out, "run", &["--vectors", "--json"]);
     let summary: serde_json::Value =
         serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     let gpkg = out.join("run.polygons.gpkg");
@@ -209,20 +199,8 @@ fn polygons_cover_the_class_map_exactly_and_are_dissolved_across_tiles() {
 #[test]
 fn zonal_statistics_over_real_regions_equal_a_numpy_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let model = manifest("ukis-csmask-6b-l1c.json");
     let out = dir.path().join("out");
-    ok(&eoinfer([
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--scene",
-        demo_scene().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
-        "run",
-        "--probabilities",
-    ]));
+    predict_demo(&out, "run", &["--probabilities"]);
     let regions = demo_scene().parent().unwrap().join("s2l1c_ref.gpkg");
     for touched in [false, true] {
         let t = if touched { "1" } else { "0" };
@@ -326,22 +304,12 @@ fn zonal_statistics_over_real_regions_equal_a_numpy_computation() {
 #[test]
 fn the_outputs_open_styled_in_real_qgis() {
     let dir = tempfile::tempdir().unwrap();
-    let model = manifest("ukis-csmask-6b-l1c.json");
     let out = dir.path().join("out");
-    ok(&eoinfer([
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--scene",
-        demo_scene().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
+    predict_demo(
+        &out,
         "run",
-        "--probabilities",
-        "--vectors",
-        "--qgis-project",
-    ]));
+        &["--probabilities", "--vectors", "--qgis-project"],
+    );
     let png = root().join("outputs/qgis-render-test.png");
     std::fs::create_dir_all(png.parent().unwrap()).unwrap();
     let o = std::process::Command::new("/usr/bin/python3")
