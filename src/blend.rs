@@ -73,6 +73,14 @@ impl BandAccumulator {
         }
     }
 
+    /// The same accumulator starting at scene row `row` (a block or shard that begins
+    /// below the top of the scene): tiles must not reach above it.
+    #[must_use]
+    pub fn starting_at(mut self, row: usize) -> Self {
+        self.base = row.min(self.height);
+        self
+    }
+
     /// First scene row not yet handed on.
     #[must_use]
     pub fn base(&self) -> usize {

@@ -20,6 +20,13 @@ pub struct Cli {
 pub enum Command {
     /// Run a model over a scene: class map COG, tiles GeoParquet, run summary.
     Predict(PredictCli),
+    /// Write the tile plan of a run (grid, AOI, scenes, parameters, blocks, shard shares and
+    /// the hash of it all) to `<out>/<name>.plan.json`, without running the model. Shards
+    /// started with the same arguments check their plan against it.
+    Plan(PlanCli),
+    /// Join the finished blocks of a sharded run in a folder into the final outputs: one
+    /// class map COG (and probabilities), one tiles GeoParquet, polygons, one STAC Item.
+    Merge(MergeCli),
     /// Time ONNX Runtime alone on exactly the tiles `predict` would run (read into memory
     /// first, same batch size, threads and options): the limit end-to-end runs are measured
     /// against. Prints JSON; writes nothing.
@@ -149,6 +156,52 @@ pub struct PredictCli {
     /// Acquisition dates (YYYY-MM-DD,...) of time steps whose date is not in their metadata or name.
     #[arg(long)]
     pub dates: Option<String>,
+    /// Area of interest: a vector file (GeoJSON, GeoPackage, ...: the union of its polygons),
+    /// a WKT polygon or minx,miny,maxx,maxy. It defines the output grid; every --scene
+    /// overlapping it is warped onto that grid; pixels outside the polygon are nodata.
+    #[arg(long)]
+    pub aoi: Option<String>,
+    /// CRS of a bounding-box or WKT --aoi (default EPSG:4326, longitude/latitude).
+    #[arg(long)]
+    pub aoi_crs: Option<String>,
+    /// CRS of the AOI grid (default: the UTM zone of the AOI's centroid).
+    #[arg(long)]
+    pub crs: Option<String>,
+    /// Run shard i of N (0-based): `0/8`, or `auto/8` to take i from JOB_COMPLETION_INDEX
+    /// (Kubernetes Indexed Job), SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX. Shards
+    /// write parts; `eoinfer merge <out>` joins them.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Tile rows per block, the unit of sharding and resuming (default 2).
+    #[arg(long)]
+    pub block_rows: Option<usize>,
+    /// Discard the finished work of an earlier run of this name in --out (another plan, or
+    /// a finished run) and start over.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `eoinfer plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanCli {
+    #[command(flatten)]
+    pub predict: PredictCli,
+    /// Record the shares of this many shards in the plan (`predict --shard i/N`).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+}
+
+/// `eoinfer merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeCli {
+    /// The output folder the shards wrote to.
+    pub dir: PathBuf,
+    /// The run's name (default: the only `<name>.plan.json` in the folder).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of the polygon output.
@@ -305,7 +358,17 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
 fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
     Ok(PredictArgs {
         model: c.scene.model.clone(),
-        scene: one_scene(&c.scene)?,
+        scenes: c.scene.scene.clone(),
+        aoi: c.aoi.clone(),
+        aoi_crs: c.aoi_crs.clone(),
+        crs: c.crs.clone(),
+        shard: c
+            .shard
+            .as_deref()
+            .map(|s| crate::plan::Shard::parse(s, |k| std::env::var(k).ok()))
+            .transpose()?,
+        block_rows: c.block_rows,
+        force: c.force,
         out: c.out.clone(),
         name: c.name.clone(),
         bands: c.scene.bands.clone(),
@@ -377,6 +440,12 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
             }
             .into());
         }
+        if c.aoi.is_some() || c.shard.is_some() {
+            return Err(crate::error::SceneError::Series {
+                what: "--aoi and --shard apply to segmentation models; embedding runs take one grid of time steps".into(),
+            }
+            .into());
+        }
         return embed(c, &doc);
     }
     let (plan, model) = load_plan(c)?;
@@ -388,20 +457,131 @@ fn predict(c: &PredictCli) -> Result<(), Error> {
         model = %plan.model.id,
         "predicting"
     );
-    let summary = crate::pipeline::predict(&plan, model)?;
-    tracing::info!(
-        classes = %summary.outputs.classes.display(),
-        tiles = summary.counts.tiles,
-        seconds = summary.timings_s.total,
-        "done"
-    );
-    if c.json {
-        println!(
-            "{}",
+    report(crate::pipeline::predict(&plan, model)?, c.json)
+}
+
+/// Logs what a run did and prints its summary with `--json`.
+fn report(outcome: crate::pipeline::Outcome, json: bool) -> Result<(), Error> {
+    use crate::pipeline::Outcome;
+    let text = match outcome {
+        Outcome::Finished(summary) => {
+            tracing::info!(
+                classes = %summary.outputs.classes.display(),
+                tiles = summary.counts.tiles,
+                blocks_run = summary.job.counts.blocks_run,
+                blocks_resumed = summary.job.counts.blocks_already_done,
+                seconds = summary.timings_s.total,
+                "done"
+            );
             serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
+        }
+        Outcome::AlreadyFinished { summary, plan_hash } => {
+            tracing::info!(
+                summary = %summary.display(),
+                plan = %plan_hash,
+                "nothing to do: this run finished before (same plan); pass --force to run it again"
+            );
+            std::fs::read_to_string(&summary)
+                .map_err(|source| crate::error::OutputError::Io {
+                    path: summary.clone(),
+                    source,
+                })?
+                .trim_end()
+                .to_string()
+        }
+        Outcome::Shard(r) => {
+            tracing::info!(
+                shard = %r.shard,
+                blocks = ?r.block_range,
+                blocks_run = r.job.blocks_run,
+                blocks_resumed = r.job.blocks_already_done,
+                tiles_run = r.job.tiles_run,
+                "shard done; run `eoinfer merge <out>` once every shard has finished"
+            );
+            serde_json::to_string_pretty(&r).unwrap_or_default()
+        }
+    };
+    if json {
+        println!("{text}");
     }
     Ok(())
+}
+
+fn plan_command(c: &PlanCli) -> Result<(), Error> {
+    let p = &c.predict;
+    if crate::embed::embedding_manifest(&p.scene.model).is_some() {
+        return Err(crate::error::SceneError::Series {
+            what: "eoinfer plan, --aoi and --shard apply to segmentation models".into(),
+        }
+        .into());
+    }
+    if c.shards == 0 {
+        return Err(crate::error::JobError::BadShard("0 shards".into()).into());
+    }
+    let plan = PredictPlan::build(&predict_args(p)?)?;
+    let mut job = plan.job.clone();
+    job.shards = Some(
+        (0..c.shards)
+            .map(|i| crate::grid::shard_blocks(job.blocks.len(), i, c.shards))
+            .collect(),
+    );
+    let path = plan.out_dir.join(format!("{}.plan.json", plan.name));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let old = doc["plan_hash"]
+            .as_str()
+            .unwrap_or("unreadable")
+            .to_string();
+        if old != job.plan_hash && !p.force {
+            return Err(crate::error::JobError::PlanMismatch {
+                dir: plan.out_dir.clone(),
+                name: plan.name.clone(),
+                journal: old,
+                plan: job.plan_hash.clone(),
+                differs: job.differences(&doc),
+            }
+            .into());
+        }
+    }
+    if p.force {
+        let _ = std::fs::remove_dir_all(crate::journal::work_dir(&plan.out_dir, &plan.name));
+    }
+    let mut text = serde_json::to_string_pretty(&job).unwrap_or_default();
+    text.push('\n');
+    crate::util::write_atomic_shared(&path, &text).map_err(|source| {
+        crate::error::OutputError::Io {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    if c.shards > job.blocks.len() {
+        tracing::warn!(
+            shards = c.shards,
+            blocks = job.blocks.len(),
+            "more shards than blocks: some shards get no work; pass a smaller --block-rows or fewer shards"
+        );
+    }
+    tracing::info!(
+        plan = %path.display(),
+        hash = %job.plan_hash,
+        width = job.grid.width,
+        height = job.grid.height,
+        tiles = job.tiles,
+        blocks = job.blocks.len(),
+        shards = c.shards,
+        "plan written"
+    );
+    if p.json {
+        println!("{}", text.trim_end());
+    }
+    Ok(())
+}
+
+fn merge_command(c: &MergeCli) -> Result<(), Error> {
+    report(
+        crate::pipeline::merge_dir(&c.dir, c.name.as_deref())?,
+        c.json,
+    )
 }
 
 fn polygonize(c: &PolygonizeCli) -> Result<(), Error> {
@@ -752,6 +932,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Predict(c) => predict(c),
         Command::BenchModel(c) => bench_model(c),
+        Command::Plan(c) => plan_command(c),
+        Command::Merge(c) => merge_command(c),
         Command::Polygonize(c) => polygonize(c),
         Command::Zonal(c) => zonal(c),
         Command::Prepare(c) => prepare(c),

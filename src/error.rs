@@ -175,6 +175,102 @@ pub enum GridError {
     BadFraction(String),
 }
 
+/// Errors of the area of interest and the output grid it defines.
+#[derive(Debug, thiserror::Error)]
+pub enum AoiError {
+    #[error(
+        "cannot read the AOI {aoi}: {message}; pass a GeoJSON/GeoPackage/any OGR file, a WKT polygon or minx,miny,maxx,maxy (with --aoi-crs, default EPSG:4326)"
+    )]
+    Parse { aoi: String, message: String },
+    #[error("the AOI {aoi} holds no polygon with an area; pass a polygon or a bounding box")]
+    Empty { aoi: String },
+    #[error(
+        "cannot use the CRS {value} ({flag}): {message}; pass EPSG:<code>, a WKT or a PROJ string"
+    )]
+    Crs {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error(
+        "the output CRS {crs} is geographic; an AOI grid needs metres: leave --crs out (UTM of the AOI) or pass a projected CRS"
+    )]
+    Geographic { crs: String },
+    #[error(
+        "the AOI {aoi} does not overlap any of the scenes ({scenes}); check the AOI's CRS (--aoi-crs) and the scenes"
+    )]
+    NoOverlap { aoi: String, scenes: String },
+    #[error("GDAL failed on the AOI {aoi}: {message}")]
+    Gdal { aoi: String, message: String },
+}
+
+/// Errors of resumable, sharded jobs: the plan, the journal, the parts and the merge.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(
+        "{dir} already holds a run of {name} with plan {journal} (made with other parameters: {differs}); this run's plan is {plan}. Rerun with the same parameters to resume, pass another --out or --name, or pass --force to discard the finished work and start over"
+    )]
+    PlanMismatch {
+        dir: std::path::PathBuf,
+        name: String,
+        journal: String,
+        plan: String,
+        differs: String,
+    },
+    #[error(
+        "--shard {0} is not valid; pass i/N with 0 <= i < N (e.g. 0/8), or auto/N to take i from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX"
+    )]
+    BadShard(String),
+    #[error(
+        "--shard auto/{count}: none of JOB_COMPLETION_INDEX (Kubernetes Indexed Job), SLURM_ARRAY_TASK_ID (Slurm array) or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array) is set{found}; pass --shard i/{count}"
+    )]
+    NoShardIndex { count: usize, found: String },
+    #[error("cannot read the journal {path}: {message}")]
+    Journal {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("cannot write the journal {path}: {source}")]
+    JournalWrite {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{dir} holds no plan of a run named {name}; run `eoinfer predict --shard i/N ...` (or `eoinfer plan ...`) with --out {dir} first, or pass the right --name"
+    )]
+    NoPlan {
+        dir: std::path::PathBuf,
+        name: String,
+    },
+    #[error(
+        "cannot merge {name} in {dir}: blocks {missing} of {total} are not finished (shards {shards} of {count}); run those shards (or rerun `eoinfer predict` with the same parameters) and merge again"
+    )]
+    Unfinished {
+        dir: std::path::PathBuf,
+        name: String,
+        missing: String,
+        total: usize,
+        shards: String,
+        count: usize,
+    },
+    #[error(
+        "the part {path} of block {block} is missing or damaged ({message}); rerun the run's predict (it recomputes the block) and merge again"
+    )]
+    BadPart {
+        path: std::path::PathBuf,
+        block: usize,
+        message: String,
+    },
+    #[error(
+        "the journal in {dir} says {name} is finished, but {missing} is missing; pass --force to run it again"
+    )]
+    FinishedButMissing {
+        dir: std::path::PathBuf,
+        name: String,
+        missing: std::path::PathBuf,
+    },
+}
+
 /// Any error of a run, sorted by where it arose.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -186,6 +282,10 @@ pub enum Error {
     Output(#[from] OutputError),
     #[error(transparent)]
     Grid(#[from] GridError),
+    #[error(transparent)]
+    Aoi(#[from] AoiError),
+    #[error(transparent)]
+    Job(#[from] JobError),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Pipeline(&'static str),
 }

@@ -5,7 +5,7 @@ use crate::error::GridError;
 use serde::Serialize;
 
 /// A rectangle of pixels. Offsets may lie outside the raster for padded tiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Window {
     /// Column of the left edge.
     pub x: i64,
@@ -35,7 +35,7 @@ impl Window {
 }
 
 /// How tiles are laid out and blended.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "scheme", rename_all = "snake_case")]
 pub enum Tiling {
     /// eoinfer's own scheme: tiles overlap by `overlap` px, edge tiles are shifted inward so
@@ -191,6 +191,65 @@ impl TileGrid {
         }
     }
 
+    /// Top scene row of tile row `r` clamped to the scene; 0 for the first row and the
+    /// scene height past the last.
+    #[must_use]
+    pub fn row_top(&self, r: usize) -> usize {
+        if r == 0 {
+            0
+        } else {
+            self.ys
+                .get(r)
+                .map_or(self.height, |&y| y.clamp(0, self.height as i64) as usize)
+        }
+    }
+
+    /// The grid cut into blocks of `tile_rows` tile rows each: the unit of sharding and of
+    /// resuming. Block `k` owns the scene rows from its first tile row's top to the next
+    /// block's; a block that would own no row is joined to the one before.
+    ///
+    /// ```
+    /// use eoinfer::grid::{TileGrid, Tiling};
+    /// let grid = TileGrid::new(600, 1000, 256, Tiling::Blended { overlap: 32 }).unwrap();
+    /// let blocks = grid.blocks(2);
+    /// assert_eq!(blocks.len(), 3);
+    /// assert_eq!((blocks[0].rows, blocks[1].rows, blocks[2].rows), ((0, 448), (448, 744), (744, 1000)));
+    /// ```
+    #[must_use]
+    pub fn blocks(&self, tile_rows: usize) -> Vec<Block> {
+        let k = tile_rows.max(1);
+        let n = self.ys.len();
+        let mut out: Vec<Block> = Vec::new();
+        let mut r0 = 0;
+        while r0 < n {
+            let r1 = (r0 + k).min(n);
+            let rows = (self.row_top(r0), self.row_top(r1));
+            match out.last_mut() {
+                Some(prev) if rows.1 <= rows.0 => {
+                    prev.tile_rows.1 = r1;
+                }
+                _ => out.push(Block {
+                    index: out.len(),
+                    tile_rows: (r0, r1),
+                    rows,
+                }),
+            }
+            r0 = r1;
+        }
+        out
+    }
+
+    /// The first tile row a block starting at tile row `r0` must also run (its halo): every
+    /// tile row above `r0` whose tiles reach into the block's rows. Blending those tiles
+    /// too makes the block's pixels equal to a run of the whole grid.
+    #[must_use]
+    pub fn halo_start(&self, r0: usize) -> usize {
+        let top = self.row_top(r0) as i64;
+        (0..r0)
+            .find(|&r| self.ys[r] + self.tile as i64 > top)
+            .unwrap_or(r0)
+    }
+
     /// The blending weight of each tile pixel, row-major, `tile * tile` values.
     #[must_use]
     pub fn weights(&self) -> Vec<f32> {
@@ -206,6 +265,30 @@ impl TileGrid {
         }
         w
     }
+}
+
+/// A band of whole tile rows of a [`TileGrid`]: the unit of work that shards share out and
+/// the journal records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Block {
+    /// Index of the block, top to bottom.
+    pub index: usize,
+    /// Tile rows `[first, end)` of the block.
+    pub tile_rows: (usize, usize),
+    /// Scene rows `[first, end)` the block writes.
+    pub rows: (usize, usize),
+}
+
+/// The blocks shard `index` of `count` runs: an even, contiguous share of `blocks` blocks.
+///
+/// ```
+/// let shares: Vec<_> = (0..3).map(|i| eoinfer::grid::shard_blocks(4, i, 3)).collect();
+/// assert_eq!(shares, [0..1, 1..2, 2..4]);
+/// ```
+#[must_use]
+pub fn shard_blocks(blocks: usize, index: usize, count: usize) -> std::ops::Range<usize> {
+    let count = count.max(1);
+    (index * blocks / count)..((index + 1) * blocks / count)
 }
 
 /// Tile origins along one axis: stride `tile - overlap`, the last tile shifted inward so it
@@ -364,6 +447,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn halo_reaches_the_tile_rows_that_overlap_a_block() {
+        let g = TileGrid::new(600, 1000, 256, Tiling::Blended { overlap: 32 }).expect("grid");
+        // Tile rows start at 0, 224, 448, 672, 744.
+        assert_eq!(g.halo_start(0), 0);
+        assert_eq!(g.halo_start(2), 1);
+        assert_eq!(g.halo_start(4), 2);
+    }
+
     proptest! {
         #[test]
         fn every_pixel_is_covered(len in 1usize..3000, tile in 1usize..400, ov in 0usize..400) {
@@ -387,6 +479,37 @@ mod tests {
                 let total: f64 = xs.iter().filter(|&&x| x <= p && p < x + 256).map(|&x| w[(p - x) as usize]).sum();
                 prop_assert!(total > 0.0, "pixel {} uncovered", p);
             }
+        }
+
+        #[test]
+        fn blocks_own_every_row_once_and_shards_every_block_once(
+            len in 1usize..3000, ov in 0usize..200, k in 1usize..6, n in 1usize..9, reference in any::<bool>()
+        ) {
+            let tiling = if reference { Tiling::Reference { fraction: 0.2 } } else { Tiling::Blended { overlap: ov } };
+            let g = TileGrid::new(300, len, 256, tiling).expect("grid");
+            let blocks = g.blocks(k);
+            prop_assert_eq!(blocks[0].rows.0, 0);
+            prop_assert_eq!(blocks.last().expect("a block").rows.1, len);
+            prop_assert_eq!(blocks.last().expect("a block").tile_rows.1, g.rows());
+            for w in blocks.windows(2) {
+                prop_assert_eq!(w[0].rows.1, w[1].rows.0);
+                prop_assert_eq!(w[0].tile_rows.1, w[1].tile_rows.0);
+                prop_assert!(w[0].rows.0 < w[0].rows.1);
+            }
+            for b in &blocks {
+                // Tile rows from the halo on cover every tile touching the block's rows.
+                let h = g.halo_start(b.tile_rows.0);
+                for r in 0..g.rows() {
+                    let top = g.ys[r];
+                    let touches = top < b.rows.1 as i64 && top + 256 > b.rows.0 as i64;
+                    prop_assert!(!touches || (h..b.tile_rows.1).contains(&r) || r >= b.tile_rows.1 && top >= b.rows.1 as i64);
+                }
+            }
+            let mut seen = vec![0; blocks.len()];
+            for i in 0..n {
+                for b in shard_blocks(blocks.len(), i, n) { seen[b] += 1; }
+            }
+            prop_assert!(seen.iter().all(|&c| c == 1));
         }
 
         #[test]

@@ -8,11 +8,13 @@
 //! inference (one thread owns the ONNX Runtime session) -> blend (rolling band of rows) ->
 //! writers. Stages are joined by bounded channels; memory follows the scene's width only.
 
+pub mod aoi;
 pub mod blend;
 pub mod cli;
 pub mod embed;
 pub mod error;
 pub mod grid;
+pub mod journal;
 pub mod model;
 pub mod normalize;
 pub mod output;

@@ -2,12 +2,16 @@
 //! bounded channels (the bounds are the back-pressure and the memory limit).
 
 use crate::blend::{BandAccumulator, FinishedRows};
-use crate::error::{Error, OutputError};
+use crate::error::{Error, JobError, OutputError};
 use crate::grid::{Tile, TileGrid};
+use crate::journal::{
+    BlockRecord, Entry, Journal, PartFile, State, TileCount, parts_dir, read_state, work_dir,
+};
 use crate::model::Segmenter;
 use crate::normalize::prepare_tile;
 use crate::output::parquet::{TileRecord, write_tiles};
-use crate::output::raster::{RasterKind, RasterSink, aux_path};
+use crate::output::raster::{Part, RasterKind, RasterSink, aux_path, cog_from_parts};
+use crate::plan::JobPlan;
 use crate::plan::PredictPlan;
 use crate::scene::StripReader;
 use crate::util::{TempFiles, partial_name};
@@ -79,6 +83,18 @@ pub struct Outputs {
     pub vectors: Option<PathBuf>,
 }
 
+/// The job part of the run summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// This process's counts (blocks run, found done, model runs).
+    #[serde(flatten)]
+    pub counts: JobCounts,
+    /// Model runs over all processes that wrote the blocks (halos counted per block).
+    pub tiles_run_all_processes: usize,
+    /// The processes that wrote the blocks (`main`, `shard-0-of-3`, ...).
+    pub processes: Vec<String>,
+}
+
 /// The run summary: printed with `--json` and saved beside the outputs.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
@@ -91,11 +107,15 @@ pub struct RunSummary {
     /// The model.
     pub model: BTreeMap<String, String>,
     /// The scene grid and its bands.
-    pub scene: crate::scene::Stack,
+    pub scene: serde_json::Value,
+    /// The scenes (for an AOI mosaic: priority rank, date, cloud cover, CRS).
+    pub scenes: serde_json::Value,
     /// Parameters of the run.
     pub parameters: serde_json::Value,
     /// Counts.
     pub counts: Counts,
+    /// The resumable job: plan hash, blocks, work done by this process and by all.
+    pub job: JobSummary,
     /// Timings in seconds.
     pub timings_s: Timings,
     /// Output files.
@@ -111,69 +131,301 @@ fn join<T>(
     h.join().map_err(|_| Error::Pipeline(stage))?
 }
 
-/// The plan's tile grid and the tiles of it that touch the scene, in row-major order: the
-/// tiles `predict` runs and `bench-model` times.
+/// The plan's tile grid and the tiles of it `predict` runs (touching the scene and the AOI),
+/// in row-major order: the tiles `predict` runs and `bench-model` times.
 fn scene_tiles(plan: &PredictPlan) -> Result<(TileGrid, Vec<Tile>), Error> {
-    let (width, height) = (plan.stack.width, plan.stack.height);
-    let grid = TileGrid::new(width, height, plan.model.tile_size, plan.tiling)?;
-    let tiles = grid
-        .tiles()
-        .filter(|t| t.window.clip(width, height).is_some())
-        .collect();
-    Ok((grid, tiles))
+    let grid = TileGrid::new(
+        plan.stack.width,
+        plan.stack.height,
+        plan.model.tile_size,
+        plan.tiling,
+    )?;
+    Ok((grid, plan.tiles.clone()))
 }
 
-/// Runs `predict` as planned with an opened model; writes every output under a temporary
-/// name and renames them all once everything succeeded.
-pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, Error> {
+/// What `predict` did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The run finished and wrote its outputs.
+    Finished(Box<RunSummary>),
+    /// The run had finished before: nothing was done.
+    AlreadyFinished {
+        /// The run's summary.
+        summary: PathBuf,
+        /// Its plan hash.
+        plan_hash: String,
+    },
+    /// A shard finished its blocks (the outputs come from `eoinfer merge`).
+    Shard(ShardReport),
+}
+
+/// What one shard (or one resumed process) did, from the journal's point of view.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct JobCounts {
+    /// The plan hash.
+    pub plan_hash: String,
+    /// Blocks in the plan.
+    pub blocks: usize,
+    /// Blocks this process was to run (its shard, or all).
+    pub blocks_assigned: usize,
+    /// Blocks it found finished in the journal and did not recompute.
+    pub blocks_already_done: usize,
+    /// Blocks it ran.
+    pub blocks_run: usize,
+    /// Model runs it took (tiles of its blocks and their halos).
+    pub tiles_run: usize,
+}
+
+/// The report of a shard run, printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardReport {
+    /// `i/N`.
+    pub shard: String,
+    /// Block indices of the shard.
+    pub block_range: std::ops::Range<usize>,
+    /// Journal counts.
+    pub job: JobCounts,
+    /// Seconds per stage.
+    pub timings_s: Timings,
+}
+
+/// Outcome of running blocks in this process.
+struct BlocksRun {
+    run: usize,
+    tiles_run: usize,
+    read: Duration,
+    inference: Duration,
+    blend_write: Duration,
+}
+
+/// A block being written.
+struct OpenBlock {
+    block: crate::grid::Block,
+    classes: RasterSink,
+    probs: Option<RasterSink>,
+    classes_path: PathBuf,
+    probs_path: PathBuf,
+    written: usize,
+    class_pixels: Vec<u64>,
+    records: Vec<TileRecord>,
+    tiles_run: usize,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks the output folder against the plan: writes `<name>.plan.json` if absent, refuses
+/// another plan's journal (unless `--force`, which discards it), and reads the journal.
+fn prepare_job(plan: &PredictPlan, work: &Path) -> Result<State, Error> {
+    let out = &plan.out_dir;
+    let plan_path = out.join(format!("{}.plan.json", plan.name));
+    if plan.force {
+        if work.exists() {
+            tracing::warn!(dir = %work.display(), "--force: discarding the finished work of an earlier run");
+        }
+        let _ = std::fs::remove_dir_all(work);
+        let _ = std::fs::remove_file(&plan_path);
+    }
+    let mismatch = |journal: String, differs: String| -> Error {
+        JobError::PlanMismatch {
+            dir: out.clone(),
+            name: plan.name.clone(),
+            journal,
+            plan: plan.job.plan_hash.clone(),
+            differs,
+        }
+        .into()
+    };
+    if let Ok(text) = std::fs::read_to_string(&plan_path) {
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let hash = doc["plan_hash"]
+            .as_str()
+            .unwrap_or("unreadable")
+            .to_string();
+        if hash != plan.job.plan_hash {
+            return Err(mismatch(hash, plan.job.differences(&doc)));
+        }
+    } else {
+        let mut text = serde_json::to_string_pretty(&plan.job).unwrap_or_default();
+        text.push('\n');
+        crate::util::write_atomic_shared(&plan_path, &text).map_err(io_err(&plan_path))?;
+    }
+    let state = read_state(work)?;
+    if let Some(other) = state.hashes.iter().find(|h| **h != plan.job.plan_hash) {
+        return Err(mismatch(
+            other.clone(),
+            "unknown (the plan file no longer matches the journal)".into(),
+        ));
+    }
+    Ok(state)
+}
+
+/// Whether block `b` is finished in the journal with its parts on disk.
+fn block_done(state: &State, parts: &Path, b: usize) -> bool {
+    state.blocks.get(&b).is_some_and(|r| {
+        r.parts
+            .iter()
+            .all(|p| std::fs::metadata(parts.join(&p.file)).is_ok_and(|m| m.len() == p.bytes))
+    })
+}
+
+/// Runs `predict` as planned with an opened model: runs the blocks of the plan (or of this
+/// process's shard) that the journal does not hold yet, journals each one, then (unless
+/// sharded) merges every block's parts into the final outputs.
+pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
     let t0 = Instant::now();
+    let out = &plan.out_dir;
+    let work = work_dir(out, &plan.name);
+    let state = prepare_job(plan, &work)?;
+    let process = plan.shard.map_or_else(|| "main".to_string(), |s| s.tag());
+    let range = plan.shard.map_or(0..plan.blocks.len(), |s| {
+        crate::grid::shard_blocks(plan.blocks.len(), s.index, s.count)
+    });
+    let final_summary = out.join(format!("{}.summary.json", plan.name));
+    let mut counts = JobCounts {
+        plan_hash: plan.job.plan_hash.clone(),
+        blocks: plan.blocks.len(),
+        blocks_assigned: range.len(),
+        ..JobCounts::default()
+    };
+    if state.merged && plan.shard.is_none() {
+        let classes = out.join(format!("{}.classes.tif", plan.name));
+        for f in [&classes, &final_summary] {
+            if !f.exists() {
+                return Err(JobError::FinishedButMissing {
+                    dir: out.clone(),
+                    name: plan.name.clone(),
+                    missing: f.clone(),
+                }
+                .into());
+            }
+        }
+        return Ok(Outcome::AlreadyFinished {
+            summary: final_summary,
+            plan_hash: plan.job.plan_hash.clone(),
+        });
+    }
+    let parts = parts_dir(&work);
+    let todo: Vec<crate::grid::Block> = plan.blocks[range.clone()]
+        .iter()
+        .filter(|b| !state.merged && !block_done(&state, &parts, b.index))
+        .copied()
+        .collect();
+    counts.blocks_already_done = range.len() - todo.len();
+    let mut journal = Journal::open(&work, &process)?;
+    journal.append(&Entry::Start {
+        plan_hash: plan.job.plan_hash.clone(),
+        process: process.clone(),
+        pid: std::process::id(),
+        at: crate::util::now_rfc3339(),
+    })?;
+    if counts.blocks_already_done > 0 {
+        tracing::info!(
+            done = counts.blocks_already_done,
+            left = todo.len(),
+            "resuming: blocks finished before are not recomputed"
+        );
+    }
+    std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
+    let run = run_blocks(plan, model, &todo, &parts, &mut journal, &process)?;
+    counts.blocks_run = run.run;
+    counts.tiles_run = run.tiles_run;
+    let timings = Timings {
+        read: run.read.as_secs_f64(),
+        inference: run.inference.as_secs_f64(),
+        blend_write: run.blend_write.as_secs_f64(),
+        finalize: 0.0,
+        total: t0.elapsed().as_secs_f64(),
+    };
+    if let Some(s) = plan.shard {
+        return Ok(Outcome::Shard(ShardReport {
+            shard: format!("{}/{}", s.index, s.count),
+            block_range: range,
+            job: counts,
+            timings_s: timings,
+        }));
+    }
+    let runtime = BTreeMap::from([
+        ("library".to_string(), plan.ort_lib.display().to_string()),
+        ("build".to_string(), crate::model::runtime::runtime_info()),
+    ]);
+    let parameters = serde_json::json!({
+        "batch_size": plan.batch_size,
+        "threads": plan.threads,
+        "device": plan.device.to_string(),
+    });
+    let summary = merge(
+        &plan.job,
+        out,
+        MergeContext {
+            runtime,
+            parameters,
+            job: counts,
+            timings,
+            warnings: plan.warnings.clone(),
+            t0,
+        },
+    )?;
+    Ok(Outcome::Finished(Box::new(summary)))
+}
+
+/// Runs `blocks` (in order) through reader -> inference -> blend, writing each block's parts
+/// and journalling it once they are on disk. Runs of consecutive blocks share their
+/// accumulator; the first block of each run also runs its halo.
+#[allow(clippy::too_many_lines)]
+fn run_blocks(
+    plan: &PredictPlan,
+    mut model: Segmenter,
+    blocks: &[crate::grid::Block],
+    parts: &Path,
+    journal: &mut Journal,
+    process: &str,
+) -> Result<BlocksRun, Error> {
     let stack = &plan.stack;
-    crate::size_block_cache(stack);
-    let (width, height) = (stack.width, stack.height);
     let spec = &plan.model;
     let (grid, tiles) = scene_tiles(plan)?;
+    if blocks.is_empty() {
+        return Ok(BlocksRun {
+            run: 0,
+            tiles_run: 0,
+            read: Duration::ZERO,
+            inference: Duration::ZERO,
+            blend_write: Duration::ZERO,
+        });
+    }
+    crate::size_block_cache(stack);
     let tile = spec.tile_size;
     let plane = tile * tile;
     let n_bands = spec.bands.len();
     let n_classes = spec.classes.len();
     let batch = plan.batch_size.max(1);
 
-    let out = &plan.out_dir;
-    let final_classes = out.join(format!("{}.classes.tif", plan.name));
-    let final_probs = out.join(format!("{}.probs.tif", plan.name));
-    let final_tiles = out.join(format!("{}.tiles.parquet", plan.name));
-    let final_summary = out.join(format!("{}.summary.json", plan.name));
-    let final_item = out.join(format!("{}.item.json", plan.name));
-    let final_vectors = plan
-        .vectors
-        .map(|v| out.join(format!("{}.polygons.{}", plan.name, v.format.extension())));
-    let mut temps = TempFiles::new();
-    let staging_classes = temps.track(out.join(format!(".{}.classes.staging.tif", plan.name)));
-    temps.track(aux_path(&staging_classes));
-    let staging_probs = temps.track(out.join(format!(".{}.probs.staging.tif", plan.name)));
-    temps.track(aux_path(&staging_probs));
-    let part_classes = temps.track(partial_name(&final_classes));
-    temps.track(aux_path(&part_classes));
-    let part_probs = temps.track(partial_name(&final_probs));
-    temps.track(aux_path(&part_probs));
-    let part_tiles = temps.track(partial_name(&final_tiles));
-    let part_summary = temps.track(partial_name(&final_summary));
-
-    let mut classes_sink =
-        RasterSink::create(&staging_classes, stack, RasterKind::Classes, &spec.classes)?;
-    let mut probs_sink = if plan.probabilities {
-        Some(RasterSink::create(
-            &staging_probs,
-            stack,
-            RasterKind::Probabilities,
-            &spec.classes,
-        )?)
-    } else {
-        None
-    };
-
+    // Segments: runs of consecutive blocks; each with its tiles (halo first).
+    let mut segments: Vec<Vec<crate::grid::Block>> = Vec::new();
+    for b in blocks {
+        match segments.last_mut() {
+            Some(seg) if seg.last().is_some_and(|l| l.index + 1 == b.index) => seg.push(*b),
+            _ => segments.push(vec![*b]),
+        }
+    }
+    // (segment, tile) in processing order.
+    let mut sequence: Vec<(usize, Tile)> = Vec::new();
+    for (k, seg) in segments.iter().enumerate() {
+        let first_row = grid.halo_start(seg[0].tile_rows.0);
+        let end_row = seg[seg.len() - 1].tile_rows.1;
+        sequence.extend(
+            tiles
+                .iter()
+                .filter(|t| (first_row..end_row).contains(&t.row))
+                .map(|t| (k, *t)),
+        );
+    }
     let progress = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(tiles.len() as u64)
+        indicatif::ProgressBar::new(sequence.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -184,57 +436,35 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
 
-    let mut records: Vec<TileRecord> = tiles
-        .iter()
-        .map(|t| TileRecord {
-            id: t.id,
-            row: t.row,
-            col: t.col,
-            window: t.window.clip(width, height).unwrap_or(t.window),
-            inferred: false,
-            counts: vec![0; n_classes],
-            valid: 0,
-        })
-        .collect();
-    let mut counts = Counts {
-        tiles: tiles.len(),
-        pixels: (width * height) as u64,
-        ..Counts::default()
-    };
-    let mut class_totals = vec![0_u64; n_classes];
-
-    let (tx_read, rx_read) = bounded::<TileMsg>(batch * 2);
-    let (tx_inf, rx_inf) = bounded::<TileMsg>(batch * 2);
+    let (tx_read, rx_read) = bounded::<(usize, TileMsg)>(batch * 2);
+    let (tx_inf, rx_inf) = bounded::<(usize, TileMsg)>(batch * 2);
+    let mut blocks_run = 0;
+    let mut tiles_run = 0;
     let (read_time, infer_time, write_time) =
         std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
-            let tiles_ref = &tiles;
+            let seq_ref = &sequence;
             let reader = s.spawn(move || -> Result<Duration, Error> {
                 let mut reader = StripReader::open(stack, tile)?;
                 let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
                 let mut busy = Duration::ZERO;
-                for &t in tiles_ref {
+                for &(seg, t) in seq_ref {
                     let start = Instant::now();
                     let mut data = vec![0.0_f32; n_bands * plane];
                     let mut valid = vec![false; plane];
                     reader.read(t.window, &mut data)?;
                     let n_valid = prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling);
-                    let msg = if n_valid == 0 {
-                        TileMsg {
-                            tile: t,
-                            data: Vec::new(),
-                            valid,
-                            inferred: false,
-                        }
-                    } else {
-                        TileMsg {
-                            tile: t,
-                            data,
-                            valid,
-                            inferred: true,
-                        }
-                    };
+                    let inferred = n_valid > 0;
+                    if !inferred {
+                        data = Vec::new();
+                    }
                     busy += start.elapsed();
-                    if tx_read.send(msg).is_err() {
+                    let msg = TileMsg {
+                        tile: t,
+                        data,
+                        valid,
+                        inferred,
+                    };
+                    if tx_read.send((seg, msg)).is_err() {
                         break;
                     }
                 }
@@ -242,21 +472,21 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
             });
             let infer = s.spawn(move || -> Result<Duration, Error> {
                 let mut busy = Duration::ZERO;
-                let mut pending: Vec<TileMsg> = Vec::with_capacity(batch * 2);
+                let mut pending: Vec<(usize, TileMsg)> = Vec::with_capacity(batch * 2);
                 let mut input = Vec::with_capacity(batch * n_bands * plane);
-                let mut run = |pending: &mut Vec<TileMsg>| -> Result<bool, Error> {
+                let mut run = |pending: &mut Vec<(usize, TileMsg)>| -> Result<bool, Error> {
                     let start = Instant::now();
                     input.clear();
                     let idx: Vec<usize> = (0..pending.len())
-                        .filter(|&i| pending[i].inferred)
+                        .filter(|&i| pending[i].1.inferred)
                         .collect();
                     if !idx.is_empty() {
                         for &i in &idx {
-                            input.extend_from_slice(&pending[i].data);
+                            input.extend_from_slice(&pending[i].1.data);
                         }
                         let probs = model.run(&input, idx.len())?;
                         for (k, &i) in idx.iter().enumerate() {
-                            pending[i].data =
+                            pending[i].1.data =
                                 probs[k * n_classes * plane..(k + 1) * n_classes * plane].to_vec();
                         }
                     }
@@ -270,7 +500,8 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
                 };
                 for msg in &rx_read {
                     pending.push(msg);
-                    if pending.iter().filter(|m| m.inferred).count() == batch && !run(&mut pending)?
+                    if pending.iter().filter(|m| m.1.inferred).count() == batch
+                        && !run(&mut pending)?
                     {
                         return Ok(busy);
                     }
@@ -282,46 +513,35 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
             // Blend and write on this thread.
             let blend = (|| -> Result<Duration, Error> {
                 let weights = grid.weights();
-                let mut acc =
-                    BandAccumulator::new(width, height, n_classes, tile, plan.probabilities);
+                let polygon = plan
+                    .aoi
+                    .as_ref()
+                    .map(crate::aoi::Aoi::geometry)
+                    .transpose()?;
                 let mut busy = Duration::ZERO;
-                let mut row: Option<usize> = None;
-                let mut next_record = 0;
-                let mut write =
-                    |f: FinishedRows, records: &mut Vec<TileRecord>| -> Result<(), Error> {
-                        classes_sink.write_rows(f.y, f.rows, &f.classes)?;
-                        if let Some(p) = probs_sink.as_mut() {
-                            p.write_rows(f.y, f.rows, &f.probs)?;
-                        }
-                        for &c in &f.classes {
-                            if usize::from(c) < n_classes {
-                                class_totals[usize::from(c)] += 1;
-                            }
-                        }
-                        crate::output::parquet::count_rows(records, &f, width);
-                        Ok(())
-                    };
-                for msg in &rx_inf {
+                let mut current: Option<Segment> = None;
+                let mut finish_segment = |seg: Segment| -> Result<(), Error> {
+                    let done = seg.finish(plan, &grid, polygon.as_ref(), journal, process)?;
+                    blocks_run += done.0;
+                    tiles_run += done.1;
+                    Ok(())
+                };
+                for (k, msg) in &rx_inf {
                     let start = Instant::now();
-                    if let Some(r) = row.filter(|&r| r != msg.tile.row) {
-                        if let Some(f) = acc.flush_until(grid.rows_final_after(r)) {
-                            write(f, &mut records)?;
+                    if current.as_ref().is_none_or(|c| c.index != k) {
+                        if let Some(c) = current.take() {
+                            finish_segment(c)?;
                         }
+                        current = Some(Segment::new(plan, &grid, k, &segments[k], parts)?);
                     }
-                    row = Some(msg.tile.row);
-                    while records[next_record].id != msg.tile.id {
-                        next_record += 1;
-                    }
-                    records[next_record].inferred = msg.inferred;
-                    if msg.inferred {
-                        acc.add(msg.tile.window, &msg.data, &weights, &msg.valid);
-                    }
+                    let seg = current.as_mut().expect("a segment is open");
+                    seg.add(plan, &grid, polygon.as_ref(), msg, &weights)?;
                     progress.inc(1);
                     busy += start.elapsed();
                 }
                 let start = Instant::now();
-                if let Some(f) = acc.flush_until(height) {
-                    write(f, &mut records)?;
+                if let Some(c) = current.take() {
+                    finish_segment(c)?;
                 }
                 Ok(busy + start.elapsed())
             })();
@@ -335,154 +555,734 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
             Ok((read_time, infer_time, write_time))
         })?;
     progress.finish_and_clear();
+    Ok(BlocksRun {
+        run: blocks_run,
+        tiles_run,
+        read: read_time,
+        inference: infer_time,
+        blend_write: write_time,
+    })
+}
 
-    let t_final = Instant::now();
-    counts.tiles_inferred = records.iter().filter(|r| r.inferred).count();
-    counts.tiles_skipped = counts.tiles - counts.tiles_inferred;
-    counts.pixels_valid = class_totals.iter().sum();
-    counts.class_pixels = spec
-        .classes
-        .iter()
-        .map(|c| (c.name.clone(), class_totals[usize::from(c.value)]))
-        .collect();
-    let mut warnings = plan.warnings.clone();
-    if counts.pixels_valid == 0 {
-        let w = format!(
-            "scene {} has no valid pixel (all nodata); the outputs are all nodata",
-            stack.scene
-        );
-        tracing::warn!("{w}");
-        warnings.push(w);
+/// A run of consecutive blocks being blended: one accumulator, the rows above the first
+/// block (the halo's) are dropped, finished rows go to the block that owns them.
+struct Segment {
+    index: usize,
+    acc: BandAccumulator,
+    blocks: Vec<crate::grid::Block>,
+    open: Vec<Option<OpenBlock>>,
+    row: Option<usize>,
+    /// Rows above this are the halo's: blended, then dropped.
+    keep_from: usize,
+    parts: PathBuf,
+}
+
+impl Segment {
+    fn new(
+        plan: &PredictPlan,
+        grid: &TileGrid,
+        index: usize,
+        blocks: &[crate::grid::Block],
+        parts: &Path,
+    ) -> Result<Self, Error> {
+        let stack = &plan.stack;
+        let halo = grid.halo_start(blocks[0].tile_rows.0);
+        let acc = BandAccumulator::new(
+            stack.width,
+            stack.height,
+            plan.model.classes.len(),
+            plan.model.tile_size,
+            plan.probabilities,
+        )
+        .starting_at(grid.row_top(halo));
+        Ok(Self {
+            index,
+            acc,
+            blocks: blocks.to_vec(),
+            open: blocks.iter().map(|_| None).collect(),
+            row: None,
+            keep_from: blocks[0].rows.0,
+            parts: parts.to_path_buf(),
+        })
     }
 
-    classes_sink.finish_cog(&part_classes)?;
-    if let Some(p) = probs_sink {
-        p.finish_cog(&part_probs)?;
+    /// Flushes every row above `target`, in steps the accumulator holds.
+    fn flush_to(
+        &mut self,
+        plan: &PredictPlan,
+        target: usize,
+        polygon: Option<&gdal::vector::Geometry>,
+    ) -> Result<(), Error> {
+        let cap = plan.model.tile_size.max(1);
+        while self.acc.base() < target.min(plan.stack.height) {
+            let to = target.min(self.acc.base() + cap);
+            if let Some(f) = self.acc.flush_until(to) {
+                self.route(plan, f, polygon)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        plan: &PredictPlan,
+        grid: &TileGrid,
+        polygon: Option<&gdal::vector::Geometry>,
+        msg: TileMsg,
+        weights: &[f32],
+    ) -> Result<(), Error> {
+        if self.row != Some(msg.tile.row) {
+            // Rows above this tile row's top are final.
+            self.flush_to(plan, grid.row_top(msg.tile.row), polygon)?;
+            self.row = Some(msg.tile.row);
+        }
+        if msg.inferred {
+            self.acc
+                .add(msg.tile.window, &msg.data, weights, &msg.valid);
+        }
+        // Count the model run against the block that owns the tile row (halo: the first).
+        let owner = self
+            .blocks
+            .iter()
+            .position(|b| msg.tile.row < b.tile_rows.1)
+            .unwrap_or(0);
+        let ob = self.open_block(plan, owner)?;
+        if msg.inferred {
+            ob.tiles_run += 1;
+        }
+        for i in 0..self.blocks.len() {
+            let b = self.blocks[i];
+            let w = msg.tile.window;
+            if w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64 {
+                let ob = self.open_block(plan, i)?;
+                if let Some(r) = ob.records.iter_mut().find(|r| r.id == msg.tile.id) {
+                    r.inferred = msg.inferred;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_block(&mut self, plan: &PredictPlan, i: usize) -> Result<&mut OpenBlock, Error> {
+        if self.open[i].is_none() {
+            let b = self.blocks[i];
+            let stack = &plan.stack;
+            let gt = stack.geo_transform;
+            let part_gt = [
+                gt[0],
+                gt[1],
+                gt[2],
+                gt[3] + b.rows.0 as f64 * gt[5],
+                gt[4],
+                gt[5],
+            ];
+            let rows = b.rows.1 - b.rows.0;
+            let classes_path = self.parts.join(format!("b{:06}.classes.tif", b.index));
+            let probs_path = self.parts.join(format!("b{:06}.probs.tif", b.index));
+            let classes = RasterSink::create_part(
+                &partial_name(&classes_path),
+                (stack.width, rows),
+                &part_gt,
+                &stack.srs_wkt,
+                RasterKind::Classes,
+                &plan.model.classes,
+            )?;
+            let probs = if plan.probabilities {
+                Some(RasterSink::create_part(
+                    &partial_name(&probs_path),
+                    (stack.width, rows),
+                    &part_gt,
+                    &stack.srs_wkt,
+                    RasterKind::Probabilities,
+                    &plan.model.classes,
+                )?)
+            } else {
+                None
+            };
+            let n_classes = plan.model.classes.len();
+            let records =
+                plan.tiles
+                    .iter()
+                    .filter_map(|t| {
+                        let w = t.window.clip(stack.width, stack.height)?;
+                        (w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64)
+                            .then_some(TileRecord {
+                                id: t.id,
+                                row: t.row,
+                                col: t.col,
+                                window: w,
+                                inferred: false,
+                                counts: vec![0; n_classes],
+                                valid: 0,
+                            })
+                    })
+                    .collect();
+            self.open[i] = Some(OpenBlock {
+                block: b,
+                classes,
+                probs,
+                classes_path,
+                probs_path,
+                written: b.rows.0,
+                class_pixels: vec![0; n_classes],
+                records,
+                tiles_run: 0,
+            });
+        }
+        Ok(self.open[i].as_mut().expect("opened above"))
+    }
+
+    /// Hands finished rows to the blocks that own them (dropping the halo's rows), masking
+    /// pixels outside the AOI.
+    fn route(
+        &mut self,
+        plan: &PredictPlan,
+        f: FinishedRows,
+        polygon: Option<&gdal::vector::Geometry>,
+    ) -> Result<(), Error> {
+        let width = plan.stack.width;
+        let k = plan.model.classes.len();
+        for i in 0..self.blocks.len() {
+            let b = self.blocks[i];
+            let lo = f.y.max(b.rows.0).max(self.keep_from);
+            let hi = (f.y + f.rows).min(b.rows.1);
+            if lo >= hi {
+                continue;
+            }
+            let n = hi - lo;
+            let off = lo - f.y;
+            let mut classes = f.classes[off * width..(off + n) * width].to_vec();
+            let mut probs = Vec::new();
+            if plan.probabilities {
+                for c in 0..k {
+                    let band = &f.probs[c * f.rows * width..(c + 1) * f.rows * width];
+                    probs.extend_from_slice(&band[off * width..(off + n) * width]);
+                }
+            }
+            if let (Some(aoi), Some(poly)) = (&plan.aoi, polygon) {
+                let mask = aoi.mask(poly, lo, n)?;
+                for (p, &m) in mask.iter().enumerate() {
+                    if m == 0 {
+                        classes[p] = crate::blend::CLASS_NODATA;
+                        for c in 0..k.min(probs.len() / (n * width).max(1)) {
+                            probs[c * n * width + p] = 0;
+                        }
+                    }
+                }
+            }
+            let ob = self.open_block(plan, i)?;
+            let y_in = lo - b.rows.0;
+            ob.classes.write_rows(y_in, n, &classes)?;
+            if let Some(p) = ob.probs.as_mut() {
+                p.write_rows(y_in, n, &probs)?;
+            }
+            for &c in &classes {
+                if usize::from(c) < k {
+                    ob.class_pixels[usize::from(c)] += 1;
+                }
+            }
+            let rows = FinishedRows {
+                y: lo,
+                rows: n,
+                classes,
+                probs: Vec::new(),
+            };
+            crate::output::parquet::count_rows(&mut ob.records, &rows, width);
+            ob.written = hi;
+        }
+        Ok(())
+    }
+
+    /// Flushes the rest of the segment and journals every block. Returns (blocks, model runs).
+    fn finish(
+        mut self,
+        plan: &PredictPlan,
+        _grid: &TileGrid,
+        polygon: Option<&gdal::vector::Geometry>,
+        journal: &mut Journal,
+        process: &str,
+    ) -> Result<(usize, usize), Error> {
+        let end = self.blocks[self.blocks.len() - 1].rows.1;
+        self.flush_to(plan, end, polygon)?;
+        let mut done = (0, 0);
+        for i in 0..self.blocks.len() {
+            self.open_block(plan, i)?;
+            let ob = self.open[i].take().expect("opened above");
+            debug_assert_eq!(ob.written, ob.block.rows.1);
+            let mut files = Vec::new();
+            ob.classes.finish_part()?;
+            let mut pairs = vec![ob.classes_path.clone()];
+            if let Some(p) = ob.probs {
+                p.finish_part()?;
+                pairs.push(ob.probs_path.clone());
+            }
+            for fin in pairs {
+                let part = partial_name(&fin);
+                crate::journal::sync_file(&part).map_err(io_err(&part))?;
+                std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
+                let _ = std::fs::remove_file(aux_path(&part));
+                let bytes = std::fs::metadata(&fin).map_err(io_err(&fin))?.len();
+                files.push(PartFile {
+                    file: fin
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    bytes,
+                    sha256: crate::util::sha256_file(&fin).map_err(io_err(&fin))?,
+                });
+            }
+            journal.append(&Entry::Block(BlockRecord {
+                block: ob.block.index,
+                plan_hash: plan.job.plan_hash.clone(),
+                rows: ob.block.rows,
+                tiles_run: ob.tiles_run,
+                class_pixels: ob.class_pixels,
+                tiles: ob
+                    .records
+                    .iter()
+                    .map(|r| TileCount {
+                        id: r.id,
+                        inferred: r.inferred,
+                        counts: r.counts.clone(),
+                        valid: r.valid,
+                    })
+                    .collect(),
+                parts: files,
+                process: process.to_string(),
+                at: crate::util::now_rfc3339(),
+            }))?;
+            tracing::debug!(block = ob.block.index, "block finished");
+            done.0 += 1;
+            done.1 += ob.tiles_run;
+        }
+        Ok(done)
+    }
+}
+
+/// What the process that merges adds to the summary.
+#[derive(Debug)]
+pub struct MergeContext {
+    /// ONNX Runtime library and build (empty for `eoinfer merge`).
+    pub runtime: BTreeMap<String, String>,
+    /// Parameters of this process (batch size, threads, device).
+    pub parameters: serde_json::Value,
+    /// Journal counts of this process.
+    pub job: JobCounts,
+    /// Timings of this process.
+    pub timings: Timings,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// When this process started.
+    pub t0: Instant,
+}
+
+/// Reads `<dir>/<name>.plan.json` (name: the only plan in the folder when not given).
+pub fn read_job(dir: &Path, name: Option<&str>) -> Result<JobPlan, Error> {
+    let path = match name {
+        Some(n) => dir.join(format!("{n}.plan.json")),
+        None => {
+            let mut plans: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io_err(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with(".plan.json"))
+                .collect();
+            plans.sort();
+            match plans.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(JobError::NoPlan {
+                        dir: dir.to_path_buf(),
+                        name: if plans.is_empty() {
+                            "(any)".into()
+                        } else {
+                            format!(
+                                "(several: {}; pass --name)",
+                                plans
+                                    .iter()
+                                    .filter_map(|p| p.file_name())
+                                    .map(|n| n
+                                        .to_string_lossy()
+                                        .trim_end_matches(".plan.json")
+                                        .to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        },
+                    }
+                    .into());
+                }
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|_| JobError::NoPlan {
+        dir: dir.to_path_buf(),
+        name: name.unwrap_or("(any)").to_string(),
+    })?;
+    let job: JobPlan = serde_json::from_str(&text).map_err(|e| JobError::Journal {
+        path: path.clone(),
+        message: format!("not an eoinfer plan: {e}"),
+    })?;
+    if job.compute_hash() != job.plan_hash {
+        return Err(JobError::Journal {
+            path,
+            message:
+                "its content does not match its plan_hash (edited by hand?); rerun `eoinfer plan`"
+                    .into(),
+        }
+        .into());
+    }
+    Ok(job)
+}
+
+/// `eoinfer merge`: joins the finished blocks of the run in `dir` into its final outputs.
+pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
+    let t0 = Instant::now();
+    let job = read_job(dir, name)?;
+    let state = read_state(&work_dir(dir, &job.name))?;
+    let final_summary = dir.join(format!("{}.summary.json", job.name));
+    if state.merged && final_summary.exists() {
+        return Ok(Outcome::AlreadyFinished {
+            summary: final_summary,
+            plan_hash: job.plan_hash,
+        });
+    }
+    let counts = JobCounts {
+        plan_hash: job.plan_hash.clone(),
+        blocks: job.blocks.len(),
+        ..JobCounts::default()
+    };
+    let summary = merge(
+        &job,
+        dir,
+        MergeContext {
+            runtime: BTreeMap::new(),
+            parameters: serde_json::json!({}),
+            job: counts,
+            timings: Timings::default(),
+            warnings: Vec::new(),
+            t0,
+        },
+    )?;
+    Ok(Outcome::Finished(Box::new(summary)))
+}
+
+/// Joins the parts of every block into the final outputs (class map and probabilities COGs
+/// through a VRT, tiles GeoParquet from the journal's counts, polygons, styles, QGIS project,
+/// STAC Item, summary), all under temporary names renamed at the end; then journals the
+/// merge and removes the parts.
+#[allow(clippy::too_many_lines)]
+pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary, Error> {
+    let t_final = Instant::now();
+    let work = work_dir(out, &job.name);
+    let parts_path = parts_dir(&work);
+    let state = read_state(&work)?;
+    if let Some(other) = state.hashes.iter().find(|h| **h != job.plan_hash) {
+        return Err(JobError::PlanMismatch {
+            dir: out.to_path_buf(),
+            name: job.name.clone(),
+            journal: other.clone(),
+            plan: job.plan_hash.clone(),
+            differs: "unknown (the journal holds blocks of another plan)".into(),
+        }
+        .into());
+    }
+    let missing: Vec<usize> = job
+        .blocks
+        .iter()
+        .map(|b| b.index)
+        .filter(|b| !state.blocks.contains_key(b))
+        .collect();
+    if !missing.is_empty() {
+        // Which shards own them, for the shard counts seen in the journals.
+        let mut shards = Vec::new();
+        for f in &state.files {
+            let n = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(count) = n
+                .strip_prefix("journal-shard-")
+                .and_then(|r| r.strip_suffix(".jsonl"))
+                .and_then(|r| r.split_once("-of-"))
+                .and_then(|(_, c)| c.parse::<usize>().ok())
+            {
+                for i in 0..count {
+                    let r = crate::grid::shard_blocks(job.blocks.len(), i, count);
+                    if missing.iter().any(|m| r.contains(m)) {
+                        let s = format!("{i}/{count}");
+                        if !shards.contains(&s) {
+                            shards.push(s);
+                        }
+                    }
+                }
+            }
+        }
+        return Err(JobError::Unfinished {
+            dir: out.to_path_buf(),
+            name: job.name.clone(),
+            missing: missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            total: job.blocks.len(),
+            shards: if shards.is_empty() {
+                "unknown".into()
+            } else {
+                shards.join(", ")
+            },
+            count: job.blocks.len(),
+        }
+        .into());
+    }
+    let records: Vec<&BlockRecord> = job.blocks.iter().map(|b| &state.blocks[&b.index]).collect();
+    let mut class_parts = Vec::new();
+    let mut prob_parts = Vec::new();
+    for r in &records {
+        for p in &r.parts {
+            let path = parts_path.join(&p.file);
+            let sha = crate::util::sha256_file(&path).unwrap_or_default();
+            if sha != p.sha256 {
+                return Err(JobError::BadPart {
+                    path,
+                    block: r.block,
+                    message: if sha.is_empty() {
+                        "not found".into()
+                    } else {
+                        "its sha256 differs from the journal's".into()
+                    },
+                }
+                .into());
+            }
+            let part = Part {
+                path,
+                y: r.rows.0,
+                rows: r.rows.1 - r.rows.0,
+            };
+            if p.file.ends_with(".probs.tif") {
+                prob_parts.push(part);
+            } else {
+                class_parts.push(part);
+            }
+        }
+    }
+
+    let name = &job.name;
+    let grid = &job.grid;
+    let classes = &job.model.classes;
+    let n_classes = classes.len();
+    let final_classes = out.join(format!("{name}.classes.tif"));
+    let final_probs = out.join(format!("{name}.probs.tif"));
+    let final_tiles = out.join(format!("{name}.tiles.parquet"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    let final_item = out.join(format!("{name}.item.json"));
+    let final_vectors = job
+        .vectors
+        .map(|v| out.join(format!("{name}.polygons.{}", v.format.extension())));
+    let mut temps = TempFiles::new();
+    let part_classes = temps.track(partial_name(&final_classes));
+    temps.track(aux_path(&part_classes));
+    let part_probs = temps.track(partial_name(&final_probs));
+    temps.track(aux_path(&part_probs));
+    let part_tiles = temps.track(partial_name(&final_tiles));
+    let part_summary = temps.track(partial_name(&final_summary));
+
+    let size = (grid.width, grid.height);
+    cog_from_parts(
+        &class_parts,
+        size,
+        &grid.geo_transform,
+        &grid.srs_wkt,
+        RasterKind::Classes,
+        classes,
+        &part_classes,
+    )?;
+    if job.probabilities {
+        cog_from_parts(
+            &prob_parts,
+            size,
+            &grid.geo_transform,
+            &grid.srs_wkt,
+            RasterKind::Probabilities,
+            classes,
+            &part_probs,
+        )?;
     }
     let mut vector_move = None;
     let mut polygon_stats = None;
-    if let (Some(opts), Some(fin)) = (plan.vectors, &final_vectors) {
+    if let (Some(opts), Some(fin)) = (job.vectors, &final_vectors) {
         let staged = temps.track(out.join(format!(
-            ".{}.polygons.staged.{}",
-            plan.name,
+            ".{name}.polygons.staged.{}",
             opts.format.extension()
         )));
         polygon_stats = Some(crate::output::vectors::polygonize(
             &part_classes,
             &staged,
-            &plan.name,
+            name,
             &opts,
         )?);
         vector_move = Some((staged, fin.clone()));
     }
-    counts.polygons = polygon_stats;
-    let class_names: Vec<String> = spec.classes.iter().map(|c| c.name.clone()).collect();
+
+    // Tile records: the sum of every block's counts.
+    let tile_grid = TileGrid::new(grid.width, grid.height, job.tile_size, job.tiling)?;
+    let windows: BTreeMap<usize, Tile> = tile_grid.tiles().map(|t| (t.id, t)).collect();
+    let mut sums: BTreeMap<usize, TileRecord> = BTreeMap::new();
+    let mut class_totals = vec![0_u64; n_classes];
+    let mut tiles_run_total = 0;
+    for r in &records {
+        tiles_run_total += r.tiles_run;
+        for (c, v) in r.class_pixels.iter().enumerate() {
+            if c < n_classes {
+                class_totals[c] += v;
+            }
+        }
+        for t in &r.tiles {
+            let Some(tile) = windows.get(&t.id) else {
+                continue;
+            };
+            let e = sums.entry(t.id).or_insert_with(|| TileRecord {
+                id: t.id,
+                row: tile.row,
+                col: tile.col,
+                window: tile
+                    .window
+                    .clip(grid.width, grid.height)
+                    .unwrap_or(tile.window),
+                inferred: false,
+                counts: vec![0; n_classes],
+                valid: 0,
+            });
+            e.inferred |= t.inferred;
+            for (c, v) in t.counts.iter().enumerate() {
+                if c < n_classes {
+                    e.counts[c] += v;
+                }
+            }
+            e.valid += t.valid;
+        }
+    }
+    let tile_records: Vec<TileRecord> = sums.into_values().collect();
+    let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
     write_tiles(
         &part_tiles,
-        &records,
+        &tile_records,
         &class_names,
-        &stack.geo_transform,
-        &stack.projjson,
+        &grid.geo_transform,
+        &grid.projjson,
     )?;
 
+    let mut counts = Counts {
+        tiles: tile_records.len(),
+        tiles_inferred: tile_records.iter().filter(|r| r.inferred).count(),
+        pixels: (grid.width * grid.height) as u64,
+        pixels_valid: class_totals.iter().sum(),
+        class_pixels: classes
+            .iter()
+            .map(|c| (c.name.clone(), class_totals[usize::from(c.value)]))
+            .collect(),
+        polygons: polygon_stats,
+        ..Counts::default()
+    };
+    counts.tiles_skipped = counts.tiles - counts.tiles_inferred;
+    let mut warnings = ctx.warnings;
+    if counts.pixels_valid == 0 {
+        let w = format!("{name} has no valid pixel (all nodata); the outputs are all nodata");
+        tracing::warn!("{w}");
+        warnings.push(w);
+    }
+    let mut job_counts = ctx.job;
+    job_counts.tiles_run = job_counts.tiles_run.max(0);
     let outputs = Outputs {
         classes: final_classes.clone(),
-        probabilities: plan.probabilities.then(|| final_probs.clone()),
+        probabilities: job.probabilities.then(|| final_probs.clone()),
         tiles: final_tiles.clone(),
         summary: final_summary.clone(),
         stac_item: final_item.clone(),
         vectors: final_vectors.clone(),
     };
+    let mut parameters = serde_json::json!({
+        "tiling": job.tiling,
+        "tile_size": job.tile_size,
+        "tta": job.tta,
+        "probabilities": job.probabilities,
+        "resolution": grid.geo_transform[1],
+        "vectors": job.vectors,
+        "aoi": job.aoi.as_ref().map(|a| &a.0),
+        "block_rows": job.block_rows,
+    });
+    if let (Some(p), Some(extra)) = (parameters.as_object_mut(), ctx.parameters.as_object()) {
+        for (k, v) in extra {
+            p.insert(k.clone(), v.clone());
+        }
+    }
     let mut summary = RunSummary {
         eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
         gdal_version: gdal::version::version_info("RELEASE_NAME"),
-        onnxruntime: BTreeMap::from([
-            ("library".to_string(), plan.ort_lib.display().to_string()),
-            ("build".to_string(), crate::model::runtime::runtime_info()),
-        ]),
+        onnxruntime: ctx.runtime,
         model: BTreeMap::from([
-            ("manifest".to_string(), spec.manifest.display().to_string()),
-            ("id".to_string(), spec.id.clone()),
-            ("onnx".to_string(), spec.onnx.display().to_string()),
-            ("sha256".to_string(), plan.onnx_sha256.clone()),
+            (
+                "manifest".to_string(),
+                job.model.manifest.display().to_string(),
+            ),
+            ("id".to_string(), job.model.id.clone()),
+            ("onnx".to_string(), job.model.onnx.display().to_string()),
+            ("sha256".to_string(), job.model.onnx_sha256.clone()),
         ]),
-        scene: stack.clone(),
-        parameters: serde_json::json!({
-            "tiling": plan.tiling,
-            "tile_size": tile,
-            "tta": plan.tta,
-            "batch_size": batch,
-            "threads": plan.threads,
-            "device": plan.device.to_string(),
-            "probabilities": plan.probabilities,
-            "resolution": stack.resolution,
-            "vectors": plan.vectors,
-        }),
+        scene: job.stack.clone(),
+        scenes: job.scenes.clone(),
+        parameters,
         counts,
-        timings_s: Timings {
-            read: read_time.as_secs_f64(),
-            inference: infer_time.as_secs_f64(),
-            blend_write: write_time.as_secs_f64(),
-            finalize: 0.0,
-            total: 0.0,
+        job: JobSummary {
+            counts: job_counts,
+            tiles_run_all_processes: tiles_run_total,
+            processes: records
+                .iter()
+                .map(|r| r.process.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         },
+        timings_s: ctx.timings,
         outputs,
         warnings,
     };
-    summary.timings_s.finalize = t_final.elapsed().as_secs_f64();
-    summary.timings_s.total = t0.elapsed().as_secs_f64();
-    let mut text = serde_json::to_string_pretty(&summary).map_err(|e| OutputError::Io {
-        path: final_summary.clone(),
-        source: e.into(),
-    })?;
-    text.push('\n');
-    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
-        path: part_summary.clone(),
-        source,
-    })?;
 
     // Everything is written: move it into place.
     let mut moves = vec![
         (part_classes.clone(), final_classes.clone()),
         (part_tiles, final_tiles),
-        (part_summary, final_summary),
     ];
     moves.extend(crate::output::qgis::write_styles(
         &final_classes,
-        plan.probabilities.then_some(final_probs.as_path()),
+        job.probabilities.then_some(final_probs.as_path()),
         final_vectors.as_deref(),
-        &spec.classes,
+        classes,
         &mut temps,
     )?);
-    if plan.qgis_project {
+    if job.qgis_project {
         use crate::output::qgis::ProjectLayer;
         let mut layers = Vec::new();
         if let Some(v) = &final_vectors {
             layers.push(ProjectLayer::Polygons(v.clone()));
         }
         layers.push(ProjectLayer::Classes(final_classes.clone()));
-        if plan.probabilities {
+        if job.probabilities {
             layers.push(ProjectLayer::Probabilities(final_probs.clone()));
         }
-        let text = crate::output::qgis::project(
-            &plan.name,
-            &layers,
-            &spec.classes,
-            &stack.srs_wkt,
-            stack.epsg,
-        );
+        let text = crate::output::qgis::project(name, &layers, classes, &grid.srs_wkt, grid.epsg);
         moves.push(crate::output::qgis::stage_text(
-            &out.join(format!("{}.qgs", plan.name)),
+            &out.join(format!("{name}.qgs")),
             &text,
             &mut temps,
         )?);
     }
-    moves.push(write_item(plan, &final_item, &mut temps)?);
+    moves.push(write_item(job, out, &final_item, &mut temps)?);
     moves.extend(vector_move);
     if aux_path(&part_classes).exists() {
         moves.push((aux_path(&part_classes), aux_path(&final_classes)));
     }
-    if plan.probabilities {
+    if job.probabilities {
         moves.push((part_probs.clone(), final_probs.clone()));
         if aux_path(&part_probs).exists() {
             moves.push((aux_path(&part_probs), aux_path(&final_probs)));
@@ -493,38 +1293,53 @@ pub fn predict(plan: &PredictPlan, mut model: Segmenter) -> Result<RunSummary, E
         let _ = std::fs::remove_file(aux_path(&final_probs));
         let _ = std::fs::remove_file(crate::output::qgis::style_path(&final_probs));
     }
+    summary.timings_s.finalize = t_final.elapsed().as_secs_f64();
+    summary.timings_s.total = ctx.t0.elapsed().as_secs_f64();
+    let mut text = serde_json::to_string_pretty(&summary).map_err(|e| OutputError::Io {
+        path: final_summary.clone(),
+        source: e.into(),
+    })?;
+    text.push('\n');
+    std::fs::write(&part_summary, text).map_err(io_err(&part_summary))?;
+    // The summary goes last: its presence says the run is complete.
+    moves.push((part_summary, final_summary));
     for (from, to) in moves {
         rename(&from, &to)?;
     }
     temps.disarm();
     crate::output::stac::update_catalog(
         out,
-        &format!("{}.item.json", plan.name),
-        &format!("{} on {}", spec.id, plan.name),
+        &format!("{name}.item.json"),
+        &format!("{} on {name}", job.model.id),
     )?;
+    let mut journal = Journal::open(&work, "merge")?;
+    journal.append(&Entry::Merged {
+        plan_hash: job.plan_hash.clone(),
+        at: crate::util::now_rfc3339(),
+    })?;
+    // The parts are in the COGs now.
+    let _ = std::fs::remove_dir_all(&parts_path);
     Ok(summary)
 }
 
 /// The run's STAC Item, written under a temporary name; returns the rename.
 fn write_item(
-    plan: &PredictPlan,
+    job: &JobPlan,
+    out: &Path,
     final_item: &Path,
     temps: &mut TempFiles,
 ) -> Result<(PathBuf, PathBuf), Error> {
     use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
-    let stack = &plan.stack;
-    let out = &plan.out_dir;
-    let name = &plan.name;
-    let date = crate::scene::timeseries::parse_date(&stack.name)
-        .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
-        .map(|d| d.to_string());
+    let name = &job.name;
+    let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
+    dates.sort();
     let mut assets = vec![
         Asset {
             key: "classes",
             path: out.join(format!("{name}.classes.tif")),
             media_type: COG,
             roles: &["data"],
-            title: format!("class map ({})", plan.model.id),
+            title: format!("class map ({})", job.model.id),
         },
         Asset {
             key: "classes_style",
@@ -547,8 +1362,15 @@ fn write_item(
             roles: &["metadata"],
             title: "run summary".into(),
         },
+        Asset {
+            key: "plan",
+            path: out.join(format!("{name}.plan.json")),
+            media_type: JSON,
+            roles: &["metadata"],
+            title: "tile plan (grid, scenes, parameters, blocks, plan hash)".into(),
+        },
     ];
-    if let Some(v) = plan.vectors {
+    if let Some(v) = job.vectors {
         use crate::output::vectors::VectorFormat;
         assets.push(Asset {
             key: "polygons",
@@ -569,7 +1391,7 @@ fn write_item(
             title: "QGIS style of the polygons".into(),
         });
     }
-    if plan.qgis_project {
+    if job.qgis_project {
         assets.push(Asset {
             key: "qgis_project",
             path: out.join(format!("{name}.qgs")),
@@ -578,7 +1400,7 @@ fn write_item(
             title: "QGIS project of the run".into(),
         });
     }
-    if plan.probabilities {
+    if job.probabilities {
         assets.push(Asset {
             key: "probabilities",
             path: out.join(format!("{name}.probs.tif")),
@@ -596,18 +1418,18 @@ fn write_item(
     }
     let item = RunItem {
         id: name,
-        start: date.clone(),
-        end: date.clone(),
-        width: stack.width,
-        height: stack.height,
-        geo_transform: stack.geo_transform,
-        srs_wkt: &stack.srs_wkt,
-        epsg: stack.epsg,
+        start: dates.first().cloned(),
+        end: dates.last().cloned(),
+        width: job.grid.width,
+        height: job.grid.height,
+        geo_transform: job.grid.geo_transform,
+        srs_wkt: &job.grid.srs_wkt,
+        epsg: job.grid.epsg,
         assets,
-        model_manifest: &plan.model.manifest,
-        model_id: &plan.model.id,
-        onnx_sha256: &plan.onnx_sha256,
-        inputs: vec![(stack.scene.clone(), date)],
+        model_manifest: &job.model.manifest,
+        model_id: &job.model.id,
+        onnx_sha256: &job.model.onnx_sha256,
+        inputs: job.inputs.clone(),
     };
     let part = temps.track(partial_name(final_item));
     let doc = item_json(&item, final_item, &crate::util::now_rfc3339())?;

@@ -1,10 +1,12 @@
 //! Command-line values -> one validated plan. Everything is checked here, before any output
 //! is written; nothing below this module sees clap types.
 
+use crate::error::JobError;
 use crate::error::{Error, ModelError, OutputError};
 use crate::grid::Tiling;
 use crate::model::ModelSpec;
-use crate::scene::{SceneOptions, Stack, open_stack, parse_band_map};
+use crate::scene::{SceneOptions, Stack, StackRequest, open_stack_request, parse_band_map};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Which tiling scheme to use.
@@ -22,8 +24,21 @@ pub enum TilingChoice {
 pub struct PredictArgs {
     /// Manifest path.
     pub model: PathBuf,
-    /// Scene path or GDAL dataset name.
-    pub scene: String,
+    /// Scenes: one path or GDAL dataset name, or with `aoi` any number of scenes, folders of
+    /// dated files, `.txt` lists and STAC ItemCollections.
+    pub scenes: Vec<String>,
+    /// `--aoi`: the area of interest, which defines the output grid.
+    pub aoi: Option<String>,
+    /// `--aoi-crs`: CRS of a bounding-box or WKT AOI.
+    pub aoi_crs: Option<String>,
+    /// `--crs`: CRS of the AOI grid (default: UTM of the AOI's centroid).
+    pub crs: Option<String>,
+    /// `--shard`.
+    pub shard: Option<Shard>,
+    /// `--block-rows`: tile rows per block.
+    pub block_rows: Option<usize>,
+    /// `--force`: discard an earlier run's finished work.
+    pub force: bool,
     /// Output folder.
     pub out: PathBuf,
     /// Output name (default: from the scene).
@@ -93,7 +108,206 @@ pub struct PredictPlan {
     pub onnx_sha256: String,
     /// Warnings found while planning.
     pub warnings: Vec<String>,
+    /// The area of interest.
+    pub aoi: Option<crate::aoi::Aoi>,
+    /// The scenes of an AOI mosaic, highest priority first.
+    pub mosaic: Vec<crate::scene::mosaic::MosaicScene>,
+    /// The tiles to run (touching the scene, and the AOI if there is one), row-major.
+    pub tiles: Vec<crate::grid::Tile>,
+    /// The blocks of tile rows: the unit of sharding and resuming.
+    pub blocks: Vec<crate::grid::Block>,
+    /// This process's shard, if sharded.
+    pub shard: Option<Shard>,
+    /// Discard an earlier run's finished work.
+    pub force: bool,
+    /// The plan document (everything that decides the outputs) with its hash.
+    pub job: JobPlan,
 }
+
+/// A shard: share `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    /// 0-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+/// Environment variables that carry an array job's index, in the order they are tried.
+pub const SHARD_INDEX_VARS: [&str; 3] = [
+    "JOB_COMPLETION_INDEX",
+    "SLURM_ARRAY_TASK_ID",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+];
+
+impl Shard {
+    /// Parses `i/N`, or `auto/N` with `i` from the first of [`SHARD_INDEX_VARS`] that `env`
+    /// has.
+    ///
+    /// ```
+    /// use eoinfer::plan::Shard;
+    /// let env = |k: &str| (k == "SLURM_ARRAY_TASK_ID").then(|| "2".to_string());
+    /// assert_eq!(Shard::parse("auto/4", env).unwrap(), Shard { index: 2, count: 4 });
+    /// assert_eq!(Shard::parse("1/3", |_| None).unwrap(), Shard { index: 1, count: 3 });
+    /// assert!(Shard::parse("3/3", |_| None).is_err());
+    /// ```
+    pub fn parse(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, JobError> {
+        let bad = || JobError::BadShard(s.to_string());
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 {
+            return Err(bad());
+        }
+        let index = if i.trim() == "auto" {
+            let found = SHARD_INDEX_VARS
+                .iter()
+                .find_map(|k| env(k).map(|v| (*k, v)));
+            match found {
+                Some((k, v)) => v.trim().parse().map_err(|_| {
+                    JobError::BadShard(format!("{s} ({k}={v} is not a whole number)"))
+                })?,
+                None => {
+                    return Err(JobError::NoShardIndex {
+                        count,
+                        found: String::new(),
+                    });
+                }
+            }
+        } else {
+            i.trim().parse().map_err(|_| bad())?
+        };
+        if index >= count {
+            return Err(JobError::BadShard(format!(
+                "{s} (index {index} is not below {count}; Slurm arrays should run --array=0-{})",
+                count - 1
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Name of the shard's journal and log lines: `shard-2-of-8`.
+    #[must_use]
+    pub fn tag(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+/// The grid of a plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlanGrid {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// GDAL geotransform.
+    pub geo_transform: [f64; 6],
+    /// CRS as WKT.
+    pub srs_wkt: String,
+    /// CRS as PROJJSON.
+    pub projjson: String,
+    /// EPSG code, when the CRS has one.
+    pub epsg: Option<i32>,
+}
+
+/// The model of a plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlanModel {
+    /// Manifest path.
+    pub manifest: PathBuf,
+    /// Model id.
+    pub id: String,
+    /// ONNX file.
+    pub onnx: PathBuf,
+    /// sha256 of the ONNX file.
+    pub onnx_sha256: String,
+    /// Classes.
+    pub classes: Vec<crate::model::ClassInfo>,
+}
+
+/// The plan document `<out>/<name>.plan.json`: everything that decides a run's outputs (grid,
+/// AOI, scenes, model, parameters, tiles and blocks) and the sha256 of all of it. Processes
+/// with the same plan hash produce the same pixels; a journal of another hash is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobPlan {
+    /// sha256 of the document with this field empty and without `shards`.
+    pub plan_hash: String,
+    /// eoinfer's version (part of the hash: blocks of two versions are not mixed).
+    pub eoinfer_version: String,
+    /// Output base name.
+    pub name: String,
+    /// The output grid.
+    pub grid: PlanGrid,
+    /// `--aoi` as given and its polygon in the grid CRS (WKT).
+    pub aoi: Option<(String, String)>,
+    /// The scenes (for an AOI: with priority rank, date, cloud cover, CRS).
+    pub scenes: serde_json::Value,
+    /// The model-ready stack (bands, sources, rescaling).
+    pub stack: serde_json::Value,
+    /// Scenes and dates for the STAC Item.
+    pub inputs: Vec<(String, Option<String>)>,
+    /// The model.
+    pub model: PlanModel,
+    /// Tiling scheme.
+    pub tiling: crate::grid::Tiling,
+    /// Tile edge in pixels.
+    pub tile_size: usize,
+    /// Test-time augmentation.
+    pub tta: crate::tta::Tta,
+    /// Input options (band map, resolution, offsets, nodata).
+    pub inputs_options: serde_json::Value,
+    /// Write probabilities.
+    pub probabilities: bool,
+    /// Polygons.
+    pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
+    /// Write a QGIS project.
+    pub qgis_project: bool,
+    /// Number of tiles run.
+    pub tiles: usize,
+    /// Tile rows per block.
+    pub block_rows: usize,
+    /// The blocks.
+    pub blocks: Vec<crate::grid::Block>,
+    /// Shard shares for the count `eoinfer plan --shards` was given: blocks per shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<std::ops::Range<usize>>>,
+}
+
+impl JobPlan {
+    /// sha256 of the document without its hash and shard table.
+    #[must_use]
+    pub fn compute_hash(&self) -> String {
+        let mut bare = self.clone();
+        bare.plan_hash = String::new();
+        bare.shards = None;
+        let v = serde_json::to_value(&bare).unwrap_or_default();
+        crate::util::sha256_hex(v.to_string().as_bytes())
+    }
+
+    /// The fields whose values differ from `other`'s (for the mismatch error).
+    #[must_use]
+    pub fn differences(&self, other: &serde_json::Value) -> String {
+        let me = serde_json::to_value(self).unwrap_or_default();
+        let mut out = Vec::new();
+        if let (Some(a), Some(b)) = (me.as_object(), other.as_object()) {
+            for (k, v) in a {
+                if k == "plan_hash" || k == "shards" {
+                    continue;
+                }
+                if b.get(k) != Some(v) {
+                    out.push(k.clone());
+                }
+            }
+        }
+        if out.is_empty() {
+            "unknown fields".into()
+        } else {
+            out.join(", ")
+        }
+    }
+}
+
+/// Default tile rows per block.
+pub const DEFAULT_BLOCK_ROWS: usize = 2;
 
 /// Scene options from raw arguments.
 pub fn scene_options(
@@ -133,6 +347,20 @@ pub fn resolve_threads(n: usize) -> usize {
     }
 }
 
+/// Output name of an AOI run: the AOI file's stem, else `aoi`.
+fn aoi_name(aoi: &str) -> String {
+    let p = Path::new(aoi);
+    if p.is_file() {
+        if let Some(stem) = p.file_stem() {
+            return stem.to_string_lossy().replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                "_",
+            );
+        }
+    }
+    "aoi".into()
+}
+
 impl PredictPlan {
     /// Checks every argument: the model manifest, the scene and its bands, the output
     /// folder and the ONNX Runtime library.
@@ -158,7 +386,60 @@ impl PredictPlan {
             args.s2_offset,
             args.nodata,
         )?;
-        let stack = open_stack(&args.scene, &model, &opts)?;
+        let (stack, aoi, mosaic) = match &args.aoi {
+            Some(a) => {
+                let resolution = opts.resolution.unwrap_or(model.gsd);
+                if !(resolution.is_finite() && resolution > 0.0) {
+                    return Err(crate::error::SceneError::EmptyGrid {
+                        resolution,
+                        width: 0,
+                        height: 0,
+                    }
+                    .into());
+                }
+                let aoi = crate::aoi::Aoi::build(
+                    a,
+                    args.aoi_crs.as_deref(),
+                    args.crs.as_deref(),
+                    resolution,
+                )?;
+                let name = args.name.clone().unwrap_or_else(|| aoi_name(a));
+                let (stack, mosaic) = crate::scene::mosaic::open_mosaic(
+                    &args.scenes,
+                    &StackRequest::for_model(&model),
+                    &opts,
+                    &aoi,
+                    &name,
+                )?;
+                (stack, Some(aoi), mosaic)
+            }
+            None => {
+                let scene = match args.scenes.as_slice() {
+                    [one] => one.clone(),
+                    _ => {
+                        return Err(crate::error::SceneError::Series {
+                            what: format!(
+                                "{} scenes were given without --aoi; pass one scene, or an --aoi to mosaic several on one grid (time series are for embedding models)",
+                                args.scenes.len()
+                            ),
+                        }
+                        .into());
+                    }
+                };
+                if args.crs.is_some() || args.aoi_crs.is_some() {
+                    return Err(crate::error::SceneError::Series {
+                        what: "--crs and --aoi-crs apply with --aoi; without it the output is on the scene's own grid".into(),
+                    }
+                    .into());
+                }
+                let stack = open_stack_request(
+                    &crate::scene::SceneSource::Path(scene),
+                    &StackRequest::for_model(&model),
+                    &opts,
+                )?;
+                (stack, None, Vec::new())
+            }
+        };
         let tiling = match args.tiling {
             TilingChoice::Blended => Tiling::Blended {
                 overlap: args.overlap.unwrap_or(model.overlap),
@@ -168,7 +449,21 @@ impl PredictPlan {
             },
         };
         // Validate the geometry now so a bad --overlap fails before anything is written.
-        crate::grid::TileGrid::new(stack.width, stack.height, model.tile_size, tiling)?;
+        let grid = crate::grid::TileGrid::new(stack.width, stack.height, model.tile_size, tiling)?;
+        let polygon = aoi.as_ref().map(crate::aoi::Aoi::geometry).transpose()?;
+        let tiles: Vec<crate::grid::Tile> = grid
+            .tiles()
+            .filter(|t| {
+                t.window
+                    .clip(stack.width, stack.height)
+                    .is_some_and(|w| match (&aoi, &polygon) {
+                        (Some(a), Some(p)) => a.touches(p, w),
+                        _ => true,
+                    })
+            })
+            .collect();
+        let block_rows = args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS).max(1);
+        let blocks = grid.blocks(block_rows);
         check_writable(&args.out)?;
         let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
         let onnx_sha256 =
@@ -183,8 +478,66 @@ impl PredictPlan {
                 stack.width, stack.height, model.tile_size
             ));
         }
+        let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
+        let scene_date = crate::scene::timeseries::parse_date(&stack.name)
+            .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
+            .map(|d| d.to_string());
+        let mut job = JobPlan {
+            plan_hash: String::new(),
+            eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: name.clone(),
+            grid: PlanGrid {
+                width: stack.width,
+                height: stack.height,
+                geo_transform: stack.geo_transform,
+                srs_wkt: stack.srs_wkt.clone(),
+                projjson: stack.projjson.clone(),
+                epsg: stack.epsg,
+            },
+            aoi: aoi.as_ref().map(|a| (a.source.clone(), a.wkt.clone())),
+            scenes: if mosaic.is_empty() {
+                serde_json::json!([{ "scene": stack.scene }])
+            } else {
+                serde_json::to_value(&mosaic).unwrap_or_default()
+            },
+            stack: serde_json::to_value(&stack).unwrap_or_default(),
+            inputs: if mosaic.is_empty() {
+                vec![(stack.scene.clone(), scene_date)]
+            } else {
+                mosaic
+                    .iter()
+                    .map(|m| (m.scene.clone(), m.date.clone()))
+                    .collect()
+            },
+            model: PlanModel {
+                manifest: model.manifest.clone(),
+                id: model.id.clone(),
+                onnx: model.onnx.clone(),
+                onnx_sha256: onnx_sha256.clone(),
+                classes: model.classes.clone(),
+            },
+            tiling,
+            tile_size: model.tile_size,
+            tta: args.tta,
+            inputs_options: serde_json::json!({
+                "bands": args.bands,
+                "resolution": args.resolution,
+                "s2_offset": args.s2_offset,
+                "nodata": args.nodata,
+                "crs": args.crs,
+                "aoi_crs": args.aoi_crs,
+            }),
+            probabilities: args.probabilities,
+            vectors: args.vectors,
+            qgis_project: args.qgis_project,
+            tiles: tiles.len(),
+            block_rows,
+            blocks: blocks.clone(),
+            shards: None,
+        };
+        job.plan_hash = job.compute_hash();
         Ok(Self {
-            name: args.name.clone().unwrap_or_else(|| stack.name.clone()),
+            name,
             stack,
             out_dir: args.out.clone(),
             tiling,
@@ -199,6 +552,13 @@ impl PredictPlan {
             onnx_sha256,
             warnings,
             model,
+            aoi,
+            mosaic,
+            tiles,
+            blocks,
+            shard: args.shard,
+            force: args.force,
+            job,
         })
     }
 

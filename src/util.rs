@@ -25,6 +25,30 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }))
 }
 
+/// Hex sha256 of bytes.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
+            s
+        })
+}
+
+/// Writes `text` to `path` through a temporary name unique to this process, then renames:
+/// several processes may write the same file at once and readers never see half of it.
+pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// `target` relative to folder `base` (both made absolute), with `/` separators.
 #[must_use]
 pub fn relative_path(target: &Path, base: &Path) -> String {

@@ -27,7 +27,7 @@ impl ModelBand {
 }
 
 /// One output class.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassInfo {
     /// Class id in the class map.
     pub value: u8,

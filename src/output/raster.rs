@@ -62,12 +62,28 @@ fn staging_dataset<T: gdal::raster::GdalType>(
     geo_transform: &[f64; 6],
     srs_wkt: &str,
 ) -> Result<Dataset, OutputError> {
+    staging_dataset_with::<T>(
+        staging,
+        (width, height, bands),
+        geo_transform,
+        srs_wkt,
+        &[
+            ("INTERLEAVE", "BAND"),
+            ("PHOTOMETRIC", "MINISBLACK"),
+            ("BIGTIFF", "IF_SAFER"),
+        ],
+    )
+}
+
+fn staging_dataset_with<T: gdal::raster::GdalType>(
+    staging: &Path,
+    (width, height, bands): (usize, usize, usize),
+    geo_transform: &[f64; 6],
+    srs_wkt: &str,
+    creation: &[(&str, &str)],
+) -> Result<Dataset, OutputError> {
     let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gerr(staging, e))?;
-    let opts = options(&[
-        ("INTERLEAVE", "BAND"),
-        ("PHOTOMETRIC", "MINISBLACK"),
-        ("BIGTIFF", "IF_SAFER"),
-    ]);
+    let opts = options(creation);
     let mut ds = driver
         .create_with_band_type_with_options::<T, _>(staging, width, height, bands, &opts)
         .map_err(|e| gerr(staging, e))?;
@@ -96,6 +112,55 @@ impl RasterSink {
             &stack.geo_transform,
             &stack.srs_wkt,
         )?;
+        Self::describe(ds, staging, kind, classes, stack.width)
+    }
+
+    /// Creates the part of a class map or probabilities raster holding `rows` rows of a grid
+    /// `width` px wide from the row whose top edge the geotransform `gt` places (a striped,
+    /// DEFLATE-compressed GeoTIFF).
+    pub fn create_part(
+        path: &Path,
+        (width, rows): (usize, usize),
+        gt: &[f64; 6],
+        srs_wkt: &str,
+        kind: RasterKind,
+        classes: &[ClassInfo],
+    ) -> Result<Self, OutputError> {
+        let bands = match kind {
+            RasterKind::Classes => 1,
+            RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
+        };
+        let ds = staging_dataset_with::<u8>(
+            path,
+            (width, rows, bands),
+            gt,
+            srs_wkt,
+            &[
+                ("INTERLEAVE", "BAND"),
+                ("PHOTOMETRIC", "MINISBLACK"),
+                ("COMPRESS", "DEFLATE"),
+                ("ZLEVEL", "1"),
+                ("BIGTIFF", "IF_SAFER"),
+            ],
+        )?;
+        Self::describe(ds, path, kind, classes, width)
+    }
+
+    /// Closes a part, flushing it to disk.
+    pub fn finish_part(mut self) -> Result<(), OutputError> {
+        self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
+        drop(self);
+        Ok(())
+    }
+
+    fn describe(
+        ds: Dataset,
+        staging: &Path,
+        kind: RasterKind,
+        classes: &[ClassInfo],
+        width: usize,
+    ) -> Result<Self, OutputError> {
+        let bands = ds.raster_count();
         match kind {
             RasterKind::Classes => {
                 let mut band = ds.rasterband(1).map_err(|e| gerr(staging, e))?;
@@ -147,7 +212,7 @@ impl RasterSink {
         Ok(Self {
             ds,
             kind,
-            width: stack.width,
+            width,
             bands,
             staging: staging.to_path_buf(),
         })
@@ -206,19 +271,32 @@ impl RasterSink {
     /// GDAL writes category names into `<target>.aux.xml` beside it.
     pub fn finish_cog(mut self, target: &Path) -> Result<(), OutputError> {
         self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
+        cog_copy(&self.ds, self.kind, target)?;
+        let staging = self.staging.clone();
+        drop(self);
+        let _ = std::fs::remove_file(&staging);
+        let _ = std::fs::remove_file(aux_path(&staging));
+        Ok(())
+    }
+}
+
+/// Copies `src` to a COG at `target` with the options of `kind` (GDAL reads the source block
+/// by block: a VRT of parts streams).
+fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result<(), OutputError> {
+    {
         let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
-        let resampling = match self.kind {
+        let resampling = match kind {
             RasterKind::Classes => "MODE",
             RasterKind::Probabilities | RasterKind::Embeddings => "AVERAGE",
         };
-        let predictor = if self.kind == RasterKind::Embeddings {
+        let predictor = if kind == RasterKind::Embeddings {
             "YES"
         } else {
             "NO"
         };
         // COG is pixel-interleaved for several bands (GDAL 3.6): a block holds every band, so
         // embedding maps (D bands) get small blocks.
-        let blocksize = if self.kind == RasterKind::Embeddings {
+        let blocksize = if kind == RasterKind::Embeddings {
             "64"
         } else {
             "512"
@@ -232,17 +310,112 @@ impl RasterSink {
             ("BIGTIFF", "IF_SAFER"),
             ("NUM_THREADS", "ALL_CPUS"),
         ]);
-        let out = self
-            .ds
+        let out = src
             .create_copy(&driver, target, &opts)
             .map_err(|e| gerr(target, e))?;
         drop(out);
-        let staging = self.staging.clone();
-        drop(self);
-        let _ = std::fs::remove_file(&staging);
-        let _ = std::fs::remove_file(aux_path(&staging));
         Ok(())
     }
+}
+
+/// One part of a raster: a file holding grid rows `y..y + rows`.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The part file.
+    pub path: PathBuf,
+    /// First grid row.
+    pub y: usize,
+    /// Rows.
+    pub rows: usize,
+}
+
+/// Joins the parts of a class map or probabilities raster (a VRT that carries the colour
+/// table, category names, band names and scaling) and copies it to a COG at `target`.
+pub fn cog_from_parts(
+    parts: &[Part],
+    (width, height): (usize, usize),
+    gt: &[f64; 6],
+    srs_wkt: &str,
+    kind: RasterKind,
+    classes: &[ClassInfo],
+    target: &Path,
+) -> Result<(), OutputError> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut xml = format!(
+        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
+        esc(srs_wkt),
+        gt.iter()
+            .map(|v| format!("{v:.17e}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let bands = match kind {
+        RasterKind::Classes => 1,
+        RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
+    };
+    for b in 1..=bands {
+        let _ = write!(xml, "<VRTRasterBand dataType=\"Byte\" band=\"{b}\">");
+        match kind {
+            RasterKind::Classes => {
+                let _ = write!(
+                    xml,
+                    "<Description>class</Description><NoDataValue>{}</NoDataValue><ColorInterp>Palette</ColorInterp><CategoryNames>",
+                    crate::blend::CLASS_NODATA
+                );
+                for i in 0..classes.len() {
+                    let name = classes
+                        .iter()
+                        .find(|c| usize::from(c.value) == i)
+                        .map_or("", |c| c.name.as_str());
+                    let _ = write!(xml, "<Category>{}</Category>", esc(name));
+                }
+                xml.push_str("</CategoryNames><ColorTable>");
+                for i in 0..=255_u16 {
+                    match classes.iter().find(|c| u16::from(c.value) == i) {
+                        Some(c) => {
+                            let _ = write!(
+                                xml,
+                                "<Entry c1=\"{}\" c2=\"{}\" c3=\"{}\" c4=\"255\"/>",
+                                c.color[0], c.color[1], c.color[2]
+                            );
+                        }
+                        None => xml.push_str("<Entry c1=\"0\" c2=\"0\" c3=\"0\" c4=\"0\"/>"),
+                    }
+                }
+                xml.push_str("</ColorTable>");
+            }
+            RasterKind::Probabilities | RasterKind::Embeddings => {
+                let c = &classes[b - 1];
+                let _ = write!(
+                    xml,
+                    "<Description>{}</Description><Metadata><MDI key=\"CLASS_VALUE\">{}</MDI></Metadata><Offset>0</Offset><Scale>{:.17e}</Scale>",
+                    esc(&c.name),
+                    c.value,
+                    1.0 / 255.0
+                );
+            }
+        }
+        for p in parts {
+            let _ = write!(
+                xml,
+                "<SimpleSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{b}</SourceBand>\
+                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/></SimpleSource>",
+                esc(&p.path.to_string_lossy()),
+                p.rows,
+                p.y,
+                p.rows
+            );
+        }
+        xml.push_str("</VRTRasterBand>");
+    }
+    xml.push_str("</VRTDataset>");
+    let src = Dataset::open(&xml).map_err(|e| gerr(target, e))?;
+    cog_copy(&src, kind, target)
 }
 
 impl RasterSink {

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Vector output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorFormat {
     /// GeoPackage (`.gpkg`): opens in every QGIS.
@@ -47,7 +49,7 @@ impl VectorFormat {
 }
 
 /// How to polygonise.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, Default)]
 pub struct PolygonizeOptions {
     /// Output format.
     pub format: VectorFormat,

@@ -2,6 +2,7 @@
 //! to the model's inputs and put on one grid (a VRT that resamples every band to the
 //! model's resolution), plus the per-band conversion of stored values to reflectance.
 
+pub mod mosaic;
 mod reader;
 mod sentinel2;
 pub mod timeseries;
@@ -45,7 +46,7 @@ pub enum MissingBands {
 }
 
 /// A fixed output grid (all time steps of a series share the first one's).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridSpec {
     /// Width in pixels.
     pub width: usize,
@@ -431,7 +432,7 @@ fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
     })
 }
 
-fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -33,6 +33,20 @@ pub struct TimeStep {
     pub date: Date,
     /// Where the date came from.
     pub date_source: String,
+    /// Cloud cover in percent from the scene's metadata (STAC `eo:cloud_cover`, Sentinel-2
+    /// `CLOUD_COVERAGE_ASSESSMENT`), when known.
+    pub cloud_cover: Option<f64>,
+}
+
+/// A scene as listed (before dates are required): source, date if found, cloud cover.
+#[derive(Debug, Clone)]
+pub struct SceneEntry {
+    /// Where its pixels come from.
+    pub source: SceneSource,
+    /// Acquisition date and where it came from, when found.
+    pub date: Option<(Date, String)>,
+    /// Cloud cover in percent, when known.
+    pub cloud_cover: Option<f64>,
 }
 
 /// The first `YYYY-MM-DD` or `YYYYMMDD` date in `s`.
@@ -154,15 +168,19 @@ fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
             },
             date: dt,
             date_source: format!("{}: item {id} datetime", path.display()),
+            cloud_cover: item
+                .pointer("/properties/eo:cloud_cover")
+                .and_then(serde_json::Value::as_f64),
         });
     }
     Ok(steps)
 }
 
-/// Expands the `--scene` values into dated time steps sorted by date. `dates` (from
-/// `--dates`) gives the dates of scenes that carry none, in the order given.
-pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, SceneError> {
-    let mut raw: Vec<(SceneSource, Option<(Date, String)>)> = Vec::new();
+/// Expands the `--scene` values (files, band folders, folders of dated files, `.txt` lists,
+/// STAC Items and ItemCollections of local files) into scenes, in the order given, with
+/// the date and cloud cover their metadata or names carry.
+pub fn scene_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
+    let mut raw: Vec<(SceneSource, Option<(Date, String)>, Option<f64>)> = Vec::new();
     for s in scenes {
         let p = Path::new(s);
         let ext = p
@@ -173,7 +191,7 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
             raw.extend(
                 stac_steps(p)?
                     .into_iter()
-                    .map(|t| (t.source, Some((t.date, t.date_source)))),
+                    .map(|t| (t.source, Some((t.date, t.date_source)), t.cloud_cover)),
             );
         } else if p.is_file() && ext.as_deref() == Some("txt") {
             let text = std::fs::read_to_string(p).map_err(|e| SceneError::NotRaster {
@@ -187,7 +205,7 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
             {
                 let path = base.join(line).to_string_lossy().into_owned();
-                raw.push((SceneSource::Path(path), None));
+                raw.push((SceneSource::Path(path), None, None));
             }
         } else if p.is_dir() {
             // A folder of dated files: one time step per date in the file names.
@@ -222,6 +240,7 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
                             files,
                         },
                         Some((d, format!("{}: file names", p.display()))),
+                        None,
                     ));
                 }
             } else {
@@ -230,22 +249,62 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
                     .keys()
                     .next()
                     .map(|d| (*d, format!("{}: file names", p.display())));
-                raw.push((SceneSource::Path(s.clone()), date));
+                raw.push((SceneSource::Path(s.clone()), date, None));
             }
         } else {
-            raw.push((SceneSource::Path(s.clone()), None));
+            raw.push((SceneSource::Path(s.clone()), None, None));
         }
     }
+    Ok(raw
+        .into_iter()
+        .map(|(source, known, cloud)| {
+            let date = known.or_else(|| match &source {
+                SceneSource::Path(p) => gdal_date(p)
+                    .or_else(|| file_date(Path::new(p)).map(|d| (d, format!("{p}: file name")))),
+                SceneSource::Files { files, .. } => {
+                    files.iter().find_map(|f| gdal_date(&f.to_string_lossy()))
+                }
+            });
+            let cloud_cover = cloud.or_else(|| match &source {
+                SceneSource::Path(p) => gdal_cloud(p),
+                SceneSource::Files { files, .. } => {
+                    files.iter().find_map(|f| gdal_cloud(&f.to_string_lossy()))
+                }
+            });
+            SceneEntry {
+                source,
+                date,
+                cloud_cover,
+            }
+        })
+        .collect())
+}
+
+/// Cloud cover in percent from GDAL metadata (Sentinel-2 SAFE, Landsat MTL, tags).
+fn gdal_cloud(path: &str) -> Option<f64> {
+    let ds = gdal::Dataset::open(path).ok()?;
+    [
+        "CLOUD_COVERAGE_ASSESSMENT",
+        "CLOUDY_PIXEL_PERCENTAGE",
+        "CLOUD_COVER",
+        "eo:cloud_cover",
+    ]
+    .iter()
+    .find_map(|k| ds.metadata_item(k, "")?.trim().parse::<f64>().ok())
+    .filter(|c| c.is_finite())
+}
+
+/// Expands the `--scene` values into dated time steps sorted by date. `dates` (from
+/// `--dates`) gives the dates of scenes that carry none, in the order given.
+pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, SceneError> {
     let mut given = dates.iter();
     let mut steps = Vec::new();
-    for (source, known) in raw {
-        let found = known.or_else(|| match &source {
-            SceneSource::Path(p) => gdal_date(p)
-                .or_else(|| file_date(Path::new(p)).map(|d| (d, format!("{p}: file name")))),
-            SceneSource::Files { files, .. } => {
-                files.iter().find_map(|f| gdal_date(&f.to_string_lossy()))
-            }
-        });
+    for entry in scene_entries(scenes)? {
+        let SceneEntry {
+            source,
+            date: found,
+            cloud_cover,
+        } = entry;
         let (date, date_source) = match found {
             Some(f) => f,
             None => match given.next() {
@@ -261,6 +320,7 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
             source,
             date,
             date_source,
+            cloud_cover,
         });
     }
     steps.sort_by_key(|t| t.date);

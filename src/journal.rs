@@ -1,0 +1,266 @@
+//! The journal of a resumable run: an append-only, fsync'd record of finished blocks, one
+//! JSON line each, in `<out>/.eoinfer/<name>/journal-<process>.jsonl` beside the blocks'
+//! parts. Every process (a whole run, each shard, each merge) appends to its own file, so
+//! shards on other machines never write the same file; readers take the union of all.
+
+use crate::error::JobError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One tile's pixel counts over the rows of one block.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TileCount {
+    /// Tile id (row-major in the grid).
+    pub id: usize,
+    /// Whether the model ran on it.
+    pub inferred: bool,
+    /// Pixels per class inside the block's rows.
+    pub counts: Vec<u64>,
+    /// Valid pixels inside the block's rows.
+    pub valid: u64,
+}
+
+/// A file a block wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartFile {
+    /// File name inside the parts folder.
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of the file.
+    pub sha256: String,
+}
+
+/// A finished block.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockRecord {
+    /// Block index.
+    pub block: usize,
+    /// The plan it belongs to.
+    pub plan_hash: String,
+    /// Scene rows `[first, end)` it wrote.
+    pub rows: (usize, usize),
+    /// Model runs it took (its tiles and its halo's), counting each tile once.
+    pub tiles_run: usize,
+    /// Pixels per class.
+    pub class_pixels: Vec<u64>,
+    /// Counts of every tile touching its rows.
+    pub tiles: Vec<TileCount>,
+    /// Its raster parts.
+    pub parts: Vec<PartFile>,
+    /// Which process wrote it (`main`, `shard-2-of-8`).
+    pub process: String,
+    /// When it finished (RFC 3339).
+    pub at: String,
+}
+
+/// A journal line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    /// A process started on the plan.
+    Start {
+        /// Plan hash.
+        plan_hash: String,
+        /// Which process.
+        process: String,
+        /// Process id.
+        pid: u32,
+        /// When.
+        at: String,
+    },
+    /// A block is finished and its parts are on disk.
+    Block(BlockRecord),
+    /// The final outputs were written.
+    Merged {
+        /// Plan hash.
+        plan_hash: String,
+        /// When.
+        at: String,
+    },
+}
+
+/// What all journals of a run say.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Finished blocks by index (the first record of each).
+    pub blocks: BTreeMap<usize, BlockRecord>,
+    /// Plan hashes seen.
+    pub hashes: Vec<String>,
+    /// Whether a merge finished.
+    pub merged: bool,
+    /// Journal files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// The work folder of run `name` in `out`.
+#[must_use]
+pub fn work_dir(out: &Path, name: &str) -> PathBuf {
+    out.join(".eoinfer").join(name)
+}
+
+/// The parts folder inside a work folder.
+#[must_use]
+pub fn parts_dir(work: &Path) -> PathBuf {
+    work.join("parts")
+}
+
+/// Reads every journal in `work`. A torn last line (a process killed while appending) is
+/// ignored; any other unreadable line is an error.
+pub fn read_state(work: &Path) -> Result<State, JobError> {
+    let mut state = State::default();
+    let Ok(dir) = std::fs::read_dir(work) else {
+        return Ok(state);
+    };
+    let mut files: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("journal-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| JobError::Journal {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let complete = text.ends_with('\n');
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Entry = match serde_json::from_str(line) {
+                Ok(e) => e,
+                Err(_) if i + 1 == lines.len() && !complete => break,
+                Err(e) => {
+                    return Err(JobError::Journal {
+                        path: path.clone(),
+                        message: format!("line {}: {e}", i + 1),
+                    });
+                }
+            };
+            let hash = match &entry {
+                Entry::Start { plan_hash, .. } | Entry::Merged { plan_hash, .. } => plan_hash,
+                Entry::Block(b) => &b.plan_hash,
+            };
+            if !state.hashes.contains(hash) {
+                state.hashes.push(hash.clone());
+            }
+            match entry {
+                Entry::Block(b) => {
+                    state.blocks.entry(b.block).or_insert(b);
+                }
+                Entry::Merged { .. } => state.merged = true,
+                Entry::Start { .. } => {}
+            }
+        }
+        state.files.push(path);
+    }
+    Ok(state)
+}
+
+/// One process's journal file, opened for appending.
+#[derive(Debug)]
+pub struct Journal {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+fn werr(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
+    move |source| JobError::JournalWrite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Journal {
+    /// Opens (creating) `journal-<process>.jsonl` in `work` for appending.
+    pub fn open(work: &Path, process: &str) -> Result<Self, JobError> {
+        std::fs::create_dir_all(work).map_err(werr(work))?;
+        let path = work.join(format!("journal-{process}.jsonl"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(werr(&path))?;
+        // Make the new file's name durable too.
+        if let Ok(d) = std::fs::File::open(work) {
+            let _ = d.sync_all();
+        }
+        Ok(Self { file, path })
+    }
+
+    /// Appends one entry as one line with a single write, then fsyncs it.
+    pub fn append(&mut self, entry: &Entry) -> Result<(), JobError> {
+        let mut line = serde_json::to_string(entry).map_err(|e| JobError::JournalWrite {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(werr(&self.path))?;
+        self.file.sync_data().map_err(werr(&self.path))
+    }
+}
+
+/// fsyncs a finished file and its folder, so that a journal line never names a file the
+/// disk does not hold.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(block: usize) -> BlockRecord {
+        BlockRecord {
+            block,
+            plan_hash: "h".into(),
+            rows: (block * 10, block * 10 + 10),
+            tiles_run: 2,
+            class_pixels: vec![1, 2],
+            tiles: vec![TileCount {
+                id: 0,
+                inferred: true,
+                counts: vec![1, 2],
+                valid: 3,
+            }],
+            parts: Vec::new(),
+            process: "main".into(),
+            at: String::new(),
+        }
+    }
+
+    #[test]
+    fn journals_of_several_processes_are_read_together_and_a_torn_line_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = Journal::open(dir.path(), "shard-0-of-2").expect("open");
+        a.append(&Entry::Block(record(0))).expect("append");
+        let mut b = Journal::open(dir.path(), "shard-1-of-2").expect("open");
+        b.append(&Entry::Block(record(1))).expect("append");
+        drop((a, b));
+        // A kill in the middle of an append leaves half a line.
+        let path = dir.path().join("journal-shard-1-of-2.jsonl");
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str("{\"kind\":\"block\",\"blo");
+        std::fs::write(&path, text).expect("write");
+        let state = read_state(dir.path()).expect("state");
+        assert_eq!(state.blocks.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(state.blocks[&1], record(1));
+        assert_eq!(state.hashes, ["h"]);
+        assert!(!state.merged);
+    }
+}
