@@ -81,6 +81,64 @@ impl BandAccumulator {
         self
     }
 
+    /// The partial sums of the rows not yet handed on (`carry`), as bytes: what tiles
+    /// already added contribute to the rows below. A later run that restores them continues
+    /// exactly where this one stopped, without running those tiles again.
+    #[must_use]
+    pub fn carry(&self) -> Vec<u8> {
+        let (w, k) = (self.width, self.classes);
+        // Rows below the last one any tile reached are empty.
+        let used = (0..self.cap)
+            .rev()
+            .find(|&r| self.valid[r * w..(r + 1) * w].iter().any(|&v| v))
+            .map_or(0, |r| r + 1);
+        let mut out = Vec::with_capacity(16 + used * w * (4 * k + 5));
+        out.extend_from_slice(&(self.base as u64).to_le_bytes());
+        out.extend_from_slice(&(used as u64).to_le_bytes());
+        for v in &self.sums[..used * w * k] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.weights[..used * w] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend(self.valid[..used * w].iter().map(|&v| u8::from(v)));
+        out
+    }
+
+    /// Restores a [`Self::carry`] taken at row `base` of the same scene and model; false
+    /// (and nothing changed) when it does not fit.
+    pub fn restore(&mut self, carry: &[u8]) -> bool {
+        let (w, k) = (self.width, self.classes);
+        let word = |i: usize| -> Option<usize> {
+            let b: [u8; 8] = carry.get(i..i + 8)?.try_into().ok()?;
+            usize::try_from(u64::from_le_bytes(b)).ok()
+        };
+        let (Some(base), Some(used)) = (word(0), word(8)) else {
+            return false;
+        };
+        if used > self.cap || carry.len() != 16 + used * w * (4 * k + 5) {
+            return false;
+        }
+        let f32s = |bytes: &[u8]| -> Vec<f32> {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let s_end = 16 + used * w * k * 4;
+        let w_end = s_end + used * w * 4;
+        self.sums.fill(0.0);
+        self.weights.fill(0.0);
+        self.valid.fill(false);
+        self.sums[..used * w * k].copy_from_slice(&f32s(&carry[16..s_end]));
+        self.weights[..used * w].copy_from_slice(&f32s(&carry[s_end..w_end]));
+        for (v, &b) in self.valid.iter_mut().zip(&carry[w_end..]) {
+            *v = b != 0;
+        }
+        self.base = base;
+        true
+    }
+
     /// First scene row not yet handed on.
     #[must_use]
     pub fn base(&self) -> usize {
@@ -263,6 +321,59 @@ pub fn softmax_classes(logits: &mut [f32], classes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_carry_continues_to_the_same_rows() {
+        let (w, h, tile) = (20, 30, 8);
+        let win = |x: i64, y: i64| Window {
+            x,
+            y,
+            width: tile,
+            height: tile,
+        };
+        let probs: Vec<f32> = (0..2 * tile * tile).map(|i| (i % 7) as f32 * 0.1).collect();
+        let weight: Vec<f32> = (0..tile * tile).map(|i| 0.5 + (i % 5) as f32).collect();
+        let valid = vec![true; tile * tile];
+        let tiles = [
+            win(0, 0),
+            win(12, 0),
+            win(0, 6),
+            win(12, 6),
+            win(0, 12),
+            win(12, 12),
+        ];
+        let mut whole = BandAccumulator::new(w, h, 2, tile, true);
+        let mut first = BandAccumulator::new(w, h, 2, tile, true);
+        let mut rows_whole = Vec::new();
+        for (i, t) in tiles.iter().enumerate() {
+            if i == 2 || i == 4 {
+                rows_whole.push(whole.flush_until(t.y as usize));
+            }
+            whole.add(*t, &probs, &weight, &valid);
+            if i < 4 {
+                if i == 2 {
+                    first.flush_until(6);
+                }
+                first.add(*t, &probs, &weight, &valid);
+            }
+        }
+        rows_whole.push(whole.flush_until(h));
+        // Stop after the second tile row, flush its final rows, carry the rest over.
+        first.flush_until(12);
+        let carry = first.carry();
+        let mut second = BandAccumulator::new(w, h, 2, tile, true);
+        assert!(second.restore(&carry));
+        assert_eq!(second.base(), 12);
+        for t in &tiles[4..] {
+            second.add(*t, &probs, &weight, &valid);
+        }
+        let resumed = second.flush_until(h).expect("rows");
+        let expected = rows_whole[2].as_ref().expect("rows");
+        assert_eq!(resumed.y, expected.y);
+        assert_eq!(resumed.classes, expected.classes);
+        assert_eq!(resumed.probs, expected.probs);
+        assert!(!BandAccumulator::new(w + 1, h, 2, tile, true).restore(&carry));
+    }
     use crate::grid::{TileGrid, Tiling};
     use proptest::prelude::*;
 

@@ -50,6 +50,10 @@ pub struct BlockRecord {
     pub tiles: Vec<TileCount>,
     /// Its raster parts.
     pub parts: Vec<PartFile>,
+    /// The partial sums its tiles leave in the rows below it (for resuming at the next
+    /// block without running its tiles again).
+    #[serde(default)]
+    pub carry: Option<PartFile>,
     /// Which process wrote it (`main`, `shard-2-of-8`).
     pub process: String,
     /// When it finished (RFC 3339).
@@ -239,6 +243,7 @@ mod tests {
                 valid: 3,
             }],
             parts: Vec::new(),
+            carry: None,
             process: "main".into(),
             at: String::new(),
         }

@@ -331,7 +331,7 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
         );
     }
     std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
-    let run = run_blocks(plan, model, &todo, &parts, &mut journal, &process)?;
+    let run = run_blocks(plan, model, &todo, &state, &parts, &mut journal, &process)?;
     counts.blocks_run = run.run;
     counts.tiles_run = run.tiles_run;
     let timings = Timings {
@@ -381,6 +381,7 @@ fn run_blocks(
     plan: &PredictPlan,
     mut model: Segmenter,
     blocks: &[crate::grid::Block],
+    state: &State,
     parts: &Path,
     journal: &mut Journal,
     process: &str,
@@ -404,18 +405,38 @@ fn run_blocks(
     let n_classes = spec.classes.len();
     let batch = plan.batch_size.max(1);
 
-    // Segments: runs of consecutive blocks; each with its tiles (halo first).
-    let mut segments: Vec<Vec<crate::grid::Block>> = Vec::new();
+    // Segments: runs of consecutive blocks; each with its tiles, from the halo's, or with
+    // the carry the block above left in the journal.
+    let mut runs: Vec<Vec<crate::grid::Block>> = Vec::new();
     for b in blocks {
-        match segments.last_mut() {
+        match runs.last_mut() {
             Some(seg) if seg.last().is_some_and(|l| l.index + 1 == b.index) => seg.push(*b),
-            _ => segments.push(vec![*b]),
+            _ => runs.push(vec![*b]),
         }
     }
+    let segments: Vec<(Vec<crate::grid::Block>, Option<Vec<u8>>)> = runs
+        .into_iter()
+        .map(|seg| {
+            let carry = seg[0]
+                .index
+                .checked_sub(1)
+                .and_then(|above| state.blocks.get(&above))
+                .and_then(|r| r.carry.as_ref())
+                .and_then(|c| {
+                    let bytes = std::fs::read(parts.join(&c.file)).ok()?;
+                    (crate::util::sha256_hex(&bytes) == c.sha256).then_some(bytes)
+                });
+            (seg, carry)
+        })
+        .collect();
     // (segment, tile) in processing order.
     let mut sequence: Vec<(usize, Tile)> = Vec::new();
-    for (k, seg) in segments.iter().enumerate() {
-        let first_row = grid.halo_start(seg[0].tile_rows.0);
+    for (k, (seg, carry)) in segments.iter().enumerate() {
+        let first_row = if carry.is_some() {
+            seg[0].tile_rows.0
+        } else {
+            grid.halo_start(seg[0].tile_rows.0)
+        };
         let end_row = seg[seg.len() - 1].tile_rows.1;
         sequence.extend(
             tiles
@@ -520,29 +541,39 @@ fn run_blocks(
                     .transpose()?;
                 let mut busy = Duration::ZERO;
                 let mut current: Option<Segment> = None;
-                let mut finish_segment = |seg: Segment| -> Result<(), Error> {
-                    let done = seg.finish(plan, &grid, polygon.as_ref(), journal, process)?;
-                    blocks_run += done.0;
-                    tiles_run += done.1;
-                    Ok(())
+                let mut sink = BlockSink {
+                    journal: &mut *journal,
+                    process,
+                    blocks: 0,
+                    tiles: 0,
+                    last_block: plan.blocks.len().saturating_sub(1),
                 };
                 for (k, msg) in &rx_inf {
                     let start = Instant::now();
                     if current.as_ref().is_none_or(|c| c.index != k) {
                         if let Some(c) = current.take() {
-                            finish_segment(c)?;
+                            c.finish(plan, polygon.as_ref(), &mut sink)?;
                         }
-                        current = Some(Segment::new(plan, &grid, k, &segments[k], parts)?);
+                        current = Some(Segment::new(
+                            plan,
+                            &grid,
+                            k,
+                            &segments[k].0,
+                            segments[k].1.as_deref(),
+                            parts,
+                        )?);
                     }
                     let seg = current.as_mut().expect("a segment is open");
-                    seg.add(plan, &grid, polygon.as_ref(), msg, &weights)?;
+                    seg.add(plan, &grid, polygon.as_ref(), msg, &weights, &mut sink)?;
                     progress.inc(1);
                     busy += start.elapsed();
                 }
                 let start = Instant::now();
                 if let Some(c) = current.take() {
-                    finish_segment(c)?;
+                    c.finish(plan, polygon.as_ref(), &mut sink)?;
                 }
+                blocks_run = sink.blocks;
+                tiles_run = sink.tiles;
                 Ok(busy + start.elapsed())
             })();
             // On a blend error, dropping the receiver stops the upstream stages.
@@ -564,13 +595,24 @@ fn run_blocks(
     })
 }
 
+/// Where finished blocks go: the journal, and what was done.
+struct BlockSink<'a> {
+    journal: &'a mut Journal,
+    process: &'a str,
+    blocks: usize,
+    tiles: usize,
+    last_block: usize,
+}
+
 /// A run of consecutive blocks being blended: one accumulator, the rows above the first
-/// block (the halo's) are dropped, finished rows go to the block that owns them.
+/// block (the halo's) are dropped, finished rows go to the block that owns them, and each
+/// block is closed and journalled as soon as its last row is written.
 struct Segment {
     index: usize,
     acc: BandAccumulator,
     blocks: Vec<crate::grid::Block>,
     open: Vec<Option<OpenBlock>>,
+    finished: Vec<bool>,
     row: Option<usize>,
     /// Rows above this are the halo's: blended, then dropped.
     keep_from: usize,
@@ -583,41 +625,58 @@ impl Segment {
         grid: &TileGrid,
         index: usize,
         blocks: &[crate::grid::Block],
+        carry: Option<&[u8]>,
         parts: &Path,
     ) -> Result<Self, Error> {
         let stack = &plan.stack;
-        let halo = grid.halo_start(blocks[0].tile_rows.0);
-        let acc = BandAccumulator::new(
+        let mut acc = BandAccumulator::new(
             stack.width,
             stack.height,
             plan.model.classes.len(),
             plan.model.tile_size,
             plan.probabilities,
-        )
-        .starting_at(grid.row_top(halo));
+        );
+        let restored = carry.is_some_and(|c| acc.restore(c)) && acc.base() == blocks[0].rows.0;
+        if !restored {
+            if carry.is_some() {
+                return Err(Error::Pipeline("restoring the carry of the block above"));
+            }
+            acc = acc.starting_at(grid.row_top(grid.halo_start(blocks[0].tile_rows.0)));
+        }
         Ok(Self {
             index,
             acc,
             blocks: blocks.to_vec(),
             open: blocks.iter().map(|_| None).collect(),
+            finished: vec![false; blocks.len()],
             row: None,
             keep_from: blocks[0].rows.0,
             parts: parts.to_path_buf(),
         })
     }
 
-    /// Flushes every row above `target`, in steps the accumulator holds.
+    /// Flushes every row above `target`, in steps the accumulator holds that never cross
+    /// a block's end (so a block's carry is taken exactly at its last row).
     fn flush_to(
         &mut self,
         plan: &PredictPlan,
         target: usize,
         polygon: Option<&gdal::vector::Geometry>,
+        sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
         let cap = plan.model.tile_size.max(1);
-        while self.acc.base() < target.min(plan.stack.height) {
-            let to = target.min(self.acc.base() + cap);
+        let target = target.min(plan.stack.height);
+        while self.acc.base() < target {
+            let base = self.acc.base();
+            let block_end = self
+                .blocks
+                .iter()
+                .map(|b| b.rows.1)
+                .find(|&e| e > base)
+                .unwrap_or(target);
+            let to = target.min(base + cap).min(block_end);
             if let Some(f) = self.acc.flush_until(to) {
-                self.route(plan, f, polygon)?;
+                self.route(plan, f, polygon, sink)?;
             }
         }
         Ok(())
@@ -630,10 +689,11 @@ impl Segment {
         polygon: Option<&gdal::vector::Geometry>,
         msg: TileMsg,
         weights: &[f32],
+        sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
         if self.row != Some(msg.tile.row) {
             // Rows above this tile row's top are final.
-            self.flush_to(plan, grid.row_top(msg.tile.row), polygon)?;
+            self.flush_to(plan, grid.row_top(msg.tile.row), polygon, sink)?;
             self.row = Some(msg.tile.row);
         }
         if msg.inferred {
@@ -650,10 +710,11 @@ impl Segment {
         if msg.inferred {
             ob.tiles_run += 1;
         }
+        let w = msg.tile.window;
         for i in 0..self.blocks.len() {
             let b = self.blocks[i];
-            let w = msg.tile.window;
-            if w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64 {
+            if !self.finished[i] && w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64
+            {
                 let ob = self.open_block(plan, i)?;
                 if let Some(r) = ob.records.iter_mut().find(|r| r.id == msg.tile.id) {
                     r.inferred = msg.inferred;
@@ -733,12 +794,13 @@ impl Segment {
     }
 
     /// Hands finished rows to the blocks that own them (dropping the halo's rows), masking
-    /// pixels outside the AOI.
+    /// pixels outside the AOI; closes every block whose last row this was.
     fn route(
         &mut self,
         plan: &PredictPlan,
         f: FinishedRows,
         polygon: Option<&gdal::vector::Geometry>,
+        sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
         let width = plan.stack.width;
         let k = plan.model.classes.len();
@@ -764,8 +826,10 @@ impl Segment {
                 for (p, &m) in mask.iter().enumerate() {
                     if m == 0 {
                         classes[p] = crate::blend::CLASS_NODATA;
-                        for c in 0..k.min(probs.len() / (n * width).max(1)) {
-                            probs[c * n * width + p] = 0;
+                        if plan.probabilities {
+                            for c in 0..k {
+                                probs[c * n * width + p] = 0;
+                            }
                         }
                     }
                 }
@@ -789,73 +853,115 @@ impl Segment {
             };
             crate::output::parquet::count_rows(&mut ob.records, &rows, width);
             ob.written = hi;
+            if hi == b.rows.1 {
+                self.finish_block(plan, i, sink)?;
+            }
         }
         Ok(())
     }
 
-    /// Flushes the rest of the segment and journals every block. Returns (blocks, model runs).
+    /// Closes block `i`: parts to disk (fsync, rename), its carry for a later resume, then
+    /// the journal line.
+    fn finish_block(
+        &mut self,
+        plan: &PredictPlan,
+        i: usize,
+        sink: &mut BlockSink<'_>,
+    ) -> Result<(), Error> {
+        let ob = self.open[i].take().expect("a block being written");
+        self.finished[i] = true;
+        let mut files = Vec::new();
+        ob.classes.finish_part()?;
+        let mut finals = vec![ob.classes_path.clone()];
+        if let Some(p) = ob.probs {
+            p.finish_part()?;
+            finals.push(ob.probs_path.clone());
+        }
+        let describe = |fin: &Path| -> Result<PartFile, Error> {
+            Ok(PartFile {
+                file: fin
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                bytes: std::fs::metadata(fin).map_err(io_err(fin))?.len(),
+                sha256: crate::util::sha256_file(fin).map_err(io_err(fin))?,
+            })
+        };
+        for fin in finals {
+            let part = partial_name(&fin);
+            crate::journal::sync_file(&part).map_err(io_err(&part))?;
+            std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
+            let _ = std::fs::remove_file(aux_path(&part));
+            files.push(describe(&fin)?);
+        }
+        // What this block's tiles add to the rows below it: a resume from the next block
+        // restores it instead of running this block's last tile row again.
+        let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
+            let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
+            let part = partial_name(&fin);
+            std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
+            crate::journal::sync_file(&part).map_err(io_err(&part))?;
+            std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
+            Some(describe(&fin)?)
+        } else {
+            None
+        };
+        sink.journal.append(&Entry::Block(BlockRecord {
+            block: ob.block.index,
+            plan_hash: plan.job.plan_hash.clone(),
+            rows: ob.block.rows,
+            tiles_run: ob.tiles_run,
+            class_pixels: ob.class_pixels,
+            tiles: ob
+                .records
+                .iter()
+                .map(|r| TileCount {
+                    id: r.id,
+                    inferred: r.inferred,
+                    counts: r.counts.clone(),
+                    valid: r.valid,
+                })
+                .collect(),
+            parts: files,
+            carry,
+            process: sink.process.to_string(),
+            at: crate::util::now_rfc3339(),
+        }))?;
+        tracing::debug!(block = ob.block.index, "block finished");
+        sink.blocks += 1;
+        sink.tiles += ob.tiles_run;
+        Ok(())
+    }
+
+    /// Flushes the rest of the segment, closing its last blocks.
     fn finish(
         mut self,
         plan: &PredictPlan,
-        _grid: &TileGrid,
         polygon: Option<&gdal::vector::Geometry>,
-        journal: &mut Journal,
-        process: &str,
-    ) -> Result<(usize, usize), Error> {
+        sink: &mut BlockSink<'_>,
+    ) -> Result<(), Error> {
         let end = self.blocks[self.blocks.len() - 1].rows.1;
-        self.flush_to(plan, end, polygon)?;
-        let mut done = (0, 0);
+        self.flush_to(plan, end, polygon, sink)?;
+        // Blocks without a single tile (outside the AOI) still get their (nodata) parts.
         for i in 0..self.blocks.len() {
-            self.open_block(plan, i)?;
-            let ob = self.open[i].take().expect("opened above");
-            debug_assert_eq!(ob.written, ob.block.rows.1);
-            let mut files = Vec::new();
-            ob.classes.finish_part()?;
-            let mut pairs = vec![ob.classes_path.clone()];
-            if let Some(p) = ob.probs {
-                p.finish_part()?;
-                pairs.push(ob.probs_path.clone());
+            if !self.finished[i] {
+                let b = self.blocks[i];
+                let ob = self.open_block(plan, i)?;
+                if ob.written < b.rows.1 {
+                    let rows = b.rows.1 - ob.written;
+                    let y_in = ob.written - b.rows.0;
+                    let nodata = vec![crate::blend::CLASS_NODATA; rows * plan.stack.width];
+                    ob.classes.write_rows(y_in, rows, &nodata)?;
+                    if let Some(p) = ob.probs.as_mut() {
+                        let zeros = vec![0_u8; rows * plan.stack.width * plan.model.classes.len()];
+                        p.write_rows(y_in, rows, &zeros)?;
+                    }
+                    ob.written = b.rows.1;
+                }
+                self.finish_block(plan, i, sink)?;
             }
-            for fin in pairs {
-                let part = partial_name(&fin);
-                crate::journal::sync_file(&part).map_err(io_err(&part))?;
-                std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
-                let _ = std::fs::remove_file(aux_path(&part));
-                let bytes = std::fs::metadata(&fin).map_err(io_err(&fin))?.len();
-                files.push(PartFile {
-                    file: fin
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    bytes,
-                    sha256: crate::util::sha256_file(&fin).map_err(io_err(&fin))?,
-                });
-            }
-            journal.append(&Entry::Block(BlockRecord {
-                block: ob.block.index,
-                plan_hash: plan.job.plan_hash.clone(),
-                rows: ob.block.rows,
-                tiles_run: ob.tiles_run,
-                class_pixels: ob.class_pixels,
-                tiles: ob
-                    .records
-                    .iter()
-                    .map(|r| TileCount {
-                        id: r.id,
-                        inferred: r.inferred,
-                        counts: r.counts.clone(),
-                        valid: r.valid,
-                    })
-                    .collect(),
-                parts: files,
-                process: process.to_string(),
-                at: crate::util::now_rfc3339(),
-            }))?;
-            tracing::debug!(block = ob.block.index, "block finished");
-            done.0 += 1;
-            done.1 += ob.tiles_run;
         }
-        Ok(done)
+        Ok(())
     }
 }
 

@@ -231,7 +231,7 @@ fn file_band_names(path: &Path) -> Vec<String> {
 
 const RASTER_EXTENSIONS: [&str; 7] = ["tif", "tiff", "jp2", "vrt", "nc", "img", "j2k"];
 
-fn list_rasters(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+pub(crate) fn list_rasters(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

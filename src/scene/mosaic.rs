@@ -4,7 +4,7 @@
 //! gives the pixel: least cloud cover first (scenes without a known cover after those with
 //! one), then the newest, then the order given. Lower-priority scenes fill its nodata.
 
-use super::timeseries::{SceneEntry, scene_entries};
+use super::timeseries::{SceneEntry, mosaic_entries};
 use super::{SceneOptions, Stack, StackRequest, open_stack_request, xml_escape};
 use crate::aoi::Aoi;
 use crate::error::{AoiError, Error, SceneError};
@@ -188,7 +188,7 @@ pub fn open_mosaic(
     aoi: &Aoi,
     name: &str,
 ) -> Result<(Stack, Vec<MosaicScene>), Error> {
-    let entries = by_priority(scene_entries(scenes)?);
+    let entries = by_priority(mosaic_entries(scenes)?);
     let mut grid_srs = SpatialRef::from_wkt(&aoi.grid.srs_wkt).map_err(|e| AoiError::Gdal {
         aoi: aoi.source.clone(),
         message: e.to_string(),

@@ -280,6 +280,82 @@ pub fn scene_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
         .collect())
 }
 
+/// The scene a per-band file belongs to: its stem without a trailing band token
+/// (`T33UUU_20170216T102101_B02` and `..._B8A_20m` -> `T33UUU_20170216T102101`); files
+/// without one are scenes of their own.
+#[must_use]
+pub fn scene_key(stem: &str) -> String {
+    let parts: Vec<&str> = stem.split(['_', '-']).collect();
+    let is_band = |t: &str| {
+        let t = t.to_ascii_uppercase();
+        t.strip_prefix('B').is_some_and(|r| {
+            !r.is_empty()
+                && r.len() <= 3
+                && r.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && r.chars().all(|c| c.is_ascii_digit() || c == 'A')
+        }) || matches!(t.as_str(), "SCL" | "AOT" | "WVP" | "TCI")
+    };
+    let is_res = |t: &str| {
+        t.ends_with('m') && t[..t.len() - 1].chars().all(|c| c.is_ascii_digit()) && t.len() > 1
+    };
+    let mut n = parts.len();
+    if n > 1 && is_res(parts[n - 1]) {
+        n -= 1;
+    }
+    if n > 1 && is_band(parts[n - 1]) {
+        return stem[..parts[..n - 1].iter().map(|p| p.len() + 1).sum::<usize>() - 1].to_string();
+    }
+    stem.to_string()
+}
+
+/// Expands the `--scene` values of an AOI mosaic: like [`scene_entries`], but a folder holding
+/// several scenes (per-band files of several tiles or dates, multi-band files, Sentinel-2
+/// products) gives one scene per file-name stem without its band token.
+pub fn mosaic_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
+    let mut out = Vec::new();
+    for s in scenes {
+        let p = Path::new(s);
+        if !p.is_dir() {
+            out.extend(scene_entries(std::slice::from_ref(s))?);
+            continue;
+        }
+        let mut files = Vec::new();
+        super::list_rasters(p, 5, &mut files);
+        let mut groups: std::collections::BTreeMap<String, Vec<PathBuf>> =
+            std::collections::BTreeMap::new();
+        for f in files {
+            let stem = f
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            groups.entry(scene_key(&stem)).or_default().push(f);
+        }
+        if groups.len() <= 1 {
+            out.extend(scene_entries(std::slice::from_ref(s))?);
+            continue;
+        }
+        for (key, files) in groups {
+            let source = SceneSource::Files {
+                label: p.join(&key).to_string_lossy().into_owned(),
+                files,
+            };
+            let date = parse_date(&key).map(|d| (d, format!("{}: file names", p.display())));
+            let cloud_cover = match &source {
+                SceneSource::Files { files, .. } => {
+                    files.iter().find_map(|f| gdal_cloud(&f.to_string_lossy()))
+                }
+                SceneSource::Path(_) => None,
+            };
+            out.push(SceneEntry {
+                source,
+                date,
+                cloud_cover,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Cloud cover in percent from GDAL metadata (Sentinel-2 SAFE, Landsat MTL, tags).
 fn gdal_cloud(path: &str) -> Option<f64> {
     let ds = gdal::Dataset::open(path).ok()?;
@@ -330,6 +406,21 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn band_tokens_are_stripped_from_scene_keys() {
+        assert_eq!(
+            scene_key("T33UUU_20170216T102101_B02"),
+            "T33UUU_20170216T102101"
+        );
+        assert_eq!(
+            scene_key("T33UUU_20170216T102101_B8A_20m"),
+            "T33UUU_20170216T102101"
+        );
+        assert_eq!(scene_key("T29RKH_20200219_SCL_20m"), "T29RKH_20200219");
+        assert_eq!(scene_key("s2_stack_2020-02-19"), "s2_stack_2020-02-19");
+        assert_eq!(scene_key("B02"), "B02");
+    }
 
     #[test]
     fn dates_are_found_in_names_and_metadata_strings() {
