@@ -154,13 +154,13 @@ def speed(args, one, four, work):
     t, b = str(args.threads), str(args.batch_size)
     contenders = {
         "limit": [EOINFER, "bench-model", *eoinfer_args(one, t, b), "--out", work / "limit"],
-        "eoinfer": [EOINFER, "predict", *eoinfer_args(one, t, b), "--out", work / "eoinfer", "--name", "one"],
+        "eoinfer": [EOINFER, "predict", *eoinfer_args(one, t, b), "--out", work / "eoinfer", "--name", "one", "--force"],
         "peer": [PYTHON, ROOT / "scripts" / "bench_peer.py", one, work / "peer" / "peer.tif",
                  "--threads", t, "--batch-size", b],
     }
     if "scaling" in args.sections:
         contenders["eoinfer 4-tile"] = [EOINFER, "predict", *eoinfer_args(four, t, b), "--out", work / "four",
-                                        "--name", "four"]
+                                        "--name", "four", "--force"]
     runs = {k: [] for k in contenders}
     for r in range(args.repeats):
         for name, cmd in contenders.items():
@@ -244,7 +244,7 @@ def tiling_study(args, work):
             out = work / "shift" / "out"
             cmd = [EOINFER, "predict", "--model", dyn if dynamic else SHIFT_MODEL, "--scene", scene,
                    "--resolution", res, "--s2-offset", "0", "--threads", args.threads,
-                   "--batch-size", args.batch_size, "--out", out, "--name", "run", "--json", *extra]
+                   "--batch-size", args.batch_size, "--out", out, "--name", "run", "--json", "--force", *extra]
             wall, _, stdout = measure(cmd, work / "logs" / "shift")
             s = json.loads(stdout)
             maps.append(read_u8(out / "run.classes.tif"))

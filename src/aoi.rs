@@ -77,7 +77,7 @@ fn parse_bbox(s: &str) -> Option<[f64; 4]> {
 }
 
 /// A rectangle as a polygon with `n` points per edge (edges stay true after reprojection).
-fn dense_box(b: [f64; 4], n: usize) -> String {
+pub(crate) fn dense_box(b: [f64; 4], n: usize) -> String {
     let [x0, y0, x1, y1] = b;
     let mut pts = Vec::new();
     let lerp = |a: f64, c: f64, t: f64| a + (c - a) * t;

@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_restored_carry_continues_to_the_same_rows() {
-        let (w, h, tile) = (20, 30, 8);
+        let (w, h, tile) = (20, 20, 8);
         let win = |x: i64, y: i64| Window {
             x,
             y,

@@ -123,7 +123,9 @@ pub fn read_state(work: &Path) -> Result<State, JobError> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("journal-") && n.ends_with(".jsonl"))
+                .is_some_and(|n| n.starts_with("journal-"))
+                && p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
         })
         .collect();
     files.sort();

@@ -564,7 +564,7 @@ fn run_blocks(
                         )?);
                     }
                     let seg = current.as_mut().expect("a segment is open");
-                    seg.add(plan, &grid, polygon.as_ref(), msg, &weights, &mut sink)?;
+                    seg.add(plan, &grid, polygon.as_ref(), &msg, &weights, &mut sink)?;
                     progress.inc(1);
                     busy += start.elapsed();
                 }
@@ -676,7 +676,7 @@ impl Segment {
                 .unwrap_or(target);
             let to = target.min(base + cap).min(block_end);
             if let Some(f) = self.acc.flush_until(to) {
-                self.route(plan, f, polygon, sink)?;
+                self.route(plan, &f, polygon, sink)?;
             }
         }
         Ok(())
@@ -687,7 +687,7 @@ impl Segment {
         plan: &PredictPlan,
         grid: &TileGrid,
         polygon: Option<&gdal::vector::Geometry>,
-        msg: TileMsg,
+        msg: &TileMsg,
         weights: &[f32],
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
@@ -798,7 +798,7 @@ impl Segment {
     fn route(
         &mut self,
         plan: &PredictPlan,
-        f: FinishedRows,
+        f: &FinishedRows,
         polygon: Option<&gdal::vector::Geometry>,
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
@@ -984,39 +984,38 @@ pub struct MergeContext {
 
 /// Reads `<dir>/<name>.plan.json` (name: the only plan in the folder when not given).
 pub fn read_job(dir: &Path, name: Option<&str>) -> Result<JobPlan, Error> {
-    let path = match name {
-        Some(n) => dir.join(format!("{n}.plan.json")),
-        None => {
-            let mut plans: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(io_err(dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.to_string_lossy().ends_with(".plan.json"))
-                .collect();
-            plans.sort();
-            match plans.as_slice() {
-                [one] => one.clone(),
-                _ => {
-                    return Err(JobError::NoPlan {
-                        dir: dir.to_path_buf(),
-                        name: if plans.is_empty() {
-                            "(any)".into()
-                        } else {
-                            format!(
-                                "(several: {}; pass --name)",
-                                plans
-                                    .iter()
-                                    .filter_map(|p| p.file_name())
-                                    .map(|n| n
-                                        .to_string_lossy()
-                                        .trim_end_matches(".plan.json")
-                                        .to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        },
-                    }
-                    .into());
+    let path = if let Some(n) = name {
+        dir.join(format!("{n}.plan.json"))
+    } else {
+        let mut plans: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".plan.json"))
+            .collect();
+        plans.sort();
+        match plans.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                return Err(JobError::NoPlan {
+                    dir: dir.to_path_buf(),
+                    name: if plans.is_empty() {
+                        "(any)".into()
+                    } else {
+                        format!(
+                            "(several: {}; pass --name)",
+                            plans
+                                .iter()
+                                .filter_map(|p| p.file_name())
+                                .map(|n| n
+                                    .to_string_lossy()
+                                    .trim_end_matches(".plan.json")
+                                    .to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                 }
+                .into());
             }
         }
     };
@@ -1297,8 +1296,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         tracing::warn!("{w}");
         warnings.push(w);
     }
-    let mut job_counts = ctx.job;
-    job_counts.tiles_run = job_counts.tiles_run.max(0);
+    let job_counts = ctx.job;
     let outputs = Outputs {
         classes: final_classes.clone(),
         probabilities: job.probabilities.then(|| final_probs.clone()),

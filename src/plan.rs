@@ -386,8 +386,8 @@ impl PredictPlan {
             args.s2_offset,
             args.nodata,
         )?;
-        let (stack, aoi, mosaic) = match &args.aoi {
-            Some(a) => {
+        let (stack, aoi, mosaic) = if let Some(a) = &args.aoi {
+            {
                 let resolution = opts.resolution.unwrap_or(model.gsd);
                 if !(resolution.is_finite() && resolution > 0.0) {
                     return Err(crate::error::SceneError::EmptyGrid {
@@ -413,7 +413,8 @@ impl PredictPlan {
                 )?;
                 (stack, Some(aoi), mosaic)
             }
-            None => {
+        } else {
+            {
                 let scene = match args.scenes.as_slice() {
                     [one] => one.clone(),
                     _ => {

@@ -90,6 +90,7 @@ print(json.dumps({
             "classes",
             "classes_style",
             "model",
+            "plan",
             "probabilities",
             "probabilities_style",
             "summary",
@@ -98,7 +99,14 @@ print(json.dumps({
     );
     assert_eq!(
         r["assets_second"],
-        serde_json::json!(["classes", "classes_style", "model", "summary", "tiles"])
+        serde_json::json!([
+            "classes",
+            "classes_style",
+            "model",
+            "plan",
+            "summary",
+            "tiles"
+        ])
     );
     assert_eq!(r["epsg"], "EPSG:32633");
     assert_eq!(r["shape"], serde_json::json!([256, 512]));

@@ -365,13 +365,11 @@ fn three_concurrent_shards_merge_to_the_pixels_and_rows_of_one_process() {
 }
 
 fn block_lines(journal: &Path) -> usize {
-    std::fs::read_to_string(journal)
-        .map(|t| {
-            t.lines()
-                .filter(|l| l.contains("\"kind\":\"block\""))
-                .count()
-        })
-        .unwrap_or(0)
+    std::fs::read_to_string(journal).map_or(0, |t| {
+        t.lines()
+            .filter(|l| l.contains("\"kind\":\"block\""))
+            .count()
+    })
 }
 
 #[test]

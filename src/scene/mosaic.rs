@@ -67,31 +67,7 @@ fn footprint(stack: &Stack, target: &SpatialRef) -> Result<Geometry, SceneError>
         gt[0] + stack.width as f64 * gt[1],
         gt[3] + stack.height as f64 * gt[5],
     );
-    let n = 16;
-    let mut pts = Vec::new();
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        pts.push((x0 + (x1 - x0) * t, y0));
-    }
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        pts.push((x1, y0 + (y1 - y0) * t));
-    }
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        pts.push((x1 - (x1 - x0) * t, y1));
-    }
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        pts.push((x0, y1 - (y1 - y0) * t));
-    }
-    let wkt = format!(
-        "POLYGON (({}))",
-        pts.iter()
-            .map(|(x, y)| format!("{x} {y}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let wkt = crate::aoi::dense_box([x0, y0, x1, y1], 16);
     let g = Geometry::from_wkt(&wkt).map_err(|e| gdal_err(&stack.scene, e))?;
     let mut src = SpatialRef::from_wkt(&stack.srs_wkt).map_err(|e| gdal_err(&stack.scene, e))?;
     src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);

@@ -176,11 +176,14 @@ fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
     Ok(steps)
 }
 
+/// A listed scene: source, date found while listing, cloud cover found while listing.
+type RawScene = (SceneSource, Option<(Date, String)>, Option<f64>);
+
 /// Expands the `--scene` values (files, band folders, folders of dated files, `.txt` lists,
 /// STAC Items and ItemCollections of local files) into scenes, in the order given, with
 /// the date and cloud cover their metadata or names carry.
 pub fn scene_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
-    let mut raw: Vec<(SceneSource, Option<(Date, String)>, Option<f64>)> = Vec::new();
+    let mut raw: Vec<RawScene> = Vec::new();
     for s in scenes {
         let p = Path::new(s);
         let ext = p
