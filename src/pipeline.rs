@@ -211,6 +211,16 @@ struct OpenBlock {
     tiles_run: usize,
 }
 
+/// A temporary name for `path` unique to this process: two processes that run the same
+/// block at once (a retried shard whose first pod still runs) never write the same file.
+fn process_partial(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
     move |source| OutputError::Io {
         path: path.to_path_buf(),
@@ -741,7 +751,7 @@ impl Segment {
             let classes_path = self.parts.join(format!("b{:06}.classes.tif", b.index));
             let probs_path = self.parts.join(format!("b{:06}.probs.tif", b.index));
             let classes = RasterSink::create_part(
-                &partial_name(&classes_path),
+                &process_partial(&classes_path),
                 (stack.width, rows),
                 &part_gt,
                 &stack.srs_wkt,
@@ -750,7 +760,7 @@ impl Segment {
             )?;
             let probs = if plan.probabilities {
                 Some(RasterSink::create_part(
-                    &partial_name(&probs_path),
+                    &process_partial(&probs_path),
                     (stack.width, rows),
                     &part_gt,
                     &stack.srs_wkt,
@@ -888,7 +898,7 @@ impl Segment {
             })
         };
         for fin in finals {
-            let part = partial_name(&fin);
+            let part = process_partial(&fin);
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             let _ = std::fs::remove_file(aux_path(&part));
@@ -898,7 +908,7 @@ impl Segment {
         // restores it instead of running this block's last tile row again.
         let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
             let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
-            let part = partial_name(&fin);
+            let part = process_partial(&fin);
             std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;

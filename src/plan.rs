@@ -267,6 +267,8 @@ pub struct JobPlan {
     pub block_rows: usize,
     /// The blocks.
     pub blocks: Vec<crate::grid::Block>,
+    /// Tiles run per block (its own tile rows; a shard's first block also runs its halo).
+    pub block_tiles: Vec<usize>,
     /// Shard shares for the count `eoinfer plan --shards` was given: blocks per shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<Vec<std::ops::Range<usize>>>,
@@ -533,6 +535,15 @@ impl PredictPlan {
             qgis_project: args.qgis_project,
             tiles: tiles.len(),
             block_rows,
+            block_tiles: blocks
+                .iter()
+                .map(|b| {
+                    tiles
+                        .iter()
+                        .filter(|t| (b.tile_rows.0..b.tile_rows.1).contains(&t.row))
+                        .count()
+                })
+                .collect(),
             blocks: blocks.clone(),
             shards: None,
         };
