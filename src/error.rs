@@ -225,6 +225,10 @@ pub enum JobError {
         "--shard auto/{count}: none of JOB_COMPLETION_INDEX (Kubernetes Indexed Job), SLURM_ARRAY_TASK_ID (Slurm array) or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array) is set{found}; pass --shard i/{count}"
     )]
     NoShardIndex { count: usize, found: String },
+    #[error(
+        "--force cannot be used with --shard: every shard would discard the others' work; run `eoinfer plan ... --force` once before starting the shards"
+    )]
+    ForceWithShard,
     #[error("cannot read the journal {path}: {message}")]
     Journal {
         path: std::path::PathBuf,

@@ -220,19 +220,27 @@ impl TileGrid {
         let k = tile_rows.max(1);
         let n = self.ys.len();
         let mut out: Vec<Block> = Vec::new();
+        // First tile row of the block being formed (a first chunk owning no row joins the
+        // next one).
+        let mut start = 0;
         let mut r0 = 0;
         while r0 < n {
             let r1 = (r0 + k).min(n);
-            let rows = (self.row_top(r0), self.row_top(r1));
+            let rows = (self.row_top(start), self.row_top(r1));
             match out.last_mut() {
                 Some(prev) if rows.1 <= rows.0 => {
                     prev.tile_rows.1 = r1;
+                    start = r1;
                 }
-                _ => out.push(Block {
-                    index: out.len(),
-                    tile_rows: (r0, r1),
-                    rows,
-                }),
+                None if rows.1 <= rows.0 && r1 < n => {}
+                _ => {
+                    out.push(Block {
+                        index: out.len(),
+                        tile_rows: (start, r1),
+                        rows,
+                    });
+                    start = r1;
+                }
             }
             r0 = r1;
         }
@@ -486,10 +494,11 @@ mod tests {
         fn blocks_own_every_row_once_and_shards_every_block_once(
             len in 1usize..3000, ov in 0usize..200, k in 1usize..6, n in 1usize..9, reference in any::<bool>()
         ) {
-            let tiling = if reference { Tiling::Reference { fraction: 0.2 } } else { Tiling::Blended { overlap: ov } };
+            let tiling = if reference { Tiling::Reference { fraction: [0.2, 0.5][k % 2] } } else { Tiling::Blended { overlap: ov } };
             let g = TileGrid::new(300, len, 256, tiling).expect("grid");
             let blocks = g.blocks(k);
             prop_assert_eq!(blocks[0].rows.0, 0);
+            prop_assert!(blocks.iter().all(|b| b.rows.0 < b.rows.1));
             prop_assert_eq!(blocks.last().expect("a block").rows.1, len);
             prop_assert_eq!(blocks.last().expect("a block").tile_rows.1, g.rows());
             for w in blocks.windows(2) {

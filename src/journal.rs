@@ -1,7 +1,8 @@
 //! The journal of a resumable run: an append-only, fsync'd record of finished blocks, one
-//! JSON line each, in `<out>/.eoinfer/<name>/journal-<process>.jsonl` beside the blocks'
-//! parts. Every process (a whole run, each shard, each merge) appends to its own file, so
-//! shards on other machines never write the same file; readers take the union of all.
+//! JSON line each, in `<out>/.eoinfer/<name>/journal-<process>-<token>.jsonl` beside the
+//! blocks' parts. Every process (a whole run, each shard, each retry, each merge) appends to
+//! a file of its own (the token names the host, the process and its start), so processes on
+//! other machines never write the same file; readers take the union of all.
 
 use crate::error::JobError;
 use serde::{Deserialize, Serialize};
@@ -89,8 +90,9 @@ pub enum Entry {
 /// What all journals of a run say.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Finished blocks by index (the first record of each).
-    pub blocks: BTreeMap<usize, BlockRecord>,
+    /// Records of finished blocks by index, in the order read (a block run twice, by a
+    /// retried shard, has two).
+    pub blocks: BTreeMap<usize, Vec<BlockRecord>>,
     /// Plan hashes seen.
     pub hashes: Vec<String>,
     /// Whether a merge finished.
@@ -111,8 +113,33 @@ pub fn parts_dir(work: &Path) -> PathBuf {
     work.join("parts")
 }
 
-/// Reads every journal in `work`. A torn last line (a process killed while appending) is
-/// ignored; any other unreadable line is an error.
+impl State {
+    /// The latest record of block `b` whose parts are in `parts` with their recorded sizes.
+    #[must_use]
+    pub fn record(&self, b: usize, parts: &Path) -> Option<&BlockRecord> {
+        self.blocks.get(&b)?.iter().rev().find(|r| {
+            r.parts
+                .iter()
+                .all(|p| std::fs::metadata(parts.join(&p.file)).is_ok_and(|m| m.len() == p.bytes))
+        })
+    }
+
+    /// Process tags (`shard-2-of-8`) of the journals read.
+    #[must_use]
+    pub fn processes(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter_map(|f| {
+                let name = f.file_stem()?.to_string_lossy().into_owned();
+                let rest = name.strip_prefix("journal-")?;
+                Some(rest.rsplit_once('-').map_or(rest, |(p, _)| p).to_string())
+            })
+            .collect()
+    }
+}
+
+/// Reads every journal in `work`. A line that cannot be read (the torn last line of a
+/// process killed while appending) is skipped with a warning: its block is run again.
 pub fn read_state(work: &Path) -> Result<State, JobError> {
     let mut state = State::default();
     let Ok(dir) = std::fs::read_dir(work) else {
@@ -134,20 +161,15 @@ pub fn read_state(work: &Path) -> Result<State, JobError> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let complete = text.ends_with('\n');
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
+        for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let entry: Entry = match serde_json::from_str(line) {
                 Ok(e) => e,
-                Err(_) if i + 1 == lines.len() && !complete => break,
                 Err(e) => {
-                    return Err(JobError::Journal {
-                        path: path.clone(),
-                        message: format!("line {}: {e}", i + 1),
-                    });
+                    tracing::warn!(journal = %path.display(), line = i + 1, "unreadable journal line skipped ({e}); its block runs again");
+                    continue;
                 }
             };
             let hash = match &entry {
@@ -159,7 +181,7 @@ pub fn read_state(work: &Path) -> Result<State, JobError> {
             }
             match entry {
                 Entry::Block(b) => {
-                    state.blocks.entry(b.block).or_insert(b);
+                    state.blocks.entry(b.block).or_default().push(b);
                 }
                 Entry::Merged { .. } => state.merged = true,
                 Entry::Start { .. } => {}
@@ -185,15 +207,26 @@ fn werr(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
 }
 
 impl Journal {
-    /// Opens (creating) `journal-<process>.jsonl` in `work` for appending.
+    /// Creates `journal-<process>-<token>.jsonl` in `work`, this process's own journal.
     pub fn open(work: &Path, process: &str) -> Result<Self, JobError> {
         std::fs::create_dir_all(work).map_err(werr(work))?;
-        let path = work.join(format!("journal-{process}.jsonl"));
-        let file = std::fs::OpenOptions::new()
+        let path = work.join(format!(
+            "journal-{process}-{}.jsonl",
+            crate::util::process_token()
+        ));
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(werr(&path))?;
+        // A torn last line must not swallow the next entry.
+        let torn = std::fs::read(&path)
+            .map_err(werr(&path))?
+            .last()
+            .is_some_and(|&b| b != b'\n');
+        if torn {
+            file.write_all(b"\n").map_err(werr(&path))?;
+        }
         // Make the new file's name durable too.
         if let Ok(d) = std::fs::File::open(work) {
             let _ = d.sync_all();
@@ -215,16 +248,15 @@ impl Journal {
     }
 }
 
-/// fsyncs a finished file and its folder, so that a journal line never names a file the
-/// disk does not hold.
+/// fsyncs a finished file.
 pub fn sync_file(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// fsyncs a folder (after renames into it), so that a journal line never names a file the
+/// disk does not hold.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 #[cfg(test)]
@@ -258,16 +290,23 @@ mod tests {
         a.append(&Entry::Block(record(0))).expect("append");
         let mut b = Journal::open(dir.path(), "shard-1-of-2").expect("open");
         b.append(&Entry::Block(record(1))).expect("append");
-        drop((a, b));
         // A kill in the middle of an append leaves half a line.
-        let path = dir.path().join("journal-shard-1-of-2.jsonl");
+        let path = b.path.clone();
+        drop((a, b));
         let mut text = std::fs::read_to_string(&path).expect("read");
         text.push_str("{\"kind\":\"block\",\"blo");
         std::fs::write(&path, text).expect("write");
+        // Appending after a torn line (here: the same process, the same file) starts a new line.
+        let mut c = Journal::open(dir.path(), "shard-1-of-2").expect("open");
+        c.append(&Entry::Block(record(1))).expect("append");
         let state = read_state(dir.path()).expect("state");
         assert_eq!(state.blocks.keys().copied().collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(state.blocks[&1], record(1));
+        assert_eq!(state.blocks[&1], [record(1), record(1)]);
+        assert_eq!(state.record(1, dir.path()), Some(&record(1)));
         assert_eq!(state.hashes, ["h"]);
         assert!(!state.merged);
+        let mut processes = state.processes();
+        processes.sort();
+        assert_eq!(processes, ["shard-0-of-2", "shard-1-of-2"]);
     }
 }

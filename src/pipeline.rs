@@ -209,6 +209,9 @@ struct OpenBlock {
     class_pixels: Vec<u64>,
     records: Vec<TileRecord>,
     tiles_run: usize,
+    /// The AOI mask of the block's rows (1 inside), rasterised once with the block's top
+    /// as origin so every process masks the same pixels.
+    mask: Option<Vec<u8>>,
 }
 
 /// A temporary name for `path` unique to this process: two processes that run the same
@@ -218,7 +221,7 @@ fn process_partial(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.partial", crate::util::process_token()))
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
@@ -276,11 +279,7 @@ fn prepare_job(plan: &PredictPlan, work: &Path) -> Result<State, Error> {
 
 /// Whether block `b` is finished in the journal with its parts on disk.
 fn block_done(state: &State, parts: &Path, b: usize) -> bool {
-    state.blocks.get(&b).is_some_and(|r| {
-        r.parts
-            .iter()
-            .all(|p| std::fs::metadata(parts.join(&p.file)).is_ok_and(|m| m.len() == p.bytes))
-    })
+    state.record(b, parts).is_some()
 }
 
 /// Runs `predict` as planned with an opened model: runs the blocks of the plan (or of this
@@ -430,7 +429,7 @@ fn run_blocks(
             let carry = seg[0]
                 .index
                 .checked_sub(1)
-                .and_then(|above| state.blocks.get(&above))
+                .and_then(|above| state.record(above, parts))
                 .and_then(|r| r.carry.as_ref())
                 .and_then(|c| {
                     let bytes = std::fs::read(parts.join(&c.file)).ok()?;
@@ -439,8 +438,9 @@ fn run_blocks(
             (seg, carry)
         })
         .collect();
-    // (segment, tile) in processing order.
+    // (segment, tile) in processing order, and the tiles each segment expects.
     let mut sequence: Vec<(usize, Tile)> = Vec::new();
+    let mut expected = vec![0_usize; segments.len()];
     for (k, (seg, carry)) in segments.iter().enumerate() {
         let first_row = if carry.is_some() {
             seg[0].tile_rows.0
@@ -448,12 +448,14 @@ fn run_blocks(
             grid.halo_start(seg[0].tile_rows.0)
         };
         let end_row = seg[seg.len() - 1].tile_rows.1;
+        let before = sequence.len();
         sequence.extend(
             tiles
                 .iter()
                 .filter(|t| (first_row..end_row).contains(&t.row))
                 .map(|t| (k, *t)),
         );
+        expected[k] = sequence.len() - before;
     }
     let progress = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(sequence.len() as u64)
@@ -558,21 +560,41 @@ fn run_blocks(
                     tiles: 0,
                     last_block: plan.blocks.len().saturating_sub(1),
                 };
+                let open = |k: usize| {
+                    Segment::new(
+                        plan,
+                        &grid,
+                        k,
+                        &segments[k].0,
+                        segments[k].1.as_deref(),
+                        parts,
+                    )
+                };
+                // A segment is finished (and its blocks journalled) only once every tile it
+                // expects has arrived: when the reader or the model fails, the channel
+                // closes early and nothing incomplete may pass for done.
+                let incomplete =
+                    Error::Pipeline("reader or inference (a block was left unfinished)");
+                let mut next = 0;
+                let mut received = 0;
                 for (k, msg) in &rx_inf {
                     let start = Instant::now();
                     if current.as_ref().is_none_or(|c| c.index != k) {
                         if let Some(c) = current.take() {
+                            if received != expected[c.index] {
+                                return Err(incomplete);
+                            }
                             c.finish(plan, polygon.as_ref(), &mut sink)?;
                         }
-                        current = Some(Segment::new(
-                            plan,
-                            &grid,
-                            k,
-                            &segments[k].0,
-                            segments[k].1.as_deref(),
-                            parts,
-                        )?);
+                        // Segments without a single tile (an AOI gap) are nodata.
+                        for j in next..k {
+                            open(j)?.finish(plan, polygon.as_ref(), &mut sink)?;
+                        }
+                        current = Some(open(k)?);
+                        next = k + 1;
+                        received = 0;
                     }
+                    received += 1;
                     let seg = current.as_mut().expect("a segment is open");
                     seg.add(plan, &grid, polygon.as_ref(), &msg, &weights, &mut sink)?;
                     progress.inc(1);
@@ -580,7 +602,16 @@ fn run_blocks(
                 }
                 let start = Instant::now();
                 if let Some(c) = current.take() {
+                    if received != expected[c.index] {
+                        return Err(incomplete);
+                    }
                     c.finish(plan, polygon.as_ref(), &mut sink)?;
+                }
+                for (j, &want) in expected.iter().enumerate().skip(next) {
+                    if want > 0 {
+                        return Err(incomplete);
+                    }
+                    open(j)?.finish(plan, polygon.as_ref(), &mut sink)?;
                 }
                 blocks_run = sink.blocks;
                 tiles_run = sink.tiles;
@@ -716,7 +747,7 @@ impl Segment {
             .iter()
             .position(|b| msg.tile.row < b.tile_rows.1)
             .unwrap_or(0);
-        let ob = self.open_block(plan, owner)?;
+        let ob = self.open_block(plan, owner, polygon)?;
         if msg.inferred {
             ob.tiles_run += 1;
         }
@@ -725,7 +756,7 @@ impl Segment {
             let b = self.blocks[i];
             if !self.finished[i] && w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64
             {
-                let ob = self.open_block(plan, i)?;
+                let ob = self.open_block(plan, i, polygon)?;
                 if let Some(r) = ob.records.iter_mut().find(|r| r.id == msg.tile.id) {
                     r.inferred = msg.inferred;
                 }
@@ -734,7 +765,12 @@ impl Segment {
         Ok(())
     }
 
-    fn open_block(&mut self, plan: &PredictPlan, i: usize) -> Result<&mut OpenBlock, Error> {
+    fn open_block(
+        &mut self,
+        plan: &PredictPlan,
+        i: usize,
+        polygon: Option<&gdal::vector::Geometry>,
+    ) -> Result<&mut OpenBlock, Error> {
         if self.open[i].is_none() {
             let b = self.blocks[i];
             let stack = &plan.stack;
@@ -798,6 +834,10 @@ impl Segment {
                 class_pixels: vec![0; n_classes],
                 records,
                 tiles_run: 0,
+                mask: match (&plan.aoi, polygon) {
+                    (Some(aoi), Some(poly)) => Some(aoi.mask(poly, b.rows.0, rows)?),
+                    _ => None,
+                },
             });
         }
         Ok(self.open[i].as_mut().expect("opened above"))
@@ -831,9 +871,10 @@ impl Segment {
                     probs.extend_from_slice(&band[off * width..(off + n) * width]);
                 }
             }
-            if let (Some(aoi), Some(poly)) = (&plan.aoi, polygon) {
-                let mask = aoi.mask(poly, lo, n)?;
-                for (p, &m) in mask.iter().enumerate() {
+            let ob = self.open_block(plan, i, polygon)?;
+            if let Some(mask) = &ob.mask {
+                let from = (lo - b.rows.0) * width;
+                for (p, &m) in mask[from..from + n * width].iter().enumerate() {
                     if m == 0 {
                         classes[p] = crate::blend::CLASS_NODATA;
                         if plan.probabilities {
@@ -844,7 +885,6 @@ impl Segment {
                     }
                 }
             }
-            let ob = self.open_block(plan, i)?;
             let y_in = lo - b.rows.0;
             ob.classes.write_rows(y_in, n, &classes)?;
             if let Some(p) = ob.probs.as_mut() {
@@ -906,12 +946,15 @@ impl Segment {
         }
         // What this block's tiles add to the rows below it: a resume from the next block
         // restores it instead of running this block's last tile row again.
+        // The renames are durable before the journal names the files.
+        crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
         let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
             let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
             let part = process_partial(&fin);
             std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
+            crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
             Some(describe(&fin)?)
         } else {
             None
@@ -956,7 +999,7 @@ impl Segment {
         for i in 0..self.blocks.len() {
             if !self.finished[i] {
                 let b = self.blocks[i];
-                let ob = self.open_block(plan, i)?;
+                let ob = self.open_block(plan, i, polygon)?;
                 if ob.written < b.rows.1 {
                     let rows = b.rows.1 - ob.written;
                     let y_in = ob.written - b.rows.0;
@@ -1105,19 +1148,14 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         .blocks
         .iter()
         .map(|b| b.index)
-        .filter(|b| !state.blocks.contains_key(b))
+        .filter(|b| state.record(*b, &parts_path).is_none())
         .collect();
     if !missing.is_empty() {
         // Which shards own them, for the shard counts seen in the journals.
         let mut shards = Vec::new();
-        for f in &state.files {
-            let n = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for n in state.processes() {
             if let Some(count) = n
-                .strip_prefix("journal-shard-")
-                .and_then(|r| r.strip_suffix(".jsonl"))
+                .strip_prefix("shard-")
                 .and_then(|r| r.split_once("-of-"))
                 .and_then(|(_, c)| c.parse::<usize>().ok())
             {
@@ -1150,25 +1188,38 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         }
         .into());
     }
-    let records: Vec<&BlockRecord> = job.blocks.iter().map(|b| &state.blocks[&b.index]).collect();
+    // Per block, the latest record whose parts are on disk with the journal's sha256.
+    let mut records: Vec<&BlockRecord> = Vec::new();
+    for b in &job.blocks {
+        let candidates = state.blocks.get(&b.index).map_or(&[][..], Vec::as_slice);
+        let good = candidates.iter().rev().find(|r| {
+            r.parts.iter().all(|p| {
+                crate::util::sha256_file(&parts_path.join(&p.file)).is_ok_and(|s| s == p.sha256)
+            })
+        });
+        let Some(r) = good else {
+            let p = candidates
+                .last()
+                .and_then(|r| r.parts.first())
+                .map_or_else(|| parts_path.clone(), |p| parts_path.join(&p.file));
+            return Err(JobError::BadPart {
+                message: if p.is_file() {
+                    "its sha256 differs from the journal's".into()
+                } else {
+                    "not found".into()
+                },
+                path: p,
+                block: b.index,
+            }
+            .into());
+        };
+        records.push(r);
+    }
     let mut class_parts = Vec::new();
     let mut prob_parts = Vec::new();
     for r in &records {
         for p in &r.parts {
             let path = parts_path.join(&p.file);
-            let sha = crate::util::sha256_file(&path).unwrap_or_default();
-            if sha != p.sha256 {
-                return Err(JobError::BadPart {
-                    path,
-                    block: r.block,
-                    message: if sha.is_empty() {
-                        "not found".into()
-                    } else {
-                        "its sha256 differs from the journal's".into()
-                    },
-                }
-                .into());
-            }
             let part = Part {
                 path,
                 y: r.rows.0,

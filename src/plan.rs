@@ -367,6 +367,9 @@ impl PredictPlan {
     /// Checks every argument: the model manifest, the scene and its bands, the output
     /// folder and the ONNX Runtime library.
     pub fn build(args: &PredictArgs) -> Result<Self, Error> {
+        if args.force && args.shard.is_some() {
+            return Err(JobError::ForceWithShard.into());
+        }
         let mut model = ModelSpec::load(&args.model)?;
         if let Some(t) = args.tile_size {
             if t < 16 {

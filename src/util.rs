@@ -36,6 +36,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A token naming this process uniquely across machines and restarts: host name, process
+/// id (1 in every container) and start time.
+pub fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{host}_{}_{nanos:x}", std::process::id())
+    })
+}
+
 /// Writes `text` to `path` through a temporary name unique to this process, then renames:
 /// several processes may write the same file at once and readers never see half of it.
 pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
@@ -43,7 +64,7 @@ pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", process_token()));
     std::fs::write(&tmp, text)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)

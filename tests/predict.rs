@@ -124,7 +124,8 @@ fn demo_class_map_is_a_georeferenced_cog_with_colours_and_category_names() {
     let work = dir.path().join(".eoinfer/T33UUU_20170216T102101");
     let mut kept = files_in(&work);
     kept.sort();
-    assert_eq!(kept, ["journal-main.jsonl", "journal-merge.jsonl"]);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept[0].starts_with("journal-main-") && kept[1].starts_with("journal-merge-"));
 }
 
 fn parquet_rows(path: &Path) -> (Vec<Vec<(String, Field)>>, serde_json::Value) {

@@ -364,12 +364,19 @@ fn three_concurrent_shards_merge_to_the_pixels_and_rows_of_one_process() {
     assert!(again.contains("nothing to do"), "{again}");
 }
 
-fn block_lines(journal: &Path) -> usize {
-    std::fs::read_to_string(journal).map_or(0, |t| {
-        t.lines()
-            .filter(|l| l.contains("\"kind\":\"block\""))
-            .count()
-    })
+/// Block lines in all journals of a run's work folder (one journal per process).
+fn block_lines(work: &Path) -> usize {
+    common::files_in(work)
+        .iter()
+        .filter(|f| f.starts_with("journal-"))
+        .map(|f| {
+            std::fs::read_to_string(work.join(f)).map_or(0, |t| {
+                t.lines()
+                    .filter(|l| l.contains("\"kind\":\"block\""))
+                    .count()
+            })
+        })
+        .sum()
 }
 
 #[test]
@@ -379,7 +386,7 @@ fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_l
     for (moment, blocks_done) in [("early", 1), ("midway", 2), ("while writing", 4)] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("run");
-        let journal = out.join(".eoinfer/run/journal-main.jsonl");
+        let journal = out.join(".eoinfer/run");
         let args = [
             vec!["predict".into()],
             demo_args(&out),
@@ -445,7 +452,7 @@ fn a_rerun_with_other_parameters_is_refused_unless_forced_and_a_finished_rerun_i
         "run".into(),
     ];
     ok(&eoinfer(&base));
-    let journal = tmp.path().join(".eoinfer/run/journal-main.jsonl");
+    let journal = tmp.path().join(".eoinfer/run");
     let blocks = block_lines(&journal);
     let classes = tmp.path().join("run.classes.tif");
     let modified = std::fs::metadata(&classes).unwrap().modified().unwrap();
@@ -500,10 +507,14 @@ fn merging_before_every_shard_finished_names_the_missing_blocks_and_shards() {
 #[test]
 fn bad_shards_and_aois_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--shard", "3/3"], "not below 3"),
         (&["--shard", "x"], "pass i/N"),
         (&["--shard", "auto/4"], "JOB_COMPLETION_INDEX"),
+        (
+            &["--shard", "0/2", "--force"],
+            "--force cannot be used with --shard",
+        ),
         (&["--aoi", "10,50,9,51"], "minx < maxx"),
         (
             &["--aoi", "13.0,52.0,13.1,52.05", "--crs", "EPSG:4326"],
@@ -588,4 +599,65 @@ fn the_kubernetes_manifests_validate_offline_and_a_broken_one_does_not() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_run_whose_input_fails_midway_journals_only_the_blocks_it_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The six model bands in one uncompressed GeoTIFF, cut off after 40 % of its bytes: the
+    // reader fails in the lower part of the scene.
+    let demo = common::demo_scene();
+    let vrt = tmp.path().join("stack.vrt");
+    let st = Command::new("gdalbuildvrt")
+        .args(["-q", "-separate", "-resolution", "highest"])
+        .arg(&vrt)
+        .args(BANDS.map(|b| demo.join(format!("T33UUU_20170216T102101_{b}.jp2"))))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tif = tmp.path().join("stack.tif");
+    let st = Command::new("gdal_translate")
+        .args(["-q", "-co", "TILED=NO"])
+        .arg(&vrt)
+        .arg(&tif)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let f = std::fs::OpenOptions::new().write(true).open(&tif).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len * 2 / 5).unwrap();
+    drop(f);
+    let out = tmp.path().join("out");
+    let r = eoinfer([
+        "predict",
+        "--model",
+        MODEL,
+        "--scene",
+        &s(&tif),
+        "--bands",
+        "B02=1,B03=2,B04=3,B08=4,B11=5,B12=6",
+        "--resolution",
+        "10",
+        "--block-rows",
+        "1",
+        "--out",
+        &s(&out),
+        "--name",
+        "run",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("stack.tif"), "{err}");
+    // Blocks 0 (rows 0..224) and 1 (..448) come from the readable 40 %; at most those are
+    // journalled, each with its parts on disk, and nothing past the failure.
+    let work = out.join(".eoinfer/run");
+    let done = block_lines(&work);
+    assert!(done <= 1, "{done} blocks journalled");
+    assert!(!out.join("run.classes.tif").exists());
+    let parts: Vec<String> = common::files_in(&work.join("parts"))
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .filter(|f| f.ends_with(".tif"))
+        .collect();
+    assert_eq!(parts.len(), done, "{parts:?}");
 }
