@@ -39,6 +39,14 @@ impl std::fmt::Debug for RasterSink {
     }
 }
 
+/// Bands of a raster output: one class band, or one band per class.
+fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
+    match kind {
+        RasterKind::Classes => 1,
+        RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
+    }
+}
+
 fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     OutputError::Gdal {
         path: path.to_path_buf(),
@@ -102,10 +110,7 @@ impl RasterSink {
         kind: RasterKind,
         classes: &[ClassInfo],
     ) -> Result<Self, OutputError> {
-        let bands = match kind {
-            RasterKind::Classes => 1,
-            RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
-        };
+        let bands = band_count(kind, classes);
         let ds = staging_dataset::<u8>(
             staging,
             (stack.width, stack.height, bands),
@@ -126,10 +131,7 @@ impl RasterSink {
         kind: RasterKind,
         classes: &[ClassInfo],
     ) -> Result<Self, OutputError> {
-        let bands = match kind {
-            RasterKind::Classes => 1,
-            RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
-        };
+        let bands = band_count(kind, classes);
         let ds = staging_dataset_with::<u8>(
             path,
             (width, rows, bands),
@@ -354,10 +356,7 @@ pub fn cog_from_parts(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let bands = match kind {
-        RasterKind::Classes => 1,
-        RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
-    };
+    let bands = band_count(kind, classes);
     for b in 1..=bands {
         let _ = write!(xml, "<VRTRasterBand dataType=\"Byte\" band=\"{b}\">");
         match kind {
