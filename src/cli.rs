@@ -525,35 +525,13 @@ fn plan_command(c: &PlanCli) -> Result<(), Error> {
             .map(|i| crate::grid::shard_blocks(job.blocks.len(), i, c.shards))
             .collect(),
     );
-    let path = plan.out_dir.join(format!("{}.plan.json", plan.name));
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let old = doc["plan_hash"]
-            .as_str()
-            .unwrap_or("unreadable")
-            .to_string();
-        if old != job.plan_hash && !p.force {
-            return Err(crate::error::JobError::PlanMismatch {
-                dir: plan.out_dir.clone(),
-                name: plan.name.clone(),
-                journal: old,
-                plan: job.plan_hash.clone(),
-                differs: job.differences(&doc),
-            }
-            .into());
-        }
-    }
     if p.force {
-        let _ = std::fs::remove_dir_all(crate::journal::work_dir(&plan.out_dir, &plan.name));
+        crate::pipeline::discard_job(&plan.out_dir, &plan.name);
+    } else {
+        crate::pipeline::check_plan_file(&plan.out_dir, &job)?;
     }
-    let mut text = serde_json::to_string_pretty(&job).unwrap_or_default();
-    text.push('\n');
-    crate::util::write_atomic_shared(&path, &text).map_err(|source| {
-        crate::error::OutputError::Io {
-            path: path.clone(),
-            source,
-        }
-    })?;
+    let text = crate::pipeline::write_plan_file(&plan.out_dir, &job)?;
+    let path = crate::pipeline::plan_path(&plan.out_dir, &plan.name);
     if c.shards > job.blocks.len() {
         tracing::warn!(
             shards = c.shards,

@@ -131,16 +131,14 @@ fn join<T>(
     h.join().map_err(|_| Error::Pipeline(stage))?
 }
 
-/// The plan's tile grid and the tiles of it `predict` runs (touching the scene and the AOI),
-/// in row-major order: the tiles `predict` runs and `bench-model` times.
-fn scene_tiles(plan: &PredictPlan) -> Result<(TileGrid, Vec<Tile>), Error> {
-    let grid = TileGrid::new(
+/// The plan's tile grid (its tiles to run, `plan.tiles`, are the ones `bench-model` times).
+fn tile_grid(plan: &PredictPlan) -> Result<TileGrid, Error> {
+    Ok(TileGrid::new(
         plan.stack.width,
         plan.stack.height,
         plan.model.tile_size,
         plan.tiling,
-    )?;
-    Ok((grid, plan.tiles.clone()))
+    )?)
 }
 
 /// What `predict` did.
@@ -214,16 +212,6 @@ struct OpenBlock {
     mask: Option<Vec<u8>>,
 }
 
-/// A temporary name for `path` unique to this process: two processes that run the same
-/// block at once (a retried shard whose first pod still runs) never write the same file.
-fn process_partial(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.partial", crate::util::process_token()))
-}
-
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
     move |source| OutputError::Io {
         path: path.to_path_buf(),
@@ -231,45 +219,75 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
     }
 }
 
+/// `<out>/<name>.plan.json`.
+#[must_use]
+pub fn plan_path(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}.plan.json"))
+}
+
+/// `--force`: discards the plan and the finished work of run `name` in `out`.
+pub fn discard_job(out: &Path, name: &str) {
+    let work = work_dir(out, name);
+    if work.exists() {
+        tracing::warn!(dir = %work.display(), "--force: discarding the finished work of an earlier run");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_file(plan_path(out, name));
+}
+
+fn mismatch(out: &Path, job: &JobPlan, journal: String, differs: String) -> Error {
+    JobError::PlanMismatch {
+        dir: out.to_path_buf(),
+        name: job.name.clone(),
+        journal,
+        plan: job.plan_hash.clone(),
+        differs,
+    }
+    .into()
+}
+
+/// Whether `out` holds the plan file of `job`; a plan file of another hash is an error that
+/// names the differing fields.
+pub fn check_plan_file(out: &Path, job: &JobPlan) -> Result<bool, Error> {
+    let Ok(text) = std::fs::read_to_string(plan_path(out, &job.name)) else {
+        return Ok(false);
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let hash = doc["plan_hash"]
+        .as_str()
+        .unwrap_or("unreadable")
+        .to_string();
+    if hash != job.plan_hash {
+        return Err(mismatch(out, job, hash, job.differences(&doc)));
+    }
+    Ok(true)
+}
+
+/// Writes `job` to `<out>/<name>.plan.json` (atomically, safe for several processes at
+/// once); returns the text.
+pub fn write_plan_file(out: &Path, job: &JobPlan) -> Result<String, Error> {
+    let path = plan_path(out, &job.name);
+    let mut text = serde_json::to_string_pretty(job).unwrap_or_default();
+    text.push('\n');
+    crate::util::write_atomic_shared(&path, &text).map_err(io_err(&path))?;
+    Ok(text)
+}
+
 /// Checks the output folder against the plan: writes `<name>.plan.json` if absent, refuses
 /// another plan's journal (unless `--force`, which discards it), and reads the journal.
 fn prepare_job(plan: &PredictPlan, work: &Path) -> Result<State, Error> {
     let out = &plan.out_dir;
-    let plan_path = out.join(format!("{}.plan.json", plan.name));
     if plan.force {
-        if work.exists() {
-            tracing::warn!(dir = %work.display(), "--force: discarding the finished work of an earlier run");
-        }
-        let _ = std::fs::remove_dir_all(work);
-        let _ = std::fs::remove_file(&plan_path);
+        discard_job(out, &plan.name);
     }
-    let mismatch = |journal: String, differs: String| -> Error {
-        JobError::PlanMismatch {
-            dir: out.clone(),
-            name: plan.name.clone(),
-            journal,
-            plan: plan.job.plan_hash.clone(),
-            differs,
-        }
-        .into()
-    };
-    if let Ok(text) = std::fs::read_to_string(&plan_path) {
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let hash = doc["plan_hash"]
-            .as_str()
-            .unwrap_or("unreadable")
-            .to_string();
-        if hash != plan.job.plan_hash {
-            return Err(mismatch(hash, plan.job.differences(&doc)));
-        }
-    } else {
-        let mut text = serde_json::to_string_pretty(&plan.job).unwrap_or_default();
-        text.push('\n');
-        crate::util::write_atomic_shared(&plan_path, &text).map_err(io_err(&plan_path))?;
+    if !check_plan_file(out, &plan.job)? {
+        write_plan_file(out, &plan.job)?;
     }
     let state = read_state(work)?;
     if let Some(other) = state.hashes.iter().find(|h| **h != plan.job.plan_hash) {
         return Err(mismatch(
+            out,
+            &plan.job,
             other.clone(),
             "unknown (the plan file no longer matches the journal)".into(),
         ));
@@ -397,7 +415,8 @@ fn run_blocks(
 ) -> Result<BlocksRun, Error> {
     let stack = &plan.stack;
     let spec = &plan.model;
-    let (grid, tiles) = scene_tiles(plan)?;
+    let grid = tile_grid(plan)?;
+    let tiles = &plan.tiles;
     if blocks.is_empty() {
         return Ok(BlocksRun {
             run: 0,
@@ -787,7 +806,7 @@ impl Segment {
             let classes_path = self.parts.join(format!("b{:06}.classes.tif", b.index));
             let probs_path = self.parts.join(format!("b{:06}.probs.tif", b.index));
             let classes = RasterSink::create_part(
-                &process_partial(&classes_path),
+                &crate::util::process_partial_name(&classes_path),
                 (stack.width, rows),
                 &part_gt,
                 &stack.srs_wkt,
@@ -796,7 +815,7 @@ impl Segment {
             )?;
             let probs = if plan.probabilities {
                 Some(RasterSink::create_part(
-                    &process_partial(&probs_path),
+                    &crate::util::process_partial_name(&probs_path),
                     (stack.width, rows),
                     &part_gt,
                     &stack.srs_wkt,
@@ -938,7 +957,7 @@ impl Segment {
             })
         };
         for fin in finals {
-            let part = process_partial(&fin);
+            let part = crate::util::process_partial_name(&fin);
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             let _ = std::fs::remove_file(aux_path(&part));
@@ -950,7 +969,7 @@ impl Segment {
         crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
         let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
             let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
-            let part = process_partial(&fin);
+            let part = crate::util::process_partial_name(&fin);
             std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
@@ -1038,7 +1057,7 @@ pub struct MergeContext {
 /// Reads `<dir>/<name>.plan.json` (name: the only plan in the folder when not given).
 pub fn read_job(dir: &Path, name: Option<&str>) -> Result<JobPlan, Error> {
     let path = if let Some(n) = name {
-        dir.join(format!("{n}.plan.json"))
+        plan_path(dir, n)
     } else {
         let mut plans: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
@@ -1529,7 +1548,7 @@ fn write_item(
         },
         Asset {
             key: "plan",
-            path: out.join(format!("{name}.plan.json")),
+            path: plan_path(out, name),
             media_type: JSON,
             roles: &["metadata"],
             title: "tile plan (grid, scenes, parameters, blocks, plan hash)".into(),
@@ -1640,7 +1659,7 @@ pub struct LimitReport {
 pub fn model_only(plan: &PredictPlan, mut model: Segmenter) -> Result<LimitReport, Error> {
     let stack = &plan.stack;
     let spec = &plan.model;
-    let (_, tiles) = scene_tiles(plan)?;
+    let tiles = &plan.tiles;
     let plane = spec.tile_size * spec.tile_size;
     let per_tile = spec.bands.len() * plane;
     let batch = plan.batch_size.max(1);
@@ -1654,7 +1673,7 @@ pub fn model_only(plan: &PredictPlan, mut model: Segmenter) -> Result<LimitRepor
     let mut data = vec![0.0_f32; per_tile];
     let mut valid = vec![false; plane];
     let mut inferred = 0;
-    for t in &tiles {
+    for t in tiles {
         data.fill(0.0);
         reader.read(t.window, &mut data)?;
         if prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling) == 0 {

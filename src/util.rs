@@ -60,11 +60,7 @@ pub fn process_token() -> &'static str {
 /// Writes `text` to `path` through a temporary name unique to this process, then renames:
 /// several processes may write the same file at once and readers never see half of it.
 pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", process_token()));
+    let tmp = process_partial_name(path);
     std::fs::write(&tmp, text)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -100,6 +96,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = partial_name(path);
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// A hidden temporary name for `path` unique to this process ([`process_token`]): two
+/// processes writing the same file at once (a retried shard whose first pod still runs)
+/// never write the same temporary file.
+#[must_use]
+pub fn process_partial_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", process_token()))
 }
 
 /// The hidden temporary name an output is written under before it is renamed into place.
