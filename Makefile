@@ -36,7 +36,7 @@ lint:
 
 # OlmoEarth export (needs PyTorch, several GB; not part of `make test`).
 export-env: setup
-	@if [ ! -x .venv-export/bin/python ] || ! .venv-export/bin/python -c 'import torch, olmoearth_pretrain_minimal, onnxscript' 2>/dev/null; then \
+	@if [ ! -x .venv-export/bin/python ] || ! .venv-export/bin/python -c 'import torch, olmoearth_pretrain_minimal, onnxscript, jsonschema, referencing, pystac' 2>/dev/null; then \
 	  python3 -m venv .venv-export && \
 	  .venv-export/bin/python -m pip install --quiet -r models/olmoearth/requirements.txt \
 	    .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl; fi

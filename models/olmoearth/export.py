@@ -8,7 +8,8 @@ pools (mean over time steps and band groups, then over modalities), exports it w
 torch dynamo exporter (opset 18, dynamic batch, H = W and T), maps attention to ONNX
 Runtime's `com.microsoft::MultiHeadAttention` (same numbers, no B x heads x N^2 score
 matrix), and refuses to write a model whose ONNX Runtime output differs from PyTorch's by
-more than 1e-4 on shapes other than the traced one.
+more than 1e-4 on shapes other than the traced one, or whose STAC MLM manifest is not valid
+against STAC 1.1 and every extension it declares (tests/reference/validate_stac.py, offline).
 
 Inputs of the ONNX model:
   s2          float32 [B, H, W, T, 12]  normalised, bands B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12,B01,B09
@@ -58,6 +59,16 @@ TRAINING_ONLY_PREFIXES = ("supervision_head.", "location_token_distillation_head
 PARITY_TOLERANCE = 1e-4
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+# The manifest is a STAC 1.1 Item with these extensions (each has an offline schema copy in
+# ../shared/stac-schemas, so it can be validated without a network).
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.5.0/schema.json"
+EO_SCHEMA = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
+FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
+# MLM v1.5 has no embedding task (its enum: stac-extensions/mlm#76 asks for one); an encoder
+# whose patch embeddings are compared by cosine similarity declares `similarity-search`, and
+# `eoinfer:kind` = `embedding` tells eoinfer how to run it.
+ENCODER_TASK = "similarity-search"
 GOLDEN_SCENE = REPO.parent / "shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc"
 
 
@@ -276,8 +287,10 @@ def norm_stats(modality: str, bands: list[str]) -> list[dict]:
     return out
 
 
-def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str]) -> None:
-    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str]) -> dict:
+    """The STAC MLM manifest of the model that will be written to `onnx_path` (its bytes are
+    in `onnx_bytes` until then)."""
+    sha = hashlib.sha256(onnx_bytes.read_bytes()).hexdigest()
     bands = [{"name": b, "eo:common_name": S2_COMMON[b][0], "eo:center_wavelength": S2_COMMON[b][1]} for b in S2_BANDS]
     inputs = [
         {
@@ -309,7 +322,7 @@ def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dic
     doc = {
         "type": "Feature",
         "stac_version": "1.1.0",
-        "stac_extensions": ["https://stac-extensions.github.io/mlm/v1.5.0/schema.json", "https://stac-extensions.github.io/file/v2.1.0/schema.json"],
+        "stac_extensions": [MLM_SCHEMA, EO_SCHEMA, FILE_SCHEMA] + ([CLASSIFICATION_SCHEMA] if args.head else []),
         "id": onnx_path.stem,
         "geometry": None,
         "properties": {
@@ -323,19 +336,22 @@ def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dic
             ),
             "mlm:name": f"OlmoEarth {args.version} {args.size}",
             "mlm:architecture": "ViT (OlmoEarth / FlexiViT encoder)",
-            "mlm:tasks": ["embedding"],
+            "mlm:tasks": ["semantic-segmentation"] if args.head else [ENCODER_TASK],
             "mlm:framework": "ONNX",
             "mlm:accelerator": "amd64",
             "mlm:accelerator_constrained": False,
             "mlm:pretrained": not random,
             "mlm:pretrained_source": None if random else "OlmoEarth checkpoint (Ai2)",
+            # MLM v1.5 reads the bands its inputs name from the Item properties; STAC 1.1 allows
+            # them there because the model asset carries them too.
             "bands": bands,
             "gsd": 10.0,
             "mlm:input": inputs,
             "mlm:output": [
                 {
                     "name": "features",
-                    "tasks": ["embedding"],
+                    "description": "patch embeddings (task-agnostic features), compared by cosine similarity or used by downstream models",
+                    "tasks": [ENCODER_TASK],
                     "result": {"shape": [-1, dim, -1, -1], "dim_order": ["batch", "embedding", "height", "width"], "data_type": "float32"},
                     "post_processing_function": None,
                 }
@@ -347,7 +363,8 @@ def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dic
                     "tasks": ["semantic-segmentation"],
                     "result": {"shape": [-1, len(class_names), -1, -1], "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
                     "classification:classes": [
-                        {"value": i, "name": n, "color_hint": PALETTE[i % len(PALETTE)]} for i, n in enumerate(class_names)
+                        {"value": i, "name": n, "description": f"{n} (class {i} of the segmentation head)", "color_hint": PALETTE[i % len(PALETTE)]}
+                        for i, n in enumerate(class_names)
                     ],
                     "post_processing_function": {"format": "eoinfer", "expression": "softmax(channel)"},
                 }
@@ -382,11 +399,25 @@ def write_manifest(path: Path, onnx_path: Path, args, dim: int, parity: list[dic
                 "type": "application/octet-stream; application=onnx",
                 "roles": ["mlm:model", "mlm:weights", "data"],
                 "mlm:artifact_type": "onnx",
-                "file:size": onnx_path.stat().st_size,
+                "file:size": onnx_bytes.stat().st_size,
                 "file:checksum": "1220" + sha,
+                "bands": bands,
             }
         },
     }
+    return doc
+
+
+def manifest_errors(doc: dict) -> list[dict]:
+    """Errors of the manifest against STAC 1.1 core and every extension it declares, from the
+    offline schema copies (tests/reference/validate_stac.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "reference"))
+    from validate_stac import Validator
+
+    return Validator().errors(doc)
+
+
+def write_manifest(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
@@ -469,8 +500,14 @@ def main() -> None:
     if worst > PARITY_TOLERANCE:
         tmp_path.unlink()
         raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
+    manifest_path = out_dir / f"{name}.json"
+    doc = build_manifest(onnx_path, tmp_path, args, dim, parity, export_s, class_names)
+    errors = manifest_errors(doc)
+    if errors:
+        tmp_path.unlink()
+        raise SystemExit(f"refusing to write {manifest_path} (and {onnx_path}): the manifest is not valid STAC 1.1 / MLM v1.5:\n" + json.dumps(errors, indent=2))
     os.replace(tmp_path, onnx_path)
-    write_manifest(out_dir / f"{name}.json", onnx_path, args, dim, parity, export_s, class_names)
+    write_manifest(manifest_path, doc)
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
 
     if args.golden:

@@ -88,11 +88,7 @@ impl EmbeddingSpec {
             .iter()
             .find(|i| i.get("name").and_then(Value::as_str) == Some("s2"))
             .ok_or_else(|| invalid(path, "no `s2` input"))?;
-        let defs: Vec<&Value> = props
-            .get("bands")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default();
+        let defs = crate::model::manifest::band_definitions(doc);
         let mut bands = Vec::new();
         let mut wavelengths = Vec::new();
         for b in s2

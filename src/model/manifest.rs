@@ -116,6 +116,28 @@ pub(crate) fn value_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScali
     Ok(scaling)
 }
 
+/// The band definitions (name, `eo:common_name`, `eo:center_wavelength`) of a manifest: the
+/// `bands` of its `mlm:model` asset (STAC 1.1 puts band descriptions on assets), else the Item
+/// properties' `bands` (manifests written before they moved).
+pub(crate) fn band_definitions(doc: &Value) -> Vec<&Value> {
+    let on_asset = doc
+        .get("assets")
+        .and_then(Value::as_object)
+        .and_then(|a| {
+            a.values().find(|v| {
+                v.get("roles")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
+            })
+        })
+        .and_then(|a| a.get("bands"));
+    on_asset
+        .or_else(|| doc.pointer("/properties/bands"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
 fn shape_of(v: &Value) -> Option<Vec<i64>> {
     v.as_array()?.iter().map(Value::as_i64).collect()
 }
@@ -168,11 +190,7 @@ impl ModelSpec {
             .ok_or_else(|| invalid(path, "no `mlm:output` entry"))?;
 
         // Band definitions (STAC 1.1 `bands`) give each input band its common name.
-        let defs: Vec<&Value> = props
-            .get("bands")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default();
+        let defs = band_definitions(doc);
         let band_names = input
             .get("bands")
             .and_then(Value::as_array)
@@ -328,6 +346,33 @@ mod tests {
     fn hex_colours_parse() {
         assert_eq!(parse_hex_color("#ff8000"), Some([255, 128, 0]));
         assert_eq!(parse_hex_color("nope"), None);
+    }
+
+    #[test]
+    fn band_definitions_come_from_the_model_asset_else_the_properties() {
+        let band = |common: &str| serde_json::json!([{"name": "B02", "eo:common_name": common}]);
+        let doc = serde_json::json!({
+            "properties": {"bands": band("from-properties")},
+            "assets": {
+                "sidecar": {"roles": ["metadata"], "bands": band("from-sidecar")},
+                "model": {"roles": ["mlm:model"], "bands": band("from-asset")}
+            }
+        });
+        let common = |doc: &Value| {
+            band_definitions(doc)
+                .first()
+                .and_then(|b| b.get("eo:common_name"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        assert_eq!(common(&doc).as_deref(), Some("from-asset"));
+        // Manifests written before the bands moved to the asset.
+        let old = serde_json::json!({
+            "properties": {"bands": band("from-properties")},
+            "assets": {"model": {"roles": ["mlm:model"]}}
+        });
+        assert_eq!(common(&old).as_deref(), Some("from-properties"));
+        assert_eq!(band_definitions(&serde_json::json!({})).len(), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod golden;
 pub mod manifest;
 pub mod runtime;
 pub mod ukis;
+pub mod validate;
 
 pub use manifest::{ClassInfo, ModelBand, ModelSpec};
 pub use runtime::{Device, Segmenter};

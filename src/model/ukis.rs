@@ -3,6 +3,7 @@
 
 use crate::error::ModelError;
 use crate::model::manifest::MLM_SCHEMA;
+use crate::model::validate::{CLASSIFICATION_SCHEMA, EO_SCHEMA, FILE_SCHEMA};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -116,9 +117,9 @@ pub fn manifest_from_sidecar(
         "stac_version": "1.1.0",
         "stac_extensions": [
             MLM_SCHEMA,
-            "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
-            "https://stac-extensions.github.io/file/v2.1.0/schema.json",
-            "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
+            EO_SCHEMA,
+            FILE_SCHEMA,
+            CLASSIFICATION_SCHEMA
         ],
         "id": format!("ukis-csmask-{}", variant.replace('_', "-")),
         "geometry": null,
@@ -142,7 +143,9 @@ pub fn manifest_from_sidecar(
             "mlm:pretrained": true,
             "mlm:pretrained_source": "ukis-csmask 1.0.0 (PyPI), DLR",
             "mlm:hyperparameters": model,
-            "bands": band_defs,
+            // MLM v1.5 reads the bands its inputs name from the Item properties; STAC 1.1
+            // allows them there because the model asset carries them too.
+            "bands": band_defs.clone(),
             "gsd": 30.0,
             "mlm:input": [{
                 "name": format!("Sentinel-2 {level} top-of-atmosphere/surface reflectance, {} bands", names.len()),
@@ -188,7 +191,8 @@ pub fn manifest_from_sidecar(
                 "type": "application/octet-stream; application=onnx",
                 "roles": ["mlm:model", "mlm:weights", "data"],
                 "mlm:artifact_type": "onnx",
-                "file:checksum": format!("1220{sha256}")
+                "file:checksum": format!("1220{sha256}"),
+                "bands": band_defs
             },
             "sidecar": {
                 "href": onnx_href.replace(".onnx", ".json"),
@@ -198,6 +202,28 @@ pub fn manifest_from_sidecar(
             }
         }
     }))
+}
+
+/// Writes the manifest `doc` to `path` (pretty JSON, atomically), refusing one that breaks
+/// the STAC 1.1 / MLM v1.5 rules of [`crate::model::validate`].
+fn write_checked(path: &Path, doc: &Value) -> Result<(), ModelError> {
+    let write_err = |message: String| ModelError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(message),
+    };
+    let problems = crate::model::validate::manifest_problems(doc);
+    if !problems.is_empty() {
+        return Err(write_err(format!(
+            "refusing to write an invalid STAC MLM manifest: {}",
+            problems.join("; ")
+        )));
+    }
+    let mut text = serde_json::to_string_pretty(doc).map_err(|e| write_err(e.to_string()))?;
+    text.push('\n');
+    crate::util::write_atomic(path, text.as_bytes()).map_err(|source| ModelError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `ukis-csmask-<variant>.json` into `out_dir` for every model in `package_dir`
@@ -222,14 +248,81 @@ pub fn import(package_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, ModelE
         let href = crate::util::relative_path(&onnx, out_dir);
         let doc = manifest_from_sidecar(variant, &sidecar_path, &sidecar, &href, &sha)?;
         let path = out_dir.join(format!("ukis-csmask-{}.json", variant.replace('_', "-")));
-        let mut text = serde_json::to_string_pretty(&doc)
-            .map_err(|e| sidecar_err(&sidecar_path, e.to_string()))?;
-        text.push('\n');
-        crate::util::write_atomic(&path, text.as_bytes()).map_err(|source| ModelError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        write_checked(&path, &doc)?;
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar() -> Value {
+        json!({
+            "data": {
+                "dataset_statistics": {
+                    "band_names": ["blue", "green", "red", "nir"],
+                    "img": [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]
+                },
+                "classes": 3,
+                "target_size": [256, 256]
+            },
+            "model": {"version": "1.0.0-4BL1C"}
+        })
+    }
+
+    #[test]
+    fn generated_manifests_keep_the_stac_mlm_rules() {
+        let doc = manifest_from_sidecar(
+            "4b_l1c",
+            Path::new("model_4b_l1c.json"),
+            &sidecar(),
+            "model_4b_l1c.onnx",
+            "ab",
+        )
+        .expect("manifest");
+        assert_eq!(
+            crate::model::validate::manifest_problems(&doc),
+            Vec::<String>::new()
+        );
+        // Band descriptions sit on the model asset (and, for MLM v1.5, in properties).
+        assert_eq!(doc["assets"]["model"]["bands"], doc["properties"]["bands"]);
+        assert_eq!(doc["assets"]["model"]["bands"][3]["eo:common_name"], "nir");
+        assert!(
+            doc["stac_extensions"]
+                .as_array()
+                .expect("extensions")
+                .contains(&json!(CLASSIFICATION_SCHEMA))
+        );
+    }
+
+    #[test]
+    fn an_invalid_manifest_is_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut doc = manifest_from_sidecar(
+            "4b_l1c",
+            Path::new("model_4b_l1c.json"),
+            &sidecar(),
+            "model_4b_l1c.onnx",
+            "ab",
+        )
+        .expect("manifest");
+        let good = dir.path().join("good.json");
+        write_checked(&good, &doc).expect("a valid manifest is written");
+        assert!(good.is_file());
+
+        doc["properties"]["mlm:tasks"] = json!(["embedding"]);
+        let bad = dir.path().join("bad.json");
+        let err = write_checked(&bad, &doc).expect_err("refused").to_string();
+        assert!(
+            err.contains("refusing to write an invalid STAC MLM manifest"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"embedding\" is not an MLM v1.5 task"),
+            "{err}"
+        );
+        assert!(!bad.exists(), "nothing written");
+    }
 }
