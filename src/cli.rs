@@ -53,6 +53,99 @@ pub enum Command {
     },
 }
 
+/// A parser of whole numbers from `min` to `max` whose errors state the allowed range and
+/// explain negative numbers (which clap would otherwise take for flags).
+fn whole(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| {
+        let range = format!("pass a whole number from {min} to {max}");
+        let t = s.trim();
+        if t.starts_with('-') {
+            return Err(format!("{t} is negative; {range}"));
+        }
+        let v: usize = t
+            .parse()
+            .map_err(|_| format!("{t} is not a whole number; {range}"))?;
+        if v < min || v > max {
+            let why = if v == 0 {
+                " (0 means nothing here)"
+            } else {
+                ""
+            };
+            return Err(format!("{v} is out of range{why}; {range}"));
+        }
+        Ok(v)
+    }
+}
+
+/// [`whole`] for `u64`.
+fn whole_u64(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |s| {
+        let range = format!("pass a whole number from {min} to {max}");
+        let t = s.trim();
+        if t.starts_with('-') {
+            return Err(format!("{t} is negative; {range}"));
+        }
+        let v: u64 = t
+            .parse()
+            .map_err(|_| format!("{t} is not a whole number; {range}"))?;
+        if v < min || v > max {
+            return Err(format!("{v} is out of range; {range}"));
+        }
+        Ok(v)
+    }
+}
+
+/// `--threads`: 0 (all CPUs) up to [`crate::limits::max_threads`].
+fn threads(s: &str) -> Result<usize, String> {
+    let max = crate::limits::max_threads();
+    let range = format!(
+        "pass 0 (all {} CPUs this process may use) up to {max} ({} x those CPUs)",
+        crate::limits::cpus(),
+        crate::limits::THREADS_PER_CPU
+    );
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("{t} is negative; {range}"));
+    }
+    let v: usize = t
+        .parse()
+        .map_err(|_| format!("{t} is not a whole number; {range}"))?;
+    if v > max {
+        return Err(format!(
+            "{v} is more threads than this process can use; {range}"
+        ));
+    }
+    Ok(v)
+}
+
+/// A finite number above 0 (a pixel size).
+fn positive_number(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t.parse().map_err(|_| {
+        format!(
+            "{t} is not a number; pass a pixel size above 0 in the CRS's units (e.g. 10 for 10 m)"
+        )
+    })?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!(
+            "{t} is not above 0; pass a pixel size above 0 in the CRS's units (e.g. 10 for 10 m)"
+        ));
+    }
+    Ok(v)
+}
+
+/// A finite number of at least 0.
+fn non_negative_number(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{t} is not a number; pass a number of at least 0"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{t} is out of range; pass a number of at least 0"));
+    }
+    Ok(v)
+}
+
 /// Tiling schemes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TilingArg {
@@ -85,8 +178,8 @@ pub struct SceneArgs {
     /// Map model bands to scene bands by name or 1-based index: blue=B2,green=B3,nir=5.
     #[arg(long)]
     pub bands: Option<String>,
-    /// Output pixel size in CRS units (default: the model's recommended GSD).
-    #[arg(long)]
+    /// Output pixel size in CRS units (default: the model's recommended GSD); above 0.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
     pub resolution: Option<f64>,
     /// Sentinel-2 DN offset (e.g. -1000 for baseline >= 04.00); default: read from metadata.
     #[arg(long, allow_hyphen_values = true)]
@@ -112,12 +205,12 @@ pub struct PredictCli {
     #[arg(long, value_enum, default_value_t = TilingArg::Blended)]
     pub tiling: TilingArg,
     /// Overlap between tiles in pixels for the blended scheme (default: the manifest's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0, 1 << 20))]
     pub overlap: Option<usize>,
     /// Tile edge in pixels (default: the manifest's). Embedding models: a multiple of the
     /// patch size. Segmentation models: needs an ONNX input with dynamic height and width
     /// (scripts/onnx_dynamic_hw.py); larger tiles give the model more context.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1, 1 << 16))]
     pub tile_size: Option<usize>,
     /// Test-time augmentation for segmentation models: average the class probabilities over
     /// flips (4 runs per tile) or all 8 flips and rotations (d4). Costs 4x / 8x the inference.
@@ -127,12 +220,20 @@ pub struct PredictCli {
     /// scale/offset metadata; 0 = no data). The GeoParquet always holds float32.
     #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
     pub embedding_dtype: EmbeddingDtype,
-    /// Tiles per inference batch.
-    #[arg(long, default_value_t = 4)]
+    /// Tiles per inference batch: 1 to 65536, and the batch must fit in --memory-limit.
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole(1, 1 << 16))]
     pub batch_size: usize,
-    /// ONNX Runtime threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    /// ONNX Runtime threads: 0 (all CPUs this process may use) up to 4x those CPUs.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = threads)]
     pub threads: usize,
+    /// The memory the run may use (e.g. 8G, 512M; default: the cgroup v2 memory.max of the
+    /// process where set, as under Kubernetes and Slurm, else the machine's RAM). A run whose
+    /// buffers and batches would not fit is refused before it starts.
+    #[arg(long, allow_hyphen_values = true, value_parser = crate::limits::parse_size)]
+    pub memory_limit: Option<u64>,
+    /// The largest output grid in pixels (default 10000000000, e.g. 100,000 x 100,000 px).
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_u64(1, u64::MAX))]
+    pub max_pixels: Option<u64>,
     /// Where the model runs: cpu, or cuda:N (needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: crate::model::Device,
@@ -173,7 +274,7 @@ pub struct PredictCli {
     #[arg(long)]
     pub shard: Option<String>,
     /// Tile rows per block, the unit of sharding and resuming (default 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1, 1 << 20))]
     pub block_rows: Option<usize>,
     /// Discard the finished work of an earlier run of this name in --out (another plan, or
     /// a finished run) and start over.
@@ -187,7 +288,7 @@ pub struct PlanCli {
     #[command(flatten)]
     pub predict: PredictCli,
     /// Record the shares of this many shards in the plan (`predict --shard i/N`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole(1, 1 << 20))]
     pub shards: usize,
 }
 
@@ -211,10 +312,10 @@ pub struct VectorArgs {
     #[arg(long, value_enum, default_value_t = crate::output::vectors::VectorFormat::Gpkg)]
     pub vector_format: crate::output::vectors::VectorFormat,
     /// Drop polygons smaller than this many m².
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = non_negative_number)]
     pub min_area: f64,
     /// Simplify polygons with this tolerance in CRS units (0 = exact pixel edges).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = non_negative_number)]
     pub simplify: f64,
 }
 
@@ -329,12 +430,15 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
             .unwrap_or_default(),
         out: c.out.clone(),
         name: c.name.clone(),
-        scene: crate::plan::scene_options(
-            c.scene.bands.as_deref(),
-            c.scene.resolution,
-            c.scene.s2_offset,
-            c.scene.nodata,
-        )?,
+        scene: crate::scene::SceneOptions {
+            max_pixels: c.max_pixels,
+            ..crate::plan::scene_options(
+                c.scene.bands.as_deref(),
+                c.scene.resolution,
+                c.scene.s2_offset,
+                c.scene.nodata,
+            )?
+        },
         overlap: c.overlap,
         tile_size: c.tile_size,
         uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
@@ -343,6 +447,7 @@ fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
         threads: c.threads,
         ort_lib: c.ort_lib.clone(),
         device: c.device,
+        memory_limit: c.memory_limit,
     };
     let summary = crate::embed::run(&args, doc)?;
     tracing::info!(outputs = %summary.outputs, "done");
@@ -393,6 +498,8 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
             None
         },
         qgis_project: c.qgis_project,
+        memory_limit: c.memory_limit,
+        max_pixels: c.max_pixels,
     })
 }
 
@@ -525,13 +632,13 @@ fn plan_command(c: &PlanCli) -> Result<(), Error> {
             .map(|i| crate::grid::shard_blocks(job.blocks.len(), i, c.shards))
             .collect(),
     );
+    let mut guard = crate::job::JobGuard::lock(&plan.out_dir, &plan.name, "plan")?;
     if p.force {
-        crate::pipeline::discard_job(&plan.out_dir, &plan.name);
-    } else {
-        crate::pipeline::check_plan_file(&plan.out_dir, &job)?;
+        guard.discard()?;
     }
-    let text = crate::pipeline::write_plan_file(&plan.out_dir, &job)?;
-    let path = crate::pipeline::plan_path(&plan.out_dir, &plan.name);
+    guard.settle_plan(&job)?;
+    let text = crate::job::write_plan_file(&plan.out_dir, &job)?;
+    let path = crate::job::plan_path(&plan.out_dir, &plan.name);
     if c.shards > job.blocks.len() {
         tracing::warn!(
             shards = c.shards,

@@ -53,6 +53,8 @@ pub struct EmbedArgs {
     pub ort_lib: Option<PathBuf>,
     /// Where the model runs.
     pub device: Device,
+    /// `--memory-limit` in bytes (default: cgroup v2 `memory.max`, else the machine's RAM).
+    pub memory_limit: Option<u64>,
 }
 
 /// A time step as used in a run.
@@ -146,6 +148,56 @@ fn any_valid(stack: &Stack) -> Result<bool, SceneError> {
     Ok(false)
 }
 
+/// Refuses a batch whose tensors (input and output, the tiles queued between the stages)
+/// would not fit in the memory limit, before anything is allocated.
+fn check_batch(
+    args: &EmbedArgs,
+    batch: usize,
+    tile: usize,
+    steps: usize,
+    bands: usize,
+    out_values: u64,
+    width: usize,
+) -> Result<(), crate::error::LimitError> {
+    if args.batch_size == 0 {
+        return Err(crate::error::LimitError::Value {
+            flag: "--batch-size",
+            value: "0".into(),
+            range: "0 means nothing here; pass a whole number of at least 1".into(),
+        });
+    }
+    let limit = crate::limits::memory_limit(args.memory_limit);
+    let per_tile = ((tile * tile * steps * bands) as u64 + out_values).saturating_mul(4 * 5);
+    // The rolling band of rows of every time step.
+    let rows = (width as u64)
+        .saturating_mul((tile + 64) as u64)
+        .saturating_mul((steps * bands) as u64)
+        .saturating_mul(4);
+    let fixed = crate::limits::BASE_BYTES + rows;
+    let need = fixed.saturating_add(per_tile.saturating_mul(batch as u64));
+    if need <= limit.bytes {
+        return Ok(());
+    }
+    let max = limit.bytes.saturating_sub(fixed) / per_tile.max(1);
+    Err(crate::error::LimitError::Memory {
+        need: crate::limits::human(need),
+        breakdown: format!(
+            "the batch's tensors and queued tiles {}, the time steps' rows {}",
+            crate::limits::human(per_tile.saturating_mul(batch as u64)),
+            crate::limits::human(rows)
+        ),
+        limit: limit.to_string(),
+        fix: if max >= 1 {
+            format!(
+                "--batch-size {} is too large: the allowed range here is 1 to {max}; or raise --memory-limit",
+                args.batch_size
+            )
+        } else {
+            "pass fewer time steps or a coarser --resolution, or raise --memory-limit".into()
+        },
+    })
+}
+
 /// Runs an embedding model over a time series (`eoinfer predict` with an embedding manifest).
 pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Error> {
     let t0 = Instant::now();
@@ -229,7 +281,13 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     crate::plan::check_writable(&args.out)?;
     let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
     let env = crate::model::runtime::init_runtime(&ort_lib)?;
-    let threads = crate::plan::resolve_threads(args.threads);
+    let threads = crate::limits::check_threads(args.threads).map_err(|range| {
+        crate::error::LimitError::Value {
+            flag: "--threads",
+            value: args.threads.to_string(),
+            range,
+        }
+    })?;
     let (mut session, onnx) =
         crate::model::golden::open_embedding_model(&env, &args.model, doc, threads, args.device)?;
     let sha = crate::util::sha256_file(&onnx).map_err(|source| ModelError::ManifestRead {
@@ -262,7 +320,17 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     let n_bands = spec.bands.len();
     let n_s1 = spec.sentinel1.as_ref().map_or(0, |s| s.bands.len());
     let dim = spec.embedding_dim;
-    let batch = args.batch_size.max(1);
+    // A batch never holds more tiles than the run has.
+    let batch = args.batch_size.min(tiles.len().max(1));
+    check_batch(
+        args,
+        batch,
+        tile,
+        t_steps,
+        n_bands + n_s1,
+        (tp * tp * dim) as u64,
+        width,
+    )?;
     let gt = first.geo_transform;
     let patch_gt = [gt[0], gt[1] * p as f64, 0.0, gt[3], 0.0, gt[5] * p as f64];
     // A series from one folder is named after the folder; otherwise after its first scene.
@@ -279,6 +347,10 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         });
 
     let out = &args.out;
+    // One process at a time writes this run's outputs; its lock folder goes at the end.
+    let guard = crate::job::JobGuard::lock(out, &name, "main")?;
+    crate::interrupt::set_debris(Some(guard.debris()));
+    let _unlock = crate::job::RemoveOnDrop(guard.debris());
     let final_cog = out.join(format!("{name}.embeddings.tif"));
     let final_table = out.join(format!("{name}.embeddings.parquet"));
     let final_summary = out.join(format!("{name}.summary.json"));

@@ -135,6 +135,8 @@ pub enum SceneError {
     TooManySteps { count: usize, max: usize },
     #[error("{what}")]
     Series { what: String },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// Errors raised while writing outputs.
@@ -154,6 +156,8 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no space left on the disk of {path}: {message}")]
+    NoSpace { path: PathBuf, message: String },
     #[error("cannot write Parquet file {path}: {message}")]
     Parquet { path: PathBuf, message: String },
 }
@@ -247,7 +251,7 @@ pub enum JobError {
         name: String,
     },
     #[error(
-        "cannot merge {name} in {dir}: blocks {missing} of {total} are not finished (shards {shards} of {count}); run those shards (or rerun `eoinfer predict` with the same parameters) and merge again"
+        "cannot merge {name} in {dir}: blocks {missing} of {total} are not finished, or their parts are missing or damaged (shards {shards} of {count}); run those shards (or rerun `eoinfer predict` with the same parameters) and merge again"
     )]
     Unfinished {
         dir: std::path::PathBuf,
@@ -258,12 +262,53 @@ pub enum JobError {
         count: usize,
     },
     #[error(
-        "the part {path} of block {block} is missing or damaged ({message}); rerun the run's predict (it recomputes the block) and merge again"
+        "{holder} is running this job ({job}); wait for it to finish or stop it (lock: {lock})"
     )]
-    BadPart {
+    Busy {
+        holder: String,
+        job: String,
+        lock: std::path::PathBuf,
+    },
+    #[error(
+        "cannot {what}: other eoinfer processes work on {name} in {dir} ({holders}); wait for them to finish or stop them"
+    )]
+    InUse {
+        what: String,
+        name: String,
+        dir: std::path::PathBuf,
+        holders: String,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
         path: std::path::PathBuf,
-        block: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the file system of {path} does not support file locks (flock: {source}); mount NFS with locking (no `nolock`) or Lustre with `-o flock`, or, if you make sure that only one process runs each job, set EOINFER_LOCKS=off"
+    )]
+    LocksUnsupported {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the inputs of {name} in {dir} changed since its finished blocks were computed: {changes}; resuming would mix results of the old and the new files. Restore the files, pass another --out or --name, or pass --force to discard the finished work and start over"
+    )]
+    InputChanged {
+        dir: std::path::PathBuf,
+        name: String,
+        changes: String,
+    },
+    #[error(
+        "the disk of {dir} is full: writing {path} failed ({message}). {state}. Free some space and rerun the same command to resume"
+    )]
+    DiskFull {
+        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
         message: String,
+        /// `2 of 4 blocks are finished and kept; the rest of the run needs about ...`.
+        state: String,
     },
     #[error(
         "the journal in {dir} says {name} is finished, but {missing} is missing; pass --force to run it again"
@@ -272,6 +317,36 @@ pub enum JobError {
         dir: std::path::PathBuf,
         name: String,
         missing: std::path::PathBuf,
+    },
+}
+
+/// Limits of a run: values out of their range, grids and batches that would not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("{flag} {value} is out of range; {range}")]
+    Value {
+        flag: &'static str,
+        value: String,
+        range: String,
+    },
+    #[error(
+        "the output grid at {resolution} would be {width} x {height} px ({pixels} pixels), more than the limit of {max} pixels; pass a coarser --resolution (in the CRS's units: metres for UTM), a smaller --aoi, or raise the limit with --max-pixels"
+    )]
+    GridTooLarge {
+        resolution: f64,
+        width: u64,
+        height: u64,
+        pixels: u64,
+        max: u64,
+    },
+    #[error(
+        "this run needs about {need} of memory ({breakdown}), more than the memory limit of {limit}; {fix}"
+    )]
+    Memory {
+        need: String,
+        breakdown: String,
+        limit: String,
+        fix: String,
     },
 }
 
@@ -290,6 +365,8 @@ pub enum Error {
     Aoi(#[from] AoiError),
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Pipeline(&'static str),
 }

@@ -114,14 +114,30 @@ pub fn parts_dir(work: &Path) -> PathBuf {
 }
 
 impl State {
-    /// The latest record of block `b` whose parts are in `parts` with their recorded sizes.
+    /// Per block, the latest record whose parts are in `parts` with the sizes and sha256
+    /// the journal recorded: the blocks that are really done. A block whose parts are
+    /// missing or damaged is not in the map (it runs again).
     #[must_use]
-    pub fn record(&self, b: usize, parts: &Path) -> Option<&BlockRecord> {
-        self.blocks.get(&b)?.iter().rev().find(|r| {
-            r.parts
-                .iter()
-                .all(|p| std::fs::metadata(parts.join(&p.file)).is_ok_and(|m| m.len() == p.bytes))
-        })
+    pub fn verified(&self, parts: &Path) -> BTreeMap<usize, BlockRecord> {
+        let mut out = BTreeMap::new();
+        for (b, records) in &self.blocks {
+            let good = records.iter().rev().find(|r| {
+                r.parts.iter().all(|p| {
+                    let path = parts.join(&p.file);
+                    std::fs::metadata(&path).is_ok_and(|m| m.len() == p.bytes)
+                        && crate::util::sha256_file(&path).is_ok_and(|s| s == p.sha256)
+                })
+            });
+            if let Some(r) = good {
+                out.insert(*b, r.clone());
+            } else {
+                tracing::warn!(
+                    block = b,
+                    "the journal records block {b}, but its parts are missing or damaged; it runs again"
+                );
+            }
+        }
+        out
     }
 
     /// Process tags (`shard-2-of-8`) of the journals read.
@@ -192,10 +208,12 @@ pub fn read_state(work: &Path) -> Result<State, JobError> {
     Ok(state)
 }
 
-/// One process's journal file, opened for appending.
+/// One process's journal file, created with its first entry (a process that finishes no
+/// block leaves no journal).
 #[derive(Debug)]
 pub struct Journal {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
+    work: PathBuf,
     path: PathBuf,
 }
 
@@ -207,31 +225,44 @@ fn werr(path: &Path) -> impl Fn(std::io::Error) -> JobError + '_ {
 }
 
 impl Journal {
-    /// Creates `journal-<process>-<token>.jsonl` in `work`, this process's own journal.
-    pub fn open(work: &Path, process: &str) -> Result<Self, JobError> {
-        std::fs::create_dir_all(work).map_err(werr(work))?;
+    /// This process's journal `journal-<process>-<token>.jsonl` in `work` (created on the
+    /// first [`Journal::append`]).
+    #[must_use]
+    pub fn open(work: &Path, process: &str) -> Self {
         let path = work.join(format!(
             "journal-{process}-{}.jsonl",
             crate::util::process_token()
         ));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(werr(&path))?;
-        // A torn last line must not swallow the next entry.
-        let torn = std::fs::read(&path)
-            .map_err(werr(&path))?
-            .last()
-            .is_some_and(|&b| b != b'\n');
-        if torn {
-            file.write_all(b"\n").map_err(werr(&path))?;
+        Self {
+            file: None,
+            work: work.to_path_buf(),
+            path,
         }
-        // Make the new file's name durable too.
-        if let Ok(d) = std::fs::File::open(work) {
-            let _ = d.sync_all();
+    }
+
+    fn file(&mut self) -> Result<&mut std::fs::File, JobError> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(&self.work).map_err(werr(&self.work))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(werr(&self.path))?;
+            // A torn last line must not swallow the next entry.
+            let torn = std::fs::read(&self.path)
+                .map_err(werr(&self.path))?
+                .last()
+                .is_some_and(|&b| b != b'\n');
+            if torn {
+                file.write_all(b"\n").map_err(werr(&self.path))?;
+            }
+            // Make the new file's name durable too.
+            if let Ok(d) = std::fs::File::open(&self.work) {
+                let _ = d.sync_all();
+            }
+            self.file = Some(file);
         }
-        Ok(Self { file, path })
+        Ok(self.file.as_mut().expect("opened above"))
     }
 
     /// Appends one entry as one line with a single write, then fsyncs it.
@@ -241,10 +272,10 @@ impl Journal {
             source: e.into(),
         })?;
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(werr(&self.path))?;
-        self.file.sync_data().map_err(werr(&self.path))
+        let path = self.path.clone();
+        let file = self.file()?;
+        file.write_all(line.as_bytes()).map_err(werr(&path))?;
+        file.sync_data().map_err(werr(&path))
     }
 }
 
@@ -286,9 +317,9 @@ mod tests {
     #[test]
     fn journals_of_several_processes_are_read_together_and_a_torn_line_is_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut a = Journal::open(dir.path(), "shard-0-of-2").expect("open");
+        let mut a = Journal::open(dir.path(), "shard-0-of-2");
         a.append(&Entry::Block(record(0))).expect("append");
-        let mut b = Journal::open(dir.path(), "shard-1-of-2").expect("open");
+        let mut b = Journal::open(dir.path(), "shard-1-of-2");
         b.append(&Entry::Block(record(1))).expect("append");
         // A kill in the middle of an append leaves half a line.
         let path = b.path.clone();
@@ -297,12 +328,12 @@ mod tests {
         text.push_str("{\"kind\":\"block\",\"blo");
         std::fs::write(&path, text).expect("write");
         // Appending after a torn line (here: the same process, the same file) starts a new line.
-        let mut c = Journal::open(dir.path(), "shard-1-of-2").expect("open");
+        let mut c = Journal::open(dir.path(), "shard-1-of-2");
         c.append(&Entry::Block(record(1))).expect("append");
         let state = read_state(dir.path()).expect("state");
         assert_eq!(state.blocks.keys().copied().collect::<Vec<_>>(), [0, 1]);
         assert_eq!(state.blocks[&1], [record(1), record(1)]);
-        assert_eq!(state.record(1, dir.path()), Some(&record(1)));
+        assert_eq!(state.verified(dir.path()).get(&1), Some(&record(1)));
         assert_eq!(state.hashes, ["h"]);
         assert!(!state.merged);
         let mut processes = state.processes();

@@ -13,8 +13,13 @@ pub mod blend;
 pub mod cli;
 pub mod embed;
 pub mod error;
+pub mod fingerprint;
 pub mod grid;
+pub mod interrupt;
+pub mod job;
 pub mod journal;
+pub mod limits;
+pub mod lock;
 pub mod model;
 pub mod normalize;
 pub mod output;
@@ -45,6 +50,16 @@ pub fn configure_gdal() {
 /// 160 MB). At least 128 MB, at most 512 MB. Returns the size in bytes.
 #[allow(clippy::must_use_candidate)]
 pub fn size_block_cache(stack: &scene::Stack) -> u64 {
+    let bytes = block_cache_bytes(stack);
+    if std::env::var_os("GDAL_CACHEMAX").is_none() {
+        unsafe { gdal_sys::GDALSetCacheMax64(bytes as i64) };
+    }
+    bytes
+}
+
+/// The block cache [`size_block_cache`] gives a run on `stack` (or `GDAL_CACHEMAX`'s).
+#[must_use]
+pub fn block_cache_bytes(stack: &scene::Stack) -> u64 {
     const MIB: f64 = 1024.0 * 1024.0;
     if std::env::var_os("GDAL_CACHEMAX").is_some() {
         return u64::try_from(unsafe { gdal_sys::GDALGetCacheMax64() }).unwrap_or(0);
@@ -56,7 +71,5 @@ pub fn size_block_cache(stack: &scene::Stack) -> u64 {
         .map(|b| 1024.0 * stack.width as f64 * stack.resolution / b.source_resolution * 2.0)
         .sum::<f64>()
         * 1.25;
-    let bytes = need.clamp(128.0 * MIB, 512.0 * MIB) as i64;
-    unsafe { gdal_sys::GDALSetCacheMax64(bytes) };
-    bytes as u64
+    need.clamp(128.0 * MIB, 512.0 * MIB) as u64
 }

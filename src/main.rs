@@ -1,5 +1,5 @@
 //! The `eoinfer` binary: parse arguments, set up logging, run, report errors with exit codes
-//! (0 ok, 2 bad input or fatal error).
+//! (0 ok, 2 bad input or fatal error, 130 / 143 stopped by SIGINT / SIGTERM).
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -14,6 +14,7 @@ fn main() {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    eoinfer::interrupt::install();
     if let Err(err) = eoinfer::cli::run(&cli) {
         eprintln!("eoinfer: error: {err}");
         let mut source = std::error::Error::source(&err);

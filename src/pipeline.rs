@@ -4,9 +4,11 @@
 use crate::blend::{BandAccumulator, FinishedRows};
 use crate::error::{Error, JobError, OutputError};
 use crate::grid::{Tile, TileGrid};
+use crate::job::JobGuard;
 use crate::journal::{
-    BlockRecord, Entry, Journal, PartFile, State, TileCount, parts_dir, read_state, work_dir,
+    BlockRecord, Entry, Journal, PartFile, TileCount, parts_dir, read_state, work_dir,
 };
+use crate::lock::Held;
 use crate::model::Segmenter;
 use crate::normalize::prepare_tile;
 use crate::output::parquet::{TileRecord, write_tiles};
@@ -210,6 +212,8 @@ struct OpenBlock {
     /// The AOI mask of the block's rows (1 inside), rasterised once with the block's top
     /// as origin so every process masks the same pixels.
     mask: Option<Vec<u8>>,
+    /// Its files until the journal records them: removed if the run fails or is stopped.
+    temps: TempFiles,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
@@ -219,96 +223,103 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
     }
 }
 
-/// `<out>/<name>.plan.json`.
-#[must_use]
-pub fn plan_path(out: &Path, name: &str) -> PathBuf {
-    out.join(format!("{name}.plan.json"))
-}
+pub use crate::job::{plan_path, write_plan_file};
 
-/// `--force`: discards the plan and the finished work of run `name` in `out`.
-pub fn discard_job(out: &Path, name: &str) {
-    let work = work_dir(out, name);
-    if work.exists() {
-        tracing::warn!(dir = %work.display(), "--force: discarding the finished work of an earlier run");
+/// Runs `predict` as planned with an opened model: runs the blocks of the plan (or of this
+/// process's shard) that the journal does not hold yet, journals each one, then (unless
+/// sharded) merges every block's parts into the final outputs. The job is locked for this
+/// process; a failure leaves no unfinished part, and no plan or work folder when no block
+/// of the run is finished.
+pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
+    let t0 = Instant::now();
+    let process = plan.shard.map_or_else(|| "main".to_string(), |s| s.tag());
+    let mut guard = JobGuard::lock(&plan.out_dir, &plan.name, &process)?;
+    if plan.force {
+        guard.discard()?;
     }
-    let _ = std::fs::remove_dir_all(&work);
-    let _ = std::fs::remove_file(plan_path(out, name));
+    guard.settle_plan(&plan.job)?;
+    let result = run_job(plan, model, &guard, &process, t0);
+    crate::interrupt::set_job(None);
+    crate::interrupt::set_debris(None);
+    result.map_err(|e| {
+        let e = disk_full(e, plan, guard.work());
+        if guard.debris().remove() {
+            tracing::debug!(
+                "no block of the run is finished: its plan and work folder are removed"
+            );
+        }
+        e
+    })
 }
 
-fn mismatch(out: &Path, job: &JobPlan, journal: String, differs: String) -> Error {
-    JobError::PlanMismatch {
-        dir: out.to_path_buf(),
-        name: job.name.clone(),
-        journal,
-        plan: job.plan_hash.clone(),
-        differs,
+/// The I/O error behind `e` that says the disk is full, if there is one.
+fn no_space(e: &Error) -> Option<(PathBuf, String)> {
+    match e {
+        Error::Output(OutputError::NoSpace { path, message }) => {
+            Some((path.clone(), message.clone()))
+        }
+        Error::Output(
+            OutputError::Io { path, source } | OutputError::NotWritable { path, source },
+        )
+        | Error::Job(JobError::JournalWrite { path, source })
+            if crate::util::is_no_space(source) =>
+        {
+            Some((path.clone(), source.to_string()))
+        }
+        Error::Scene(crate::error::SceneError::Gdal { path, message })
+            if message.contains("No space left") =>
+        {
+            Some((path.clone(), message.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Turns an error caused by a full disk into [`JobError::DiskFull`], with what is done and
+/// an estimate of the space the rest of the run needs.
+fn disk_full(e: Error, plan: &PredictPlan, work: &Path) -> Error {
+    let Some((path, message)) = no_space(&e) else {
+        return e;
+    };
+    let state = read_state(work).unwrap_or_default();
+    let done = state.verified(&parts_dir(work));
+    let sizes: Vec<u64> = done
+        .values()
+        .map(|r| r.parts.iter().chain(&r.carry).map(|p| p.bytes).sum())
+        .collect();
+    let bands = 1 + if plan.probabilities {
+        plan.model.classes.len()
+    } else {
+        0
+    };
+    let needed = crate::job::space_needed(&plan.job, &sizes, bands);
+    JobError::DiskFull {
+        dir: plan.out_dir.clone(),
+        path,
+        message,
+        state: format!(
+            "{} of {} blocks are finished and kept; the rest of the run needs about {} more ({} free now, after removing this run's unfinished files)",
+            done.len(),
+            plan.blocks.len(),
+            crate::limits::human(needed),
+            crate::job::free_space(&plan.out_dir)
+                .map_or_else(|| "unknown".into(), crate::limits::human)
+        ),
     }
     .into()
 }
 
-/// Whether `out` holds the plan file of `job`; a plan file of another hash is an error that
-/// names the differing fields.
-pub fn check_plan_file(out: &Path, job: &JobPlan) -> Result<bool, Error> {
-    let Ok(text) = std::fs::read_to_string(plan_path(out, &job.name)) else {
-        return Ok(false);
-    };
-    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let hash = doc["plan_hash"]
-        .as_str()
-        .unwrap_or("unreadable")
-        .to_string();
-    if hash != job.plan_hash {
-        return Err(mismatch(out, job, hash, job.differences(&doc)));
-    }
-    Ok(true)
-}
-
-/// Writes `job` to `<out>/<name>.plan.json` (atomically, safe for several processes at
-/// once); returns the text.
-pub fn write_plan_file(out: &Path, job: &JobPlan) -> Result<String, Error> {
-    let path = plan_path(out, &job.name);
-    let mut text = serde_json::to_string_pretty(job).unwrap_or_default();
-    text.push('\n');
-    crate::util::write_atomic_shared(&path, &text).map_err(io_err(&path))?;
-    Ok(text)
-}
-
-/// Checks the output folder against the plan: writes `<name>.plan.json` if absent, refuses
-/// another plan's journal (unless `--force`, which discards it), and reads the journal.
-fn prepare_job(plan: &PredictPlan, work: &Path) -> Result<State, Error> {
+/// The body of [`predict`] once the job is locked and its plan settled.
+fn run_job(
+    plan: &PredictPlan,
+    model: Segmenter,
+    guard: &JobGuard,
+    process: &str,
+    t0: Instant,
+) -> Result<Outcome, Error> {
     let out = &plan.out_dir;
-    if plan.force {
-        discard_job(out, &plan.name);
-    }
-    if !check_plan_file(out, &plan.job)? {
-        write_plan_file(out, &plan.job)?;
-    }
-    let state = read_state(work)?;
-    if let Some(other) = state.hashes.iter().find(|h| **h != plan.job.plan_hash) {
-        return Err(mismatch(
-            out,
-            &plan.job,
-            other.clone(),
-            "unknown (the plan file no longer matches the journal)".into(),
-        ));
-    }
-    Ok(state)
-}
-
-/// Whether block `b` is finished in the journal with its parts on disk.
-fn block_done(state: &State, parts: &Path, b: usize) -> bool {
-    state.record(b, parts).is_some()
-}
-
-/// Runs `predict` as planned with an opened model: runs the blocks of the plan (or of this
-/// process's shard) that the journal does not hold yet, journals each one, then (unless
-/// sharded) merges every block's parts into the final outputs.
-pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
-    let t0 = Instant::now();
-    let out = &plan.out_dir;
-    let work = work_dir(out, &plan.name);
-    let state = prepare_job(plan, &work)?;
-    let process = plan.shard.map_or_else(|| "main".to_string(), |s| s.tag());
+    let work = guard.work().to_path_buf();
+    let state = read_state(&work)?;
     let range = plan.shard.map_or(0..plan.blocks.len(), |s| {
         crate::grid::shard_blocks(plan.blocks.len(), s.index, s.count)
     });
@@ -337,19 +348,27 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
         });
     }
     let parts = parts_dir(&work);
+    let done = if state.merged {
+        BTreeMap::new()
+    } else {
+        state.verified(&parts)
+    };
     let todo: Vec<crate::grid::Block> = plan.blocks[range.clone()]
         .iter()
-        .filter(|b| !state.merged && !block_done(&state, &parts, b.index))
+        .filter(|b| !done.contains_key(&b.index))
         .copied()
         .collect();
     counts.blocks_already_done = range.len() - todo.len();
-    let mut journal = Journal::open(&work, &process)?;
-    journal.append(&Entry::Start {
-        plan_hash: plan.job.plan_hash.clone(),
-        process: process.clone(),
-        pid: std::process::id(),
-        at: crate::util::now_rfc3339(),
-    })?;
+    crate::interrupt::set_job(Some(crate::interrupt::JobStatus {
+        blocks: range.len(),
+        done: counts.blocks_already_done,
+        scope: plan
+            .shard
+            .map(|s| format!(" of shard {}/{}", s.index, s.count))
+            .unwrap_or_default(),
+    }));
+    crate::interrupt::set_debris(Some(guard.debris()));
+    let mut journal = Journal::open(&work, process);
     if counts.blocks_already_done > 0 {
         tracing::info!(
             done = counts.blocks_already_done,
@@ -357,8 +376,10 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
             "resuming: blocks finished before are not recomputed"
         );
     }
-    std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
-    let run = run_blocks(plan, model, &todo, &state, &parts, &mut journal, &process)?;
+    if !todo.is_empty() {
+        std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
+    }
+    let run = run_blocks(plan, model, &todo, &done, &parts, &mut journal, process)?;
     counts.blocks_run = run.run;
     counts.tiles_run = run.tiles_run;
     let timings = Timings {
@@ -384,7 +405,12 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
         "batch_size": plan.batch_size,
         "threads": plan.threads,
         "device": plan.device.to_string(),
+        "memory_limit": plan.memory.to_string(),
     });
+    let _merging = Held::exclusive(
+        &work.join("merge.lock"),
+        &format!("{}, name {}, merging", out.display(), plan.name),
+    )?;
     let summary = merge(
         &plan.job,
         out,
@@ -408,7 +434,7 @@ fn run_blocks(
     plan: &PredictPlan,
     mut model: Segmenter,
     blocks: &[crate::grid::Block],
-    state: &State,
+    done: &BTreeMap<usize, BlockRecord>,
     parts: &Path,
     journal: &mut Journal,
     process: &str,
@@ -448,7 +474,7 @@ fn run_blocks(
             let carry = seg[0]
                 .index
                 .checked_sub(1)
-                .and_then(|above| state.record(above, parts))
+                .and_then(|above| done.get(&above))
                 .and_then(|r| r.carry.as_ref())
                 .and_then(|c| {
                     let bytes = std::fs::read(parts.join(&c.file)).ok()?;
@@ -805,6 +831,11 @@ impl Segment {
             let rows = b.rows.1 - b.rows.0;
             let classes_path = self.parts.join(format!("b{:06}.classes.tif", b.index));
             let probs_path = self.parts.join(format!("b{:06}.probs.tif", b.index));
+            let mut temps = TempFiles::new();
+            for p in [&classes_path, &probs_path] {
+                let part = temps.track(crate::util::process_partial_name(p));
+                temps.track(aux_path(&part));
+            }
             let classes = RasterSink::create_part(
                 &crate::util::process_partial_name(&classes_path),
                 (stack.width, rows),
@@ -857,6 +888,7 @@ impl Segment {
                     (Some(aoi), Some(poly)) => Some(aoi.mask(poly, b.rows.0, rows)?),
                     _ => None,
                 },
+                temps,
             });
         }
         Ok(self.open[i].as_mut().expect("opened above"))
@@ -937,9 +969,11 @@ impl Segment {
         i: usize,
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
-        let ob = self.open[i].take().expect("a block being written");
+        let mut ob = self.open[i].take().expect("a block being written");
         self.finished[i] = true;
         let mut files = Vec::new();
+        // Each part is closed, fsynced and read back (its pixels must be the ones written)
+        // before it is renamed and journalled.
         ob.classes.finish_part()?;
         let mut finals = vec![ob.classes_path.clone()];
         if let Some(p) = ob.probs {
@@ -958,7 +992,8 @@ impl Segment {
         };
         for fin in finals {
             let part = crate::util::process_partial_name(&fin);
-            crate::journal::sync_file(&part).map_err(io_err(&part))?;
+            // Until journalled, the renamed part is this run's unfinished work.
+            ob.temps.track(fin.clone());
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             let _ = std::fs::remove_file(aux_path(&part));
             files.push(describe(&fin)?);
@@ -969,21 +1004,32 @@ impl Segment {
         crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
         let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
             let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
-            let part = crate::util::process_partial_name(&fin);
-            std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
+            let part = ob.temps.track(crate::util::process_partial_name(&fin));
+            let bytes = self.acc.carry();
+            std::fs::write(&part, &bytes).map_err(io_err(&part))?;
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
+            if std::fs::read(&part).map_err(io_err(&part))? != bytes {
+                return Err(OutputError::Io {
+                    path: part,
+                    source: std::io::Error::other(
+                        "the file read back differs from what was written",
+                    ),
+                }
+                .into());
+            }
+            ob.temps.track(fin.clone());
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
             Some(describe(&fin)?)
         } else {
             None
         };
-        sink.journal.append(&Entry::Block(BlockRecord {
+        let record = Entry::Block(BlockRecord {
             block: ob.block.index,
             plan_hash: plan.job.plan_hash.clone(),
             rows: ob.block.rows,
             tiles_run: ob.tiles_run,
-            class_pixels: ob.class_pixels,
+            class_pixels: ob.class_pixels.clone(),
             tiles: ob
                 .records
                 .iter()
@@ -998,7 +1044,16 @@ impl Segment {
             carry,
             process: sink.process.to_string(),
             at: crate::util::now_rfc3339(),
-        }))?;
+        });
+        // Journalled and no longer temporary in one step a signal cannot split.
+        crate::interrupt::critical(|reg| -> Result<(), Error> {
+            sink.journal.append(&record)?;
+            ob.temps.disarm_with(reg);
+            if let Some(j) = reg.job_mut() {
+                j.done += 1;
+            }
+            Ok(())
+        })?;
         tracing::debug!(block = ob.block.index, "block finished");
         sink.blocks += 1;
         sink.tiles += ob.tiles_run;
@@ -1115,6 +1170,7 @@ pub fn read_job(dir: &Path, name: Option<&str>) -> Result<JobPlan, Error> {
 pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
     let t0 = Instant::now();
     let job = read_job(dir, name)?;
+    let _guard = JobGuard::lock(dir, &job.name, "merge")?;
     let state = read_state(&work_dir(dir, &job.name))?;
     let final_summary = dir.join(format!("{}.summary.json", job.name));
     if state.merged && final_summary.exists() {
@@ -1163,11 +1219,13 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         }
         .into());
     }
+    // Per block, the latest record whose parts are on disk with the journal's sha256.
+    let done = state.verified(&parts_path);
     let missing: Vec<usize> = job
         .blocks
         .iter()
         .map(|b| b.index)
-        .filter(|b| state.record(*b, &parts_path).is_none())
+        .filter(|b| !done.contains_key(b))
         .collect();
     if !missing.is_empty() {
         // Which shards own them, for the shard counts seen in the journals.
@@ -1207,33 +1265,11 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         }
         .into());
     }
-    // Per block, the latest record whose parts are on disk with the journal's sha256.
-    let mut records: Vec<&BlockRecord> = Vec::new();
-    for b in &job.blocks {
-        let candidates = state.blocks.get(&b.index).map_or(&[][..], Vec::as_slice);
-        let good = candidates.iter().rev().find(|r| {
-            r.parts.iter().all(|p| {
-                crate::util::sha256_file(&parts_path.join(&p.file)).is_ok_and(|s| s == p.sha256)
-            })
-        });
-        let Some(r) = good else {
-            let p = candidates
-                .last()
-                .and_then(|r| r.parts.first())
-                .map_or_else(|| parts_path.clone(), |p| parts_path.join(&p.file));
-            return Err(JobError::BadPart {
-                message: if p.is_file() {
-                    "its sha256 differs from the journal's".into()
-                } else {
-                    "not found".into()
-                },
-                path: p,
-                block: b.index,
-            }
-            .into());
-        };
-        records.push(r);
-    }
+    let records: Vec<&BlockRecord> = job
+        .blocks
+        .iter()
+        .filter_map(|b| done.get(&b.index))
+        .collect();
     let mut class_parts = Vec::new();
     let mut prob_parts = Vec::new();
     for r in &records {
@@ -1485,18 +1521,22 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
     })?;
     text.push('\n');
     std::fs::write(&part_summary, text).map_err(io_err(&part_summary))?;
-    // The summary goes last: its presence says the run is complete.
+    // The summary goes last: its presence says the run is complete. A signal waits until
+    // every output is in place.
     moves.push((part_summary, final_summary));
-    for (from, to) in moves {
-        rename(&from, &to)?;
-    }
-    temps.disarm();
+    crate::interrupt::critical(|reg| -> Result<(), OutputError> {
+        for (from, to) in moves {
+            rename(&from, &to)?;
+        }
+        temps.disarm_with(reg);
+        Ok(())
+    })?;
     crate::output::stac::update_catalog(
         out,
         &format!("{name}.item.json"),
         &format!("{} on {name}", job.model.id),
     )?;
-    let mut journal = Journal::open(&work, "merge")?;
+    let mut journal = Journal::open(&work, "merge");
     journal.append(&Entry::Merged {
         plan_hash: job.plan_hash.clone(),
         at: crate::util::now_rfc3339(),

@@ -2,7 +2,7 @@
 //! is written; nothing below this module sees clap types.
 
 use crate::error::JobError;
-use crate::error::{Error, ModelError, OutputError};
+use crate::error::{Error, LimitError, ModelError, OutputError};
 use crate::grid::Tiling;
 use crate::model::ModelSpec;
 use crate::scene::{SceneOptions, Stack, StackRequest, open_stack_request, parse_band_map};
@@ -73,6 +73,10 @@ pub struct PredictArgs {
     pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
     /// `--qgis-project`.
     pub qgis_project: bool,
+    /// `--memory-limit` in bytes (default: cgroup v2 `memory.max`, else the machine's RAM).
+    pub memory_limit: Option<u64>,
+    /// `--max-pixels`: the largest grid.
+    pub max_pixels: Option<u64>,
 }
 
 /// A checked predict run.
@@ -122,6 +126,10 @@ pub struct PredictPlan {
     pub force: bool,
     /// The plan document (everything that decides the outputs) with its hash.
     pub job: JobPlan,
+    /// The memory limit the run was checked against.
+    pub memory: crate::limits::MemoryLimit,
+    /// The memory the run needs (estimate).
+    pub memory_need: crate::limits::MemoryNeed,
 }
 
 /// A shard: share `index` of `count`.
@@ -245,6 +253,10 @@ pub struct JobPlan {
     pub stack: serde_json::Value,
     /// Scenes and dates for the STAC Item.
     pub inputs: Vec<(String, Option<String>)>,
+    /// Fingerprints of every file read (band files and their sidecars, the model manifest):
+    /// a resumed run whose inputs changed is refused.
+    #[serde(default)]
+    pub input_files: Vec<crate::fingerprint::InputFile>,
     /// The model.
     pub model: PlanModel,
     /// Tiling scheme.
@@ -323,6 +335,7 @@ pub fn scene_options(
         resolution,
         s2_offset,
         nodata,
+        max_pixels: None,
     })
 }
 
@@ -363,6 +376,85 @@ fn aoi_name(aoi: &str) -> String {
     "aoi".into()
 }
 
+/// Counts that must not be 0 (the command line refuses them already; other callers too).
+fn check_counts(args: &PredictArgs) -> Result<(), LimitError> {
+    for (flag, v) in [
+        ("--batch-size", Some(args.batch_size)),
+        ("--block-rows", args.block_rows),
+        ("--tile-size", args.tile_size),
+    ] {
+        if v == Some(0) {
+            return Err(LimitError::Value {
+                flag,
+                value: "0".into(),
+                range: "0 means nothing here; pass a whole number of at least 1".into(),
+            });
+        }
+    }
+    if let Some(r) = args.resolution {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(LimitError::Value {
+                flag: "--resolution",
+                value: r.to_string(),
+                range: "pass a pixel size above 0 in the CRS's units (e.g. 10 for 10 m)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a run whose buffers and batches would not fit in the memory limit, before
+/// anything is allocated; returns what it needs.
+fn check_memory(
+    stack: &Stack,
+    model: &ModelSpec,
+    args: &PredictArgs,
+    batch: usize,
+    limit: &crate::limits::MemoryLimit,
+) -> Result<crate::limits::MemoryNeed, LimitError> {
+    let shape = crate::limits::RunShape {
+        width: stack.width as u64,
+        tile: model.tile_size as u64,
+        read_bands: stack.vrt_bands as u64,
+        bands: model.bands.len() as u64,
+        classes: model.classes.len() as u64,
+        batch: batch as u64,
+        runs_per_tile: args.tta.variants().len() as u64,
+        gdal_cache: crate::block_cache_bytes(stack),
+        model_bytes: std::fs::metadata(&model.onnx).map_or(0, |m| m.len()),
+    };
+    let need = shape.need();
+    if need.total() <= limit.bytes {
+        return Ok(need);
+    }
+    let max_batch = shape.max_batch(limit.bytes);
+    let fix = if max_batch >= 1 {
+        format!(
+            "--batch-size {} is too large: the allowed range here is 1 to {max_batch}; or raise --memory-limit",
+            args.batch_size
+        )
+    } else {
+        let one = crate::limits::RunShape { batch: 1, ..shape }.need();
+        if one.reader + one.blend > one.total() / 2 {
+            format!(
+                "even one tile per batch does not fit: the grid is {} px wide and memory follows the width; pass a coarser --resolution, split the area into narrower AOIs on the same CRS, or raise --memory-limit",
+                stack.width
+            )
+        } else {
+            format!(
+                "even one tile per batch does not fit (that needs about {}); raise --memory-limit",
+                crate::limits::human(one.total())
+            )
+        }
+    };
+    Err(LimitError::Memory {
+        need: crate::limits::human(need.total()),
+        breakdown: need.breakdown(),
+        limit: limit.to_string(),
+        fix,
+    })
+}
+
 impl PredictPlan {
     /// Checks every argument: the model manifest, the scene and its bands, the output
     /// folder and the ONNX Runtime library.
@@ -370,6 +462,13 @@ impl PredictPlan {
         if args.force && args.shard.is_some() {
             return Err(JobError::ForceWithShard.into());
         }
+        check_counts(args)?;
+        let threads =
+            crate::limits::check_threads(args.threads).map_err(|range| LimitError::Value {
+                flag: "--threads",
+                value: args.threads.to_string(),
+                range,
+            })?;
         let mut model = ModelSpec::load(&args.model)?;
         if let Some(t) = args.tile_size {
             if t < 16 {
@@ -385,12 +484,13 @@ impl PredictPlan {
             }
             .into());
         }
-        let opts = scene_options(
+        let mut opts = scene_options(
             args.bands.as_deref(),
             args.resolution,
             args.s2_offset,
             args.nodata,
         )?;
+        opts.max_pixels = args.max_pixels;
         let (stack, aoi, mosaic) = if let Some(a) = &args.aoi {
             {
                 let resolution = opts.resolution.unwrap_or(model.gsd);
@@ -407,6 +507,12 @@ impl PredictPlan {
                     args.aoi_crs.as_deref(),
                     args.crs.as_deref(),
                     resolution,
+                )?;
+                crate::limits::check_grid(
+                    aoi.grid.width as f64,
+                    aoi.grid.height as f64,
+                    resolution,
+                    args.max_pixels,
                 )?;
                 let name = args.name.clone().unwrap_or_else(|| aoi_name(a));
                 let (stack, mosaic) = crate::scene::mosaic::open_mosaic(
@@ -468,7 +574,7 @@ impl PredictPlan {
                     })
             })
             .collect();
-        let block_rows = args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS).max(1);
+        let block_rows = args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS);
         let blocks = grid.blocks(block_rows);
         check_writable(&args.out)?;
         let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
@@ -484,7 +590,17 @@ impl PredictPlan {
                 stack.width, stack.height, model.tile_size
             ));
         }
+        let memory = crate::limits::memory_limit(args.memory_limit);
+        // A batch never holds more tiles than the run has.
+        let batch_size = args.batch_size.min(tiles.len().max(1));
+        let memory_need = check_memory(&stack, &model, args, batch_size, &memory)?;
         let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
+        let mut names = vec![stack.vrt.clone(), model.manifest.display().to_string()];
+        names.extend(stack.bands.iter().map(|b| b.source.clone()));
+        for m in &mosaic {
+            names.extend(m.files.iter().cloned());
+        }
+        let input_files = crate::fingerprint::fingerprints(&names);
         let scene_date = crate::scene::timeseries::parse_date(&stack.name)
             .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
             .map(|d| d.to_string());
@@ -515,6 +631,7 @@ impl PredictPlan {
                     .map(|m| (m.scene.clone(), m.date.clone()))
                     .collect()
             },
+            input_files,
             model: PlanModel {
                 manifest: model.manifest.clone(),
                 id: model.id.clone(),
@@ -556,8 +673,8 @@ impl PredictPlan {
             stack,
             out_dir: args.out.clone(),
             tiling,
-            batch_size: args.batch_size.max(1),
-            threads: resolve_threads(args.threads),
+            batch_size,
+            threads,
             probabilities: args.probabilities,
             ort_lib,
             device: args.device,
@@ -574,6 +691,8 @@ impl PredictPlan {
             shard: args.shard,
             force: args.force,
             job,
+            memory,
+            memory_need,
         })
     }
 

@@ -60,10 +60,26 @@ pub fn process_token() -> &'static str {
 /// Writes `text` to `path` through a temporary name unique to this process, then renames:
 /// several processes may write the same file at once and readers never see half of it.
 pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = process_partial_name(path);
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    write_via(&process_partial_name(path), path, text.as_bytes())
+}
+
+/// Writes `bytes` to `tmp` (registered as a temporary file), fsyncs it and renames it to
+/// `path`; on failure `tmp` is removed.
+fn write_via(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::interrupt::register(tmp);
+    let r = std::fs::write(tmp, bytes)
+        .and_then(|()| std::fs::File::open(tmp)?.sync_all())
+        .and_then(|()| {
+            crate::interrupt::critical(|reg| {
+                reg.forget(tmp);
+                std::fs::rename(tmp, path)
+            })
+        });
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+        crate::interrupt::forget(tmp);
+    }
+    r
 }
 
 /// `target` relative to folder `base` (both made absolute), with `/` separators.
@@ -93,9 +109,7 @@ pub fn relative_path(target: &Path, base: &Path) -> String {
 
 /// Writes `bytes` to a temporary name beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = partial_name(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    write_via(&partial_name(path), path, bytes)
 }
 
 /// A hidden temporary name for `path` unique to this process ([`process_token`]): two
@@ -121,6 +135,8 @@ pub fn partial_name(path: &Path) -> PathBuf {
 }
 
 /// Temporary files of one run: removed on drop unless [`TempFiles::disarm`] was called.
+/// Each is registered with [`crate::interrupt`] when tracked (before it is created), so
+/// SIGINT / SIGTERM remove it too.
 #[derive(Debug, Default)]
 pub struct TempFiles {
     paths: Vec<PathBuf>,
@@ -139,12 +155,21 @@ impl TempFiles {
 
     /// Registers a path to remove if the run fails.
     pub fn track(&mut self, path: PathBuf) -> PathBuf {
+        crate::interrupt::register(&path);
         self.paths.push(path.clone());
         path
     }
 
     /// Keeps the files (the run succeeded and renamed them).
     pub fn disarm(&mut self) {
+        crate::interrupt::critical(|reg| self.disarm_with(reg));
+    }
+
+    /// [`TempFiles::disarm`] inside [`crate::interrupt::critical`].
+    pub fn disarm_with(&mut self, reg: &mut crate::interrupt::Registry) {
+        for p in self.paths.drain(..) {
+            reg.forget(&p);
+        }
         self.armed = false;
     }
 
@@ -152,6 +177,7 @@ impl TempFiles {
     pub fn cleanup(&mut self) {
         for p in self.paths.drain(..) {
             let _ = std::fs::remove_file(&p);
+            crate::interrupt::forget(&p);
         }
     }
 }
@@ -162,6 +188,12 @@ impl Drop for TempFiles {
             self.cleanup();
         }
     }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+#[must_use]
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// `secs` since the Unix epoch as an RFC 3339 UTC timestamp (`2026-11-27T13:55:43Z`).

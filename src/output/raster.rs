@@ -8,6 +8,7 @@ use crate::scene::Stack;
 use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{Dataset, DriverManager, Metadata};
+use sha2::Digest as _;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,17 @@ pub struct RasterSink {
     width: usize,
     bands: usize,
     staging: PathBuf,
+    /// For parts: the sha256 of each band's pixels as written, row after row, to compare
+    /// with the file read back once closed.
+    written: Option<Written>,
+}
+
+/// What was written into a part, to verify the file on disk.
+struct Written {
+    hashes: Vec<sha2::Sha256>,
+    next_row: usize,
+    height: usize,
+    in_order: bool,
 }
 
 impl std::fmt::Debug for RasterSink {
@@ -47,7 +59,21 @@ fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
     }
 }
 
+/// GDAL's error on `path`; [`OutputError::NoSpace`] when the disk is full (the failed
+/// write's errno says so, or less than 1 MiB is left).
 fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    let errno = std::io::Error::last_os_error();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if crate::util::is_no_space(&errno) || crate::job::free_space(dir).is_some_and(|b| b < 1 << 20)
+    {
+        return OutputError::NoSpace {
+            path: path.to_path_buf(),
+            message: format!("{e} ({errno})"),
+        };
+    }
     OutputError::Gdal {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -145,13 +171,66 @@ impl RasterSink {
                 ("BIGTIFF", "IF_SAFER"),
             ],
         )?;
-        Self::describe(ds, path, kind, classes, width)
+        let mut sink = Self::describe(ds, path, kind, classes, width)?;
+        sink.written = Some(Written {
+            hashes: (0..sink.bands).map(|_| sha2::Sha256::new()).collect(),
+            next_row: 0,
+            height: rows,
+            in_order: true,
+        });
+        Ok(sink)
     }
 
-    /// Closes a part, flushing it to disk.
+    /// Closes a part and verifies it: fsynced, then read back from disk, its pixels must be
+    /// the ones written (a disk that filled up leaves a truncated file that GDAL closes
+    /// without an error).
     pub fn finish_part(mut self) -> Result<(), OutputError> {
         self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
+        let path = self.staging.clone();
+        let width = self.width;
+        let written = self.written.take();
         drop(self);
+        crate::journal::sync_file(&path).map_err(|source| OutputError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let Some(w) = written else { return Ok(()) };
+        let bad = |what: String| {
+            let e = gerr(&path, &what);
+            match e {
+                OutputError::Gdal { path, message } => OutputError::Gdal {
+                    path,
+                    message: format!("the part read back is not what was written: {message}"),
+                },
+                e => e,
+            }
+        };
+        let ds = Dataset::open(&path).map_err(|e| bad(e.to_string()))?;
+        if ds.raster_size() != (width, w.height) || ds.raster_count() != w.hashes.len() {
+            return Err(bad(format!(
+                "{} x {} px, {} bands",
+                ds.raster_size().0,
+                ds.raster_size().1,
+                ds.raster_count()
+            )));
+        }
+        let mut buf = vec![0_u8; width * w.height];
+        for (b, h) in w.hashes.into_iter().enumerate() {
+            ds.rasterband(b + 1)
+                .and_then(|band| {
+                    band.read_into_slice::<u8>(
+                        (0, 0),
+                        (width, w.height),
+                        (width, w.height),
+                        &mut buf,
+                        None,
+                    )
+                })
+                .map_err(|e| bad(e.to_string()))?;
+            if w.in_order && w.next_row == w.height && sha2::Sha256::digest(&buf) != h.finalize() {
+                return Err(bad(format!("band {} differs", b + 1)));
+            }
+        }
         Ok(())
     }
 
@@ -217,6 +296,7 @@ impl RasterSink {
             width,
             bands,
             staging: staging.to_path_buf(),
+            written: None,
         })
     }
 
@@ -243,6 +323,7 @@ impl RasterSink {
             width,
             bands,
             staging: staging.to_path_buf(),
+            written: None,
         })
     }
 
@@ -254,6 +335,21 @@ impl RasterSink {
         data: &[T],
     ) -> Result<(), OutputError> {
         let plane = rows * self.width;
+        if let Some(w) = self.written.as_mut() {
+            w.in_order &= y == w.next_row;
+            w.next_row = y + rows;
+            for (b, h) in w.hashes.iter_mut().enumerate() {
+                let band = &data[b * plane..(b + 1) * plane];
+                // Plain numbers (u8 for parts): their bytes as they are in memory.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        band.as_ptr().cast::<u8>(),
+                        std::mem::size_of_val(band),
+                    )
+                };
+                h.update(bytes);
+            }
+        }
         for b in 0..self.bands {
             let mut band = self
                 .ds

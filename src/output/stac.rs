@@ -201,16 +201,26 @@ pub fn catalog_with(existing: Option<Value>, item_file: &str, title: &str) -> Va
     cat
 }
 
-/// Adds the Item to `<dir>/catalog.json` (written under a temporary name, then renamed).
+/// Adds the Item to `<dir>/catalog.json`: under the folder's lock (`.eoinfer/catalog.lock`),
+/// so runs finishing at once in one folder keep each other's links, written under a
+/// temporary name of this process, then renamed.
 pub fn update_catalog(dir: &Path, item_file: &str, title: &str) -> Result<(), OutputError> {
     let path = dir.join("catalog.json");
+    // One process at a time reads, changes and rewrites the folder's catalog.
+    let lock = dir.join(".eoinfer").join("catalog.lock");
+    let _held = crate::lock::Held::wait(&lock, crate::lock::Mode::Exclusive).map_err(|e| {
+        OutputError::Io {
+            path: lock.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
     let existing = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let cat = catalog_with(existing, item_file, title);
     let mut text = serde_json::to_string_pretty(&cat).unwrap_or_default();
     text.push('\n');
-    crate::util::write_atomic(&path, text.as_bytes())
+    crate::util::write_atomic_shared(&path, &text)
         .map_err(|source| OutputError::Io { path, source })
 }
 

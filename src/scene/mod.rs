@@ -30,6 +30,9 @@ pub struct SceneOptions {
     pub s2_offset: Option<f64>,
     /// Nodata value of the input (`--nodata`), overriding the files' own.
     pub nodata: Option<f64>,
+    /// The largest grid in pixels (`--max-pixels`; default
+    /// [`crate::limits::DEFAULT_MAX_PIXELS`]).
+    pub max_pixels: Option<u64>,
 }
 
 /// What to do with a model band the scene lacks.
@@ -639,6 +642,12 @@ pub fn open_stack_request(
         let gt = first_info.gt;
         let ext_x = gt[1] * first_info.size.0 as f64;
         let ext_y = -gt[5] * first_info.size.1 as f64;
+        crate::limits::check_grid(
+            (ext_x / resolution).round(),
+            (ext_y / resolution).round(),
+            resolution,
+            opts.max_pixels,
+        )?;
         let width = (ext_x / resolution).round() as usize;
         let height = (ext_y / resolution).round() as usize;
         if width == 0 || height == 0 {

@@ -30,6 +30,9 @@ pub struct MosaicScene {
     pub crs: String,
     /// Whether it was warped from another CRS.
     pub warped: bool,
+    /// What GDAL reads for it (its VRT and band files), for the plan's input fingerprints.
+    #[serde(skip)]
+    pub files: Vec<String>,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -221,6 +224,9 @@ pub fn open_mosaic(
                 .epsg
                 .map_or_else(|| "unknown".to_string(), |e| format!("EPSG:{e}")),
             warped: !same,
+            files: std::iter::once(stack.vrt.clone())
+                .chain(stack.bands.iter().map(|b| b.source.clone()))
+                .collect(),
         });
         layers.push((path, stack));
     }
