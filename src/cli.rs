@@ -625,7 +625,12 @@ fn plan_command(c: &PlanCli) -> Result<(), Error> {
     if c.shards == 0 {
         return Err(crate::error::JobError::BadShard("0 shards".into()).into());
     }
-    let plan = PredictPlan::build(&predict_args(p)?)?;
+    // The plan allocates nothing here; each shard checks its own memory limit.
+    let args = PredictArgs {
+        memory_limit: Some(u64::MAX),
+        ..predict_args(p)?
+    };
+    let plan = PredictPlan::build(&args)?;
     let mut job = plan.job.clone();
     job.shards = Some(
         (0..c.shards)

@@ -347,10 +347,8 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         });
 
     let out = &args.out;
-    // One process at a time writes this run's outputs; its lock folder goes at the end.
-    let guard = crate::job::JobGuard::lock(out, &name, "main")?;
-    crate::interrupt::set_debris(Some(guard.debris()));
-    let _unlock = crate::job::RemoveOnDrop(guard.debris());
+    // One process at a time writes this run's outputs.
+    let _guard = crate::job::JobGuard::lock(out, &name, "main")?;
     let final_cog = out.join(format!("{name}.embeddings.tif"));
     let final_table = out.join(format!("{name}.embeddings.parquet"));
     let final_summary = out.join(format!("{name}.summary.json"));
@@ -909,13 +907,17 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         )?);
     }
     moves.retain(|(from, _)| from.exists());
-    for (from, to) in moves {
-        std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
-            path: to.clone(),
-            source,
-        })?;
-    }
-    temps.disarm();
+    // All of them or none: a signal waits until every output is in place.
+    crate::interrupt::critical(|reg| -> Result<(), OutputError> {
+        for (from, to) in moves {
+            std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
+                path: to.clone(),
+                source,
+            })?;
+        }
+        temps.disarm_with(reg);
+        Ok(())
+    })?;
     crate::output::stac::update_catalog(
         out,
         &format!("{name}.item.json"),

@@ -3,10 +3,13 @@
 //! with blocks computed from the new one.
 //!
 //! A local file is identified by its size, its modification time (to the nanosecond) and the
-//! sha256 of its first and last MiB; a file read over HTTP(S) through GDAL (`/vsicurl/`,
-//! `https://`) by its size, `ETag` and `Last-Modified`. The files are the ones GDAL reads for
-//! the model-ready stack (`GDALGetFileList` of the stack's VRT: band files, their sidecars,
-//! the files behind VRTs) plus the model manifest.
+//! sha256 of its first and last MiB; a file read over the network through GDAL (`/vsicurl/`,
+//! `https://`, `/vsis3/`, ...) by its size, `ETag` and `Last-Modified`; a file inside a local
+//! archive (`/vsizip/`, `/vsitar/`, `/vsigzip/`) by its archive. The files are the ones GDAL
+//! reads for the model-ready stack (`GDALGetFileList` of the stack's VRT: band files, the
+//! files behind VRTs, overviews and masks) plus the model manifest. `.aux.xml` sidecars are
+//! left out: viewers such as QGIS write statistics into them, and what in them changes the
+//! pixels read (nodata, scale and offset, georeferencing) is recorded in the plan itself.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -62,12 +65,44 @@ fn ends_sha256(path: &Path, len: u64) -> std::io::Result<String> {
     Ok(crate::util::sha256_hex(&h.finalize()))
 }
 
-/// Whether `name` is a file GDAL reads through its virtual file systems (other than
-/// `/vsimem/`, which lives in this process).
+/// GDAL's virtual file systems over the network.
+const REMOTE: [&str; 11] = [
+    "/vsicurl/",
+    "/vsicurl_streaming/",
+    "/vsis3/",
+    "/vsigs/",
+    "/vsiaz/",
+    "/vsiadls/",
+    "/vsioss/",
+    "/vsiswift/",
+    "/vsihdfs/",
+    "/vsiwebhdfs/",
+    "/vsis3_streaming/",
+];
+
+/// Whether `name` is a file GDAL reads over the network.
 fn is_remote(name: &str) -> bool {
-    (name.starts_with("/vsi") && !name.starts_with("/vsimem/"))
+    REMOTE.iter().any(|p| name.starts_with(p))
         || name.starts_with("http://")
         || name.starts_with("https://")
+}
+
+/// For a file inside a local archive (`/vsizip/a.zip/b.tif`), the archive (`a.zip`).
+fn local_archive(name: &str) -> Option<String> {
+    let rest = ["/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    let rest = rest
+        .strip_prefix('{')
+        .map_or(rest, |r| r.split('}').next().unwrap_or(r));
+    let mut path = std::path::PathBuf::new();
+    for part in Path::new(rest).components() {
+        path.push(part);
+        if path.is_file() {
+            return Some(path.display().to_string());
+        }
+    }
+    None
 }
 
 /// HTTP headers GDAL saw for a `/vsicurl/` file (empty for other files).
@@ -104,6 +139,9 @@ fn headers(name: &str) -> Vec<(String, String)> {
 pub fn fingerprint(name: &str) -> Option<InputFile> {
     if name.starts_with("/vsimem/") || name.trim().starts_with('<') {
         return None;
+    }
+    if let Some(archive) = local_archive(name) {
+        return fingerprint(&archive);
     }
     if is_remote(name) {
         let gdal_name = if name.starts_with("http") {
@@ -183,8 +221,10 @@ pub fn fingerprints(names: &[String]) -> Vec<InputFile> {
     }
     let mut all: Vec<String> = all
         .into_iter()
+        .filter(|n| !n.to_ascii_lowercase().ends_with(".aux.xml"))
+        .map(|n| local_archive(&n).unwrap_or(n))
         .map(|n| {
-            if is_remote(&n) || n.starts_with('<') {
+            if n.starts_with("/vsi") || is_remote(&n) || n.starts_with('<') {
                 n
             } else {
                 std::path::absolute(&n).map_or(n, |p| p.display().to_string())
@@ -285,6 +325,23 @@ mod tests {
         set_mtime(1_700_000_001);
         let c = changes(&[a], &[fingerprint(&name).expect("fingerprint")]);
         assert!(c[0].contains("modified") && !c[0].contains("MiB"), "{c:?}");
+    }
+
+    #[test]
+    fn a_file_in_a_local_archive_is_known_by_its_archive_and_sidecars_are_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let zip = dir.path().join("scene.zip");
+        std::fs::write(&zip, b"PK not really").expect("write");
+        let inner = format!("/vsizip/{}/B02.tif", zip.display());
+        assert_eq!(local_archive(&inner), Some(zip.display().to_string()));
+        let f = fingerprint(&inner).expect("fingerprint");
+        assert_eq!(f.path, zip.display().to_string());
+        assert!(f.ends_sha256.is_some());
+        assert!(!is_remote(&inner));
+        assert!(is_remote("/vsis3/bucket/a.tif") && is_remote("https://x/a.tif"));
+        let aux = dir.path().join("a.tif.aux.xml");
+        std::fs::write(&aux, b"<PAMDataset/>").expect("write");
+        assert!(fingerprints(&[aux.display().to_string()]).is_empty());
     }
 
     #[test]

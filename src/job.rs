@@ -74,9 +74,10 @@ pub struct JobGuard {
     created_plan: bool,
 }
 
-/// What a run that finished no block leaves behind (its plan, if it wrote it, its work
-/// folder): removed after a failure or an interrupt, when no block of the run is finished
-/// by any process and no other process works on it.
+/// What a run that finished no block leaves behind (its plan, if it wrote it, its journals
+/// and parts; the lock files stay): removed after a failure or an interrupt, when no block of
+/// the run is finished by any process and no other process works on it. Never with locks
+/// off (`EOINFER_LOCKS=off`), where other processes cannot be seen.
 #[derive(Debug, Clone)]
 pub struct Debris {
     out: PathBuf,
@@ -87,40 +88,30 @@ pub struct Debris {
 }
 
 impl Debris {
-    /// Removes the debris if the run has no finished block; returns whether it did.
+    /// Removes the debris if the run has no finished block; returns whether it did. Never
+    /// waits (it runs in the signal handler too): a busy job lock means "not now".
     #[allow(clippy::must_use_candidate)]
     pub fn remove(&self) -> bool {
-        let mut lock = lock_job(&self.job_lock);
-        if !lock.try_upgrade().unwrap_or(false) {
+        if !crate::lock::enabled() {
             return false;
         }
-        if read_state(&self.work).is_ok_and(|s| has_work(&s)) {
-            let _ = lock.downgrade();
+        let Ok(mut lock) = self.job_lock.try_lock() else {
+            return false;
+        };
+        if !lock.try_upgrade(false).unwrap_or(false) {
             return false;
         }
-        if self.created_plan {
-            let _ = std::fs::remove_file(plan_path(&self.out, &self.name));
-        }
-        // Holding the job lock exclusively, its files (and the process locks, whose holders
-        // all hold the job lock) may go.
-        let _ = std::fs::remove_dir_all(&self.work);
-        if let Some(eoinfer) = self.work.parent() {
-            // Only when empty (another run's folder or the catalog lock keep it).
-            let _ = std::fs::remove_dir(eoinfer);
-        }
-        true
-    }
-}
-
-/// Removes the debris when dropped (the lock folder of a run without a journal, such as an
-/// embedding run), and forgets it for the signal handler.
-#[derive(Debug)]
-pub struct RemoveOnDrop(pub Debris);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        crate::interrupt::set_debris(None);
-        self.0.remove();
+        let removed = if read_state(&self.work).is_ok_and(|s| has_work(&s)) {
+            false
+        } else {
+            if self.created_plan {
+                let _ = std::fs::remove_file(plan_path(&self.out, &self.name));
+            }
+            clear_work(&self.work);
+            true
+        };
+        let _ = lock.downgrade();
+        removed
     }
 }
 
@@ -135,14 +126,13 @@ impl JobGuard {
                 what: "start".into(),
                 name: name.to_string(),
                 dir: out.to_path_buf(),
-                holders:
-                    "another process is discarding or replacing its work; try again in a moment"
-                        .into(),
+                holders: "another process is discarding, replacing or merging its work; try again when it is done".into(),
             }
         })?;
         let scope = match process {
             "main" => "the whole run".to_string(),
             "merge" => "merging".to_string(),
+            "plan" => "planning".to_string(),
             s => s.replace("shard-", "shard ").replace("-of-", "/"),
         };
         let process_lock = Held::exclusive(
@@ -180,26 +170,44 @@ impl JobGuard {
         }
     }
 
+    /// Takes the job lock exclusively (no other process works on the job until
+    /// [`JobGuard::share`]), or fails naming the other processes.
+    pub fn exclusive(&self, what: &str) -> Result<(), Error> {
+        if lock_job(&self.job_lock).try_upgrade(true)? {
+            return Ok(());
+        }
+        Err(JobError::InUse {
+            what: what.into(),
+            name: self.name.clone(),
+            dir: self.out.clone(),
+            holders: self.others(),
+        }
+        .into())
+    }
+
+    /// Shares the job lock again after [`JobGuard::exclusive`].
+    pub fn share(&self) -> Result<(), Error> {
+        Ok(lock_job(&self.job_lock).downgrade()?)
+    }
+
     /// Runs `f` with the job lock held exclusively, or fails naming the other processes.
     fn exclusively<R>(&self, what: &str, f: impl FnOnce() -> R) -> Result<R, Error> {
-        let mut lock = lock_job(&self.job_lock);
-        if !lock.try_upgrade()? {
-            return Err(JobError::InUse {
-                what: what.into(),
-                name: self.name.clone(),
-                dir: self.out.clone(),
-                holders: self.others(),
-            }
-            .into());
-        }
+        self.exclusive(what)?;
         let r = f();
-        lock.downgrade()?;
+        self.share()?;
         Ok(r)
+    }
+
+    /// One process at a time settles the plan file (siblings started together over a stale
+    /// plan: the first replaces it, the others then find it the same).
+    fn settling(&self) -> Result<Held, Error> {
+        Ok(Held::wait(&self.work.join("settle.lock"), Mode::Exclusive)?)
     }
 
     /// `--force`: discards the plan and every finished block of the run (only when no other
     /// process works on it).
     pub fn discard(&mut self) -> Result<(), Error> {
+        let _settling = self.settling()?;
         self.exclusively("discard the run's work (--force)", || {
             if self.work.join("parts").exists() || read_state(&self.work).is_ok_and(|s| has_work(&s)) {
                 tracing::warn!(dir = %self.work.display(), "--force: discarding the finished work of an earlier run");
@@ -210,10 +218,11 @@ impl JobGuard {
     }
 
     /// Makes `<out>/<name>.plan.json` hold `job`: writes it when there is none, keeps it
-    /// when it is the same plan, replaces it when the run it describes finished no block,
-    /// and otherwise refuses, naming the input files that changed or the plan fields that
-    /// differ.
+    /// when it is the same plan, replaces it when the run it describes finished no block
+    /// (and no other process works on it), and otherwise refuses, naming the input files
+    /// that changed or the plan fields that differ.
     pub fn settle_plan(&mut self, job: &JobPlan) -> Result<(), Error> {
+        let _settling = self.settling()?;
         match read_plan_doc(&self.out, &self.name) {
             None => {
                 write_plan_file(&self.out, job)?;
@@ -221,16 +230,23 @@ impl JobGuard {
             }
             Some(doc) if doc["plan_hash"].as_str() == Some(job.plan_hash.as_str()) => {}
             Some(doc) => {
-                let state = read_state(&self.work)?;
-                if has_work(&state) {
+                // With locks off, other processes cannot be seen: never replace by itself.
+                if !crate::lock::enabled() || has_work(&read_state(&self.work)?) {
                     return Err(self.refusal(job, &doc));
                 }
                 // The plan of a run that failed or was stopped before its first block:
-                // nothing of it is worth keeping.
-                self.exclusively("replace the plan of an earlier run of this name", || {
-                    clear_work(&self.work);
-                    write_plan_file(&self.out, job)
-                })??;
+                // nothing of it is worth keeping (checked again with the job to ourselves).
+                let replaced =
+                    self.exclusively("replace the plan of an earlier run of this name", || {
+                        if read_state(&self.work).is_ok_and(|s| has_work(&s)) {
+                            return Ok(false);
+                        }
+                        clear_work(&self.work);
+                        write_plan_file(&self.out, job).map(|_| true)
+                    })??;
+                if !replaced {
+                    return Err(self.refusal(job, &doc));
+                }
                 self.created_plan = true;
                 tracing::info!(
                     plan = %plan_path(&self.out, &self.name).display(),
@@ -301,7 +317,13 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+    // Root may also write into the blocks reserved for it.
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        st.f_bfree
+    } else {
+        st.f_bavail
+    };
+    Some(blocks.saturating_mul(st.f_frsize))
 }
 
 /// The disk space the rest of a run needs: the parts of its unfinished blocks (the mean of

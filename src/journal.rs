@@ -118,9 +118,14 @@ impl State {
     /// the journal recorded: the blocks that are really done. A block whose parts are
     /// missing or damaged is not in the map (it runs again).
     #[must_use]
-    pub fn verified(&self, parts: &Path) -> BTreeMap<usize, BlockRecord> {
+    /// Only blocks `which` accepts are looked at (a shard verifies its own).
+    pub fn verified(
+        &self,
+        parts: &Path,
+        which: impl Fn(usize) -> bool,
+    ) -> BTreeMap<usize, BlockRecord> {
         let mut out = BTreeMap::new();
-        for (b, records) in &self.blocks {
+        for (b, records) in self.blocks.iter().filter(|(b, _)| which(**b)) {
             let good = records.iter().rev().find(|r| {
                 r.parts.iter().all(|p| {
                     let path = parts.join(&p.file);
@@ -333,7 +338,10 @@ mod tests {
         let state = read_state(dir.path()).expect("state");
         assert_eq!(state.blocks.keys().copied().collect::<Vec<_>>(), [0, 1]);
         assert_eq!(state.blocks[&1], [record(1), record(1)]);
-        assert_eq!(state.verified(dir.path()).get(&1), Some(&record(1)));
+        assert_eq!(
+            state.verified(dir.path(), |_| true).get(&1),
+            Some(&record(1))
+        );
         assert_eq!(state.hashes, ["h"]);
         assert!(!state.merged);
         let mut processes = state.processes();

@@ -326,6 +326,8 @@ pub struct RunShape {
     pub gdal_cache: u64,
     /// Model file bytes.
     pub model_bytes: u64,
+    /// The model runs on a GPU: its working memory is not the process's.
+    pub device_model: bool,
 }
 
 impl RunShape {
@@ -351,10 +353,14 @@ impl RunShape {
             // Two bounded queues and the pending tiles hold up to 6 batches, plus the
             // batch's input and output tensors.
             tensors: per_tile.saturating_mul(self.batch).saturating_mul(7),
-            model: plane
-                .saturating_mul(MODEL_FLOATS_PER_PIXEL * f)
-                .saturating_mul(self.batch)
-                .saturating_mul(self.runs_per_tile.min(2)),
+            model: if self.device_model {
+                0
+            } else {
+                plane
+                    .saturating_mul(MODEL_FLOATS_PER_PIXEL * f)
+                    .saturating_mul(self.batch)
+                    .saturating_mul(self.runs_per_tile.min(2))
+            },
             gdal_cache: self.gdal_cache,
             fixed: BASE_BYTES.saturating_add(self.model_bytes.saturating_mul(2)),
         }
@@ -452,6 +458,7 @@ mod tests {
             runs_per_tile: 1,
             gdal_cache: 128 << 20,
             model_bytes: 80 << 20,
+            device_model: false,
         };
         let limit = 2_u64 << 30;
         let max = shape.max_batch(limit);

@@ -10,12 +10,13 @@
 //! - `<out>/.eoinfer/catalog.lock`: serialises updates of the folder's shared files
 //!   (`catalog.json`).
 //!
-//! A lock file may be deleted only by a holder of its exclusive lock; [`Held`] checks after
-//! every acquisition that the path still names the locked file (else it retries), so a
-//! deleted lock file never splits one lock into two.
+//! Lock files are never deleted (a deleted lock file could split one lock into two: a process
+//! holding the old file and one holding a new file at the same path); [`Held`] also checks
+//! after every acquisition that the path still names the file it locked.
 //!
-//! `EOINFER_LOCKS=off` turns locking off for file systems without `flock` (documented in
-//! the README, with the caveat that only one process may then run each job).
+//! `EOINFER_LOCKS=off` turns locking off for file systems without `flock`: shards may still
+//! run side by side, but nothing stops a second process on the same job or shard, so eoinfer
+//! then never removes a failed run's plan or replaces a plan by itself (only `--force` does).
 
 use crate::error::JobError;
 use std::fs::File;
@@ -126,6 +127,41 @@ impl Held {
     /// Takes the lock at `path` without waiting. `Ok(None)` when another process holds it
     /// (in a conflicting mode).
     pub fn try_take(path: &Path, mode: Mode) -> Result<Option<Self>, JobError> {
+        Self::acquire(path, mode, false)
+    }
+
+    /// Takes the lock at `path`, waiting for it.
+    pub fn wait(path: &Path, mode: Mode) -> Result<Self, JobError> {
+        Self::acquire(path, mode, true).map(|h| h.expect("a waiting lock is taken"))
+    }
+
+    /// Opens the lock file, creating it (read-only when the folder or the file cannot be
+    /// written, as for a finished run in another user's folder: `flock` needs no write
+    /// access).
+    fn open(path: &Path) -> Result<File, JobError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .or_else(|e| {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) {
+                    File::open(path)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| lock_error(path, e))
+    }
+
+    fn acquire(path: &Path, mode: Mode, wait: bool) -> Result<Option<Self>, JobError> {
         if !enabled() {
             return Ok(Some(Self {
                 file: None,
@@ -133,27 +169,19 @@ impl Held {
                 mode,
             }));
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| lock_error(path, e))?;
-        }
+        let op = match mode {
+            Mode::Shared => libc::LOCK_SH,
+            Mode::Exclusive => libc::LOCK_EX,
+        } | if wait { 0 } else { libc::LOCK_NB };
         loop {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|e| lock_error(path, e))?;
-            let got = match mode {
-                Mode::Shared => flock(&file, libc::LOCK_SH | libc::LOCK_NB),
-                Mode::Exclusive => flock(&file, libc::LOCK_EX | libc::LOCK_NB),
-            };
-            match got {
+            let file = Self::open(path)?;
+            match flock(&file, op) {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Ok(None),
                 Err(TryLockError::Error(e)) => return Err(lock_error(path, e)),
             }
-            // The file may have been deleted (by a holder) between open and lock.
+            // Lock files are not deleted, but should one be (by hand), a holder of the old
+            // file and of a new one at the same path must not both think they hold it.
             if same_file(&file, path) {
                 let mut held = Self {
                     file: Some(file),
@@ -164,41 +192,6 @@ impl Held {
                     held.write_holder();
                 }
                 return Ok(Some(held));
-            }
-        }
-    }
-
-    /// Takes the lock at `path`, waiting for it.
-    pub fn wait(path: &Path, mode: Mode) -> Result<Self, JobError> {
-        if !enabled() {
-            return Ok(Self {
-                file: None,
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| lock_error(path, e))?;
-        }
-        loop {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|e| lock_error(path, e))?;
-            match mode {
-                Mode::Shared => flock_wait(&file, libc::LOCK_SH),
-                Mode::Exclusive => flock_wait(&file, libc::LOCK_EX),
-            }
-            .map_err(|e| lock_error(path, e))?;
-            if same_file(&file, path) {
-                return Ok(Self {
-                    file: Some(file),
-                    path: path.to_path_buf(),
-                    mode,
-                });
             }
         }
     }
@@ -231,8 +224,9 @@ impl Held {
 
     /// Turns a shared lock into an exclusive one without waiting; `Ok(false)` when another
     /// process holds the lock too. (flock converts by releasing and re-taking: after a
-    /// `false` the lock is taken shared again, waiting for a moment if need be.)
-    pub fn try_upgrade(&mut self) -> Result<bool, JobError> {
+    /// `false` the lock is taken shared again, waiting for a moment if `restore_wait`, else
+    /// only if it is free at once.)
+    pub fn try_upgrade(&mut self, restore_wait: bool) -> Result<bool, JobError> {
         let Some(f) = self.file.as_ref() else {
             return Ok(true);
         };
@@ -242,7 +236,11 @@ impl Held {
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => {
-                flock_wait(f, libc::LOCK_SH).map_err(|e| lock_error(&self.path, e))?;
+                if restore_wait {
+                    flock_wait(f, libc::LOCK_SH).map_err(|e| lock_error(&self.path, e))?;
+                } else {
+                    let _ = flock(f, libc::LOCK_SH | libc::LOCK_NB);
+                }
                 Ok(false)
             }
             Err(TryLockError::Error(e)) => Err(lock_error(&self.path, e)),
@@ -264,6 +262,12 @@ impl Held {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether a lock is really held (locking is on).
+    #[must_use]
+    pub fn is_real(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Whether the lock is held exclusively.
@@ -337,10 +341,10 @@ mod tests {
         let b = Held::try_take(&path, Mode::Shared)
             .expect("b")
             .expect("shared");
-        assert!(!a.try_upgrade().expect("upgrade"));
+        assert!(!a.try_upgrade(true).expect("upgrade"));
         assert!(!a.is_exclusive());
         drop(b);
-        assert!(a.try_upgrade().expect("upgrade"));
+        assert!(a.try_upgrade(true).expect("upgrade"));
         assert!(Held::try_take(&path, Mode::Shared).expect("c").is_none());
         a.downgrade().expect("downgrade");
         assert!(Held::try_take(&path, Mode::Shared).expect("d").is_some());

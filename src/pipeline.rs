@@ -8,7 +8,6 @@ use crate::job::JobGuard;
 use crate::journal::{
     BlockRecord, Entry, Journal, PartFile, TileCount, parts_dir, read_state, work_dir,
 };
-use crate::lock::Held;
 use crate::model::Segmenter;
 use crate::normalize::prepare_tile;
 use crate::output::parquet::{TileRecord, write_tiles};
@@ -238,11 +237,12 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
         guard.discard()?;
     }
     guard.settle_plan(&plan.job)?;
+    crate::interrupt::set_debris(Some(guard.debris()));
     let result = run_job(plan, model, &guard, &process, t0);
     crate::interrupt::set_job(None);
     crate::interrupt::set_debris(None);
     result.map_err(|e| {
-        let e = disk_full(e, plan, guard.work());
+        let e = disk_full(e, &plan.job, &plan.out_dir, guard.work());
         if guard.debris().remove() {
             tracing::debug!(
                 "no block of the run is finished: its plan and work folder are removed"
@@ -276,34 +276,52 @@ fn no_space(e: &Error) -> Option<(PathBuf, String)> {
 }
 
 /// Turns an error caused by a full disk into [`JobError::DiskFull`], with what is done and
-/// an estimate of the space the rest of the run needs.
-fn disk_full(e: Error, plan: &PredictPlan, work: &Path) -> Error {
-    let Some((path, message)) = no_space(&e) else {
-        return e;
+/// an estimate of the space the rest of the run needs. A write error counts as a full disk
+/// when it says so (`ENOSPC`, a quota), or when the disk now has less free space than the
+/// rest of the run needs (GDAL removes its own temporary files before it reports, and its
+/// messages do not always name the cause: `TIFFRewriteDirectory: Error fetching directory
+/// count`).
+fn disk_full(e: Error, job: &JobPlan, out: &Path, work: &Path) -> Error {
+    let write_error = match &e {
+        Error::Output(OutputError::Gdal { path, message }) => Some((path.clone(), message.clone())),
+        Error::Output(OutputError::Io { path, source }) => Some((path.clone(), source.to_string())),
+        Error::Output(OutputError::Parquet { path, message }) => {
+            Some((path.clone(), message.clone()))
+        }
+        _ => None,
     };
+    let explicit = no_space(&e);
+    if explicit.is_none() && write_error.is_none() {
+        return e;
+    }
     let state = read_state(work).unwrap_or_default();
-    let done = state.verified(&parts_dir(work));
+    let done = state.verified(&parts_dir(work), |_| true);
     let sizes: Vec<u64> = done
         .values()
         .map(|r| r.parts.iter().chain(&r.carry).map(|p| p.bytes).sum())
         .collect();
-    let bands = 1 + if plan.probabilities {
-        plan.model.classes.len()
+    let bands = 1 + if job.probabilities {
+        job.model.classes.len()
     } else {
         0
     };
-    let needed = crate::job::space_needed(&plan.job, &sizes, bands);
+    let needed = crate::job::space_needed(job, &sizes, bands);
+    let free = crate::job::free_space(out);
+    let Some((path, message)) =
+        explicit.or_else(|| write_error.filter(|_| free.is_some_and(|f| f < needed)))
+    else {
+        return e;
+    };
     JobError::DiskFull {
-        dir: plan.out_dir.clone(),
+        dir: out.to_path_buf(),
         path,
         message,
         state: format!(
             "{} of {} blocks are finished and kept; the rest of the run needs about {} more ({} free now, after removing this run's unfinished files)",
             done.len(),
-            plan.blocks.len(),
+            job.blocks.len(),
             crate::limits::human(needed),
-            crate::job::free_space(&plan.out_dir)
-                .map_or_else(|| "unknown".into(), crate::limits::human)
+            free.map_or_else(|| "unknown".into(), crate::limits::human)
         ),
     }
     .into()
@@ -348,10 +366,11 @@ fn run_job(
         });
     }
     let parts = parts_dir(&work);
+    // Only this process's blocks (and the block above them, for its carry) are verified.
     let done = if state.merged {
         BTreeMap::new()
     } else {
-        state.verified(&parts)
+        state.verified(&parts, |b| b + 1 >= range.start && b < range.end)
     };
     let todo: Vec<crate::grid::Block> = plan.blocks[range.clone()]
         .iter()
@@ -367,7 +386,6 @@ fn run_job(
             .map(|s| format!(" of shard {}/{}", s.index, s.count))
             .unwrap_or_default(),
     }));
-    crate::interrupt::set_debris(Some(guard.debris()));
     let mut journal = Journal::open(&work, process);
     if counts.blocks_already_done > 0 {
         tracing::info!(
@@ -407,10 +425,8 @@ fn run_job(
         "device": plan.device.to_string(),
         "memory_limit": plan.memory.to_string(),
     });
-    let _merging = Held::exclusive(
-        &work.join("merge.lock"),
-        &format!("{}, name {}, merging", out.display(), plan.name),
-    )?;
+    // The merge removes the parts: no other process may work on the job meanwhile.
+    guard.exclusive("merge the run's blocks")?;
     let summary = merge(
         &plan.job,
         out,
@@ -829,8 +845,15 @@ impl Segment {
                 gt[5],
             ];
             let rows = b.rows.1 - b.rows.0;
-            let classes_path = self.parts.join(format!("b{:06}.classes.tif", b.index));
-            let probs_path = self.parts.join(format!("b{:06}.probs.tif", b.index));
+            // Names of this process's own (a retried or duplicate process never renames over
+            // another's journalled part).
+            let token = crate::util::process_token();
+            let classes_path = self
+                .parts
+                .join(format!("b{:06}-{token}.classes.tif", b.index));
+            let probs_path = self
+                .parts
+                .join(format!("b{:06}-{token}.probs.tif", b.index));
             let mut temps = TempFiles::new();
             for p in [&classes_path, &probs_path] {
                 let part = temps.track(crate::util::process_partial_name(p));
@@ -1003,7 +1026,11 @@ impl Segment {
         // The renames are durable before the journal names the files.
         crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
         let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
-            let fin = self.parts.join(format!("b{:06}.carry", ob.block.index));
+            let fin = self.parts.join(format!(
+                "b{:06}-{}.carry",
+                ob.block.index,
+                crate::util::process_token()
+            ));
             let part = ob.temps.track(crate::util::process_partial_name(&fin));
             let bytes = self.acc.carry();
             std::fs::write(&part, &bytes).map_err(io_err(&part))?;
@@ -1170,7 +1197,7 @@ pub fn read_job(dir: &Path, name: Option<&str>) -> Result<JobPlan, Error> {
 pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
     let t0 = Instant::now();
     let job = read_job(dir, name)?;
-    let _guard = JobGuard::lock(dir, &job.name, "merge")?;
+    let guard = JobGuard::lock(dir, &job.name, "merge")?;
     let state = read_state(&work_dir(dir, &job.name))?;
     let final_summary = dir.join(format!("{}.summary.json", job.name));
     if state.merged && final_summary.exists() {
@@ -1184,6 +1211,13 @@ pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
         blocks: job.blocks.len(),
         ..JobCounts::default()
     };
+    // The merge removes the parts: no shard may still work on the job.
+    guard.exclusive("merge the run's blocks")?;
+    crate::interrupt::set_job(Some(crate::interrupt::JobStatus {
+        blocks: job.blocks.len(),
+        done: job.blocks.len(),
+        scope: String::new(),
+    }));
     let summary = merge(
         &job,
         dir,
@@ -1195,7 +1229,9 @@ pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
             warnings: Vec::new(),
             t0,
         },
-    )?;
+    );
+    crate::interrupt::set_job(None);
+    let summary = summary.map_err(|e| disk_full(e, &job, dir, guard.work()))?;
     Ok(Outcome::Finished(Box::new(summary)))
 }
 
@@ -1220,7 +1256,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         .into());
     }
     // Per block, the latest record whose parts are on disk with the journal's sha256.
-    let done = state.verified(&parts_path);
+    let done = state.verified(&parts_path, |_| true);
     let missing: Vec<usize> = job
         .blocks
         .iter()
@@ -1336,6 +1372,12 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
             ".{name}.polygons.staged.{}",
             opts.format.extension()
         )));
+        // SQLite's own files beside a GeoPackage being written.
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut side = staged.as_os_str().to_os_string();
+            side.push(suffix);
+            temps.track(PathBuf::from(side));
+        }
         polygon_stats = Some(crate::output::vectors::polygonize(
             &part_classes,
             &staged,

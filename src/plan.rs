@@ -255,7 +255,7 @@ pub struct JobPlan {
     pub inputs: Vec<(String, Option<String>)>,
     /// Fingerprints of every file read (band files and their sidecars, the model manifest):
     /// a resumed run whose inputs changed is refused.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_files: Vec<crate::fingerprint::InputFile>,
     /// The model.
     pub model: PlanModel,
@@ -421,6 +421,8 @@ fn check_memory(
         batch: batch as u64,
         runs_per_tile: args.tta.variants().len() as u64,
         gdal_cache: crate::block_cache_bytes(stack),
+        // On a GPU the model's working memory is the device's, not the process's.
+        device_model: args.device != crate::model::Device::Cpu,
         model_bytes: std::fs::metadata(&model.onnx).map_or(0, |m| m.len()),
     };
     let need = shape.need();

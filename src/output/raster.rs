@@ -71,7 +71,11 @@ fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     {
         return OutputError::NoSpace {
             path: path.to_path_buf(),
-            message: format!("{e} ({errno})"),
+            message: if errno.raw_os_error().is_some_and(|c| c != 0) {
+                format!("{e} ({errno})")
+            } else {
+                e.to_string()
+            },
         };
     }
     OutputError::Gdal {
@@ -196,14 +200,8 @@ impl RasterSink {
         })?;
         let Some(w) = written else { return Ok(()) };
         let bad = |what: String| {
-            let e = gerr(&path, &what);
-            match e {
-                OutputError::Gdal { path, message } => OutputError::Gdal {
-                    path,
-                    message: format!("the part read back is not what was written: {message}"),
-                },
-                e => e,
-            }
+            let what = format!("the part read back from disk is not what was written: {what}");
+            gerr(&path, &what)
         };
         let ds = Dataset::open(&path).map_err(|e| bad(e.to_string()))?;
         if ds.raster_size() != (width, w.height) || ds.raster_count() != w.hashes.len() {
@@ -214,20 +212,29 @@ impl RasterSink {
                 ds.raster_count()
             )));
         }
-        let mut buf = vec![0_u8; width * w.height];
+        if !w.in_order || w.next_row != w.height {
+            return Err(bad(format!(
+                "rows were written out of order or incompletely ({} of {})",
+                w.next_row, w.height
+            )));
+        }
+        // Read back in chunks of rows, so memory does not grow with the block.
+        let chunk = (4 << 20) / width.max(1);
+        let chunk = chunk.clamp(1, w.height.max(1));
+        let mut buf = vec![0_u8; width * chunk];
         for (b, h) in w.hashes.into_iter().enumerate() {
-            ds.rasterband(b + 1)
-                .and_then(|band| {
-                    band.read_into_slice::<u8>(
-                        (0, 0),
-                        (width, w.height),
-                        (width, w.height),
-                        &mut buf,
-                        None,
-                    )
-                })
-                .map_err(|e| bad(e.to_string()))?;
-            if w.in_order && w.next_row == w.height && sha2::Sha256::digest(&buf) != h.finalize() {
+            let band = ds.rasterband(b + 1).map_err(|e| bad(e.to_string()))?;
+            let mut read = sha2::Sha256::new();
+            let mut y = 0;
+            while y < w.height {
+                let n = chunk.min(w.height - y);
+                let slice = &mut buf[..width * n];
+                band.read_into_slice::<u8>((0, y as isize), (width, n), (width, n), slice, None)
+                    .map_err(|e| bad(e.to_string()))?;
+                read.update(&*slice);
+                y += n;
+            }
+            if read.finalize() != h.finalize() {
                 return Err(bad(format!("band {} differs", b + 1)));
             }
         }
@@ -408,12 +415,33 @@ fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result<(), Output
             ("BIGTIFF", "IF_SAFER"),
             ("NUM_THREADS", "ALL_CPUS"),
         ]);
-        let out = src
-            .create_copy(&driver, target, &opts)
+        let out = with_cog_temps(target, || src.create_copy(&driver, target, &opts))
             .map_err(|e| gerr(target, e))?;
         drop(out);
         Ok(())
     }
+}
+
+/// Runs `f`, GDAL's COG driver writing `target`: the temporary overview files it writes
+/// beside it (`<target>.ovr.tmp`, `<target>.msk.ovr.tmp`) are registered for SIGINT / SIGTERM
+/// meanwhile (GDAL removes them itself when it finishes or fails).
+fn with_cog_temps<R>(target: &Path, f: impl FnOnce() -> R) -> R {
+    let temps: Vec<PathBuf> = [".ovr.tmp", ".msk.ovr.tmp"]
+        .iter()
+        .map(|ext| {
+            let mut s = target.as_os_str().to_os_string();
+            s.push(ext);
+            PathBuf::from(s)
+        })
+        .collect();
+    for t in &temps {
+        crate::interrupt::register(t);
+    }
+    let r = f();
+    for t in &temps {
+        crate::interrupt::forget(t);
+    }
+    r
 }
 
 /// One part of a raster: a file holding grid rows `y..y + rows`.
@@ -573,7 +601,7 @@ impl RasterSink {
             ("NUM_THREADS", "ALL_CPUS"),
         ]);
         drop(
-            src.create_copy(&driver, target, &opts)
+            with_cog_temps(target, || src.create_copy(&driver, target, &opts))
                 .map_err(|e| gerr(target, e))?,
         );
         drop(src);

@@ -229,6 +229,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runs_updating_the_catalog_at_once_keep_every_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                s.spawn(move || {
+                    for r in 0..5 {
+                        update_catalog(d, &format!("t{t}-r{r}.item.json"), "run").expect("update");
+                    }
+                });
+            }
+        });
+        let cat: Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("catalog.json")).expect("read"))
+                .expect("json");
+        let items = cat["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter(|l| l["rel"] == "item")
+            .count();
+        assert_eq!(items, 80);
+    }
+
+    #[test]
     fn the_catalog_links_each_item_once() {
         let c = catalog_with(None, "a.item.json", "a");
         let c = catalog_with(Some(c), "b.item.json", "b");
