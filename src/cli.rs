@@ -55,41 +55,26 @@ pub enum Command {
 
 /// A parser of whole numbers from `min` to `max` whose errors state the allowed range and
 /// explain negative numbers (which clap would otherwise take for flags).
-fn whole(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+fn whole<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Default,
+{
     move |s| {
         let range = format!("pass a whole number from {min} to {max}");
         let t = s.trim();
         if t.starts_with('-') {
             return Err(format!("{t} is negative; {range}"));
         }
-        let v: usize = t
+        let v: T = t
             .parse()
             .map_err(|_| format!("{t} is not a whole number; {range}"))?;
         if v < min || v > max {
-            let why = if v == 0 {
+            let why = if v == T::default() {
                 " (0 means nothing here)"
             } else {
                 ""
             };
             return Err(format!("{v} is out of range{why}; {range}"));
-        }
-        Ok(v)
-    }
-}
-
-/// [`whole`] for `u64`.
-fn whole_u64(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
-    move |s| {
-        let range = format!("pass a whole number from {min} to {max}");
-        let t = s.trim();
-        if t.starts_with('-') {
-            return Err(format!("{t} is negative; {range}"));
-        }
-        let v: u64 = t
-            .parse()
-            .map_err(|_| format!("{t} is not a whole number; {range}"))?;
-        if v < min || v > max {
-            return Err(format!("{v} is out of range; {range}"));
         }
         Ok(v)
     }
@@ -205,12 +190,12 @@ pub struct PredictCli {
     #[arg(long, value_enum, default_value_t = TilingArg::Blended)]
     pub tiling: TilingArg,
     /// Overlap between tiles in pixels for the blended scheme (default: the manifest's).
-    #[arg(long, allow_negative_numbers = true, value_parser = whole(0, 1 << 20))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0_usize, 1 << 20))]
     pub overlap: Option<usize>,
     /// Tile edge in pixels (default: the manifest's). Embedding models: a multiple of the
     /// patch size. Segmentation models: needs an ONNX input with dynamic height and width
     /// (scripts/onnx_dynamic_hw.py); larger tiles give the model more context.
-    #[arg(long, allow_negative_numbers = true, value_parser = whole(1, 1 << 16))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 16))]
     pub tile_size: Option<usize>,
     /// Test-time augmentation for segmentation models: average the class probabilities over
     /// flips (4 runs per tile) or all 8 flips and rotations (d4). Costs 4x / 8x the inference.
@@ -221,7 +206,7 @@ pub struct PredictCli {
     #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
     pub embedding_dtype: EmbeddingDtype,
     /// Tiles per inference batch: 1 to 65536, and the batch must fit in --memory-limit.
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole(1, 1 << 16))]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 16))]
     pub batch_size: usize,
     /// ONNX Runtime threads: 0 (all CPUs this process may use) up to 4x those CPUs.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = threads)]
@@ -232,7 +217,7 @@ pub struct PredictCli {
     #[arg(long, allow_hyphen_values = true, value_parser = crate::limits::parse_size)]
     pub memory_limit: Option<u64>,
     /// The largest output grid in pixels (default 10000000000, e.g. 100,000 x 100,000 px).
-    #[arg(long, allow_negative_numbers = true, value_parser = whole_u64(1, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1_u64, u64::MAX))]
     pub max_pixels: Option<u64>,
     /// Where the model runs: cpu, or cuda:N (needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
@@ -274,7 +259,7 @@ pub struct PredictCli {
     #[arg(long)]
     pub shard: Option<String>,
     /// Tile rows per block, the unit of sharding and resuming (default 2).
-    #[arg(long, allow_negative_numbers = true, value_parser = whole(1, 1 << 20))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 20))]
     pub block_rows: Option<usize>,
     /// Discard the finished work of an earlier run of this name in --out (another plan, or
     /// a finished run) and start over.
@@ -288,7 +273,7 @@ pub struct PlanCli {
     #[command(flatten)]
     pub predict: PredictCli,
     /// Record the shares of this many shards in the plan (`predict --shard i/N`).
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole(1, 1 << 20))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 20))]
     pub shards: usize,
 }
 

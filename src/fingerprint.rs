@@ -113,6 +113,15 @@ fn headers(name: &str) -> Vec<(String, String)> {
     let domain = c"HEADERS";
     let list =
         unsafe { gdal_sys::VSIGetFileMetadata(c.as_ptr(), domain.as_ptr(), std::ptr::null_mut()) };
+    take_list(list)
+        .iter()
+        .filter_map(|text| text.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// The strings of a GDAL string list, which is then freed.
+fn take_list(list: *mut *mut std::ffi::c_char) -> Vec<String> {
     let mut out = Vec::new();
     if list.is_null() {
         return out;
@@ -123,10 +132,11 @@ fn headers(name: &str) -> Vec<(String, String)> {
         if item.is_null() {
             break;
         }
-        let text = unsafe { CStr::from_ptr(item) }.to_string_lossy();
-        if let Some((k, v)) = text.split_once('=') {
-            out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
+        out.push(
+            unsafe { CStr::from_ptr(item) }
+                .to_string_lossy()
+                .into_owned(),
+        );
         i += 1;
     }
     unsafe { gdal_sys::CSLDestroy(list) };
@@ -186,26 +196,7 @@ pub fn gdal_files(dataset: &str) -> Vec<String> {
     let Ok(ds) = gdal::Dataset::open(dataset) else {
         return Vec::new();
     };
-    let list = unsafe { gdal_sys::GDALGetFileList(ds.c_dataset()) };
-    let mut out = Vec::new();
-    if list.is_null() {
-        return out;
-    }
-    let mut i = 0;
-    loop {
-        let item = unsafe { *list.add(i) };
-        if item.is_null() {
-            break;
-        }
-        out.push(
-            unsafe { CStr::from_ptr(item) }
-                .to_string_lossy()
-                .into_owned(),
-        );
-        i += 1;
-    }
-    unsafe { gdal_sys::CSLDestroy(list) };
-    out
+    take_list(unsafe { gdal_sys::GDALGetFileList(ds.c_dataset()) })
 }
 
 /// Fingerprints of `names` and of every file GDAL reads for them, sorted by path, each once.

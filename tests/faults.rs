@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{eoinfer, ok, ok_stdout, read_u8, root};
+use common::{eoinfer, ok, ok_stdout, root, same_rasters};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -74,18 +74,6 @@ fn reference() -> &'static PathBuf {
         ok(&eoinfer(args(&common::demo_scene(), &dir)));
         dir
     })
-}
-
-fn same_rasters(a: &Path, b: &Path) {
-    for (file, bands) in [("run.classes.tif", 1), ("run.probs.tif", 3)] {
-        for band in 1..=bands {
-            let (x, w, h) = read_u8(&a.join(file), band);
-            let (y, w2, h2) = read_u8(&b.join(file), band);
-            assert_eq!((w, h), (w2, h2));
-            let differ = x.iter().zip(&y).filter(|(p, q)| p != q).count();
-            assert_eq!(differ, 0, "{file} band {band}: {differ} pixels differ");
-        }
-    }
 }
 
 /// Every file under `dir`, relative, recursively.
@@ -442,22 +430,8 @@ fn a_run_that_finishes_no_block_leaves_no_plan_and_a_fixed_input_runs_with_any_o
     // The six model bands in one uncompressed GeoTIFF, cut off after 2 % of its bytes: the
     // reader fails in the first block.
     let demo = common::demo_scene();
-    let vrt = tmp.path().join("stack.vrt");
-    let st = Command::new("gdalbuildvrt")
-        .args(["-q", "-separate", "-resolution", "highest"])
-        .arg(&vrt)
-        .args(BANDS.map(|b| demo.join(format!("T33UUU_20170216T102101_{b}.jp2"))))
-        .status()
-        .unwrap();
-    assert!(st.success());
     let good = tmp.path().join("good.tif");
-    let st = Command::new("gdal_translate")
-        .args(["-q", "-co", "TILED=NO"])
-        .arg(&vrt)
-        .arg(&good)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::demo_stack(&good, &["TILED=NO"]);
     let tif = tmp.path().join("stack.tif");
     std::fs::copy(&good, &tif).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&tif).unwrap();
@@ -676,31 +650,13 @@ impl Drop for Server {
 #[test]
 fn a_scene_read_over_http_is_fingerprinted_by_size_and_last_modified() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = common::demo_scene();
-    let vrt = tmp.path().join("stack.vrt");
-    let st = Command::new("gdalbuildvrt")
-        .args(["-q", "-separate", "-resolution", "highest"])
-        .arg(&vrt)
-        .args(BANDS.map(|b| demo.join(format!("T33UUU_20170216T102101_{b}.jp2"))))
-        .status()
-        .unwrap();
-    assert!(st.success());
     let served = tmp.path().join("www");
     std::fs::create_dir_all(&served).unwrap();
     let translate = |compress: &str| {
-        let st = Command::new("gdal_translate")
-            .args([
-                "-q",
-                "-co",
-                "TILED=YES",
-                "-co",
-                &format!("COMPRESS={compress}"),
-            ])
-            .arg(&vrt)
-            .arg(served.join("stack.tif"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        common::demo_stack(
+            &served.join("stack.tif"),
+            &["TILED=YES", &format!("COMPRESS={compress}")],
+        );
     };
     translate("DEFLATE");
     let server = Server::start(&served);

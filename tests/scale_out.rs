@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eoinfer, ok, ok_stdout, read_u8, reference_python, root};
+use common::{eoinfer, ok, ok_stdout, read_u8, reference_python, root, same_rasters};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -253,18 +253,6 @@ fn one_process() -> &'static (PathBuf, serde_json::Value) {
         assert_eq!(summary["job"]["blocks_run"], 4);
         (dir, summary)
     })
-}
-
-fn same_rasters(a: &Path, b: &Path) {
-    for (file, bands) in [("run.classes.tif", 1), ("run.probs.tif", 3)] {
-        for band in 1..=bands {
-            let (x, w, h) = read_u8(&a.join(file), band);
-            let (y, w2, h2) = read_u8(&b.join(file), band);
-            assert_eq!((w, h), (w2, h2));
-            let differ = x.iter().zip(&y).filter(|(p, q)| p != q).count();
-            assert_eq!(differ, 0, "{file} band {band}: {differ} pixels differ");
-        }
-    }
 }
 
 /// The tiles GeoParquet of two runs as sets of rows (pyarrow).
@@ -606,23 +594,8 @@ fn a_run_whose_input_fails_midway_journals_only_the_blocks_it_finished() {
     let tmp = tempfile::tempdir().unwrap();
     // The six model bands in one uncompressed GeoTIFF, cut off after 40 % of its bytes: the
     // reader fails in the lower part of the scene.
-    let demo = common::demo_scene();
-    let vrt = tmp.path().join("stack.vrt");
-    let st = Command::new("gdalbuildvrt")
-        .args(["-q", "-separate", "-resolution", "highest"])
-        .arg(&vrt)
-        .args(BANDS.map(|b| demo.join(format!("T33UUU_20170216T102101_{b}.jp2"))))
-        .status()
-        .unwrap();
-    assert!(st.success());
     let tif = tmp.path().join("stack.tif");
-    let st = Command::new("gdal_translate")
-        .args(["-q", "-co", "TILED=NO"])
-        .arg(&vrt)
-        .arg(&tif)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::demo_stack(&tif, &["TILED=NO"]);
     let f = std::fs::OpenOptions::new().write(true).open(&tif).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len * 2 / 5).unwrap();

@@ -116,21 +116,20 @@ pub(crate) fn value_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScali
     Ok(scaling)
 }
 
+/// The asset with the role `mlm:model` (the ONNX file).
+pub(crate) fn model_asset(doc: &Value) -> Option<&Value> {
+    doc.get("assets")?.as_object()?.values().find(|v| {
+        v.get("roles")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
+    })
+}
+
 /// The band definitions (name, `eo:common_name`, `eo:center_wavelength`) of a manifest: the
 /// `bands` of its `mlm:model` asset (STAC 1.1 puts band descriptions on assets), else the Item
 /// properties' `bands` (manifests written before they moved).
 pub(crate) fn band_definitions(doc: &Value) -> Vec<&Value> {
-    let on_asset = doc
-        .get("assets")
-        .and_then(Value::as_object)
-        .and_then(|a| {
-            a.values().find(|v| {
-                v.get("roles")
-                    .and_then(Value::as_array)
-                    .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
-            })
-        })
-        .and_then(|a| a.get("bands"));
+    let on_asset = model_asset(doc).and_then(|a| a.get("bands"));
     on_asset
         .or_else(|| doc.pointer("/properties/bands"))
         .and_then(Value::as_array)
@@ -285,17 +284,8 @@ impl ModelSpec {
             .and_then(Value::as_str)
             .is_some_and(|e| e.contains("softmax"));
 
-        let asset = doc
-            .get("assets")
-            .and_then(Value::as_object)
-            .and_then(|a| {
-                a.values().find(|v| {
-                    v.get("roles")
-                        .and_then(Value::as_array)
-                        .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
-                })
-            })
-            .ok_or_else(|| invalid(path, "no asset with role `mlm:model`"))?;
+        let asset =
+            model_asset(doc).ok_or_else(|| invalid(path, "no asset with role `mlm:model`"))?;
         let href = asset
             .get("href")
             .and_then(Value::as_str)

@@ -149,3 +149,43 @@ pub fn read_f32_file(path: &Path) -> Vec<f32> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// The six bands of the 6-band cloud model (B02 B03 B04 B08 B11 B12) of the demo scene in
+/// one GeoTIFF at `path` (10 m, the finest band's grid), written by `gdal_translate` with
+/// the creation options `co` (e.g. `["TILED=NO"]`).
+pub fn demo_stack(path: &Path, co: &[&str]) {
+    let demo = demo_scene();
+    let vrt = path.with_extension("vrt");
+    let st = Command::new("gdalbuildvrt")
+        .args(["-q", "-separate", "-resolution", "highest"])
+        .arg(&vrt)
+        .args(
+            ["B02", "B03", "B04", "B08", "B11", "B12"]
+                .map(|b| demo.join(format!("T33UUU_20170216T102101_{b}.jp2"))),
+        )
+        .status()
+        .expect("gdalbuildvrt");
+    assert!(st.success());
+    let mut cmd = Command::new("gdal_translate");
+    cmd.arg("-q");
+    for c in co {
+        cmd.args(["-co", c]);
+    }
+    let st = cmd.arg(&vrt).arg(path).status().expect("gdal_translate");
+    assert!(st.success());
+    let _ = std::fs::remove_file(&vrt);
+}
+
+/// Asserts that two runs named `run` (class map and 3-band probabilities) have the same
+/// pixels.
+pub fn same_rasters(a: &Path, b: &Path) {
+    for (file, bands) in [("run.classes.tif", 1), ("run.probs.tif", 3)] {
+        for band in 1..=bands {
+            let (x, w, h) = read_u8(&a.join(file), band);
+            let (y, w2, h2) = read_u8(&b.join(file), band);
+            assert_eq!((w, h), (w2, h2));
+            let differ = x.iter().zip(&y).filter(|(p, q)| p != q).count();
+            assert_eq!(differ, 0, "{file} band {band}: {differ} pixels differ");
+        }
+    }
+}
