@@ -82,12 +82,7 @@ where
 
 /// `--threads`: 0 (all CPUs) up to [`crate::limits::max_threads`].
 fn threads(s: &str) -> Result<usize, String> {
-    let max = crate::limits::max_threads();
-    let range = format!(
-        "pass 0 (all {} CPUs this process may use) up to {max} ({} x those CPUs)",
-        crate::limits::cpus(),
-        crate::limits::THREADS_PER_CPU
-    );
+    let range = crate::limits::threads_range();
     let t = s.trim();
     if t.starts_with('-') {
         return Err(format!("{t} is negative; {range}"));
@@ -95,12 +90,9 @@ fn threads(s: &str) -> Result<usize, String> {
     let v: usize = t
         .parse()
         .map_err(|_| format!("{t} is not a whole number; {range}"))?;
-    if v > max {
-        return Err(format!(
-            "{v} is more threads than this process can use; {range}"
-        ));
-    }
-    Ok(v)
+    crate::limits::check_threads(v)
+        .map(|_| v)
+        .map_err(|_| format!("{v} is more threads than this process can use; {range}"))
 }
 
 /// A finite number above 0 (a pixel size).

@@ -53,7 +53,7 @@ pub struct EmbedArgs {
     pub ort_lib: Option<PathBuf>,
     /// Where the model runs.
     pub device: Device,
-    /// `--memory-limit` in bytes (default: cgroup v2 `memory.max`, else the machine's RAM).
+    /// `--memory-limit` in bytes (default: the process's cgroup limit, else the machine's RAM).
     pub memory_limit: Option<u64>,
 }
 
@@ -159,13 +159,7 @@ fn check_batch(
     out_values: u64,
     width: usize,
 ) -> Result<(), crate::error::LimitError> {
-    if args.batch_size == 0 {
-        return Err(crate::error::LimitError::Value {
-            flag: "--batch-size",
-            value: "0".into(),
-            range: "0 means nothing here; pass a whole number of at least 1".into(),
-        });
-    }
+    crate::limits::check_nonzero("--batch-size", Some(args.batch_size))?;
     let limit = crate::limits::memory_limit(args.memory_limit);
     let per_tile = ((tile * tile * steps * bands) as u64 + out_values).saturating_mul(4 * 5);
     // The rolling band of rows of every time step.
@@ -281,13 +275,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
     crate::plan::check_writable(&args.out)?;
     let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
     let env = crate::model::runtime::init_runtime(&ort_lib)?;
-    let threads = crate::limits::check_threads(args.threads).map_err(|range| {
-        crate::error::LimitError::Value {
-            flag: "--threads",
-            value: args.threads.to_string(),
-            range,
-        }
-    })?;
+    let threads = crate::limits::check_threads(args.threads)?;
     let (mut session, onnx) =
         crate::model::golden::open_embedding_model(&env, &args.model, doc, threads, args.device)?;
     let sha = crate::util::sha256_file(&onnx).map_err(|source| ModelError::ManifestRead {
@@ -907,17 +895,7 @@ pub fn run(args: &EmbedArgs, doc: &serde_json::Value) -> Result<EmbedSummary, Er
         )?);
     }
     moves.retain(|(from, _)| from.exists());
-    // All of them or none: a signal waits until every output is in place.
-    crate::interrupt::critical(|reg| -> Result<(), OutputError> {
-        for (from, to) in moves {
-            std::fs::rename(&from, &to).map_err(|source| OutputError::Io {
-                path: to.clone(),
-                source,
-            })?;
-        }
-        temps.disarm_with(reg);
-        Ok(())
-    })?;
+    temps.commit(moves)?;
     crate::output::stac::update_catalog(
         out,
         &format!("{name}.item.json"),

@@ -156,8 +156,6 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no space left on the disk of {path}: {message}")]
-    NoSpace { path: PathBuf, message: String },
     #[error("cannot write Parquet file {path}: {message}")]
     Parquet { path: PathBuf, message: String },
 }

@@ -227,6 +227,17 @@ pub fn fingerprints(names: &[String]) -> Vec<InputFile> {
     all.iter().filter_map(|n| fingerprint(n)).collect()
 }
 
+/// What changed in the files a plan recorded since it recorded them (the same files, not
+/// their GDAL file lists again): one line per changed or missing file.
+#[must_use]
+pub fn recheck(recorded: &[InputFile]) -> Vec<String> {
+    let now: Vec<InputFile> = recorded
+        .iter()
+        .filter_map(|f| fingerprint(&f.path))
+        .collect();
+    changes(recorded, &now)
+}
+
 /// What differs between the fingerprints a plan recorded (`old`) and today's (`new`): one
 /// line per changed, missing or added file.
 #[must_use]

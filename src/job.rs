@@ -41,7 +41,8 @@ fn has_work(state: &State) -> bool {
     !state.blocks.is_empty() || state.merged
 }
 
-/// Removes everything in `work` but the lock files (which only their holders may delete).
+/// Removes everything in `work` but the lock files (which are never deleted, see
+/// [`crate::lock`]).
 fn clear_work(work: &Path) {
     let Ok(dir) = std::fs::read_dir(work) else {
         return;
@@ -331,8 +332,14 @@ pub fn free_space(dir: &Path) -> Option<u64> {
 /// final outputs (about 1.4 x all parts: the COGs with their overviews, while the parts
 /// still exist).
 #[must_use]
-pub fn space_needed(job: &JobPlan, done_parts: &[u64], bands: usize) -> u64 {
+pub fn space_needed(job: &JobPlan, done_parts: &[u64]) -> u64 {
     let blocks = job.blocks.len().max(1) as u64;
+    // The class band, and a band per class with probabilities.
+    let bands = 1 + if job.probabilities {
+        job.model.classes.len()
+    } else {
+        0
+    };
     let per_block = if done_parts.is_empty() {
         let rows = job.grid.height as u64 / blocks + 1;
         rows * job.grid.width as u64 * bands as u64

@@ -243,16 +243,41 @@ pub fn max_threads() -> usize {
     cpus() * THREADS_PER_CPU
 }
 
-/// Checks `--threads` against [`max_threads`]; 0 means all CPUs.
-pub fn check_threads(threads: usize) -> Result<usize, String> {
-    let max = max_threads();
-    if threads > max {
-        return Err(format!(
-            "--threads {threads} is more than this process can use; pass 0 (all {} CPUs) up to {max} ({THREADS_PER_CPU} x the CPUs this process may use)",
-            cpus()
-        ));
+/// The allowed `--threads`, in words.
+#[must_use]
+pub fn threads_range() -> String {
+    format!(
+        "pass 0 (all {} CPUs this process may use) up to {} ({THREADS_PER_CPU} x those CPUs)",
+        cpus(),
+        max_threads()
+    )
+}
+
+/// Checks `--threads` against [`max_threads`]; 0 means all CPUs. Returns the threads.
+pub fn check_threads(threads: usize) -> Result<usize, crate::error::LimitError> {
+    if threads > max_threads() {
+        return Err(crate::error::LimitError::Value {
+            flag: "--threads",
+            value: threads.to_string(),
+            range: threads_range(),
+        });
     }
     Ok(if threads == 0 { cpus() } else { threads })
+}
+
+/// Refuses 0 for a count where 0 means nothing (`--batch-size`, `--block-rows`).
+pub fn check_nonzero(
+    flag: &'static str,
+    value: Option<usize>,
+) -> Result<(), crate::error::LimitError> {
+    if value == Some(0) {
+        return Err(crate::error::LimitError::Value {
+            flag,
+            value: "0".into(),
+            range: "0 means nothing here; pass a whole number of at least 1".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The memory a run needs, by what holds it.

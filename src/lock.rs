@@ -80,13 +80,18 @@ pub struct Held {
     mode: Mode,
 }
 
-/// Who holds a lock, as written into the lock file by its holder.
-fn holder(path: &Path) -> String {
+/// What the last exclusive holder wrote into a lock file (`pid 12 on node-3, since ...`).
+fn holder_text(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
         let _ = f.read_to_string(&mut text);
     }
-    let text = text.trim();
+    text.trim().to_string()
+}
+
+/// Who holds a lock, for messages.
+fn holder(path: &Path) -> String {
+    let text = holder_text(path);
     if text.is_empty() {
         "another eoinfer".into()
     } else {
@@ -299,9 +304,7 @@ pub fn holders(work: &Path) -> Vec<String> {
             out.push(format!(
                 "{} ({})",
                 name.trim_end_matches(".lock"),
-                holder(&p)
-                    .trim_start_matches("another eoinfer (")
-                    .trim_end_matches(')')
+                holder_text(&p)
             ));
         }
     }

@@ -252,12 +252,9 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
     })
 }
 
-/// The I/O error behind `e` that says the disk is full, if there is one.
+/// The I/O error behind `e` that says the disk (or a quota) is full, if there is one.
 fn no_space(e: &Error) -> Option<(PathBuf, String)> {
     match e {
-        Error::Output(OutputError::NoSpace { path, message }) => {
-            Some((path.clone(), message.clone()))
-        }
         Error::Output(
             OutputError::Io { path, source } | OutputError::NotWritable { path, source },
         )
@@ -265,11 +262,6 @@ fn no_space(e: &Error) -> Option<(PathBuf, String)> {
             if crate::util::is_no_space(source) =>
         {
             Some((path.clone(), source.to_string()))
-        }
-        Error::Scene(crate::error::SceneError::Gdal { path, message })
-            if message.contains("No space left") =>
-        {
-            Some((path.clone(), message.clone()))
         }
         _ => None,
     }
@@ -300,12 +292,7 @@ fn disk_full(e: Error, job: &JobPlan, out: &Path, work: &Path) -> Error {
         .values()
         .map(|r| r.parts.iter().chain(&r.carry).map(|p| p.bytes).sum())
         .collect();
-    let bands = 1 + if job.probabilities {
-        job.model.classes.len()
-    } else {
-        0
-    };
-    let needed = crate::job::space_needed(job, &sizes, bands);
+    let needed = crate::job::space_needed(job, &sizes);
     let free = crate::job::free_space(out);
     let Some((path, message)) =
         explicit.or_else(|| write_error.filter(|_| free.is_some_and(|f| f < needed)))
@@ -1032,18 +1019,8 @@ impl Segment {
                 crate::util::process_token()
             ));
             let part = ob.temps.track(crate::util::process_partial_name(&fin));
-            let bytes = self.acc.carry();
-            std::fs::write(&part, &bytes).map_err(io_err(&part))?;
+            std::fs::write(&part, self.acc.carry()).map_err(io_err(&part))?;
             crate::journal::sync_file(&part).map_err(io_err(&part))?;
-            if std::fs::read(&part).map_err(io_err(&part))? != bytes {
-                return Err(OutputError::Io {
-                    path: part,
-                    source: std::io::Error::other(
-                        "the file read back differs from what was written",
-                    ),
-                }
-                .into());
-            }
             ob.temps.track(fin.clone());
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
@@ -1255,6 +1232,17 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         }
         .into());
     }
+    // An input changed while the blocks ran (or between a shard and the merge): some
+    // blocks may come from the old file, some from the new one.
+    let changed = crate::fingerprint::recheck(&job.input_files);
+    if !changed.is_empty() {
+        return Err(JobError::InputChanged {
+            dir: out.to_path_buf(),
+            name: job.name.clone(),
+            changes: changed.join("; "),
+        }
+        .into());
+    }
     // Per block, the latest record whose parts are on disk with the journal's sha256.
     let done = state.verified(&parts_path, |_| true);
     let missing: Vec<usize> = job
@@ -1374,9 +1362,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         )));
         // SQLite's own files beside a GeoPackage being written.
         for suffix in ["-journal", "-wal", "-shm"] {
-            let mut side = staged.as_os_str().to_os_string();
-            side.push(suffix);
-            temps.track(PathBuf::from(side));
+            temps.track(crate::util::with_suffix(&staged, suffix));
         }
         polygon_stats = Some(crate::output::vectors::polygonize(
             &part_classes,
@@ -1566,13 +1552,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
     // The summary goes last: its presence says the run is complete. A signal waits until
     // every output is in place.
     moves.push((part_summary, final_summary));
-    crate::interrupt::critical(|reg| -> Result<(), OutputError> {
-        for (from, to) in moves {
-            rename(&from, &to)?;
-        }
-        temps.disarm_with(reg);
-        Ok(())
-    })?;
+    temps.commit(moves)?;
     crate::output::stac::update_catalog(
         out,
         &format!("{name}.item.json"),
@@ -1706,13 +1686,6 @@ fn write_item(
         source,
     })?;
     Ok((part, final_item.to_path_buf()))
-}
-
-fn rename(from: &Path, to: &Path) -> Result<(), OutputError> {
-    std::fs::rename(from, to).map_err(|source| OutputError::Io {
-        path: to.to_path_buf(),
-        source,
-    })
 }
 
 /// What `eoinfer bench-model` measured: ONNX Runtime alone on the tiles `predict` runs.

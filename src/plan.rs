@@ -73,7 +73,7 @@ pub struct PredictArgs {
     pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
     /// `--qgis-project`.
     pub qgis_project: bool,
-    /// `--memory-limit` in bytes (default: cgroup v2 `memory.max`, else the machine's RAM).
+    /// `--memory-limit` in bytes (default: the process's cgroup limit, else the machine's RAM).
     pub memory_limit: Option<u64>,
     /// `--max-pixels`: the largest grid.
     pub max_pixels: Option<u64>,
@@ -128,8 +128,6 @@ pub struct PredictPlan {
     pub job: JobPlan,
     /// The memory limit the run was checked against.
     pub memory: crate::limits::MemoryLimit,
-    /// The memory the run needs (estimate).
-    pub memory_need: crate::limits::MemoryNeed,
 }
 
 /// A shard: share `index` of `count`.
@@ -352,16 +350,6 @@ pub fn check_writable(dir: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// Number of threads meant by `0`.
-#[must_use]
-pub fn resolve_threads(n: usize) -> usize {
-    if n > 0 {
-        n
-    } else {
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-    }
-}
-
 /// Output name of an AOI run: the AOI file's stem, else `aoi`.
 fn aoi_name(aoi: &str) -> String {
     let p = Path::new(aoi);
@@ -378,40 +366,20 @@ fn aoi_name(aoi: &str) -> String {
 
 /// Counts that must not be 0 (the command line refuses them already; other callers too).
 fn check_counts(args: &PredictArgs) -> Result<(), LimitError> {
-    for (flag, v) in [
-        ("--batch-size", Some(args.batch_size)),
-        ("--block-rows", args.block_rows),
-        ("--tile-size", args.tile_size),
-    ] {
-        if v == Some(0) {
-            return Err(LimitError::Value {
-                flag,
-                value: "0".into(),
-                range: "0 means nothing here; pass a whole number of at least 1".into(),
-            });
-        }
-    }
-    if let Some(r) = args.resolution {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(LimitError::Value {
-                flag: "--resolution",
-                value: r.to_string(),
-                range: "pass a pixel size above 0 in the CRS's units (e.g. 10 for 10 m)".into(),
-            });
-        }
-    }
-    Ok(())
+    crate::limits::check_nonzero("--batch-size", Some(args.batch_size))?;
+    crate::limits::check_nonzero("--block-rows", args.block_rows)?;
+    crate::limits::check_nonzero("--tile-size", args.tile_size)
 }
 
 /// Refuses a run whose buffers and batches would not fit in the memory limit, before
-/// anything is allocated; returns what it needs.
+/// anything is allocated.
 fn check_memory(
     stack: &Stack,
     model: &ModelSpec,
     args: &PredictArgs,
     batch: usize,
     limit: &crate::limits::MemoryLimit,
-) -> Result<crate::limits::MemoryNeed, LimitError> {
+) -> Result<(), LimitError> {
     let shape = crate::limits::RunShape {
         width: stack.width as u64,
         tile: model.tile_size as u64,
@@ -427,7 +395,7 @@ fn check_memory(
     };
     let need = shape.need();
     if need.total() <= limit.bytes {
-        return Ok(need);
+        return Ok(());
     }
     let max_batch = shape.max_batch(limit.bytes);
     let fix = if max_batch >= 1 {
@@ -465,12 +433,7 @@ impl PredictPlan {
             return Err(JobError::ForceWithShard.into());
         }
         check_counts(args)?;
-        let threads =
-            crate::limits::check_threads(args.threads).map_err(|range| LimitError::Value {
-                flag: "--threads",
-                value: args.threads.to_string(),
-                range,
-            })?;
+        let threads = crate::limits::check_threads(args.threads)?;
         let mut model = ModelSpec::load(&args.model)?;
         if let Some(t) = args.tile_size {
             if t < 16 {
@@ -595,7 +558,7 @@ impl PredictPlan {
         let memory = crate::limits::memory_limit(args.memory_limit);
         // A batch never holds more tiles than the run has.
         let batch_size = args.batch_size.min(tiles.len().max(1));
-        let memory_need = check_memory(&stack, &model, args, batch_size, &memory)?;
+        check_memory(&stack, &model, args, batch_size, &memory)?;
         let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
         let mut names = vec![stack.vrt.clone(), model.manifest.display().to_string()];
         names.extend(stack.bands.iter().map(|b| b.source.clone()));
@@ -694,7 +657,6 @@ impl PredictPlan {
             force: args.force,
             job,
             memory,
-            memory_need,
         })
     }
 

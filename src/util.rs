@@ -173,6 +173,23 @@ impl TempFiles {
         self.armed = false;
     }
 
+    /// Renames each `(temporary, final)` pair into place and keeps the files, in one step a
+    /// signal cannot split: after it every output is in place, or (a rename failed) the
+    /// files not yet renamed are removed when this set is dropped.
+    pub fn commit(
+        &mut self,
+        moves: Vec<(PathBuf, PathBuf)>,
+    ) -> Result<(), crate::error::OutputError> {
+        crate::interrupt::critical(|reg| {
+            for (from, to) in moves {
+                std::fs::rename(&from, &to)
+                    .map_err(|source| crate::error::OutputError::Io { path: to, source })?;
+            }
+            self.disarm_with(reg);
+            Ok(())
+        })
+    }
+
     /// Removes every tracked file now.
     pub fn cleanup(&mut self) {
         for p in self.paths.drain(..) {
@@ -188,6 +205,14 @@ impl Drop for TempFiles {
             self.cleanup();
         }
     }
+}
+
+/// `path` with `suffix` appended to its file name (`a.tif` + `.aux.xml`).
+#[must_use]
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 /// Whether an I/O error means the disk (or the user's quota) is full.

@@ -222,6 +222,23 @@ fn a_resumed_run_whose_input_changed_at_the_same_path_is_refused_naming_the_file
     same_rasters(&out, &fresh);
 }
 
+#[test]
+fn an_input_changed_while_the_blocks_ran_is_refused_at_the_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scene = scene_copy(tmp.path());
+    let out = tmp.path().join("out");
+    // Every block is run by one shard; B04 changes before the merge.
+    ok(&eoinfer(with(args(&scene, &out), &["--shard", "0/1"])));
+    let b04 = scene.join("T33UUU_20170216T102101_B04.jp2");
+    std::fs::copy(scene.join("T33UUU_20170216T102101_B03.jp2"), &b04).unwrap();
+    let r = eoinfer(["merge", &s(&out)]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = stderr(&r);
+    assert!(err.contains("_B04.jp2 changed (size"), "{err}");
+    assert!(!out.join("run.classes.tif").exists());
+    assert!(debris(&out).is_empty(), "{:?}", debris(&out));
+}
+
 /// A tmpfs of `size` mounted at `dir` (needs root, as CI runs), unmounted when dropped.
 struct Tmpfs(PathBuf);
 

@@ -59,25 +59,7 @@ fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
     }
 }
 
-/// GDAL's error on `path`; [`OutputError::NoSpace`] when the disk is full (the failed
-/// write's errno says so, or less than 1 MiB is left).
 fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
-    let errno = std::io::Error::last_os_error();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if crate::util::is_no_space(&errno) || crate::job::free_space(dir).is_some_and(|b| b < 1 << 20)
-    {
-        return OutputError::NoSpace {
-            path: path.to_path_buf(),
-            message: if errno.raw_os_error().is_some_and(|c| c != 0) {
-                format!("{e} ({errno})")
-            } else {
-                e.to_string()
-            },
-        };
-    }
     OutputError::Gdal {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -426,14 +408,7 @@ fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result<(), Output
 /// beside it (`<target>.ovr.tmp`, `<target>.msk.ovr.tmp`) are registered for SIGINT / SIGTERM
 /// meanwhile (GDAL removes them itself when it finishes or fails).
 fn with_cog_temps<R>(target: &Path, f: impl FnOnce() -> R) -> R {
-    let temps: Vec<PathBuf> = [".ovr.tmp", ".msk.ovr.tmp"]
-        .iter()
-        .map(|ext| {
-            let mut s = target.as_os_str().to_os_string();
-            s.push(ext);
-            PathBuf::from(s)
-        })
-        .collect();
+    let temps = [".ovr.tmp", ".msk.ovr.tmp"].map(|ext| crate::util::with_suffix(target, ext));
     for t in &temps {
         crate::interrupt::register(t);
     }
@@ -614,7 +589,5 @@ impl RasterSink {
 /// The PAM sidecar GDAL writes beside `path`.
 #[must_use]
 pub fn aux_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(".aux.xml");
-    PathBuf::from(s)
+    crate::util::with_suffix(path, ".aux.xml")
 }
