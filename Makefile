@@ -23,23 +23,29 @@ test:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked -- --test-threads=2
 
-# The benchmark (about 40 minutes on 2 cores): eoinfer vs ONNX Runtime alone vs ukis-csmask's
-# Python pipeline on a Sentinel-2 tile-sized scene, scaling to 4 tiles, tiling quality.
+# The benchmark (about 55 minutes on 2 cores): eoinfer vs ONNX Runtime alone vs ukis-csmask's
+# Python pipeline on a Sentinel-2 tile-sized scene, scaling to 4 tiles, tiling quality; then
+# OlmoEarth v1 Nano end to end vs bench-model on 1, 4 and 12 dates (JPEG 2000 and GeoTIFF).
 # Writes BENCHMARKS.md. Micro-benchmarks of the pure stages: cargo bench --bench stages.
 bench: build
 	scripts/setup.sh --reference
 	.venv-reference/bin/python scripts/bench.py
+	.venv-reference/bin/python scripts/bench_series.py
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 # OlmoEarth export (needs PyTorch, several GB; not part of `make test`).
+# rslearn (the line `rslearn==...` of requirements.txt) is installed with --no-deps, the rest
+# with their dependencies (see requirements.txt).
 export-env: setup
-	@if [ ! -x .venv-export/bin/python ] || ! .venv-export/bin/python -c 'import torch, olmoearth_pretrain_minimal, onnxscript, jsonschema, referencing, pystac' 2>/dev/null; then \
-	  python3 -m venv .venv-export && \
-	  .venv-export/bin/python -m pip install --quiet -r models/olmoearth/requirements.txt \
-	    .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl; fi
+	@if [ ! -x .venv-export/bin/python ] || ! .venv-export/bin/python -c 'import torch, olmoearth_pretrain_minimal, onnxscript, jsonschema, referencing, pystac, rslearn.models.unet, rslearn.models.pooling_decoder, rslearn.train.tasks.per_pixel_regression, rslearn.train.tasks.classification' 2>/dev/null; then \
+	  python3 -m venv .venv-export && mkdir -p .cache && \
+	  grep -v '^rslearn==' models/olmoearth/requirements.txt > .cache/export-requirements.txt && \
+	  .venv-export/bin/python -m pip install --quiet -r .cache/export-requirements.txt \
+	    .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl && \
+	  .venv-export/bin/python -m pip install --quiet --no-deps $$(grep '^rslearn==' models/olmoearth/requirements.txt); fi
 
 # Regenerates the committed Nano models, manifests and golden data in models/olmoearth/.
 olmoearth-models: export-env
@@ -48,6 +54,10 @@ olmoearth-models: export-env
 	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --s1 --golden
 	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --head segmentation \
 	  --class-names cropland,grassland,forest,water --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --head regression \
+	  --value-name canopy_height --value-unit m --value-min 0 --value-max 50 --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --head classification \
+	  --class-names cropland,grassland,forest,water --window-size 32 --golden
 
 # Exports every size the issue lists into .cache/olmoearth-export, each checked against PyTorch (1e-4).
 test-export: export-env

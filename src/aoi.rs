@@ -229,6 +229,24 @@ impl Aoi {
         })
     }
 
+    /// The whole of an existing grid as the area (the scenes of one date in a time series,
+    /// mosaicked on the first date's grid).
+    #[must_use]
+    pub fn from_grid(label: &str, grid: &GridSpec, epsg: Option<i32>) -> Self {
+        let gt = grid.geo_transform;
+        let (x0, y1) = (gt[0], gt[3]);
+        let (x1, y0) = (
+            gt[0] + grid.width as f64 * gt[1],
+            gt[3] + grid.height as f64 * gt[5],
+        );
+        Self {
+            source: label.to_string(),
+            wkt: format!("POLYGON (({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"),
+            grid: grid.clone(),
+            epsg,
+        }
+    }
+
     /// The AOI polygon in the grid's CRS.
     pub fn geometry(&self) -> Result<Geometry, AoiError> {
         Geometry::from_wkt(&self.wkt).map_err(|e| gerr(&self.source, e))
@@ -251,8 +269,22 @@ impl Aoi {
 
     /// The AOI mask of grid rows `y..y + rows`: 1 where the pixel's centre is inside.
     pub fn mask(&self, polygon: &Geometry, y: usize, rows: usize) -> Result<Vec<u8>, AoiError> {
-        let w = self.grid.width;
-        let gt = &self.grid.geo_transform;
+        self.mask_scaled(polygon, y, rows, 1)
+    }
+
+    /// The AOI mask of rows `y..y + rows` of the grid coarsened by `scale` (an encoder's
+    /// patch grid: one cell per `scale` x `scale` pixels): 1 where the cell's centre is inside.
+    pub fn mask_scaled(
+        &self,
+        polygon: &Geometry,
+        y: usize,
+        rows: usize,
+        scale: usize,
+    ) -> Result<Vec<u8>, AoiError> {
+        let w = self.grid.width.div_ceil(scale.max(1));
+        let g = &self.grid.geo_transform;
+        let s = scale.max(1) as f64;
+        let gt = &[g[0], g[1] * s, 0.0, g[3], 0.0, g[5] * s];
         let mem = DriverManager::get_driver_by_name("MEM").map_err(|e| gerr(&self.source, e))?;
         let mut ds = mem
             .create_with_band_type::<u8, _>("", w, rows, 1)

@@ -395,48 +395,6 @@ fn one_scene(a: &SceneArgs) -> Result<String, Error> {
     }
 }
 
-fn embed(c: &PredictCli, doc: &serde_json::Value) -> Result<(), Error> {
-    let args = crate::embed::EmbedArgs {
-        model: c.scene.model.clone(),
-        scenes: c.scene.scene.clone(),
-        dates: c
-            .dates
-            .as_deref()
-            .map(crate::embed::parse_dates)
-            .transpose()?
-            .unwrap_or_default(),
-        out: c.out.clone(),
-        name: c.name.clone(),
-        scene: crate::scene::SceneOptions {
-            max_pixels: c.max_pixels,
-            ..crate::plan::scene_options(
-                c.scene.bands.as_deref(),
-                c.scene.resolution,
-                c.scene.s2_offset,
-                c.scene.nodata,
-            )?
-        },
-        overlap: c.overlap,
-        tile_size: c.tile_size,
-        uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
-        probabilities: c.probabilities,
-        batch_size: c.batch_size,
-        threads: c.threads,
-        ort_lib: c.ort_lib.clone(),
-        device: c.device,
-        memory_limit: c.memory_limit,
-    };
-    let summary = crate::embed::run(&args, doc)?;
-    tracing::info!(outputs = %summary.outputs, "done");
-    if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
 fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
     Ok(PredictArgs {
         model: c.scene.model.clone(),
@@ -477,23 +435,20 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         qgis_project: c.qgis_project,
         memory_limit: c.memory_limit,
         max_pixels: c.max_pixels,
+        dates: c
+            .dates
+            .as_deref()
+            .map(crate::scene::timeseries::parse_dates)
+            .transpose()?
+            .unwrap_or_default(),
+        embedding_uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
     })
 }
 
-fn load_plan(c: &PredictCli) -> Result<(PredictPlan, crate::model::Segmenter), Error> {
-    if crate::embed::embedding_manifest(&c.scene.model).is_some() {
-        return Err(crate::error::SceneError::Series {
-            what: format!(
-                "bench-model runs segmentation models; {} is an embedding model",
-                c.scene.model.display()
-            ),
-        }
-        .into());
-    }
+fn load_plan(c: &PredictCli) -> Result<(PredictPlan, crate::model::Model), Error> {
     let plan = PredictPlan::build(&predict_args(c)?)?;
     let env = crate::model::runtime::init_runtime(&plan.ort_lib)?;
-    let model = crate::model::Segmenter::load(&env, &plan.model, plan.threads, plan.device)?
-        .with_tta(plan.tta);
+    let model = plan.open_model(&env)?;
     plan.check_checksum()?;
     Ok((plan, model))
 }
@@ -509,29 +464,6 @@ fn bench_model(c: &PredictCli) -> Result<(), Error> {
 }
 
 fn predict(c: &PredictCli) -> Result<(), Error> {
-    if let Some(doc) = crate::embed::embedding_manifest(&c.scene.model) {
-        if c.tta != crate::tta::Tta::None {
-            return Err(crate::error::SceneError::Series {
-                what: "--tta applies to segmentation models".into(),
-            }
-            .into());
-        }
-        if c.vectors || c.qgis_project {
-            return Err(crate::error::SceneError::Series {
-                what: "--vectors and --qgis-project apply to segmentation models; for a head \
-                       model's class map run `eoinfer polygonize <name>.classes.tif`"
-                    .into(),
-            }
-            .into());
-        }
-        if c.aoi.is_some() || c.shard.is_some() {
-            return Err(crate::error::SceneError::Series {
-                what: "--aoi and --shard apply to segmentation models; embedding runs take one grid of time steps".into(),
-            }
-            .into());
-        }
-        return embed(c, &doc);
-    }
     let (plan, model) = load_plan(c)?;
     tracing::info!(
         scene = %plan.stack.scene,
@@ -550,7 +482,13 @@ fn report(outcome: crate::pipeline::Outcome, json: bool) -> Result<(), Error> {
     let text = match outcome {
         Outcome::Finished(summary) => {
             tracing::info!(
-                classes = %summary.outputs.classes.display(),
+                output = %summary
+                    .outputs
+                    .classes
+                    .as_ref()
+                    .or(summary.outputs.embeddings.as_ref())
+                    .or(summary.outputs.values.as_ref())
+                    .map_or_else(String::new, |p| p.display().to_string()),
                 tiles = summary.counts.tiles,
                 blocks_run = summary.job.counts.blocks_run,
                 blocks_resumed = summary.job.counts.blocks_already_done,
@@ -593,12 +531,6 @@ fn report(outcome: crate::pipeline::Outcome, json: bool) -> Result<(), Error> {
 
 fn plan_command(c: &PlanCli) -> Result<(), Error> {
     let p = &c.predict;
-    if crate::embed::embedding_manifest(&p.scene.model).is_some() {
-        return Err(crate::error::SceneError::Series {
-            what: "eoinfer plan, --aoi and --shard apply to segmentation models".into(),
-        }
-        .into());
-    }
     if c.shards == 0 {
         return Err(crate::error::JobError::BadShard("0 shards".into()).into());
     }

@@ -18,6 +18,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// The same window with every coordinate multiplied by `k` (tile-grid units to pixels).
+    #[must_use]
+    pub fn scaled(&self, k: usize) -> Window {
+        Window {
+            x: self.x * k as i64,
+            y: self.y * k as i64,
+            width: self.width * k,
+            height: self.height * k,
+        }
+    }
+
     /// The part of this window inside a `width` x `height` raster, if any.
     #[must_use]
     pub fn clip(&self, width: usize, height: usize) -> Option<Window> {
@@ -126,6 +137,26 @@ impl TileGrid {
             xs,
             ys,
         })
+    }
+
+    /// The grid of a model whose tiles are made of whole `unit` x `unit` cells (an
+    /// encoder's patches): the raster, the tile and a blended overlap are counted in cells,
+    /// the raster rounded up to whole cells.
+    pub fn in_units(
+        width: usize,
+        height: usize,
+        tile: usize,
+        tiling: Tiling,
+        unit: usize,
+    ) -> Result<Self, GridError> {
+        let u = unit.max(1);
+        let tiling = match tiling {
+            Tiling::Blended { overlap } => Tiling::Blended {
+                overlap: overlap / u,
+            },
+            other @ Tiling::Reference { .. } => other,
+        };
+        Self::new(width.div_ceil(u), height.div_ceil(u), tile / u, tiling)
     }
 
     /// Tile edge length in pixels.

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// One tile's pixel counts over the rows of one block.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TileCount {
     /// Tile id (row-major in the grid).
     pub id: usize,
@@ -21,6 +21,9 @@ pub struct TileCount {
     pub counts: Vec<u64>,
     /// Valid pixels inside the block's rows.
     pub valid: u64,
+    /// A value map's sum, smallest and largest value inside the block's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<[f64; 3]>,
 }
 
 /// A file a block wrote.
@@ -311,6 +314,7 @@ mod tests {
                 inferred: true,
                 counts: vec![1, 2],
                 valid: 3,
+                stats: None,
             }],
             parts: Vec::new(),
             carry: None,

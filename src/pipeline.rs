@@ -8,13 +8,13 @@ use crate::job::JobGuard;
 use crate::journal::{
     BlockRecord, Entry, Journal, PartFile, TileCount, parts_dir, read_state, work_dir,
 };
-use crate::model::Segmenter;
-use crate::normalize::prepare_tile;
+use crate::model::Model;
 use crate::output::parquet::{TileRecord, write_tiles};
 use crate::output::raster::{Part, RasterKind, RasterSink, aux_path, cog_from_parts};
+use crate::plan::HeadPlan;
 use crate::plan::JobPlan;
 use crate::plan::PredictPlan;
-use crate::scene::StripReader;
+use crate::source::TileSource;
 use crate::util::{TempFiles, partial_name};
 use crossbeam_channel::bounded;
 use serde::Serialize;
@@ -26,8 +26,11 @@ use std::time::{Duration, Instant};
 /// One tile travelling through the pipeline.
 struct TileMsg {
     tile: Tile,
-    /// Model input, then (after inference) class probabilities; empty when skipped.
+    /// Model input, then (after inference) the model's output; empty when skipped.
     data: Vec<f32>,
+    /// A time series' Sentinel-1 input (empty without one, and after inference).
+    s1: Vec<f32>,
+    /// Validity per output value (pixel, or patch for embeddings).
     valid: Vec<bool>,
     inferred: bool,
 }
@@ -50,6 +53,18 @@ pub struct Counts {
     /// Polygons per class (with `--vectors`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub polygons: Option<crate::output::vectors::PolygonStats>,
+    /// Time steps of a time-series model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_steps: Option<usize>,
+    /// Patches of the embedding grid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patches: Option<u64>,
+    /// Patches with valid input (the embeddings written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patches_valid: Option<u64>,
+    /// Rows of the embeddings GeoParquet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parquet_rows: Option<usize>,
 }
 
 /// Seconds spent per stage (summed within each stage's thread) and in all.
@@ -71,11 +86,23 @@ pub struct Timings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outputs {
     /// Class map COG.
-    pub classes: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<PathBuf>,
     /// Probabilities COG, with `--probabilities`.
     pub probabilities: Option<PathBuf>,
     /// Tiles GeoParquet.
-    pub tiles: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<PathBuf>,
+    /// Embeddings COG (one pixel per patch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<PathBuf>,
+    /// Embeddings GeoParquet (one row per patch) or a classification head's windows
+    /// GeoParquet (one row per window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<PathBuf>,
+    /// A regression head's value COG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<PathBuf>,
     /// This summary.
     pub summary: PathBuf,
     /// The run's STAC Item (also linked from `catalog.json` in the output folder).
@@ -111,6 +138,12 @@ pub struct RunSummary {
     pub scene: serde_json::Value,
     /// The scenes (for an AOI mosaic: priority rank, date, cloud cover, CRS).
     pub scenes: serde_json::Value,
+    /// A time-series model's steps in date order (scene, date, where the date came from,
+    /// bands).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub time_steps: Vec<serde_json::Value>,
+    /// The pixel grid (and the patch or window grid of the outputs, where they differ).
+    pub grid: serde_json::Value,
     /// Parameters of the run.
     pub parameters: serde_json::Value,
     /// Counts.
@@ -130,16 +163,6 @@ fn join<T>(
     stage: &'static str,
 ) -> Result<T, Error> {
     h.join().map_err(|_| Error::Pipeline(stage))?
-}
-
-/// The plan's tile grid (its tiles to run, `plan.tiles`, are the ones `bench-model` times).
-fn tile_grid(plan: &PredictPlan) -> Result<TileGrid, Error> {
-    Ok(TileGrid::new(
-        plan.stack.width,
-        plan.stack.height,
-        plan.model.tile_size,
-        plan.tiling,
-    )?)
 }
 
 /// What `predict` did.
@@ -197,14 +220,79 @@ struct BlocksRun {
     blend_write: Duration,
 }
 
+/// The output raster of the run's head: its size and grid, and how tile-grid units map to
+/// its rows (one value per pixel, or per patch for embeddings).
+#[derive(Debug, Clone, Copy)]
+struct OutShape {
+    width: usize,
+    height: usize,
+    gt: [f64; 6],
+    /// Output rows per tile-grid unit.
+    factor: usize,
+    /// Tile edge in output values.
+    tile: usize,
+    /// Output channels (classes, the embedding size, one value).
+    channels: usize,
+    /// Float32 means are written (embeddings, values, window scores) rather than a class map.
+    means: bool,
+    /// Pixels per output value (for the AOI mask).
+    scale: usize,
+}
+
+impl OutShape {
+    fn of(plan: &PredictPlan) -> Self {
+        let (width, height, gt) = plan.job.out_grid();
+        let factor = plan.job.out_factor();
+        let (channels, means) = match plan.job.head {
+            HeadPlan::Classes => (plan.model.classes.len(), false),
+            HeadPlan::Embeddings { dim, .. } => (dim, true),
+            HeadPlan::Regression(_) => (1, true),
+            HeadPlan::Classification => (plan.model.classes.len(), true),
+        };
+        let unit = plan.job.unit.max(1);
+        Self {
+            width,
+            height,
+            gt,
+            factor,
+            tile: plan.model.tile_size / unit * factor,
+            channels,
+            means,
+            scale: unit / factor,
+        }
+    }
+
+    /// Output row of a tile-grid row (clamped to the raster).
+    fn row(&self, units: usize) -> usize {
+        (units * self.factor).min(self.height)
+    }
+
+    /// A block with its rows in output rows.
+    fn block(&self, b: crate::grid::Block) -> crate::grid::Block {
+        crate::grid::Block {
+            rows: (self.row(b.rows.0), self.row(b.rows.1)),
+            ..b
+        }
+    }
+
+    /// The blending weights of one tile.
+    fn weights(&self, grid: &TileGrid) -> Vec<f32> {
+        if self.factor == 1 {
+            grid.weights()
+        } else {
+            crate::grid::sine_weights(self.tile)
+        }
+    }
+}
+
 /// A block being written.
 struct OpenBlock {
     block: crate::grid::Block,
-    classes: RasterSink,
-    probs: Option<RasterSink>,
-    classes_path: PathBuf,
-    probs_path: PathBuf,
+    out: BlockOut,
+    /// Final names of its part files, in the order of [`BlockOut::finish`].
+    paths: Vec<PathBuf>,
     written: usize,
+    /// Pixels per class (embeddings: one count, the valid patches).
     class_pixels: Vec<u64>,
     records: Vec<TileRecord>,
     tiles_run: usize,
@@ -213,6 +301,31 @@ struct OpenBlock {
     mask: Option<Vec<u8>>,
     /// Its files until the journal records them: removed if the run fails or is stopped.
     temps: TempFiles,
+}
+
+/// The part rasters of a block, per head.
+enum BlockOut {
+    Classes {
+        classes: RasterSink,
+        probs: Option<RasterSink>,
+    },
+    Embeddings(RasterSink),
+}
+
+impl BlockOut {
+    /// Closes, fsyncs and verifies every part.
+    fn finish(self) -> Result<(), Error> {
+        match self {
+            BlockOut::Classes { classes, probs } => {
+                classes.finish_part()?;
+                if let Some(p) = probs {
+                    p.finish_part()?;
+                }
+            }
+            BlockOut::Embeddings(sink) => sink.finish_part()?,
+        }
+        Ok(())
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
@@ -229,7 +342,7 @@ pub use crate::job::{plan_path, write_plan_file};
 /// sharded) merges every block's parts into the final outputs. The job is locked for this
 /// process; a failure leaves no unfinished part, and no plan or work folder when no block
 /// of the run is finished.
-pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
+pub fn predict(plan: &PredictPlan, model: Model) -> Result<Outcome, Error> {
     let t0 = Instant::now();
     let process = plan.shard.map_or_else(|| "main".to_string(), |s| s.tag());
     let mut guard = JobGuard::lock(&plan.out_dir, &plan.name, &process)?;
@@ -251,7 +364,6 @@ pub fn predict(plan: &PredictPlan, model: Segmenter) -> Result<Outcome, Error> {
         e
     })
 }
-
 /// The I/O error behind `e` that says the disk (or a quota) is full, if there is one.
 fn no_space(e: &Error) -> Option<(PathBuf, String)> {
     match e {
@@ -317,7 +429,7 @@ fn disk_full(e: Error, job: &JobPlan, out: &Path, work: &Path) -> Error {
 /// The body of [`predict`] once the job is locked and its plan settled.
 fn run_job(
     plan: &PredictPlan,
-    model: Segmenter,
+    model: Model,
     guard: &JobGuard,
     process: &str,
     t0: Instant,
@@ -336,8 +448,12 @@ fn run_job(
         ..JobCounts::default()
     };
     if state.merged && plan.shard.is_none() {
-        let classes = out.join(format!("{}.classes.tif", plan.name));
-        for f in [&classes, &final_summary] {
+        let main_output = out.join(match plan.job.head {
+            HeadPlan::Classes | HeadPlan::Classification => format!("{}.classes.tif", plan.name),
+            HeadPlan::Embeddings { .. } => format!("{}.embeddings.tif", plan.name),
+            HeadPlan::Regression(_) => format!("{}.values.tif", plan.name),
+        });
+        for f in [&main_output, &final_summary] {
             if !f.exists() {
                 return Err(JobError::FinishedButMissing {
                     dir: out.clone(),
@@ -432,20 +548,15 @@ fn run_job(
 /// Runs `blocks` (in order) through reader -> inference -> blend, writing each block's parts
 /// and journalling it once they are on disk. Runs of consecutive blocks share their
 /// accumulator; the first block of each run also runs its halo.
-#[allow(clippy::too_many_lines)]
 fn run_blocks(
     plan: &PredictPlan,
-    mut model: Segmenter,
+    model: Model,
     blocks: &[crate::grid::Block],
     done: &BTreeMap<usize, BlockRecord>,
     parts: &Path,
     journal: &mut Journal,
     process: &str,
 ) -> Result<BlocksRun, Error> {
-    let stack = &plan.stack;
-    let spec = &plan.model;
-    let grid = tile_grid(plan)?;
-    let tiles = &plan.tiles;
     if blocks.is_empty() {
         return Ok(BlocksRun {
             run: 0,
@@ -455,15 +566,55 @@ fn run_blocks(
             blend_write: Duration::ZERO,
         });
     }
-    crate::size_block_cache(stack);
-    let tile = spec.tile_size;
-    let plane = tile * tile;
-    let n_bands = spec.bands.len();
-    let n_classes = spec.classes.len();
+    let grid = plan.job.tile_grid()?;
+    let segments = segments_of(blocks, done, parts);
+    let (sequence, expected) = sequence_of(plan, &grid, &segments);
+    let progress = progress_bar(sequence.len());
+    crate::source::size_cache(plan);
     let batch = plan.batch_size.max(1);
+    let (tx_read, rx_read) = bounded::<(usize, TileMsg)>(batch * 2);
+    let (tx_inf, rx_inf) = bounded::<(usize, TileMsg)>(batch * 2);
+    let mut sink = BlockSink {
+        journal,
+        process,
+        blocks: 0,
+        tiles: 0,
+        last_block: plan.blocks.len().saturating_sub(1),
+    };
+    let (read, inference, blend_write) =
+        std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
+            let seq_ref = &sequence;
+            let reader = s.spawn(move || read_stage(plan, seq_ref, &tx_read));
+            let infer = s.spawn(move || infer_stage(model, batch, &rx_read, &tx_inf));
+            let blend = blend_stage(
+                plan, &grid, &segments, &expected, parts, &rx_inf, &mut sink, &progress,
+            );
+            // On a blend error, dropping the receiver stops the upstream stages.
+            drop(rx_inf);
+            let infer_time = join(infer, "inference");
+            let read_time = join(reader, "reader");
+            Ok((read_time?, infer_time?, blend?))
+        })?;
+    progress.finish_and_clear();
+    Ok(BlocksRun {
+        run: sink.blocks,
+        tiles_run: sink.tiles,
+        read,
+        inference,
+        blend_write,
+    })
+}
 
-    // Segments: runs of consecutive blocks; each with its tiles, from the halo's, or with
-    // the carry the block above left in the journal.
+/// A run of consecutive blocks, with the carry the block above left in the journal.
+type SegmentPlan = (Vec<crate::grid::Block>, Option<Vec<u8>>);
+
+/// Splits `blocks` into runs of consecutive blocks; each starts from the carry of the block
+/// above when the journal holds a verified one, else from its halo.
+fn segments_of(
+    blocks: &[crate::grid::Block],
+    done: &BTreeMap<usize, BlockRecord>,
+    parts: &Path,
+) -> Vec<SegmentPlan> {
     let mut runs: Vec<Vec<crate::grid::Block>> = Vec::new();
     for b in blocks {
         match runs.last_mut() {
@@ -471,8 +622,7 @@ fn run_blocks(
             _ => runs.push(vec![*b]),
         }
     }
-    let segments: Vec<(Vec<crate::grid::Block>, Option<Vec<u8>>)> = runs
-        .into_iter()
+    runs.into_iter()
         .map(|seg| {
             let carry = seg[0]
                 .index
@@ -485,8 +635,15 @@ fn run_blocks(
                 });
             (seg, carry)
         })
-        .collect();
-    // (segment, tile) in processing order, and the tiles each segment expects.
+        .collect()
+}
+
+/// The (segment, tile) pairs in processing order, and the tiles each segment expects.
+fn sequence_of(
+    plan: &PredictPlan,
+    grid: &TileGrid,
+    segments: &[SegmentPlan],
+) -> (Vec<(usize, Tile)>, Vec<usize>) {
     let mut sequence: Vec<(usize, Tile)> = Vec::new();
     let mut expected = vec![0_usize; segments.len()];
     for (k, (seg, carry)) in segments.iter().enumerate() {
@@ -498,15 +655,19 @@ fn run_blocks(
         let end_row = seg[seg.len() - 1].tile_rows.1;
         let before = sequence.len();
         sequence.extend(
-            tiles
+            plan.tiles
                 .iter()
                 .filter(|t| (first_row..end_row).contains(&t.row))
                 .map(|t| (k, *t)),
         );
         expected[k] = sequence.len() - before;
     }
+    (sequence, expected)
+}
+
+fn progress_bar(len: usize) -> indicatif::ProgressBar {
     let progress = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(sequence.len() as u64)
+        indicatif::ProgressBar::new(len as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -516,172 +677,161 @@ fn run_blocks(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    progress
+}
 
-    let (tx_read, rx_read) = bounded::<(usize, TileMsg)>(batch * 2);
-    let (tx_inf, rx_inf) = bounded::<(usize, TileMsg)>(batch * 2);
-    let mut blocks_run = 0;
-    let mut tiles_run = 0;
-    let (read_time, infer_time, write_time) =
-        std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
-            let seq_ref = &sequence;
-            let reader = s.spawn(move || -> Result<Duration, Error> {
-                let mut reader = StripReader::open(stack, tile)?;
-                let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
-                let mut busy = Duration::ZERO;
-                for &(seg, t) in seq_ref {
-                    let start = Instant::now();
-                    let mut data = vec![0.0_f32; n_bands * plane];
-                    let mut valid = vec![false; plane];
-                    reader.read(t.window, &mut data)?;
-                    let n_valid = prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling);
-                    let inferred = n_valid > 0;
-                    if !inferred {
-                        data = Vec::new();
-                    }
-                    busy += start.elapsed();
-                    let msg = TileMsg {
-                        tile: t,
-                        data,
-                        valid,
-                        inferred,
-                    };
-                    if tx_read.send((seg, msg)).is_err() {
-                        break;
-                    }
-                }
-                Ok(busy)
-            });
-            let infer = s.spawn(move || -> Result<Duration, Error> {
-                let mut busy = Duration::ZERO;
-                let mut pending: Vec<(usize, TileMsg)> = Vec::with_capacity(batch * 2);
-                let mut input = Vec::with_capacity(batch * n_bands * plane);
-                let mut run = |pending: &mut Vec<(usize, TileMsg)>| -> Result<bool, Error> {
-                    let start = Instant::now();
-                    input.clear();
-                    let idx: Vec<usize> = (0..pending.len())
-                        .filter(|&i| pending[i].1.inferred)
-                        .collect();
-                    if !idx.is_empty() {
-                        for &i in &idx {
-                            input.extend_from_slice(&pending[i].1.data);
-                        }
-                        let probs = model.run(&input, idx.len())?;
-                        for (k, &i) in idx.iter().enumerate() {
-                            pending[i].1.data =
-                                probs[k * n_classes * plane..(k + 1) * n_classes * plane].to_vec();
-                        }
-                    }
-                    busy += start.elapsed();
-                    for m in pending.drain(..) {
-                        if tx_inf.send(m).is_err() {
-                            return Ok(false);
-                        }
-                    }
-                    Ok(true)
-                };
-                for msg in &rx_read {
-                    pending.push(msg);
-                    if pending.iter().filter(|m| m.1.inferred).count() == batch
-                        && !run(&mut pending)?
-                    {
-                        return Ok(busy);
-                    }
-                }
-                run(&mut pending)?;
-                Ok(busy)
-            });
+/// The reader stage: every tile of `sequence`, read and normalised, in order.
+fn read_stage(
+    plan: &PredictPlan,
+    sequence: &[(usize, Tile)],
+    tx: &crossbeam_channel::Sender<(usize, TileMsg)>,
+) -> Result<Duration, Error> {
+    let mut source = TileSource::open(plan)?;
+    let mut busy = Duration::ZERO;
+    for &(seg, t) in sequence {
+        let start = Instant::now();
+        let input = source.read(t)?;
+        busy += start.elapsed();
+        let msg = TileMsg {
+            tile: t,
+            data: input.data,
+            s1: input.s1,
+            valid: input.valid,
+            inferred: input.inferred,
+        };
+        if tx.send((seg, msg)).is_err() {
+            break;
+        }
+    }
+    Ok(busy)
+}
 
-            // Blend and write on this thread.
-            let blend = (|| -> Result<Duration, Error> {
-                let weights = grid.weights();
-                let polygon = plan
-                    .aoi
-                    .as_ref()
-                    .map(crate::aoi::Aoi::geometry)
-                    .transpose()?;
-                let mut busy = Duration::ZERO;
-                let mut current: Option<Segment> = None;
-                let mut sink = BlockSink {
-                    journal: &mut *journal,
-                    process,
-                    blocks: 0,
-                    tiles: 0,
-                    last_block: plan.blocks.len().saturating_sub(1),
-                };
-                let open = |k: usize| {
-                    Segment::new(
-                        plan,
-                        &grid,
-                        k,
-                        &segments[k].0,
-                        segments[k].1.as_deref(),
-                        parts,
-                    )
-                };
-                // A segment is finished (and its blocks journalled) only once every tile it
-                // expects has arrived: when the reader or the model fails, the channel
-                // closes early and nothing incomplete may pass for done.
-                let incomplete =
-                    Error::Pipeline("reader or inference (a block was left unfinished)");
-                let mut next = 0;
-                let mut received = 0;
-                for (k, msg) in &rx_inf {
-                    let start = Instant::now();
-                    if current.as_ref().is_none_or(|c| c.index != k) {
-                        if let Some(c) = current.take() {
-                            if received != expected[c.index] {
-                                return Err(incomplete);
-                            }
-                            c.finish(plan, polygon.as_ref(), &mut sink)?;
-                        }
-                        // Segments without a single tile (an AOI gap) are nodata.
-                        for j in next..k {
-                            open(j)?.finish(plan, polygon.as_ref(), &mut sink)?;
-                        }
-                        current = Some(open(k)?);
-                        next = k + 1;
-                        received = 0;
-                    }
-                    received += 1;
-                    let seg = current.as_mut().expect("a segment is open");
-                    seg.add(plan, &grid, polygon.as_ref(), &msg, &weights, &mut sink)?;
-                    progress.inc(1);
-                    busy += start.elapsed();
+/// The inference stage: batches of tiles with valid pixels through the model; the model's
+/// output replaces each tile's input. Tiles pass on in order.
+fn infer_stage(
+    mut model: Model,
+    batch: usize,
+    rx: &crossbeam_channel::Receiver<(usize, TileMsg)>,
+    tx: &crossbeam_channel::Sender<(usize, TileMsg)>,
+) -> Result<Duration, Error> {
+    let mut busy = Duration::ZERO;
+    let mut pending: Vec<(usize, TileMsg)> = Vec::with_capacity(batch * 2);
+    let mut input = Vec::new();
+    let mut input_s1 = Vec::new();
+    let mut run = |pending: &mut Vec<(usize, TileMsg)>| -> Result<bool, Error> {
+        let start = Instant::now();
+        input.clear();
+        input_s1.clear();
+        let idx: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].1.inferred)
+            .collect();
+        if !idx.is_empty() {
+            for &i in &idx {
+                input.extend_from_slice(&pending[i].1.data);
+                input_s1.extend_from_slice(&pending[i].1.s1);
+            }
+            let out = model.run(&input, &input_s1, idx.len())?;
+            let per = out.len() / idx.len();
+            for (k, &i) in idx.iter().enumerate() {
+                pending[i].1.data = out[k * per..(k + 1) * per].to_vec();
+                pending[i].1.s1 = Vec::new();
+            }
+        }
+        busy += start.elapsed();
+        for m in pending.drain(..) {
+            if tx.send(m).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    for msg in rx {
+        pending.push(msg);
+        if pending.iter().filter(|m| m.1.inferred).count() == batch && !run(&mut pending)? {
+            return Ok(busy);
+        }
+    }
+    run(&mut pending)?;
+    Ok(busy)
+}
+
+/// The blend stage (this thread): tiles into their segment's accumulator, finished rows to
+/// the blocks that own them, blocks closed and journalled.
+#[allow(clippy::too_many_arguments)]
+fn blend_stage(
+    plan: &PredictPlan,
+    grid: &TileGrid,
+    segments: &[SegmentPlan],
+    expected: &[usize],
+    parts: &Path,
+    rx: &crossbeam_channel::Receiver<(usize, TileMsg)>,
+    sink: &mut BlockSink<'_>,
+    progress: &indicatif::ProgressBar,
+) -> Result<Duration, Error> {
+    let shape = OutShape::of(plan);
+    let weights = shape.weights(grid);
+    let polygon = plan
+        .aoi
+        .as_ref()
+        .map(crate::aoi::Aoi::geometry)
+        .transpose()?;
+    let poly = polygon.as_ref();
+    let mut busy = Duration::ZERO;
+    let mut current: Option<Segment> = None;
+    let open = |k: usize| {
+        Segment::new(
+            plan,
+            shape,
+            grid,
+            k,
+            &segments[k].0,
+            segments[k].1.as_deref(),
+            parts,
+        )
+    };
+    // A segment is finished (and its blocks journalled) only once every tile it expects has
+    // arrived: when the reader or the model fails, the channel closes early and nothing
+    // incomplete may pass for done.
+    let incomplete = || Error::Pipeline("reader or inference (a block was left unfinished)");
+    let mut next = 0;
+    let mut received = 0;
+    for (k, msg) in rx {
+        let start = Instant::now();
+        if current.as_ref().is_none_or(|c| c.index != k) {
+            if let Some(c) = current.take() {
+                if received != expected[c.index] {
+                    return Err(incomplete());
                 }
-                let start = Instant::now();
-                if let Some(c) = current.take() {
-                    if received != expected[c.index] {
-                        return Err(incomplete);
-                    }
-                    c.finish(plan, polygon.as_ref(), &mut sink)?;
-                }
-                for (j, &want) in expected.iter().enumerate().skip(next) {
-                    if want > 0 {
-                        return Err(incomplete);
-                    }
-                    open(j)?.finish(plan, polygon.as_ref(), &mut sink)?;
-                }
-                blocks_run = sink.blocks;
-                tiles_run = sink.tiles;
-                Ok(busy + start.elapsed())
-            })();
-            // On a blend error, dropping the receiver stops the upstream stages.
-            drop(rx_inf);
-            let infer_time = join(infer, "inference");
-            let read_time = join(reader, "reader");
-            let read_time = read_time?;
-            let infer_time = infer_time?;
-            let write_time = blend?;
-            Ok((read_time, infer_time, write_time))
-        })?;
-    progress.finish_and_clear();
-    Ok(BlocksRun {
-        run: blocks_run,
-        tiles_run,
-        read: read_time,
-        inference: infer_time,
-        blend_write: write_time,
-    })
+                c.finish(plan, poly, sink)?;
+            }
+            // Segments without a single tile (an AOI gap) are nodata.
+            for j in next..k {
+                open(j)?.finish(plan, poly, sink)?;
+            }
+            current = Some(open(k)?);
+            next = k + 1;
+            received = 0;
+        }
+        received += 1;
+        let seg = current.as_mut().expect("a segment is open");
+        seg.add(plan, grid, poly, &msg, &weights, sink)?;
+        progress.inc(1);
+        busy += start.elapsed();
+    }
+    let start = Instant::now();
+    if let Some(c) = current.take() {
+        if received != expected[c.index] {
+            return Err(incomplete());
+        }
+        c.finish(plan, poly, sink)?;
+    }
+    for (j, &want) in expected.iter().enumerate().skip(next) {
+        if want > 0 {
+            return Err(incomplete());
+        }
+        open(j)?.finish(plan, poly, sink)?;
+    }
+    Ok(busy + start.elapsed())
 }
 
 /// Where finished blocks go: the journal, and what was done.
@@ -693,12 +843,37 @@ struct BlockSink<'a> {
     last_block: usize,
 }
 
+/// Finished rows of the accumulator, per head.
+enum Flushed {
+    Classes(FinishedRows),
+    Means(crate::blend::FinishedMeans),
+}
+
+impl Flushed {
+    fn y(&self) -> usize {
+        match self {
+            Flushed::Classes(f) => f.y,
+            Flushed::Means(f) => f.y,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Flushed::Classes(f) => f.rows,
+            Flushed::Means(f) => f.rows,
+        }
+    }
+}
+
 /// A run of consecutive blocks being blended: one accumulator, the rows above the first
 /// block (the halo's) are dropped, finished rows go to the block that owns them, and each
-/// block is closed and journalled as soon as its last row is written.
+/// block is closed and journalled as soon as its last row is written. Rows here are the
+/// output raster's.
 struct Segment {
     index: usize,
+    shape: OutShape,
     acc: BandAccumulator,
+    /// The blocks, their rows in output rows.
     blocks: Vec<crate::grid::Block>,
     open: Vec<Option<OpenBlock>>,
     finished: Vec<bool>,
@@ -711,35 +886,37 @@ struct Segment {
 impl Segment {
     fn new(
         plan: &PredictPlan,
+        shape: OutShape,
         grid: &TileGrid,
         index: usize,
         blocks: &[crate::grid::Block],
         carry: Option<&[u8]>,
         parts: &Path,
     ) -> Result<Self, Error> {
-        let stack = &plan.stack;
+        let blocks: Vec<crate::grid::Block> = blocks.iter().map(|b| shape.block(*b)).collect();
         let mut acc = BandAccumulator::new(
-            stack.width,
-            stack.height,
-            plan.model.classes.len(),
-            plan.model.tile_size,
-            plan.probabilities,
+            shape.width,
+            shape.height,
+            shape.channels,
+            shape.tile,
+            plan.probabilities && !shape.means,
         );
         let restored = carry.is_some_and(|c| acc.restore(c)) && acc.base() == blocks[0].rows.0;
         if !restored {
             if carry.is_some() {
                 return Err(Error::Pipeline("restoring the carry of the block above"));
             }
-            acc = acc.starting_at(grid.row_top(grid.halo_start(blocks[0].tile_rows.0)));
+            acc = acc.starting_at(shape.row(grid.row_top(grid.halo_start(blocks[0].tile_rows.0))));
         }
         Ok(Self {
             index,
+            shape,
             acc,
-            blocks: blocks.to_vec(),
+            keep_from: blocks[0].rows.0,
             open: blocks.iter().map(|_| None).collect(),
             finished: vec![false; blocks.len()],
+            blocks,
             row: None,
-            keep_from: blocks[0].rows.0,
             parts: parts.to_path_buf(),
         })
     }
@@ -753,8 +930,8 @@ impl Segment {
         polygon: Option<&gdal::vector::Geometry>,
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
-        let cap = plan.model.tile_size.max(1);
-        let target = target.min(plan.stack.height);
+        let cap = self.shape.tile.max(1);
+        let target = target.min(self.shape.height);
         while self.acc.base() < target {
             let base = self.acc.base();
             let block_end = self
@@ -764,7 +941,12 @@ impl Segment {
                 .find(|&e| e > base)
                 .unwrap_or(target);
             let to = target.min(base + cap).min(block_end);
-            if let Some(f) = self.acc.flush_until(to) {
+            let f = if self.shape.means {
+                self.acc.flush_means_until(to).map(Flushed::Means)
+            } else {
+                self.acc.flush_until(to).map(Flushed::Classes)
+            };
+            if let Some(f) = f {
                 self.route(plan, &f, polygon, sink)?;
             }
         }
@@ -782,12 +964,17 @@ impl Segment {
     ) -> Result<(), Error> {
         if self.row != Some(msg.tile.row) {
             // Rows above this tile row's top are final.
-            self.flush_to(plan, grid.row_top(msg.tile.row), polygon, sink)?;
+            self.flush_to(
+                plan,
+                self.shape.row(grid.row_top(msg.tile.row)),
+                polygon,
+                sink,
+            )?;
             self.row = Some(msg.tile.row);
         }
+        let w = msg.tile.window.scaled(self.shape.factor);
         if msg.inferred {
-            self.acc
-                .add(msg.tile.window, &msg.data, weights, &msg.valid);
+            self.acc.add(w, &msg.data, weights, &msg.valid);
         }
         // Count the model run against the block that owns the tile row (halo: the first).
         let owner = self
@@ -799,7 +986,6 @@ impl Segment {
         if msg.inferred {
             ob.tiles_run += 1;
         }
-        let w = msg.tile.window;
         for i in 0..self.blocks.len() {
             let b = self.blocks[i];
             if !self.finished[i] && w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64
@@ -813,6 +999,74 @@ impl Segment {
         Ok(())
     }
 
+    /// The part rasters of block `b` and their final names.
+    fn create_parts(
+        &self,
+        plan: &PredictPlan,
+        b: crate::grid::Block,
+        temps: &mut TempFiles,
+    ) -> Result<(BlockOut, Vec<PathBuf>), Error> {
+        let shape = &self.shape;
+        let gt = shape.gt;
+        let part_gt = [
+            gt[0],
+            gt[1],
+            gt[2],
+            gt[3] + b.rows.0 as f64 * gt[5],
+            gt[4],
+            gt[5],
+        ];
+        let rows = b.rows.1 - b.rows.0;
+        // Names of this process's own (a retried or duplicate process never renames over
+        // another's journalled part).
+        let token = crate::util::process_token();
+        let name = |kind: &str| {
+            self.parts
+                .join(format!("b{:06}-{token}.{kind}.tif", b.index))
+        };
+        let kinds: &[&str] = match (shape.means, plan.probabilities) {
+            (true, _) => &["means"],
+            (false, true) => &["classes", "probs"],
+            (false, false) => &["classes"],
+        };
+        let paths: Vec<PathBuf> = kinds.iter().map(|k| name(k)).collect();
+        for p in &paths {
+            let part = temps.track(crate::util::process_partial_name(p));
+            temps.track(aux_path(&part));
+        }
+        let partial = |i: usize| crate::util::process_partial_name(&paths[i]);
+        let srs = &plan.stack.srs_wkt;
+        let out = if shape.means {
+            BlockOut::Embeddings(RasterSink::create_embeddings_part(
+                &partial(0),
+                (shape.width, rows),
+                &part_gt,
+                srs,
+                shape.channels,
+            )?)
+        } else {
+            let part = |i: usize, kind: RasterKind| {
+                RasterSink::create_part(
+                    &partial(i),
+                    (shape.width, rows),
+                    &part_gt,
+                    srs,
+                    kind,
+                    &plan.model.classes,
+                )
+            };
+            BlockOut::Classes {
+                classes: part(0, RasterKind::Classes)?,
+                probs: if plan.probabilities {
+                    Some(part(1, RasterKind::Probabilities)?)
+                } else {
+                    None
+                },
+            }
+        };
+        Ok((out, paths))
+    }
+
     fn open_block(
         &mut self,
         plan: &PredictPlan,
@@ -821,57 +1075,23 @@ impl Segment {
     ) -> Result<&mut OpenBlock, Error> {
         if self.open[i].is_none() {
             let b = self.blocks[i];
-            let stack = &plan.stack;
-            let gt = stack.geo_transform;
-            let part_gt = [
-                gt[0],
-                gt[1],
-                gt[2],
-                gt[3] + b.rows.0 as f64 * gt[5],
-                gt[4],
-                gt[5],
-            ];
+            let shape = self.shape;
             let rows = b.rows.1 - b.rows.0;
-            // Names of this process's own (a retried or duplicate process never renames over
-            // another's journalled part).
-            let token = crate::util::process_token();
-            let classes_path = self
-                .parts
-                .join(format!("b{:06}-{token}.classes.tif", b.index));
-            let probs_path = self
-                .parts
-                .join(format!("b{:06}-{token}.probs.tif", b.index));
             let mut temps = TempFiles::new();
-            for p in [&classes_path, &probs_path] {
-                let part = temps.track(crate::util::process_partial_name(p));
-                temps.track(aux_path(&part));
-            }
-            let classes = RasterSink::create_part(
-                &crate::util::process_partial_name(&classes_path),
-                (stack.width, rows),
-                &part_gt,
-                &stack.srs_wkt,
-                RasterKind::Classes,
-                &plan.model.classes,
-            )?;
-            let probs = if plan.probabilities {
-                Some(RasterSink::create_part(
-                    &crate::util::process_partial_name(&probs_path),
-                    (stack.width, rows),
-                    &part_gt,
-                    &stack.srs_wkt,
-                    RasterKind::Probabilities,
-                    &plan.model.classes,
-                )?)
+            let (out, paths) = self.create_parts(plan, b, &mut temps)?;
+            let n_classes = if shape.means {
+                1
             } else {
-                None
+                plan.model.classes.len()
             };
-            let n_classes = plan.model.classes.len();
-            let records =
+            let records = {
                 plan.tiles
                     .iter()
                     .filter_map(|t| {
-                        let w = t.window.clip(stack.width, stack.height)?;
+                        let w = t
+                            .window
+                            .scaled(shape.factor)
+                            .clip(shape.width, shape.height)?;
                         (w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64)
                             .then_some(TileRecord {
                                 id: t.id,
@@ -881,21 +1101,22 @@ impl Segment {
                                 inferred: false,
                                 counts: vec![0; n_classes],
                                 valid: 0,
+                                stats: None,
                             })
                     })
-                    .collect();
+                    .collect()
+            };
+            let scale = shape.scale;
             self.open[i] = Some(OpenBlock {
                 block: b,
-                classes,
-                probs,
-                classes_path,
-                probs_path,
+                out,
+                paths,
                 written: b.rows.0,
                 class_pixels: vec![0; n_classes],
                 records,
                 tiles_run: 0,
                 mask: match (&plan.aoi, polygon) {
-                    (Some(aoi), Some(poly)) => Some(aoi.mask(poly, b.rows.0, rows)?),
+                    (Some(aoi), Some(poly)) => Some(aoi.mask_scaled(poly, b.rows.0, rows, scale)?),
                     _ => None,
                 },
                 temps,
@@ -909,60 +1130,22 @@ impl Segment {
     fn route(
         &mut self,
         plan: &PredictPlan,
-        f: &FinishedRows,
+        f: &Flushed,
         polygon: Option<&gdal::vector::Geometry>,
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
-        let width = plan.stack.width;
-        let k = plan.model.classes.len();
         for i in 0..self.blocks.len() {
             let b = self.blocks[i];
-            let lo = f.y.max(b.rows.0).max(self.keep_from);
-            let hi = (f.y + f.rows).min(b.rows.1);
+            let lo = f.y().max(b.rows.0).max(self.keep_from);
+            let hi = (f.y() + f.rows()).min(b.rows.1);
             if lo >= hi {
                 continue;
             }
-            let n = hi - lo;
-            let off = lo - f.y;
-            let mut classes = f.classes[off * width..(off + n) * width].to_vec();
-            let mut probs = Vec::new();
-            if plan.probabilities {
-                for c in 0..k {
-                    let band = &f.probs[c * f.rows * width..(c + 1) * f.rows * width];
-                    probs.extend_from_slice(&band[off * width..(off + n) * width]);
-                }
-            }
             let ob = self.open_block(plan, i, polygon)?;
-            if let Some(mask) = &ob.mask {
-                let from = (lo - b.rows.0) * width;
-                for (p, &m) in mask[from..from + n * width].iter().enumerate() {
-                    if m == 0 {
-                        classes[p] = crate::blend::CLASS_NODATA;
-                        if plan.probabilities {
-                            for c in 0..k {
-                                probs[c * n * width + p] = 0;
-                            }
-                        }
-                    }
-                }
+            match f {
+                Flushed::Classes(f) => route_classes(plan, ob, f, lo, hi)?,
+                Flushed::Means(f) => route_means(ob, f, lo, hi)?,
             }
-            let y_in = lo - b.rows.0;
-            ob.classes.write_rows(y_in, n, &classes)?;
-            if let Some(p) = ob.probs.as_mut() {
-                p.write_rows(y_in, n, &probs)?;
-            }
-            for &c in &classes {
-                if usize::from(c) < k {
-                    ob.class_pixels[usize::from(c)] += 1;
-                }
-            }
-            let rows = FinishedRows {
-                y: lo,
-                rows: n,
-                classes,
-                probs: Vec::new(),
-            };
-            crate::output::parquet::count_rows(&mut ob.records, &rows, width);
             ob.written = hi;
             if hi == b.rows.1 {
                 self.finish_block(plan, i, sink)?;
@@ -970,7 +1153,6 @@ impl Segment {
         }
         Ok(())
     }
-
     /// Closes block `i`: parts to disk (fsync, rename), its carry for a later resume, then
     /// the journal line.
     fn finish_block(
@@ -984,12 +1166,8 @@ impl Segment {
         let mut files = Vec::new();
         // Each part is closed, fsynced and read back (its pixels must be the ones written)
         // before it is renamed and journalled.
-        ob.classes.finish_part()?;
-        let mut finals = vec![ob.classes_path.clone()];
-        if let Some(p) = ob.probs {
-            p.finish_part()?;
-            finals.push(ob.probs_path.clone());
-        }
+        ob.out.finish()?;
+        let finals = std::mem::take(&mut ob.paths);
         let describe = |fin: &Path| -> Result<PartFile, Error> {
             Ok(PartFile {
                 file: fin
@@ -1042,6 +1220,7 @@ impl Segment {
                     inferred: r.inferred,
                     counts: r.counts.clone(),
                     valid: r.valid,
+                    stats: r.stats,
                 })
                 .collect(),
             parts: files,
@@ -1077,15 +1256,22 @@ impl Segment {
         for i in 0..self.blocks.len() {
             if !self.finished[i] {
                 let b = self.blocks[i];
+                let shape = self.shape;
                 let ob = self.open_block(plan, i, polygon)?;
                 if ob.written < b.rows.1 {
                     let rows = b.rows.1 - ob.written;
                     let y_in = ob.written - b.rows.0;
-                    let nodata = vec![crate::blend::CLASS_NODATA; rows * plan.stack.width];
-                    ob.classes.write_rows(y_in, rows, &nodata)?;
-                    if let Some(p) = ob.probs.as_mut() {
-                        let zeros = vec![0_u8; rows * plan.stack.width * plan.model.classes.len()];
-                        p.write_rows(y_in, rows, &zeros)?;
+                    let n = rows * shape.width;
+                    match &mut ob.out {
+                        BlockOut::Classes { classes, probs } => {
+                            classes.write_rows(y_in, rows, &vec![crate::blend::CLASS_NODATA; n])?;
+                            if let Some(p) = probs.as_mut() {
+                                p.write_rows(y_in, rows, &vec![0_u8; n * shape.channels])?;
+                            }
+                        }
+                        BlockOut::Embeddings(sink) => {
+                            sink.write_rows(y_in, rows, &vec![f32::NAN; n * shape.channels])?;
+                        }
                     }
                     ob.written = b.rows.1;
                 }
@@ -1094,6 +1280,130 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Writes the rows `lo..hi` of finished class rows into block `ob` (masked by its AOI mask)
+/// and counts its classes.
+fn route_classes(
+    plan: &PredictPlan,
+    ob: &mut OpenBlock,
+    f: &FinishedRows,
+    lo: usize,
+    hi: usize,
+) -> Result<(), Error> {
+    let k = plan.model.classes.len();
+    let width = f.classes.len() / f.rows.max(1);
+    let b = ob.block;
+    let n = hi - lo;
+    let off = lo - f.y;
+    let mut classes = f.classes[off * width..(off + n) * width].to_vec();
+    let mut probs = Vec::new();
+    if plan.probabilities {
+        for c in 0..k {
+            let band = &f.probs[c * f.rows * width..(c + 1) * f.rows * width];
+            probs.extend_from_slice(&band[off * width..(off + n) * width]);
+        }
+    }
+    if let Some(mask) = &ob.mask {
+        let from = (lo - b.rows.0) * width;
+        for (p, &m) in mask[from..from + n * width].iter().enumerate() {
+            if m == 0 {
+                classes[p] = crate::blend::CLASS_NODATA;
+                if plan.probabilities {
+                    for c in 0..k {
+                        probs[c * n * width + p] = 0;
+                    }
+                }
+            }
+        }
+    }
+    let y_in = lo - b.rows.0;
+    let BlockOut::Classes {
+        classes: sink,
+        probs: probs_sink,
+    } = &mut ob.out
+    else {
+        return Err(Error::Pipeline(
+            "class rows for a block without a class map",
+        ));
+    };
+    sink.write_rows(y_in, n, &classes)?;
+    if let Some(p) = probs_sink.as_mut() {
+        p.write_rows(y_in, n, &probs)?;
+    }
+    for &c in &classes {
+        if usize::from(c) < k {
+            ob.class_pixels[usize::from(c)] += 1;
+        }
+    }
+    let rows = FinishedRows {
+        y: lo,
+        rows: n,
+        classes,
+        probs: Vec::new(),
+    };
+    crate::output::parquet::count_rows(&mut ob.records, &rows, width);
+    Ok(())
+}
+
+/// Writes the rows `lo..hi` of finished embedding rows into block `ob` (NaN outside its AOI
+/// mask) and counts its valid patches.
+fn route_means(
+    ob: &mut OpenBlock,
+    f: &crate::blend::FinishedMeans,
+    lo: usize,
+    hi: usize,
+) -> Result<(), Error> {
+    let width = f.valid.len() / f.rows.max(1);
+    let channels = f.values.len() / f.valid.len().max(1);
+    let b = ob.block;
+    let n = hi - lo;
+    let off = lo - f.y;
+    let plane = f.rows * width;
+    let mut values = Vec::with_capacity(channels * n * width);
+    for c in 0..channels {
+        values.extend_from_slice(&f.values[c * plane + off * width..c * plane + (off + n) * width]);
+    }
+    let mut valid = f.valid[off * width..(off + n) * width].to_vec();
+    if let Some(mask) = &ob.mask {
+        let from = (lo - b.rows.0) * width;
+        for (p, &m) in mask[from..from + n * width].iter().enumerate() {
+            if m == 0 && valid[p] {
+                valid[p] = false;
+                for c in 0..channels {
+                    values[c * n * width + p] = f32::NAN;
+                }
+            }
+        }
+    }
+    let BlockOut::Embeddings(sink) = &mut ob.out else {
+        return Err(Error::Pipeline(
+            "embedding rows for a block without embeddings",
+        ));
+    };
+    sink.write_rows(lo - b.rows.0, n, &values)?;
+    ob.class_pixels[0] += valid.iter().filter(|&&v| v).count() as u64;
+    if channels == 1 {
+        // One value per pixel: each tile's count, sum, smallest and largest value.
+        for r in &mut ob.records {
+            let w = r.window;
+            let (a, z) = (w.y.max(lo as i64), (w.y + w.height as i64).min(hi as i64));
+            for yy in a..z {
+                let row = (yy as usize - lo) * width;
+                for x in w.x as usize..w.x as usize + w.width {
+                    if valid[row + x] {
+                        let v = f64::from(values[row + x]);
+                        r.valid += 1;
+                        let st = r
+                            .stats
+                            .get_or_insert([0.0, f64::INFINITY, f64::NEG_INFINITY]);
+                        *st = [st[0] + v, st[1].min(v), st[2].max(v)];
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the process that merges adds to the summary.
@@ -1111,6 +1421,202 @@ pub struct MergeContext {
     pub warnings: Vec<String>,
     /// When this process started.
     pub t0: Instant,
+}
+
+/// The tiles of the run from every block's counts (a tile crossing blocks is summed),
+/// the pixels per class over the run, and the model runs of all processes.
+pub(crate) fn sum_tiles(
+    job: &JobPlan,
+    records: &[&BlockRecord],
+    n_classes: usize,
+) -> Result<(Vec<TileRecord>, Vec<u64>, usize), Error> {
+    let tile_grid = job.tile_grid()?;
+    let (w, h, _) = job.out_grid();
+    let factor = job.out_factor();
+    let windows: BTreeMap<usize, Tile> = tile_grid.tiles().map(|t| (t.id, t)).collect();
+    let mut sums: BTreeMap<usize, TileRecord> = BTreeMap::new();
+    let mut class_totals = vec![0_u64; n_classes];
+    let mut tiles_run_total = 0;
+    for r in records {
+        tiles_run_total += r.tiles_run;
+        for (c, v) in r.class_pixels.iter().enumerate() {
+            if c < n_classes {
+                class_totals[c] += v;
+            }
+        }
+        for t in &r.tiles {
+            let Some(tile) = windows.get(&t.id) else {
+                continue;
+            };
+            let window = tile.window.scaled(factor);
+            let e = sums.entry(t.id).or_insert_with(|| TileRecord {
+                id: t.id,
+                row: tile.row,
+                col: tile.col,
+                window: window.clip(w, h).unwrap_or(window),
+                inferred: false,
+                counts: vec![0; n_classes],
+                valid: 0,
+                stats: None,
+            });
+            e.inferred |= t.inferred;
+            for (c, v) in t.counts.iter().enumerate() {
+                if c < n_classes {
+                    e.counts[c] += v;
+                }
+            }
+            e.valid += t.valid;
+            if let Some(st) = t.stats {
+                e.stats = Some(match e.stats {
+                    None => st,
+                    Some(a) => [a[0] + st[0], a[1].min(st[1]), a[2].max(st[2])],
+                });
+            }
+        }
+    }
+    Ok((sums.into_values().collect(), class_totals, tiles_run_total))
+}
+
+/// The parameters of a run for its summary: the plan's, and those of the process that
+/// merged (batch size, threads, device).
+fn run_parameters(job: &JobPlan, extra: &serde_json::Value) -> serde_json::Value {
+    let mut parameters = serde_json::json!({
+        "tiling": job.tiling,
+        "tile_size": job.tile_size,
+        "tta": job.tta,
+        "probabilities": job.probabilities,
+        "resolution": job.grid.geo_transform[1],
+        "vectors": job.vectors,
+        "aoi": job.aoi.as_ref().map(|a| &a.0),
+        "block_rows": job.block_rows,
+    });
+    if let HeadPlan::Embeddings { uint8, .. } = job.head {
+        parameters["embedding_dtype"] = if uint8 { "uint8" } else { "float32" }.into();
+        parameters["patch_size"] = job.unit.into();
+    }
+    if let (Some(p), Some(extra)) = (parameters.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    parameters
+}
+
+impl RunSummary {
+    /// The summary of an embeddings run from its finished blocks: `valid` patches with an
+    /// embedding and `rows` GeoParquet rows.
+    pub(crate) fn for_embeddings(
+        job: &JobPlan,
+        ctx: MergeContext,
+        records: &[&BlockRecord],
+        outputs: Outputs,
+        (valid, rows): (u64, usize),
+        t_final: Instant,
+    ) -> Self {
+        let (w, h, _) = job.out_grid();
+        let counts = Counts {
+            pixels_valid: valid,
+            patches: Some((w * h) as u64),
+            patches_valid: Some(valid),
+            parquet_rows: Some(rows),
+            ..Counts::default()
+        };
+        Self::assemble(job, ctx, records, outputs, counts, t_final)
+    }
+
+    /// The summary of a run from its finished blocks and the head's `counts` (the tile
+    /// counts and pixels are filled in here).
+    pub(crate) fn assemble(
+        job: &JobPlan,
+        ctx: MergeContext,
+        records: &[&BlockRecord],
+        outputs: Outputs,
+        mut counts: Counts,
+        t_final: Instant,
+    ) -> Self {
+        let inferred: std::collections::BTreeSet<usize> = records
+            .iter()
+            .flat_map(|r| r.tiles.iter().filter(|t| t.inferred).map(|t| t.id))
+            .collect();
+        let mut warnings = ctx.warnings;
+        if counts.pixels_valid == 0 {
+            let w = format!(
+                "{} has no valid pixel (all nodata); the outputs are all nodata",
+                job.name
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+        counts.tiles = job.tiles;
+        counts.tiles_inferred = inferred.len();
+        counts.tiles_skipped = job.tiles.saturating_sub(inferred.len());
+        if counts.pixels == 0 {
+            counts.pixels = (job.grid.width * job.grid.height) as u64;
+        }
+        counts.time_steps = (!job.time_steps.is_empty()).then_some(job.time_steps.len());
+        let mut timings = ctx.timings;
+        timings.finalize = t_final.elapsed().as_secs_f64();
+        timings.total = ctx.t0.elapsed().as_secs_f64();
+        RunSummary {
+            eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
+            gdal_version: gdal::version::version_info("RELEASE_NAME"),
+            onnxruntime: ctx.runtime,
+            model: model_info(job),
+            scene: job.stack.clone(),
+            scenes: job.scenes.clone(),
+            time_steps: job.time_steps.clone(),
+            grid: grid_info(job),
+            parameters: run_parameters(job, &ctx.parameters),
+            counts,
+            job: JobSummary {
+                counts: ctx.job,
+                tiles_run_all_processes: records.iter().map(|r| r.tiles_run).sum(),
+                processes: records
+                    .iter()
+                    .map(|r| r.process.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            },
+            timings_s: timings,
+            outputs,
+            warnings,
+        }
+    }
+}
+
+/// The grid of a run for its summary: the pixel grid, and the patch (embeddings) or window
+/// (classification) grid of its outputs.
+fn grid_info(job: &JobPlan) -> serde_json::Value {
+    let g = &job.grid;
+    let mut v = serde_json::json!({
+        "width": g.width, "height": g.height, "geo_transform": g.geo_transform, "epsg": g.epsg,
+    });
+    let (w, h, gt) = job.out_grid();
+    let prefix = match job.head {
+        HeadPlan::Embeddings { .. } => Some("patch"),
+        HeadPlan::Classification => Some("window"),
+        _ => None,
+    };
+    if let Some(p) = prefix {
+        v[format!("{p}_width")] = w.into();
+        v[format!("{p}_height")] = h.into();
+        v[format!("{p}_geo_transform")] = serde_json::json!(gt);
+    }
+    v
+}
+
+/// The model as the summary names it.
+fn model_info(job: &JobPlan) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "manifest".to_string(),
+            job.model.manifest.display().to_string(),
+        ),
+        ("id".to_string(), job.model.id.clone()),
+        ("onnx".to_string(), job.model.onnx.display().to_string()),
+        ("sha256".to_string(), job.model.onnx_sha256.clone()),
+    ])
 }
 
 /// Reads `<dir>/<name>.plan.json` (name: the only plan in the folder when not given).
@@ -1212,13 +1718,10 @@ pub fn merge_dir(dir: &Path, name: Option<&str>) -> Result<Outcome, Error> {
     Ok(Outcome::Finished(Box::new(summary)))
 }
 
-/// Joins the parts of every block into the final outputs (class map and probabilities COGs
-/// through a VRT, tiles GeoParquet from the journal's counts, polygons, styles, QGIS project,
-/// STAC Item, summary), all under temporary names renamed at the end; then journals the
-/// merge and removes the parts.
-#[allow(clippy::too_many_lines)]
-pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary, Error> {
-    let t_final = Instant::now();
+fn finished_blocks(
+    job: &JobPlan,
+    out: &Path,
+) -> Result<(PathBuf, BTreeMap<usize, BlockRecord>), Error> {
     let work = work_dir(out, &job.name);
     let parts_path = parts_dir(&work);
     let state = read_state(&work)?;
@@ -1289,14 +1792,75 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         }
         .into());
     }
+    Ok((parts_path, done))
+}
+
+/// Joins the parts of every block into the final outputs of the run's head, all under
+/// temporary names renamed at the end (the summary last); then journals the merge and
+/// removes the parts.
+pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary, Error> {
+    let t_final = Instant::now();
+    let (parts_path, done) = finished_blocks(job, out)?;
     let records: Vec<&BlockRecord> = job
         .blocks
         .iter()
         .filter_map(|b| done.get(&b.index))
         .collect();
+    let summary = match &job.head {
+        HeadPlan::Classes => merge_classes(job, out, ctx, &records, &parts_path, t_final)?,
+        HeadPlan::Embeddings { dim, uint8 } => crate::output::embeddings::merge(
+            job,
+            out,
+            ctx,
+            &records,
+            &parts_path,
+            (*dim, *uint8),
+            t_final,
+        )?,
+        HeadPlan::Regression(value) => crate::output::heads::merge_regression(
+            job,
+            out,
+            ctx,
+            &records,
+            &parts_path,
+            value,
+            t_final,
+        )?,
+        HeadPlan::Classification => crate::output::heads::merge_classification(
+            job,
+            out,
+            ctx,
+            &records,
+            &parts_path,
+            t_final,
+        )?,
+    };
+    let work = work_dir(out, &job.name);
+    let mut journal = Journal::open(&work, "merge");
+    journal.append(&Entry::Merged {
+        plan_hash: job.plan_hash.clone(),
+        at: crate::util::now_rfc3339(),
+    })?;
+    // The parts are in the final outputs now.
+    let _ = std::fs::remove_dir_all(&parts_path);
+    Ok(summary)
+}
+
+/// The outputs of a class map head: class map and probabilities COGs through a VRT of the
+/// parts, tiles GeoParquet from the journal's counts, polygons, styles, QGIS project, STAC
+/// Item and summary.
+#[allow(clippy::too_many_lines)]
+fn merge_classes(
+    job: &JobPlan,
+    out: &Path,
+    ctx: MergeContext,
+    records: &[&BlockRecord],
+    parts_path: &Path,
+    t_final: Instant,
+) -> Result<RunSummary, Error> {
     let mut class_parts = Vec::new();
     let mut prob_parts = Vec::new();
-    for r in &records {
+    for r in records {
         for p in &r.parts {
             let path = parts_path.join(&p.file);
             let part = Part {
@@ -1374,44 +1938,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
     }
 
     // Tile records: the sum of every block's counts.
-    let tile_grid = TileGrid::new(grid.width, grid.height, job.tile_size, job.tiling)?;
-    let windows: BTreeMap<usize, Tile> = tile_grid.tiles().map(|t| (t.id, t)).collect();
-    let mut sums: BTreeMap<usize, TileRecord> = BTreeMap::new();
-    let mut class_totals = vec![0_u64; n_classes];
-    let mut tiles_run_total = 0;
-    for r in &records {
-        tiles_run_total += r.tiles_run;
-        for (c, v) in r.class_pixels.iter().enumerate() {
-            if c < n_classes {
-                class_totals[c] += v;
-            }
-        }
-        for t in &r.tiles {
-            let Some(tile) = windows.get(&t.id) else {
-                continue;
-            };
-            let e = sums.entry(t.id).or_insert_with(|| TileRecord {
-                id: t.id,
-                row: tile.row,
-                col: tile.col,
-                window: tile
-                    .window
-                    .clip(grid.width, grid.height)
-                    .unwrap_or(tile.window),
-                inferred: false,
-                counts: vec![0; n_classes],
-                valid: 0,
-            });
-            e.inferred |= t.inferred;
-            for (c, v) in t.counts.iter().enumerate() {
-                if c < n_classes {
-                    e.counts[c] += v;
-                }
-            }
-            e.valid += t.valid;
-        }
-    }
-    let tile_records: Vec<TileRecord> = sums.into_values().collect();
+    let (tile_records, class_totals, tiles_run_total) = sum_tiles(job, records, n_classes)?;
     let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
     write_tiles(
         &part_tiles,
@@ -1431,6 +1958,7 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
             .map(|c| (c.name.clone(), class_totals[usize::from(c.value)]))
             .collect(),
         polygons: polygon_stats,
+        time_steps: (!job.time_steps.is_empty()).then_some(job.time_steps.len()),
         ..Counts::default()
     };
     counts.tiles_skipped = counts.tiles - counts.tiles_inferred;
@@ -1442,43 +1970,26 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
     }
     let job_counts = ctx.job;
     let outputs = Outputs {
-        classes: final_classes.clone(),
+        classes: Some(final_classes.clone()),
         probabilities: job.probabilities.then(|| final_probs.clone()),
-        tiles: final_tiles.clone(),
+        tiles: Some(final_tiles.clone()),
+        embeddings: None,
+        table: None,
+        values: None,
         summary: final_summary.clone(),
         stac_item: final_item.clone(),
         vectors: final_vectors.clone(),
     };
-    let mut parameters = serde_json::json!({
-        "tiling": job.tiling,
-        "tile_size": job.tile_size,
-        "tta": job.tta,
-        "probabilities": job.probabilities,
-        "resolution": grid.geo_transform[1],
-        "vectors": job.vectors,
-        "aoi": job.aoi.as_ref().map(|a| &a.0),
-        "block_rows": job.block_rows,
-    });
-    if let (Some(p), Some(extra)) = (parameters.as_object_mut(), ctx.parameters.as_object()) {
-        for (k, v) in extra {
-            p.insert(k.clone(), v.clone());
-        }
-    }
+    let parameters = run_parameters(job, &ctx.parameters);
     let mut summary = RunSummary {
         eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
         gdal_version: gdal::version::version_info("RELEASE_NAME"),
         onnxruntime: ctx.runtime,
-        model: BTreeMap::from([
-            (
-                "manifest".to_string(),
-                job.model.manifest.display().to_string(),
-            ),
-            ("id".to_string(), job.model.id.clone()),
-            ("onnx".to_string(), job.model.onnx.display().to_string()),
-            ("sha256".to_string(), job.model.onnx_sha256.clone()),
-        ]),
+        model: model_info(job),
         scene: job.stack.clone(),
         scenes: job.scenes.clone(),
+        time_steps: job.time_steps.clone(),
+        grid: grid_info(job),
         parameters,
         counts,
         job: JobSummary {
@@ -1558,18 +2069,11 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         &format!("{name}.item.json"),
         &format!("{} on {name}", job.model.id),
     )?;
-    let mut journal = Journal::open(&work, "merge");
-    journal.append(&Entry::Merged {
-        plan_hash: job.plan_hash.clone(),
-        at: crate::util::now_rfc3339(),
-    })?;
-    // The parts are in the COGs now.
-    let _ = std::fs::remove_dir_all(&parts_path);
     Ok(summary)
 }
 
 /// The run's STAC Item, written under a temporary name; returns the rename.
-fn write_item(
+pub(crate) fn write_item(
     job: &JobPlan,
     out: &Path,
     final_item: &Path,
@@ -1579,43 +2083,107 @@ fn write_item(
     let name = &job.name;
     let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
     dates.sort();
-    let mut assets = vec![
-        Asset {
-            key: "classes",
-            path: out.join(format!("{name}.classes.tif")),
-            media_type: COG,
-            roles: &["data"],
-            title: format!("class map ({})", job.model.id),
-        },
-        Asset {
-            key: "classes_style",
-            path: out.join(format!("{name}.classes.qml")),
-            media_type: QML,
-            roles: &["style"],
-            title: "QGIS style of the class map".into(),
-        },
-        Asset {
-            key: "tiles",
-            path: out.join(format!("{name}.tiles.parquet")),
-            media_type: PARQUET,
-            roles: &["data", "metadata"],
-            title: "tiles with class counts (GeoParquet)".into(),
-        },
-        Asset {
-            key: "summary",
-            path: out.join(format!("{name}.summary.json")),
-            media_type: JSON,
-            roles: &["metadata"],
-            title: "run summary".into(),
-        },
-        Asset {
-            key: "plan",
-            path: plan_path(out, name),
-            media_type: JSON,
-            roles: &["metadata"],
-            title: "tile plan (grid, scenes, parameters, blocks, plan hash)".into(),
-        },
-    ];
+    let mut assets = match job.head {
+        HeadPlan::Classes => vec![
+            Asset {
+                key: "classes",
+                path: out.join(format!("{name}.classes.tif")),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("class map ({})", job.model.id),
+            },
+            Asset {
+                key: "classes_style",
+                path: out.join(format!("{name}.classes.qml")),
+                media_type: QML,
+                roles: &["style"],
+                title: "QGIS style of the class map".into(),
+            },
+            Asset {
+                key: "tiles",
+                path: out.join(format!("{name}.tiles.parquet")),
+                media_type: PARQUET,
+                roles: &["data", "metadata"],
+                title: "tiles with class counts (GeoParquet)".into(),
+            },
+        ],
+        HeadPlan::Regression(ref value) => vec![
+            Asset {
+                key: "values",
+                path: out.join(format!("{name}.values.tif")),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("{} in {} ({})", value.name, value.unit, job.model.id),
+            },
+            Asset {
+                key: "values_style",
+                path: out.join(format!("{name}.values.qml")),
+                media_type: QML,
+                roles: &["style"],
+                title: "QGIS style of the values".into(),
+            },
+            Asset {
+                key: "tiles",
+                path: out.join(format!("{name}.tiles.parquet")),
+                media_type: PARQUET,
+                roles: &["data", "metadata"],
+                title: "tiles with value statistics (GeoParquet)".into(),
+            },
+        ],
+        HeadPlan::Classification => vec![
+            Asset {
+                key: "classes",
+                path: out.join(format!("{name}.classes.tif")),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("one label per window ({})", job.model.id),
+            },
+            Asset {
+                key: "classes_style",
+                path: out.join(format!("{name}.classes.qml")),
+                media_type: QML,
+                roles: &["style"],
+                title: "QGIS style of the labels".into(),
+            },
+            Asset {
+                key: "windows",
+                path: out.join(format!("{name}.windows.parquet")),
+                media_type: PARQUET,
+                roles: &["data"],
+                title: "windows with their label and class scores (GeoParquet)".into(),
+            },
+        ],
+        HeadPlan::Embeddings { .. } => vec![
+            Asset {
+                key: "embeddings",
+                path: out.join(format!("{name}.embeddings.tif")),
+                media_type: COG,
+                roles: &["data"],
+                title: format!("embeddings, one pixel per patch ({})", job.model.id),
+            },
+            Asset {
+                key: "embeddings_table",
+                path: out.join(format!("{name}.embeddings.parquet")),
+                media_type: PARQUET,
+                roles: &["data"],
+                title: "embeddings per patch (GeoParquet)".into(),
+            },
+        ],
+    };
+    assets.push(Asset {
+        key: "summary",
+        path: out.join(format!("{name}.summary.json")),
+        media_type: JSON,
+        roles: &["metadata"],
+        title: "run summary".into(),
+    });
+    assets.push(Asset {
+        key: "plan",
+        path: plan_path(out, name),
+        media_type: JSON,
+        roles: &["metadata"],
+        title: "tile plan (grid, scenes, parameters, blocks, plan hash)".into(),
+    });
     if let Some(v) = job.vectors {
         use crate::output::vectors::VectorFormat;
         assets.push(Asset {
@@ -1662,13 +2230,14 @@ fn write_item(
             title: "QGIS style of the probabilities".into(),
         });
     }
+    let (width, height, geo_transform) = job.out_grid();
     let item = RunItem {
         id: name,
         start: dates.first().cloned(),
         end: dates.last().cloned(),
-        width: job.grid.width,
-        height: job.grid.height,
-        geo_transform: job.grid.geo_transform,
+        width,
+        height,
+        geo_transform,
         srs_wkt: &job.grid.srs_wkt,
         epsg: job.grid.epsg,
         assets,
@@ -1711,49 +2280,40 @@ pub struct LimitReport {
 
 /// Reads every tile `predict` would run into memory, batched exactly as `predict` batches
 /// them, then times ONNX Runtime alone over all batches.
-pub fn model_only(plan: &PredictPlan, mut model: Segmenter) -> Result<LimitReport, Error> {
-    let stack = &plan.stack;
-    let spec = &plan.model;
+pub fn model_only(plan: &PredictPlan, mut model: Model) -> Result<LimitReport, Error> {
     let tiles = &plan.tiles;
-    let plane = spec.tile_size * spec.tile_size;
-    let per_tile = spec.bands.len() * plane;
     let batch = plan.batch_size.max(1);
-
-    crate::size_block_cache(stack);
+    crate::source::size_cache(plan);
     let t_read = Instant::now();
-    let mut reader = StripReader::open(stack, spec.tile_size)?;
-    let rescale: Vec<_> = stack.bands.iter().map(|b| b.rescale).collect();
-    let mut batches: Vec<Vec<f32>> = Vec::new();
-    let mut current: Vec<f32> = Vec::with_capacity(batch * per_tile);
-    let mut data = vec![0.0_f32; per_tile];
-    let mut valid = vec![false; plane];
+    let mut source = TileSource::open(plan)?;
+    // (s2 or single-date input, s1, tiles) per batch.
+    let mut batches: Vec<(Vec<f32>, Vec<f32>, usize)> = Vec::new();
+    let mut current = (Vec::new(), Vec::new(), 0_usize);
     let mut inferred = 0;
     for t in tiles {
-        data.fill(0.0);
-        reader.read(t.window, &mut data)?;
-        if prepare_tile(&mut data, &mut valid, &rescale, &spec.scaling) == 0 {
+        let input = source.read(*t)?;
+        if !input.inferred {
             continue;
         }
         inferred += 1;
-        current.extend_from_slice(&data);
-        if current.len() == batch * per_tile {
-            batches.push(std::mem::replace(
-                &mut current,
-                Vec::with_capacity(batch * per_tile),
-            ));
+        current.0.extend_from_slice(&input.data);
+        current.1.extend_from_slice(&input.s1);
+        current.2 += 1;
+        if current.2 == batch {
+            batches.push(std::mem::take(&mut current));
         }
     }
-    if !current.is_empty() {
+    if current.2 > 0 {
         batches.push(current);
     }
-    drop(reader);
+    drop(source);
     let read_s = t_read.elapsed().as_secs_f64();
 
     let runs = plan.tta.variants().len();
     let start = Instant::now();
-    for b in &batches {
+    for (input, s1, n) in &batches {
         for _ in 0..runs {
-            model.run_raw(b, b.len() / per_tile)?;
+            model.run_raw(input, s1, *n)?;
         }
     }
     let inference_s = start.elapsed().as_secs_f64();

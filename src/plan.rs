@@ -5,6 +5,7 @@ use crate::error::JobError;
 use crate::error::{Error, LimitError, ModelError, OutputError};
 use crate::grid::Tiling;
 use crate::model::ModelSpec;
+use crate::model::embedding::EncoderHead;
 use crate::scene::{SceneOptions, Stack, StackRequest, open_stack_request, parse_band_map};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub enum TilingChoice {
 }
 
 /// Raw predict arguments (as given, not yet checked).
+#[allow(clippy::struct_excessive_bools)] // the command line's flags, one field each
 #[derive(Debug, Clone, Default)]
 pub struct PredictArgs {
     /// Manifest path.
@@ -77,6 +79,34 @@ pub struct PredictArgs {
     pub memory_limit: Option<u64>,
     /// `--max-pixels`: the largest grid.
     pub max_pixels: Option<u64>,
+    /// `--dates`: dates of time-series scenes that carry none, in the order given.
+    pub dates: Vec<crate::scene::timeseries::Date>,
+    /// `--embedding-dtype uint8`: quantise the embeddings COG.
+    pub embedding_uint8: bool,
+}
+
+/// What a run writes: the head chosen from the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadPlan {
+    /// A class map (segmentation, or an encoder's segmentation head): classes COG,
+    /// probabilities, tiles GeoParquet, polygons, styles.
+    #[default]
+    Classes,
+    /// Per-patch embeddings: a COG with one pixel per patch and a GeoParquet row per patch.
+    Embeddings {
+        /// Embedding size D.
+        dim: usize,
+        /// Whether the COG is quantised to uint8 (scale and offset per band from the whole
+        /// run, so shards merge to the same bytes).
+        uint8: bool,
+    },
+    /// One value per pixel (a regression head): a float32 COG with the value's name, unit
+    /// and nodata, a QGIS colour ramp, per-tile statistics in the tiles GeoParquet.
+    Regression(crate::model::embedding::RegressionSpec),
+    /// One label per window of the tile-grid unit (a classification head): a class COG at
+    /// window resolution and a GeoParquet row per window with its class scores.
+    Classification,
 }
 
 /// A checked predict run.
@@ -128,6 +158,9 @@ pub struct PredictPlan {
     pub job: JobPlan,
     /// The memory limit the run was checked against.
     pub memory: crate::limits::MemoryLimit,
+    /// A time-series model's steps in date order (empty for a single-date model; the first
+    /// step's stack is `stack`).
+    pub series: Vec<crate::scene::series::SeriesStep>,
 }
 
 /// A shard: share `index` of `count`.
@@ -282,6 +315,62 @@ pub struct JobPlan {
     /// Shard shares for the count `eoinfer plan --shards` was given: blocks per shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<Vec<std::ops::Range<usize>>>,
+    /// Pixels per tile-grid unit (an encoder's patch size; 1 for other models): tiles, the
+    /// overlap and the blocks are counted in units.
+    #[serde(default = "one")]
+    pub unit: usize,
+    /// What the run writes.
+    #[serde(default)]
+    pub head: HeadPlan,
+    /// A time-series model's steps (scene, date, its source, bands), in date order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_steps: Vec<serde_json::Value>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl JobPlan {
+    /// The tile grid of the plan (in units of [`Self::unit`]).
+    pub fn tile_grid(&self) -> Result<crate::grid::TileGrid, crate::error::GridError> {
+        crate::grid::TileGrid::in_units(
+            self.grid.width,
+            self.grid.height,
+            self.tile_size,
+            self.tiling,
+            self.unit,
+        )
+    }
+
+    /// Width and height of the output raster and its geotransform: the pixel grid, or the
+    /// patch grid for embeddings.
+    #[must_use]
+    pub fn out_grid(&self) -> (usize, usize, [f64; 6]) {
+        let g = &self.grid;
+        match self.head {
+            HeadPlan::Classes | HeadPlan::Regression(_) => (g.width, g.height, g.geo_transform),
+            HeadPlan::Embeddings { .. } | HeadPlan::Classification => {
+                let u = self.unit.max(1);
+                let gt = g.geo_transform;
+                (
+                    g.width.div_ceil(u),
+                    g.height.div_ceil(u),
+                    [gt[0], gt[1] * u as f64, 0.0, gt[3], 0.0, gt[5] * u as f64],
+                )
+            }
+        }
+    }
+
+    /// Output pixels per tile-grid unit: 1 for embeddings (one value per patch), else the
+    /// unit (one value per pixel).
+    #[must_use]
+    pub fn out_factor(&self) -> usize {
+        match self.head {
+            HeadPlan::Classes | HeadPlan::Regression(_) => self.unit.max(1),
+            HeadPlan::Embeddings { .. } | HeadPlan::Classification => 1,
+        }
+    }
 }
 
 impl JobPlan {
@@ -316,6 +405,204 @@ impl JobPlan {
             out.join(", ")
         }
     }
+}
+
+/// The plan document of a run.
+fn job_plan(
+    args: &PredictArgs,
+    model: &ModelSpec,
+    inputs: &Inputs,
+    tiles: &[crate::grid::Tile],
+    blocks: &[crate::grid::Block],
+    tiling: Tiling,
+    onnx_sha256: String,
+) -> JobPlan {
+    let stack = &inputs.stack;
+    let mosaic = &inputs.mosaic;
+    let mut names = vec![model.manifest.display().to_string()];
+    if inputs.series.is_empty() {
+        names.push(stack.vrt.clone());
+        names.extend(stack.bands.iter().map(|b| b.source.clone()));
+    }
+    for m in mosaic {
+        names.extend(m.files.iter().cloned());
+    }
+    for step in &inputs.series {
+        names.extend(step.files());
+    }
+    let input_files = crate::fingerprint::fingerprints(&names);
+    let scene_date = crate::scene::timeseries::parse_date(&stack.name)
+        .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
+        .map(|d| d.to_string());
+    let scenes = if !inputs.series.is_empty() {
+        serde_json::Value::Array(
+            inputs
+                .series
+                .iter()
+                .map(|s| serde_json::json!({ "scene": s.label, "date": s.date.to_string() }))
+                .collect(),
+        )
+    } else if mosaic.is_empty() {
+        serde_json::json!([{ "scene": stack.scene }])
+    } else {
+        serde_json::to_value(mosaic).unwrap_or_default()
+    };
+    let inputs_list = if !inputs.series.is_empty() {
+        inputs
+            .series
+            .iter()
+            .map(|s| (s.label.clone(), Some(s.date.to_string())))
+            .collect()
+    } else if mosaic.is_empty() {
+        vec![(stack.scene.clone(), scene_date)]
+    } else {
+        mosaic
+            .iter()
+            .map(|m| (m.scene.clone(), m.date.clone()))
+            .collect()
+    };
+    let mut job = JobPlan {
+        plan_hash: String::new(),
+        eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
+        name: inputs.name.clone(),
+        grid: PlanGrid {
+            width: stack.width,
+            height: stack.height,
+            geo_transform: stack.geo_transform,
+            srs_wkt: stack.srs_wkt.clone(),
+            projjson: stack.projjson.clone(),
+            epsg: stack.epsg,
+        },
+        aoi: inputs
+            .aoi
+            .as_ref()
+            .map(|a| (a.source.clone(), a.wkt.clone())),
+        scenes,
+        stack: serde_json::to_value(stack).unwrap_or_default(),
+        inputs: inputs_list,
+        input_files,
+        model: PlanModel {
+            manifest: model.manifest.clone(),
+            id: model.id.clone(),
+            onnx: model.onnx.clone(),
+            onnx_sha256,
+            classes: model.classes.clone(),
+        },
+        tiling,
+        tile_size: model.tile_size,
+        tta: args.tta,
+        inputs_options: serde_json::json!({
+            "bands": args.bands,
+            "resolution": args.resolution,
+            "s2_offset": args.s2_offset,
+            "nodata": args.nodata,
+            "crs": args.crs,
+            "aoi_crs": args.aoi_crs,
+        }),
+        probabilities: args.probabilities,
+        vectors: args.vectors,
+        qgis_project: args.qgis_project,
+        tiles: tiles.len(),
+        block_rows: args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS),
+        block_tiles: blocks
+            .iter()
+            .map(|b| {
+                tiles
+                    .iter()
+                    .filter(|t| (b.tile_rows.0..b.tile_rows.1).contains(&t.row))
+                    .count()
+            })
+            .collect(),
+        blocks: blocks.to_vec(),
+        shards: None,
+        unit: model.unit(),
+        head: match &model.encoder {
+            Some(e) => match e.head_kind {
+                EncoderHead::Embeddings => HeadPlan::Embeddings {
+                    dim: e.embedding_dim,
+                    uint8: args.embedding_uint8,
+                },
+                EncoderHead::Segmentation => HeadPlan::Classes,
+                EncoderHead::Regression => {
+                    HeadPlan::Regression(e.regression.clone().unwrap_or_else(|| {
+                        crate::model::embedding::RegressionSpec {
+                            name: "value".into(),
+                            unit: String::new(),
+                            nodata: -9999.0,
+                            range: [0.0, 1.0],
+                        }
+                    }))
+                }
+                EncoderHead::Classification => HeadPlan::Classification,
+            },
+            None => HeadPlan::Classes,
+        },
+        time_steps: inputs
+            .series
+            .iter()
+            .map(crate::scene::series::SeriesStep::describe)
+            .collect(),
+    };
+    job.plan_hash = job.compute_hash();
+    job
+}
+
+/// Refuses a time-series run whose readers, batches and blending would not fit in the
+/// memory limit, before anything is allocated.
+fn check_memory_series(
+    series: &[crate::scene::series::SeriesStep],
+    model: &ModelSpec,
+    args: &PredictArgs,
+    batch: usize,
+    limit: &crate::limits::MemoryLimit,
+) -> Result<(), LimitError> {
+    let Some(enc) = &model.encoder else {
+        return Ok(());
+    };
+    let tile = model.tile_size as u64;
+    let steps = series.len() as u64;
+    let width = series[0].stack.width as u64;
+    let bands = (enc.bands.len() + enc.sentinel1.as_ref().map_or(0, |s| s.bands.len())) as u64;
+    let out = match &enc.head {
+        Some(c) => c.len() as u64 * tile * tile,
+        None => enc.embedding_dim as u64 * (tile / enc.patch_size as u64).pow(2),
+    };
+    // Each tile's input and output, in the batch and queued between the stages.
+    let per_tile = (tile * tile * steps * bands + out).saturating_mul(4 * 5);
+    // The strip readers: a band of rows of every band of every step.
+    let read_bands: u64 = series
+        .iter()
+        .map(|s| (s.stack.vrt_bands + s.s1.as_ref().map_or(0, |x| x.vrt_bands)) as u64)
+        .sum();
+    let rows = width
+        .saturating_mul(tile + 1 + crate::scene::StripReader::CHUNK as u64)
+        .saturating_mul(read_bands)
+        .saturating_mul(4);
+    let cache = crate::source::series_cache_bytes(series, limit.bytes);
+    let fixed = crate::limits::BASE_BYTES + rows + cache;
+    let need = fixed.saturating_add(per_tile.saturating_mul(batch as u64));
+    if need <= limit.bytes {
+        return Ok(());
+    }
+    let max = limit.bytes.saturating_sub(fixed) / per_tile.max(1);
+    Err(LimitError::Memory {
+        need: crate::limits::human(need),
+        breakdown: format!(
+            "the batch's tensors and queued tiles {}, the time steps' rows {}, GDAL's block cache {}",
+            crate::limits::human(per_tile.saturating_mul(batch as u64)),
+            crate::limits::human(rows),
+            crate::limits::human(cache)
+        ),
+        limit: limit.to_string(),
+        fix: if max >= 1 {
+            format!(
+                "--batch-size {} is too large: the allowed range here is 1 to {max}; or raise --memory-limit",
+                args.batch_size
+            )
+        } else {
+            "pass fewer time steps or a coarser --resolution, or raise --memory-limit".into()
+        },
+    })
 }
 
 /// Default tile rows per block.
@@ -425,6 +712,223 @@ fn check_memory(
     })
 }
 
+/// The scenes of a run as opened.
+struct Inputs {
+    /// The stack that defines the grid (a time series: the first step's).
+    stack: Stack,
+    aoi: Option<crate::aoi::Aoi>,
+    mosaic: Vec<crate::scene::mosaic::MosaicScene>,
+    series: Vec<crate::scene::series::SeriesStep>,
+    warnings: Vec<String>,
+    name: String,
+}
+
+/// The AOI of `--aoi` on the model's grid (`--resolution`, else the model's).
+fn build_aoi(
+    args: &PredictArgs,
+    a: &str,
+    model: &ModelSpec,
+    opts: &SceneOptions,
+) -> Result<crate::aoi::Aoi, Error> {
+    let resolution = opts.resolution.unwrap_or(model.gsd);
+    if !(resolution.is_finite() && resolution > 0.0) {
+        return Err(crate::error::SceneError::EmptyGrid {
+            resolution,
+            width: 0,
+            height: 0,
+        }
+        .into());
+    }
+    let aoi = crate::aoi::Aoi::build(a, args.aoi_crs.as_deref(), args.crs.as_deref(), resolution)?;
+    crate::limits::check_grid(
+        aoi.grid.width as f64,
+        aoi.grid.height as f64,
+        resolution,
+        args.max_pixels,
+    )?;
+    Ok(aoi)
+}
+
+/// Opens the scenes: one scene, a mosaic on the AOI grid, or a time-series model's steps.
+fn open_inputs(
+    args: &PredictArgs,
+    model: &ModelSpec,
+    opts: &SceneOptions,
+) -> Result<Inputs, Error> {
+    let aoi = args
+        .aoi
+        .as_deref()
+        .map(|a| build_aoi(args, a, model, opts))
+        .transpose()?;
+    if aoi.is_none() && (args.crs.is_some() || args.aoi_crs.is_some()) {
+        return Err(crate::error::SceneError::Series {
+            what: "--crs and --aoi-crs apply with --aoi; without it the output is on the scene's own grid".into(),
+        }
+        .into());
+    }
+    if model.encoder.is_some() {
+        let hint = args
+            .name
+            .clone()
+            .or_else(|| args.aoi.as_deref().map(aoi_name))
+            .unwrap_or_else(|| "series".into());
+        let (series, warnings) = crate::scene::series::open_series(
+            &args.scenes,
+            &args.dates,
+            model,
+            opts,
+            aoi.as_ref(),
+            &hint,
+        )?;
+        let stack = series[0].stack.clone();
+        // A series from one folder is named after the folder; otherwise after its first scene.
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| match (&args.aoi, args.scenes.as_slice()) {
+                (Some(a), _) => aoi_name(a),
+                (None, [one]) if Path::new(one).is_dir() && series.len() > 1 => {
+                    let dir = std::path::absolute(one).unwrap_or_else(|_| PathBuf::from(one));
+                    dir.file_name()
+                        .map_or_else(|| stack.name.clone(), |n| n.to_string_lossy().into_owned())
+                }
+                _ => stack.name.clone(),
+            });
+        return Ok(Inputs {
+            stack,
+            aoi,
+            mosaic: Vec::new(),
+            series,
+            warnings,
+            name,
+        });
+    }
+    let (stack, mosaic) = if let Some(aoi) = &aoi {
+        let name = args.name.clone().unwrap_or_else(|| aoi_name(&aoi.source));
+        crate::scene::mosaic::open_mosaic(
+            &args.scenes,
+            &StackRequest::for_model(model),
+            opts,
+            aoi,
+            &name,
+        )?
+    } else {
+        let [scene] = args.scenes.as_slice() else {
+            return Err(crate::error::SceneError::Series {
+                what: format!(
+                    "{} scenes were given without --aoi; pass one scene, or an --aoi to mosaic several on one grid (time series are for time-series models such as OlmoEarth)",
+                    args.scenes.len()
+                ),
+            }
+            .into());
+        };
+        let stack = open_stack_request(
+            &crate::scene::SceneSource::Path(scene.clone()),
+            &StackRequest::for_model(model),
+            opts,
+        )?;
+        (stack, Vec::new())
+    };
+    let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
+    Ok(Inputs {
+        stack,
+        aoi,
+        mosaic,
+        series: Vec::new(),
+        warnings: Vec::new(),
+        name,
+    })
+}
+
+/// The tiling of the run, checked against the model: an encoder's tiles and overlap are
+/// whole patches, and blended.
+fn tiling_for(args: &PredictArgs, model: &ModelSpec) -> Result<Tiling, Error> {
+    if model.head_kind() == Some(EncoderHead::Classification) {
+        // One label per window: the windows tile the grid without overlap.
+        let window = model.unit();
+        if model.tile_size != window || args.overlap.is_some_and(|o| o != 0) {
+            return Err(crate::error::SceneError::Series {
+                what: format!(
+                    "a classification head labels windows of {window} px that do not overlap; leave out --tile-size and --overlap"
+                ),
+            }
+            .into());
+        }
+        if args.tiling == TilingChoice::Reference {
+            return Err(crate::error::SceneError::Series {
+                what: "--tiling reference does not apply to a classification head".into(),
+            }
+            .into());
+        }
+        return Ok(Tiling::Blended { overlap: 0 });
+    }
+    let p = model.unit();
+    let tiling = match args.tiling {
+        TilingChoice::Blended => Tiling::Blended {
+            overlap: args.overlap.unwrap_or(model.overlap),
+        },
+        TilingChoice::Reference if p > 1 => {
+            return Err(crate::error::SceneError::Series {
+                what: "--tiling reference is the ukis-csmask authors' scheme; time-series models use the blended tiling".into(),
+            }
+            .into());
+        }
+        TilingChoice::Reference => Tiling::Reference {
+            fraction: model.reference_fraction.unwrap_or(0.2),
+        },
+    };
+    if p > 1 {
+        let tile = model.tile_size;
+        if tile % p != 0 || tile / p < 2 {
+            return Err(crate::error::SceneError::Series {
+                what: format!(
+                    "--tile-size {tile} must be a multiple of the patch size {p}, at least two patches"
+                ),
+            }
+            .into());
+        }
+        if let Tiling::Blended { overlap } = tiling {
+            if overlap % p != 0 || overlap >= tile {
+                return Err(crate::error::SceneError::Series {
+                    what: format!("--overlap {overlap} must be a multiple of the patch size {p} and smaller than the tile size {tile}"),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(tiling)
+}
+
+/// Refuses options that do not apply to the model's output.
+fn check_options(args: &PredictArgs, model: &ModelSpec) -> Result<(), Error> {
+    let refuse = |what: &str| -> Result<(), Error> {
+        Err(crate::error::SceneError::Series { what: what.into() }.into())
+    };
+    if args.tta != crate::tta::Tta::None
+        && matches!(
+            model.head_kind(),
+            Some(EncoderHead::Embeddings | EncoderHead::Classification)
+        )
+    {
+        return refuse(
+            "--tta applies to outputs per pixel (class maps and values); embeddings and window labels are not averaged over flips",
+        );
+    }
+    let per_pixel_classes = matches!(model.head_kind(), None | Some(EncoderHead::Segmentation));
+    if !per_pixel_classes && (args.vectors.is_some() || args.qgis_project || args.probabilities) {
+        return refuse(
+            "--vectors, --qgis-project and --probabilities apply to class maps (segmentation models and heads); this model writes embeddings, values or window labels",
+        );
+    }
+    if args.embedding_uint8 && !model.embeds() {
+        return refuse("--embedding-dtype applies to encoders without a head (embedding models)");
+    }
+    if model.encoder.is_none() && !args.dates.is_empty() {
+        return refuse("--dates applies to time-series models");
+    }
+    Ok(())
+}
+
 impl PredictPlan {
     /// Checks every argument: the model manifest, the scene and its bands, the output
     /// folder and the ONNX Runtime library.
@@ -449,6 +953,7 @@ impl PredictPlan {
             }
             .into());
         }
+        check_options(args, &model)?;
         let mut opts = scene_options(
             args.bands.as_deref(),
             args.resolution,
@@ -456,84 +961,29 @@ impl PredictPlan {
             args.nodata,
         )?;
         opts.max_pixels = args.max_pixels;
-        let (stack, aoi, mosaic) = if let Some(a) = &args.aoi {
-            {
-                let resolution = opts.resolution.unwrap_or(model.gsd);
-                if !(resolution.is_finite() && resolution > 0.0) {
-                    return Err(crate::error::SceneError::EmptyGrid {
-                        resolution,
-                        width: 0,
-                        height: 0,
-                    }
-                    .into());
-                }
-                let aoi = crate::aoi::Aoi::build(
-                    a,
-                    args.aoi_crs.as_deref(),
-                    args.crs.as_deref(),
-                    resolution,
-                )?;
-                crate::limits::check_grid(
-                    aoi.grid.width as f64,
-                    aoi.grid.height as f64,
-                    resolution,
-                    args.max_pixels,
-                )?;
-                let name = args.name.clone().unwrap_or_else(|| aoi_name(a));
-                let (stack, mosaic) = crate::scene::mosaic::open_mosaic(
-                    &args.scenes,
-                    &StackRequest::for_model(&model),
-                    &opts,
-                    &aoi,
-                    &name,
-                )?;
-                (stack, Some(aoi), mosaic)
-            }
-        } else {
-            {
-                let scene = match args.scenes.as_slice() {
-                    [one] => one.clone(),
-                    _ => {
-                        return Err(crate::error::SceneError::Series {
-                            what: format!(
-                                "{} scenes were given without --aoi; pass one scene, or an --aoi to mosaic several on one grid (time series are for embedding models)",
-                                args.scenes.len()
-                            ),
-                        }
-                        .into());
-                    }
-                };
-                if args.crs.is_some() || args.aoi_crs.is_some() {
-                    return Err(crate::error::SceneError::Series {
-                        what: "--crs and --aoi-crs apply with --aoi; without it the output is on the scene's own grid".into(),
-                    }
-                    .into());
-                }
-                let stack = open_stack_request(
-                    &crate::scene::SceneSource::Path(scene),
-                    &StackRequest::for_model(&model),
-                    &opts,
-                )?;
-                (stack, None, Vec::new())
-            }
-        };
-        let tiling = match args.tiling {
-            TilingChoice::Blended => Tiling::Blended {
-                overlap: args.overlap.unwrap_or(model.overlap),
-            },
-            TilingChoice::Reference => Tiling::Reference {
-                fraction: model.reference_fraction.unwrap_or(0.2),
-            },
-        };
+        let tiling = tiling_for(args, &model)?;
+        let inputs = open_inputs(args, &model, &opts)?;
+        let stack = &inputs.stack;
+        let unit = model.unit();
         // Validate the geometry now so a bad --overlap fails before anything is written.
-        let grid = crate::grid::TileGrid::new(stack.width, stack.height, model.tile_size, tiling)?;
-        let polygon = aoi.as_ref().map(crate::aoi::Aoi::geometry).transpose()?;
+        let grid = crate::grid::TileGrid::in_units(
+            stack.width,
+            stack.height,
+            model.tile_size,
+            tiling,
+            unit,
+        )?;
+        let polygon = inputs
+            .aoi
+            .as_ref()
+            .map(crate::aoi::Aoi::geometry)
+            .transpose()?;
         let tiles: Vec<crate::grid::Tile> = grid
             .tiles()
             .filter(|t| {
-                t.window
-                    .clip(stack.width, stack.height)
-                    .is_some_and(|w| match (&aoi, &polygon) {
+                let px = t.window.scaled(unit);
+                px.clip(stack.width, stack.height)
+                    .is_some_and(|w| match (&inputs.aoi, &polygon) {
                         (Some(a), Some(p)) => a.touches(p, w),
                         _ => true,
                     })
@@ -548,7 +998,7 @@ impl PredictPlan {
                 path: model.onnx.clone(),
                 source,
             })?;
-        let mut warnings = Vec::new();
+        let mut warnings = inputs.warnings.clone();
         if stack.width < model.tile_size || stack.height < model.tile_size {
             warnings.push(format!(
                 "the scene grid ({} x {} px) is smaller than one {} px tile; it is padded by reflection",
@@ -558,81 +1008,28 @@ impl PredictPlan {
         let memory = crate::limits::memory_limit(args.memory_limit);
         // A batch never holds more tiles than the run has.
         let batch_size = args.batch_size.min(tiles.len().max(1));
-        check_memory(&stack, &model, args, batch_size, &memory)?;
-        let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
-        let mut names = vec![stack.vrt.clone(), model.manifest.display().to_string()];
-        names.extend(stack.bands.iter().map(|b| b.source.clone()));
-        for m in &mosaic {
-            names.extend(m.files.iter().cloned());
+        if inputs.series.is_empty() {
+            check_memory(stack, &model, args, batch_size, &memory)?;
+        } else {
+            check_memory_series(&inputs.series, &model, args, batch_size, &memory)?;
         }
-        let input_files = crate::fingerprint::fingerprints(&names);
-        let scene_date = crate::scene::timeseries::parse_date(&stack.name)
-            .or_else(|| crate::scene::timeseries::parse_date(&stack.scene))
-            .map(|d| d.to_string());
-        let mut job = JobPlan {
-            plan_hash: String::new(),
-            eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
-            name: name.clone(),
-            grid: PlanGrid {
-                width: stack.width,
-                height: stack.height,
-                geo_transform: stack.geo_transform,
-                srs_wkt: stack.srs_wkt.clone(),
-                projjson: stack.projjson.clone(),
-                epsg: stack.epsg,
-            },
-            aoi: aoi.as_ref().map(|a| (a.source.clone(), a.wkt.clone())),
-            scenes: if mosaic.is_empty() {
-                serde_json::json!([{ "scene": stack.scene }])
-            } else {
-                serde_json::to_value(&mosaic).unwrap_or_default()
-            },
-            stack: serde_json::to_value(&stack).unwrap_or_default(),
-            inputs: if mosaic.is_empty() {
-                vec![(stack.scene.clone(), scene_date)]
-            } else {
-                mosaic
-                    .iter()
-                    .map(|m| (m.scene.clone(), m.date.clone()))
-                    .collect()
-            },
-            input_files,
-            model: PlanModel {
-                manifest: model.manifest.clone(),
-                id: model.id.clone(),
-                onnx: model.onnx.clone(),
-                onnx_sha256: onnx_sha256.clone(),
-                classes: model.classes.clone(),
-            },
+        let job = job_plan(
+            args,
+            &model,
+            &inputs,
+            &tiles,
+            &blocks,
             tiling,
-            tile_size: model.tile_size,
-            tta: args.tta,
-            inputs_options: serde_json::json!({
-                "bands": args.bands,
-                "resolution": args.resolution,
-                "s2_offset": args.s2_offset,
-                "nodata": args.nodata,
-                "crs": args.crs,
-                "aoi_crs": args.aoi_crs,
-            }),
-            probabilities: args.probabilities,
-            vectors: args.vectors,
-            qgis_project: args.qgis_project,
-            tiles: tiles.len(),
-            block_rows,
-            block_tiles: blocks
-                .iter()
-                .map(|b| {
-                    tiles
-                        .iter()
-                        .filter(|t| (b.tile_rows.0..b.tile_rows.1).contains(&t.row))
-                        .count()
-                })
-                .collect(),
-            blocks: blocks.clone(),
-            shards: None,
-        };
-        job.plan_hash = job.compute_hash();
+            onnx_sha256.clone(),
+        );
+        let Inputs {
+            stack,
+            aoi,
+            mosaic,
+            series,
+            name,
+            ..
+        } = inputs;
         Ok(Self {
             name,
             stack,
@@ -657,7 +1054,37 @@ impl PredictPlan {
             force: args.force,
             job,
             memory,
+            series,
         })
+    }
+
+    /// Opens the plan's model in ONNX Runtime: a segmentation model with its `--tta`, or an
+    /// encoder with the run's time steps.
+    pub fn open_model(
+        &self,
+        env: &ort::environment::Environment,
+    ) -> Result<crate::model::Model, ModelError> {
+        if self.model.encoder.is_some() {
+            let timestamps = self
+                .series
+                .iter()
+                .flat_map(|s| [s.date.day as i32, s.date.month as i32 - 1, s.date.year])
+                .collect();
+            return Ok(crate::model::Model::Encoder(
+                crate::model::Encoder::load(
+                    env,
+                    &self.model,
+                    self.threads,
+                    self.device,
+                    timestamps,
+                )?
+                .with_tta(self.tta),
+            ));
+        }
+        Ok(crate::model::Model::Segmenter(
+            crate::model::Segmenter::load(env, &self.model, self.threads, self.device)?
+                .with_tta(self.tta),
+        ))
     }
 
     /// Checks the ONNX file's checksum against the manifest, once the file has loaded.

@@ -74,6 +74,25 @@ pub fn transform_planes(k: u8, src: &[f32], dst: &mut [f32], n: usize) {
     }
 }
 
+/// Writes symmetry `k` of every pixel-major `n` x `n` tile of `src` (each pixel `depth`
+/// values, as an encoder's `[H, W, T, C]` input) into `dst` (same length).
+pub fn transform_pixels(k: u8, src: &[f32], dst: &mut [f32], n: usize, depth: usize) {
+    let tile = n * n * depth;
+    for (s, d) in src.chunks_exact(tile).zip(dst.chunks_exact_mut(tile)) {
+        if k == 0 {
+            d.copy_from_slice(s);
+            continue;
+        }
+        for y in 0..n {
+            for x in 0..n {
+                let from = source_index(k, y, x, n) * depth;
+                let to = (y * n + x) * depth;
+                d[to..to + depth].copy_from_slice(&s[from..from + depth]);
+            }
+        }
+    }
+}
+
 /// Adds the planes of `out` (the model's output on symmetry `k`) back in the original frame:
 /// `acc[source_index(k, p)] += out[p]`.
 pub fn accumulate_inverse(k: u8, out: &[f32], acc: &mut [f32], n: usize) {
@@ -96,6 +115,26 @@ pub fn accumulate_inverse(k: u8, out: &[f32], acc: &mut [f32], n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_major_tiles_move_whole_pixels_like_planes_move_values() {
+        let (n, depth) = (3, 2);
+        // Channel c of pixel p is 10 p + c.
+        let src: Vec<f32> = (0..n * n)
+            .flat_map(|p| (0..depth).map(move |c| (10 * p + c) as f32))
+            .collect();
+        for k in 0..8 {
+            let mut dst = vec![0.0; src.len()];
+            transform_pixels(k, &src, &mut dst, n, depth);
+            let plane: Vec<f32> = (0..n * n).map(|p| (10 * p) as f32).collect();
+            let mut moved = vec![0.0; plane.len()];
+            transform_planes(k, &plane, &mut moved, n);
+            for p in 0..n * n {
+                assert_eq!(dst[p * depth], moved[p], "k {k} pixel {p}");
+                assert_eq!(dst[p * depth + 1], moved[p] + 1.0, "k {k} pixel {p}");
+            }
+        }
+    }
 
     #[test]
     fn every_symmetry_is_a_permutation_undone_by_the_inverse() {

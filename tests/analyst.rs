@@ -425,7 +425,7 @@ print(json.dumps({"id": item.id, "assets": sorted(item.assets),
     assert_eq!(r["id"], "series");
     assert_eq!(
         r["assets"],
-        serde_json::json!(["embeddings", "embeddings_table", "model", "summary"])
+        serde_json::json!(["embeddings", "embeddings_table", "model", "plan", "summary"])
     );
     assert_eq!(r["start"], "2015-07-11T00:00:00Z");
     assert_eq!(r["code"], "EPSG:32633");

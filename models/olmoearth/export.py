@@ -15,16 +15,28 @@ Inputs of the ONNX model:
   s2          float32 [B, H, W, T, 12]  normalised, bands B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12,B01,B09
   timestamps  int32   [B, T, 3]         (day 1-31, month 0-11, year)
   s1          float32 [B, H, W, T, 2]   normalised vv, vh in dB (only with --s1)
-Output: `features` float32 [B, D, H/p, W/p].
+Output: `features` float32 [B, D, H/p, W/p], or with a head (random seeded weights, or
+`--head-weights`):
+  --head segmentation    `logits` float32 [B, N, H, W]: conv 3x3 -> ReLU -> conv 1x1, bilinear x p
+                         (softmax over the channel axis gives class probabilities)
+  --head regression      `values` float32 [B, 1, H, W]: rslearn's UNetDecoder ->
+                         PerPixelRegressionHead (identity, no sigmoid), one value per pixel
+  --head classification  `logits` float32 [B, N]: rslearn's PoolingDecoder -> the logits that
+                         rslearn's ClassificationHead turns into probabilities with a softmax
+                         over the class axis, one label per input window
+The regression and classification heads are rslearn's own classes (rslearn==0.1.19, installed
+with --no-deps, see requirements.txt), called as rslearn calls them (FeatureMaps in,
+ModelContext, ModelOutput / FeatureVector out) inside a thin wrapper that the exporter traces.
 
 usage: python models/olmoearth/export.py --version v1 --size nano [--s1] [--weights ckpt.pth]
-       [--golden] [--out-dir models/olmoearth]
+       [--head segmentation|regression|classification] [--golden] [--out-dir models/olmoearth]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -69,6 +81,11 @@ CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v1.1.0
 # whose patch embeddings are compared by cosine similarity declares `similarity-search`, and
 # `eoinfer:kind` = `embedding` tells eoinfer how to run it.
 ENCODER_TASK = "similarity-search"
+# The rslearn release whose decoder and head classes the regression and classification heads are.
+RSLEARN_VERSION = "0.1.19"
+HEAD_SUFFIX = {"segmentation": "-seg", "regression": "-reg", "classification": "-cls"}
+HEAD_TASK = {"segmentation": "semantic-segmentation", "regression": "regression", "classification": "classification"}
+REGRESSION_NODATA = -9999.0
 GOLDEN_SCENE = REPO.parent / "shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc"
 
 
@@ -169,9 +186,10 @@ class SegmentationHead(torch.nn.Module):
 
 
 class EncoderWithHead(torch.nn.Module):
-    """Encoder + head: time series -> class logits [B, N, H, W]."""
+    """Encoder + head: time series -> the head's output (class logits [B, N, H, W], values
+    [B, 1, H, W] or window logits [B, N])."""
 
-    def __init__(self, encoder: EmbeddingEncoder, head: SegmentationHead) -> None:
+    def __init__(self, encoder: EmbeddingEncoder, head: torch.nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -179,6 +197,107 @@ class EncoderWithHead(torch.nn.Module):
     def forward(self, s2, timestamps, s1=None):
         feats = self.encoder(s2, timestamps, s1) if s1 is not None else self.encoder(s2, timestamps)
         return self.head(feats)
+
+
+def rslearn_modules() -> dict:
+    """rslearn's decoder and head classes (and the types they exchange) from the pinned release."""
+    try:
+        installed = importlib.metadata.version("rslearn")
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit(f"rslearn is not installed: `make export-env` installs rslearn=={RSLEARN_VERSION} (--no-deps)") from None
+    if installed != RSLEARN_VERSION:
+        raise SystemExit(f"rslearn {installed} is installed; the heads are built from rslearn=={RSLEARN_VERSION}")
+    from rslearn.models.component import FeatureMaps
+    from rslearn.models.pooling_decoder import PoolingDecoder
+    from rslearn.models.unet import UNetDecoder
+    from rslearn.train.model_context import ModelContext
+    from rslearn.train.tasks.classification import ClassificationHead
+    from rslearn.train.tasks.per_pixel_regression import PerPixelRegressionHead
+
+    return {
+        "FeatureMaps": FeatureMaps, "ModelContext": ModelContext, "UNetDecoder": UNetDecoder, "PoolingDecoder": PoolingDecoder,
+        "PerPixelRegressionHead": PerPixelRegressionHead, "ClassificationHead": ClassificationHead,
+    }
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class RslearnRegressionHead(torch.nn.Module):
+    """rslearn UNetDecoder -> PerPixelRegressionHead on the embedding map, as rslearn's
+    SingleTaskModel chains them: FeatureMaps([B, D, H/p, W/p]) -> decoder -> FeatureMaps([B, 1,
+    H, W]) -> head -> ModelOutput.outputs [B, H, W] (identity: no sigmoid); returned as
+    [B, 1, H, W]."""
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        rs = rslearn_modules()
+        self._feature_maps, self._context = rs["FeatureMaps"], rs["ModelContext"]
+        if patch_size & (patch_size - 1):
+            raise SystemExit(f"the UNetDecoder upsamples by 2 per step: the patch size {patch_size} must be a power of 2")
+        # One feature map at 1/p; conv 3x3 + ReLU per resolution, x2 nearest upsampling down to
+        # pixel resolution, fewer channels as the maps grow, then a conv 3x3 to one value.
+        self.decoder_args = {
+            "in_channels": [[patch_size, dim]],
+            "out_channels": 1,
+            "conv_layers_per_resolution": 1,
+            "kernel_size": 3,
+            "num_channels": {f: c for f, c in ((4, 64), (2, 32), (1, 32)) if f < patch_size},
+            "target_resolution_factor": 1,
+        }
+        self.head_args = {"loss_mode": "mse", "use_sigmoid": False}
+        self.decoder = rs["UNetDecoder"](**{**self.decoder_args, "in_channels": [tuple(c) for c in self.decoder_args["in_channels"]]})
+        self.head = rs["PerPixelRegressionHead"](**self.head_args)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        context = self._context(inputs=[], metadatas=[])
+        decoded = self.decoder(self._feature_maps([features]), context)
+        return self.head(decoded, context, targets=None).outputs[:, None]
+
+    def source(self) -> dict:
+        return {
+            "package": f"rslearn=={RSLEARN_VERSION}",
+            "decoder": _qualname(type(self.decoder)), "decoder_args": self.decoder_args,
+            "head": _qualname(type(self.head)), "head_args": self.head_args,
+            "output": "the head's inference output (ModelOutput.outputs, [B, H, W]) with a channel axis added: [B, 1, H, W]",
+        }
+
+
+class RslearnClassificationHead(torch.nn.Module):
+    """rslearn PoolingDecoder -> ClassificationHead on the embedding map. forward returns the
+    decoder's FeatureVector [B, N]: the logits that ClassificationHead turns into its inference
+    output with softmax over the class axis (`probabilities` runs the head itself)."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        rs = rslearn_modules()
+        self._feature_maps, self._context = rs["FeatureMaps"], rs["ModelContext"]
+        # conv 3x3 + ReLU, max over the window, fully connected + ReLU, linear to the classes.
+        self.decoder_args = {
+            "in_channels": dim, "out_channels": classes, "num_conv_layers": 1, "num_fc_layers": 1,
+            "conv_channels": 128, "fc_channels": 128,
+        }
+        self.decoder = rs["PoolingDecoder"](**self.decoder_args)
+        self.head = rs["ClassificationHead"]()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        context = self._context(inputs=[], metadatas=[])
+        return self.decoder(self._feature_maps([features]), context).feature_vector
+
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """rslearn's own inference output: ClassificationHead on the decoder's FeatureVector."""
+        context = self._context(inputs=[], metadatas=[])
+        return self.head(self.decoder(self._feature_maps([features]), context), context, targets=None).outputs
+
+    def source(self) -> dict:
+        return {
+            "package": f"rslearn=={RSLEARN_VERSION}",
+            "decoder": _qualname(type(self.decoder)), "decoder_args": self.decoder_args,
+            "head": _qualname(type(self.head)), "head_args": {},
+            "output": "the decoder's FeatureVector: the pre-softmax logits the head receives; "
+            "softmax over the class axis gives the head's inference output (class probabilities)",
+        }
 
 
 PALETTE = ["1b9e77", "d95f02", "7570b3", "e7298a", "66a61e", "e6ab02", "a6761d", "666666", "1f78b4", "b2df8a"]
@@ -219,9 +338,14 @@ def feeds(s2, ts, s1) -> dict[str, np.ndarray]:
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Max abs difference and the smallest cosine similarity over patches."""
-    a = ref.transpose(0, 2, 3, 1).reshape(-1, ref.shape[1]).astype(np.float64)
-    b = got.transpose(0, 2, 3, 1).reshape(-1, got.shape[1]).astype(np.float64)
+    """Max abs difference and the smallest cosine similarity over patches (over windows for a
+    [B, N] output, over whole maps for a one-channel output)."""
+    if ref.ndim == 2 or ref.shape[1] == 1:
+        a = ref.reshape(ref.shape[0], -1).astype(np.float64)
+        b = got.reshape(got.shape[0], -1).astype(np.float64)
+    else:
+        a = ref.transpose(0, 2, 3, 1).reshape(-1, ref.shape[1]).astype(np.float64)
+        b = got.transpose(0, 2, 3, 1).reshape(-1, got.shape[1]).astype(np.float64)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
     return {"max_abs": float(np.abs(ref - got).max()), "min_cosine": float(cos.min())}
 
@@ -287,7 +411,45 @@ def norm_stats(modality: str, bands: list[str]) -> list[dict]:
     return out
 
 
-def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str]) -> dict:
+def class_list(class_names: list[str], what: str) -> list[dict]:
+    return [
+        {"value": i, "name": n, "description": f"{n} (class {i} of the {what} head)", "color_hint": PALETTE[i % len(PALETTE)]}
+        for i, n in enumerate(class_names)
+    ]
+
+
+def head_output(args, class_names: list[str]) -> dict:
+    """`mlm:output[0]` of a model with a head."""
+    if args.head == "segmentation":
+        return {
+            "name": "logits",
+            "tasks": ["semantic-segmentation"],
+            "result": {"shape": [-1, len(class_names), -1, -1], "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
+            "classification:classes": class_list(class_names, "segmentation"),
+            "post_processing_function": {"format": "eoinfer", "expression": "softmax(channel)"},
+        }
+    if args.head == "regression":
+        return {
+            "name": "values",
+            "description": f"{args.value_name} in {args.value_unit} per pixel (rslearn PerPixelRegressionHead output, no sigmoid, no scaling)",
+            "tasks": ["regression"],
+            "result": {"shape": [-1, 1, -1, -1], "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
+            "post_processing_function": None,
+        }
+    return {
+        "name": "logits",
+        "description": (
+            f"pre-softmax class logits, one row per input window of {args.window_size} x {args.window_size} pixels; "
+            "softmax over the class axis gives rslearn ClassificationHead's probabilities"
+        ),
+        "tasks": ["classification"],
+        "result": {"shape": [-1, len(class_names)], "dim_order": ["batch", "class"], "data_type": "float32"},
+        "classification:classes": class_list(class_names, "classification"),
+        "post_processing_function": {"format": "eoinfer", "expression": "softmax(class)"},
+    }
+
+
+def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str], head_source: dict | None) -> dict:
     """The STAC MLM manifest of the model that will be written to `onnx_path` (its bytes are
     in `onnx_bytes` until then)."""
     sha = hashlib.sha256(onnx_bytes.read_bytes()).hexdigest()
@@ -319,10 +481,18 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
             }
         )
     random = args.weights is None
+    head_note = {
+        None: "",
+        "segmentation": "",
+        "regression": f" Head: rslearn {RSLEARN_VERSION} UNetDecoder + PerPixelRegressionHead -> {args.value_name} ({args.value_unit}) per pixel.",
+        "classification": f" Head: rslearn {RSLEARN_VERSION} PoolingDecoder + ClassificationHead logits -> one label per {args.window_size} x {args.window_size} window.",
+    }[args.head]
+    if args.head and args.head != "segmentation":
+        head_note += (" Head RANDOM WEIGHTS (seed %d)." % (args.seed + 1)) if args.head_weights is None else f" Head weights from {Path(args.head_weights).name}."
     doc = {
         "type": "Feature",
         "stac_version": "1.1.0",
-        "stac_extensions": [MLM_SCHEMA, EO_SCHEMA, FILE_SCHEMA] + ([CLASSIFICATION_SCHEMA] if args.head else []),
+        "stac_extensions": [MLM_SCHEMA, EO_SCHEMA, FILE_SCHEMA] + ([CLASSIFICATION_SCHEMA] if args.head in ("segmentation", "classification") else []),
         "id": onnx_path.stem,
         "geometry": None,
         "properties": {
@@ -333,10 +503,11 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
                 f"OlmoEarth {args.version} {args.size} encoder (Ai2, Apache-2.0) exported by models/olmoearth/export.py: "
                 "Sentinel-2 L2A" + (" + Sentinel-1" if args.s1 else "") + " time series -> embedding map pooled over time steps "
                 "and band groups. " + ("RANDOM WEIGHTS (seed %d): for testing the pipeline, not for analysis." % args.seed if random else f"Weights from {Path(args.weights).name}.")
+                + head_note
             ),
             "mlm:name": f"OlmoEarth {args.version} {args.size}",
             "mlm:architecture": "ViT (OlmoEarth / FlexiViT encoder)",
-            "mlm:tasks": ["semantic-segmentation"] if args.head else [ENCODER_TASK],
+            "mlm:tasks": [HEAD_TASK[args.head]] if args.head else [ENCODER_TASK],
             "mlm:framework": "ONNX",
             "mlm:accelerator": "amd64",
             "mlm:accelerator_constrained": False,
@@ -357,21 +528,25 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
                 }
             ]
             if not args.head
-            else [
-                {
-                    "name": "logits",
-                    "tasks": ["semantic-segmentation"],
-                    "result": {"shape": [-1, len(class_names), -1, -1], "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
-                    "classification:classes": [
-                        {"value": i, "name": n, "description": f"{n} (class {i} of the segmentation head)", "color_hint": PALETTE[i % len(PALETTE)]}
-                        for i, n in enumerate(class_names)
-                    ],
-                    "post_processing_function": {"format": "eoinfer", "expression": "softmax(channel)"},
-                }
-            ],
+            else [head_output(args, class_names)],
             "eoinfer:kind": "embedding",
             "eoinfer:head": args.head,
             "eoinfer:head_random_weights": bool(args.head) and args.head_weights is None,
+            **({"eoinfer:head_seed": args.seed + 1} if args.head and args.head_weights is None and head_source else {}),
+            **({"eoinfer:head_source": head_source} if head_source else {}),
+            **(
+                {
+                    "eoinfer:regression": {
+                        "name": args.value_name,
+                        "unit": args.value_unit,
+                        "nodata": REGRESSION_NODATA,
+                        "range": [args.value_min, args.value_max],
+                    }
+                }
+                if args.head == "regression"
+                else {}
+            ),
+            **({"eoinfer:window_size": args.window_size} if args.head == "classification" else {}),
             "eoinfer:model_family": "olmoearth",
             "eoinfer:model_version": args.version,
             "eoinfer:model_size": args.size,
@@ -381,7 +556,7 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
             "eoinfer:embedding_dim": dim,
             "eoinfer:max_time_steps": 12,
             "eoinfer:square_tiles": True,
-            "eoinfer:tile_size": 64,
+            "eoinfer:tile_size": args.window_size if args.head == "classification" else 64,
             "eoinfer:gsd": 10.0,
             "eoinfer:product_level": "L2A",
             "eoinfer:dn_scale": 1.0,
@@ -435,22 +610,52 @@ def main() -> None:
     p.add_argument("--golden", action="store_true", help="also write golden test data from the real WorldCereal window")
     p.add_argument("--plain-attention", action="store_true", help="keep attention as plain ONNX ops (holds the full score matrix)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--head", choices=["segmentation"], help="export a segmentation head with the encoder (class map output)")
-    p.add_argument("--class-names", default="class0,class1,class2", help="comma-separated class names of the head")
-    p.add_argument("--head-weights", help="state dict (.pth) of the head (layers.0/2 conv weights); seeded random without")
+    p.add_argument(
+        "--head",
+        choices=list(HEAD_SUFFIX),
+        help="export a head with the encoder: segmentation (class logits per pixel), regression (rslearn UNetDecoder + "
+        "PerPixelRegressionHead: one value per pixel), classification (rslearn PoolingDecoder + ClassificationHead: "
+        "class logits per window)",
+    )
+    p.add_argument("--class-names", default="class0,class1,class2", help="comma-separated class names of the segmentation or classification head")
+    p.add_argument(
+        "--head-weights",
+        help="state dict (.pth) of the head, seeded random (seed + 1) without: segmentation layers.0/2 conv weights; "
+        "regression and classification the rslearn decoder's weights under `decoder.` (the rslearn heads have none)",
+    )
+    p.add_argument("--value-name", default="canopy_height", help="regression: name of the value")
+    p.add_argument("--value-unit", default="m", help="regression: unit of the value")
+    p.add_argument("--value-min", type=float, default=0.0, help="regression: low end of the expected value range")
+    p.add_argument("--value-max", type=float, default=50.0, help="regression: high end of the expected value range")
+    p.add_argument("--window-size", type=int, default=32, help="classification: edge of the window one label is for, in pixels")
     args = p.parse_args()
+    if args.head == "classification" and (args.window_size <= 0 or args.window_size % args.patch_size):
+        p.error(f"--window-size {args.window_size} is not a positive multiple of the patch size {args.patch_size}")
+    if args.head == "regression" and not args.value_min < args.value_max:
+        p.error("--value-min must be below --value-max")
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "") + ("-seg" if args.head else "")
+    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "") + HEAD_SUFFIX.get(args.head, "")
     onnx_path = out_dir / f"{name}.onnx"
     encoder, band_sets = build_encoder(args.size, args.version, Path(args.weights) if args.weights else None, args.seed)
     model = EmbeddingEncoder(encoder, args.patch_size, args.s1, band_sets).eval()
     dim = EMBED_DIMS[args.size]
     class_names = [c.strip() for c in args.class_names.split(",") if c.strip()]
+    head_source = None
     if args.head:
+        if args.head != "regression" and len(class_names) < 2:
+            p.error("--class-names needs at least 2 classes")
+        if args.head != "segmentation":
+            rslearn_modules()  # imported (and its version checked) before the seed is set
         torch.manual_seed(args.seed + 1)
-        head = SegmentationHead(dim, len(class_names), args.patch_size)
+        if args.head == "segmentation":
+            head = SegmentationHead(dim, len(class_names), args.patch_size)
+        elif args.head == "regression":
+            head = RslearnRegressionHead(dim, args.patch_size)
+        else:
+            head = RslearnClassificationHead(dim, len(class_names))
+        head_source = head.source() if args.head != "segmentation" else None
         if args.head_weights:
             head.load_state_dict(torch.load(args.head_weights, map_location="cpu"))
         model = EncoderWithHead(model, head.eval()).eval()
@@ -477,7 +682,7 @@ def main() -> None:
             dynamo=True,
             opset_version=18,
             input_names=names,
-            output_names=["logits" if args.head else "features"],
+            output_names=[head_output(args, class_names)["name"] if args.head else "features"],
             dynamic_shapes=shapes,
             custom_translation_table=None if args.plain_attention else _mha_translation(),
             verbose=False,
@@ -494,14 +699,25 @@ def main() -> None:
             ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
         got = sess.run(None, feeds(x2, xt, x1))[0]
         stats = {"batch": b, "size": hw, "time_steps": t, **compare(ref, got)}
+        expected = (b, 1, hw, hw) if args.head == "regression" else (b, len(class_names)) if args.head == "classification" else None
+        if expected and got.shape != expected:
+            tmp_path.unlink()
+            raise SystemExit(f"refusing to write {onnx_path}: output shape {got.shape}, expected {expected}")
+        if args.head == "classification":
+            # The ONNX logits through a softmax against rslearn's ClassificationHead itself.
+            with torch.no_grad():
+                probs = model.head.probabilities(model.encoder(x2, xt, x1) if args.s1 else model.encoder(x2, xt)).numpy()
+            softmax = np.exp(got - got.max(axis=1, keepdims=True))
+            softmax /= softmax.sum(axis=1, keepdims=True)
+            stats["probabilities_max_abs"] = float(np.abs(probs - softmax).max())
         print(json.dumps(stats))
         parity.append(stats)
-    worst = max(s["max_abs"] for s in parity)
+    worst = max(max(s["max_abs"], s.get("probabilities_max_abs", 0.0)) for s in parity)
     if worst > PARITY_TOLERANCE:
         tmp_path.unlink()
         raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
     manifest_path = out_dir / f"{name}.json"
-    doc = build_manifest(onnx_path, tmp_path, args, dim, parity, export_s, class_names)
+    doc = build_manifest(onnx_path, tmp_path, args, dim, parity, export_s, class_names, head_source)
     errors = manifest_errors(doc)
     if errors:
         tmp_path.unlink()
@@ -511,7 +727,9 @@ def main() -> None:
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
 
     if args.golden:
-        w = read_golden_window(args.s1, args.version)
+        # A classification head labels windows: its golden input is the window of that size.
+        golden_size = args.window_size if args.head == "classification" else 64
+        w = read_golden_window(args.s1, args.version, golden_size)
         x2 = torch.from_numpy(w["s2"])[None]
         xt = timestamps_for(w["dates"], 1)
         x1 = torch.from_numpy(w["s1"])[None] if args.s1 else None
@@ -525,11 +743,17 @@ def main() -> None:
         if args.s1:
             arrays["s1"] = x1.numpy()
         meta = {
-            "source": "../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc, window x 0..64, y 0..64",
+            "source": f"../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc, window x 0..{golden_size}, y 0..{golden_size}",
             "dates": [list(d) for d in w["dates"]],
             "arrays": {k: {"file": f"{k}.bin", "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
             "pytorch_vs_onnxruntime_python": stats,
-            "note": "s2/s1 are the normalised model inputs (missing bands B8A, B01, B09 filled by the version's rule); features is PyTorch's output",
+            "note": "s2/s1 are the normalised model inputs (missing bands B8A, B01, B09 filled by the version's rule); features is PyTorch's output"
+            + {
+                None: "",
+                "segmentation": "",
+                "regression": f" (the output `values`: {args.value_name} in {args.value_unit} per pixel)",
+                "classification": " (the output `logits`: pre-softmax class logits of the window)",
+            }[args.head],
         }
         for k, v in arrays.items():
             np.ascontiguousarray(v).tofile(gdir / f"{k}.bin")

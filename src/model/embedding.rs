@@ -19,6 +19,33 @@ pub struct SecondInput {
     pub scaling: Vec<ValueScaling>,
 }
 
+/// What an encoder's ONNX model outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderHead {
+    /// No head: embeddings per patch `[B, D, H/p, W/p]`.
+    Embeddings,
+    /// Class scores per pixel `[B, K, H, W]`.
+    Segmentation,
+    /// One value per pixel `[B, 1, H, W]`.
+    Regression,
+    /// Class scores per window `[B, K]`.
+    Classification,
+}
+
+/// The value a regression head predicts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegressionSpec {
+    /// What the value is (`canopy_height`).
+    pub name: String,
+    /// Its unit (`m`).
+    pub unit: String,
+    /// The value written where there is no prediction.
+    pub nodata: f64,
+    /// The expected range: the colour ramp's ends.
+    pub range: [f64; 2],
+}
+
 /// Everything eoinfer needs to run an embedding model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EmbeddingSpec {
@@ -65,6 +92,12 @@ pub struct EmbeddingSpec {
     pub head: Option<Vec<crate::model::ClassInfo>>,
     /// Whether the head's output needs a softmax.
     pub head_softmax: bool,
+    /// What the ONNX model outputs.
+    pub head_kind: EncoderHead,
+    /// A regression head's value.
+    pub regression: Option<RegressionSpec>,
+    /// A classification head's window edge in pixels (one label per window).
+    pub window_size: Option<usize>,
 }
 
 fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
@@ -135,6 +168,47 @@ impl EmbeddingSpec {
                 "`eoinfer:tile_size` must be a multiple of `eoinfer:patch_size`",
             ));
         }
+        let head_kind = match props.get("eoinfer:head").and_then(Value::as_str) {
+            None => EncoderHead::Embeddings,
+            Some("segmentation") => EncoderHead::Segmentation,
+            Some("regression") => EncoderHead::Regression,
+            Some("classification") => EncoderHead::Classification,
+            Some(other) => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "`eoinfer:head` `{other}` is not segmentation, regression or classification"
+                    ),
+                ));
+            }
+        };
+        let regression = (head_kind == EncoderHead::Regression)
+            .then(|| {
+                props
+                    .get("eoinfer:regression")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value::<RegressionSpec>(v).ok())
+                    .filter(|r| r.nodata.is_finite() && r.range[0] < r.range[1])
+                    .ok_or_else(|| {
+                        invalid(
+                            path,
+                            "a regression head needs `eoinfer:regression` {name, unit, nodata, range: [low, high]}",
+                        )
+                    })
+            })
+            .transpose()?;
+        let window_size = (head_kind == EncoderHead::Classification)
+            .then(|| {
+                int("eoinfer:window_size")
+                    .filter(|&w| w > 0 && w % patch_size == 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            path,
+                            "a classification head needs `eoinfer:window_size`, a multiple of the patch size",
+                        )
+                    })
+            })
+            .transpose()?;
         let dn_scale = props
             .get("eoinfer:dn_scale")
             .and_then(Value::as_f64)
@@ -223,6 +297,7 @@ impl EmbeddingSpec {
             head: props
                 .get("eoinfer:head")
                 .and_then(Value::as_str)
+                .filter(|_| head_kind != EncoderHead::Regression)
                 .map(|_| -> Result<Vec<crate::model::ClassInfo>, ModelError> {
                     let classes = props
                         .pointer("/mlm:output/0/classification:classes")
@@ -258,6 +333,9 @@ impl EmbeddingSpec {
                 .pointer("/mlm:output/0/post_processing_function/expression")
                 .and_then(Value::as_str)
                 .is_some_and(|e| e.contains("softmax")),
+            head_kind,
+            regression,
+            window_size,
         })
     }
 

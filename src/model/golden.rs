@@ -62,24 +62,7 @@ pub fn open_embedding_model(
             manifest: manifest.to_path_buf(),
         });
     }
-    let load = |m: String| ModelError::OnnxLoad {
-        path: onnx.clone(),
-        message: m,
-    };
-    let session = Session::builder(env)
-        .map_err(|e| load(e.to_string()))?
-        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-        .map_err(|e| load(ort::Error::<()>::from(e).to_string()))?
-        .with_intra_threads(threads)
-        .map_err(|e| load(ort::Error::<()>::from(e).to_string()))?
-        .with_execution_providers(
-            crate::model::runtime::execution_providers(device).map_err(ModelError::Device)?,
-        )
-        .map_err(|e| {
-            ModelError::Device(format!("--device {device}: {}", ort::Error::<()>::from(e)))
-        })?
-        .commit_from_file(&onnx)
-        .map_err(|e| load(e.to_string()))?;
+    let session = crate::model::runtime::open_session(env, &onnx, threads, device)?;
     let mismatch = |what: String| ModelError::ShapeMismatch {
         manifest: manifest.to_path_buf(),
         onnx: onnx.clone(),
@@ -119,23 +102,31 @@ pub fn open_embedding_model(
             )));
         }
     }
-    // A model with a head outputs one channel per class, else the embedding.
-    let dim = doc
-        .pointer("/properties/mlm:output/0/classification:classes")
-        .and_then(Value::as_array)
-        .map(|c| c.len() as i64)
-        .or_else(|| {
-            doc.pointer("/properties/eoinfer:embedding_dim")
-                .and_then(Value::as_i64)
-        });
+    // A model with a head outputs one channel per class (a classification head: one row
+    // per window) or one value (regression), else the embedding.
+    let head = doc
+        .pointer("/properties/eoinfer:head")
+        .and_then(Value::as_str);
+    let dim = if head == Some("regression") {
+        Some(1)
+    } else {
+        doc.pointer("/properties/mlm:output/0/classification:classes")
+            .and_then(Value::as_array)
+            .map(|c| c.len() as i64)
+            .or_else(|| {
+                doc.pointer("/properties/eoinfer:embedding_dim")
+                    .and_then(Value::as_i64)
+            })
+    };
+    let rank = if head == Some("classification") { 2 } else { 4 };
     let out = session
         .outputs()
         .first()
         .ok_or_else(|| mismatch("the ONNX model has no output".into()))?;
     if let (ValueType::Tensor { shape, .. }, Some(dim)) = (out.dtype(), dim) {
-        if shape.len() != 4 || (shape[1] >= 0 && shape[1] != dim) {
+        if shape.len() != rank || (shape[1] >= 0 && shape[1] != dim) {
             return Err(mismatch(format!(
-                "output: ONNX {:?}, manifest embedding size {dim}",
+                "output: ONNX {:?}, manifest: rank {rank} with {dim} channels",
                 &shape[..]
             )));
         }
@@ -258,7 +249,18 @@ pub fn check_golden(
         )));
     }
     let reference = read_f32(&ref_file).map_err(|e| io(&ref_file, e))?;
-    let (b, d, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    // Per patch cosine over the channels; a class-score row [B, K] is one patch of K
+    // channels, a one-channel map is compared as one vector per sample.
+    let (b, d, h, w) = match shape[..] {
+        [b, k] => (b, k, 1, 1),
+        [b, 1, h, w] => (b, h * w, 1, 1),
+        [b, d, h, w] => (b, d, h, w),
+        _ => {
+            return Err(run_err(format!(
+                "output shape {shape:?} is not [B, K] or [B, C, H, W]"
+            )));
+        }
+    };
     let mut max_abs = 0.0_f64;
     let mut min_cosine = f64::INFINITY;
     for bi in 0..b {

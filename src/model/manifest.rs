@@ -74,6 +74,9 @@ pub struct ModelSpec {
     pub dn_nodata: Option<f64>,
     /// Overlap fraction of the authors' own tiling, when known.
     pub reference_fraction: Option<f64>,
+    /// A time-series encoder's own settings (`eoinfer:kind` = `embedding`): patch size,
+    /// embedding size, time steps, Sentinel-1 input, head. `None` for a single-date model.
+    pub encoder: Option<crate::model::embedding::EmbeddingSpec>,
 }
 
 fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
@@ -167,7 +170,62 @@ impl ModelSpec {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if crate::model::golden::is_embedding_manifest(&doc) {
+            let enc = crate::model::embedding::EmbeddingSpec::from_json(path, &doc)?;
+            return Ok(Self::from_encoder(&doc, enc));
+        }
         Self::from_json(path, &doc)
+    }
+
+    /// The spec of an encoder: its S2 bands and scaling are the model's inputs, a head's
+    /// classes its classes; blended tiles overlap by two patches unless told otherwise.
+    fn from_encoder(doc: &Value, enc: crate::model::embedding::EmbeddingSpec) -> Self {
+        let props = doc.get("properties");
+        let num = |k: &str| props.and_then(|p| p.get(k)).and_then(Value::as_f64);
+        Self {
+            manifest: enc.manifest.clone(),
+            id: enc.id.clone(),
+            onnx: enc.onnx.clone(),
+            onnx_sha256: enc.onnx_sha256.clone(),
+            bands: enc.bands.clone(),
+            scaling: enc.scaling.clone(),
+            input_shape: Vec::new(),
+            output_shape: Vec::new(),
+            classes: enc.head.clone().unwrap_or_default(),
+            softmax: enc.head_softmax,
+            tile_size: enc.tile_size,
+            overlap: num("eoinfer:overlap").map_or(2 * enc.patch_size, |v| v as usize),
+            gsd: enc.gsd,
+            product_level: props
+                .and_then(|p| p.get("eoinfer:product_level"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            dn_scale: enc.dn_scale,
+            dn_nodata: enc.dn_nodata,
+            reference_fraction: None,
+            encoder: Some(enc),
+        }
+    }
+
+    /// Pixels per tile-grid unit: an encoder's tiles are whole patches (a classification
+    /// head's: whole windows), other models' pixels.
+    #[must_use]
+    pub fn unit(&self) -> usize {
+        self.encoder
+            .as_ref()
+            .map_or(1, |e| e.window_size.unwrap_or(e.patch_size))
+    }
+
+    /// What an encoder outputs (`None` for a single-date segmentation model).
+    #[must_use]
+    pub fn head_kind(&self) -> Option<crate::model::embedding::EncoderHead> {
+        self.encoder.as_ref().map(|e| e.head_kind)
+    }
+
+    /// Whether the model's output is per-patch embeddings (an encoder without a head).
+    #[must_use]
+    pub fn embeds(&self) -> bool {
+        self.head_kind() == Some(crate::model::embedding::EncoderHead::Embeddings)
     }
 
     fn from_json(path: &Path, doc: &Value) -> Result<Self, ModelError> {
@@ -324,6 +382,7 @@ impl ModelSpec {
             reference_fraction: props
                 .pointer("/eoinfer:reference_tiling/overlap_fraction")
                 .and_then(Value::as_f64),
+            encoder: None,
         })
     }
 }

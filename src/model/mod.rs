@@ -1,11 +1,13 @@
 //! Models: the STAC MLM manifest, the ONNX Runtime session, importers that generate manifests.
 
 pub mod embedding;
+pub mod encoder;
 pub mod golden;
 pub mod manifest;
 pub mod runtime;
 pub mod ukis;
 pub mod validate;
 
+pub use encoder::{Encoder, Model};
 pub use manifest::{ClassInfo, ModelBand, ModelSpec};
 pub use runtime::{Device, Segmenter};

@@ -189,3 +189,147 @@ impl EmbeddingTable {
         Ok(self.rows)
     }
 }
+
+/// Writes the rows of every part of an embeddings raster into `table`, part by part in
+/// chunks of rows (a patch with a finite first band is a written embedding).
+fn table_from_parts(
+    table: &mut EmbeddingTable,
+    parts: &[crate::output::raster::Part],
+    width: usize,
+    dim: usize,
+) -> Result<(), OutputError> {
+    let gerr = |p: &Path, e: gdal::errors::GdalError| OutputError::Gdal {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    for p in parts {
+        let ds = gdal::Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
+        let chunk = ((32 << 20) / (width * dim * 4).max(1)).clamp(1, p.rows.max(1));
+        let mut y = 0;
+        while y < p.rows {
+            let n = chunk.min(p.rows - y);
+            let plane = width * n;
+            let mut values = vec![0_f32; dim * plane];
+            for b in 0..dim {
+                ds.rasterband(b + 1)
+                    .and_then(|band| {
+                        band.read_into_slice::<f32>(
+                            (0, y as isize),
+                            (width, n),
+                            (width, n),
+                            &mut values[b * plane..(b + 1) * plane],
+                            None,
+                        )
+                    })
+                    .map_err(|e| gerr(&p.path, e))?;
+            }
+            let valid: Vec<bool> = values[..plane].iter().map(|v| v.is_finite()).collect();
+            table.write_block(p.y + y, n, width, &values, &valid)?;
+            y += n;
+        }
+    }
+    Ok(())
+}
+
+/// The outputs of an embeddings head from the finished blocks: the embeddings COG (float32,
+/// or uint8 with per-band scale and offset from the whole run's range), the GeoParquet, the
+/// STAC Item and the summary, renamed into place with the summary last.
+pub fn merge(
+    job: &crate::plan::JobPlan,
+    out: &Path,
+    ctx: crate::pipeline::MergeContext,
+    records: &[&crate::journal::BlockRecord],
+    parts_path: &Path,
+    (dim, uint8): (usize, bool),
+    t_final: std::time::Instant,
+) -> Result<crate::pipeline::RunSummary, crate::error::Error> {
+    use crate::output::raster::{Part, aux_path, band_ranges, embeddings_cog_from_parts};
+    use crate::util::{TempFiles, partial_name};
+    let name = &job.name;
+    let parts: Vec<Part> = records
+        .iter()
+        .flat_map(|r| {
+            r.parts.iter().map(|p| Part {
+                path: parts_path.join(&p.file),
+                y: r.rows.0,
+                rows: r.rows.1 - r.rows.0,
+            })
+        })
+        .collect();
+    let (w, h, gt) = job.out_grid();
+    let final_cog = out.join(format!("{name}.embeddings.tif"));
+    let final_table = out.join(format!("{name}.embeddings.parquet"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    let final_item = out.join(format!("{name}.item.json"));
+    let mut temps = TempFiles::new();
+    let part_cog = temps.track(partial_name(&final_cog));
+    temps.track(aux_path(&part_cog));
+    let part_table = temps.track(partial_name(&final_table));
+    let part_summary = temps.track(partial_name(&final_summary));
+    let ranges = if uint8 {
+        Some(band_ranges(&parts, w, dim)?)
+    } else {
+        None
+    };
+    let srs = &job.grid.srs_wkt;
+    embeddings_cog_from_parts(&parts, (w, h), &gt, srs, dim, ranges.as_deref(), &part_cog)?;
+    let bbox = [
+        gt[0],
+        gt[3] + gt[5] * h as f64,
+        gt[0] + gt[1] * w as f64,
+        gt[3],
+    ];
+    let mut table = EmbeddingTable::create(&part_table, gt, srs, &job.grid.projjson, bbox, dim)?;
+    table_from_parts(&mut table, &parts, w, dim)?;
+    let rows = table.close()?;
+    let patches_valid: u64 = records
+        .iter()
+        .map(|r| r.class_pixels.first().copied().unwrap_or(0))
+        .sum();
+    let summary = crate::pipeline::RunSummary::for_embeddings(
+        job,
+        ctx,
+        records,
+        crate::pipeline::Outputs {
+            classes: None,
+            probabilities: None,
+            tiles: None,
+            embeddings: Some(final_cog.clone()),
+            table: Some(final_table.clone()),
+            values: None,
+            summary: final_summary.clone(),
+            stac_item: final_item.clone(),
+            vectors: None,
+        },
+        (patches_valid, rows),
+        t_final,
+    );
+    let mut moves = vec![
+        (part_cog.clone(), final_cog.clone()),
+        (part_table, final_table),
+    ];
+    moves.push(crate::pipeline::write_item(
+        job,
+        out,
+        &final_item,
+        &mut temps,
+    )?);
+    if aux_path(&part_cog).exists() {
+        moves.push((aux_path(&part_cog), aux_path(&final_cog)));
+    }
+    let mut text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
+        path: part_summary.clone(),
+        source,
+    })?;
+    // The summary goes last: its presence says the run is complete.
+    moves.push((part_summary, final_summary));
+    temps.commit(moves)?;
+    crate::output::stac::update_catalog(
+        out,
+        &format!("{name}.item.json"),
+        &format!("{} on {name}", job.model.id),
+    )?;
+    Ok(summary)
+}

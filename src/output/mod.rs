@@ -2,6 +2,7 @@
 //! model-ready stack.
 
 pub mod embeddings;
+pub mod heads;
 pub mod parquet;
 pub mod qgis;
 pub mod raster;

@@ -33,6 +33,8 @@ pub struct TileRecord {
     pub counts: Vec<u64>,
     /// Valid pixels in the window.
     pub valid: u64,
+    /// A value map's sum, smallest and largest value over the valid pixels.
+    pub stats: Option<[f64; 3]>,
 }
 
 /// Adds the classes of finished rows to the records whose windows they cross.
@@ -259,6 +261,119 @@ pub fn write_tiles(
             .map_err(|e| perr(&e))?;
         col.close().map_err(|e| perr(&e))?;
     }
+    rg.close().map_err(|e| perr(&e))?;
+    writer.close().map_err(|e| perr(&e))?;
+    Ok(())
+}
+
+/// Writes the tiles table of a value map: per tile its window, valid pixels and the mean,
+/// smallest and largest value (`<name>_mean`, `_min`, `_max`; NaN without a valid pixel).
+pub fn write_value_tiles(
+    path: &Path,
+    records: &[TileRecord],
+    name: &str,
+    gt: &[f64; 6],
+    projjson: &str,
+) -> Result<(), OutputError> {
+    let perr = |e: &dyn std::fmt::Display| OutputError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let v = column_name(name);
+    let schema = format!(
+        "message tiles {{\n required int32 tile_id;\n required int32 tile_row;\n required int32 tile_col;\n \
+         required int32 x_off;\n required int32 y_off;\n required int32 width;\n required int32 height;\n \
+         required boolean inferred;\n required int64 valid_pixels;\n required double {v}_mean;\n \
+         required double {v}_min;\n required double {v}_max;\n required binary geometry;\n}}\n"
+    );
+    let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(&e))?);
+    let mut wkbs = Vec::with_capacity(records.len());
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    for r in records {
+        let (wkb, b) = footprint_wkb(r.window, gt);
+        bbox = [
+            bbox[0].min(b[0]),
+            bbox[1].min(b[1]),
+            bbox[2].max(b[2]),
+            bbox[3].max(b[3]),
+        ];
+        wkbs.push(ByteArray::from(wkb));
+    }
+    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
+    let mut geo_col =
+        serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
+    if !records.is_empty() {
+        geo_col["bbox"] = serde_json::json!(bbox);
+    }
+    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": geo_col}});
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "geo".to_string(),
+            geo.to_string(),
+        )]))
+        .build();
+    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut writer =
+        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))?;
+    let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
+    macro_rules! column {
+        ($ty:ty, $vals:expr) => {{
+            let mut col = rg
+                .next_column()
+                .map_err(|e| perr(&e))?
+                .ok_or_else(|| perr(&"missing column"))?;
+            col.typed::<$ty>()
+                .write_batch($vals, None, None)
+                .map_err(|e| perr(&e))?;
+            col.close().map_err(|e| perr(&e))?;
+        }};
+    }
+    let i32s: [fn(&TileRecord) -> i32; 7] = [
+        |r| r.id as i32,
+        |r| r.row as i32,
+        |r| r.col as i32,
+        |r| r.window.x as i32,
+        |r| r.window.y as i32,
+        |r| r.window.width as i32,
+        |r| r.window.height as i32,
+    ];
+    for f in i32s {
+        column!(Int32Type, &records.iter().map(f).collect::<Vec<_>>());
+    }
+    column!(
+        BoolType,
+        &records.iter().map(|r| r.inferred).collect::<Vec<_>>()
+    );
+    column!(
+        Int64Type,
+        &records.iter().map(|r| r.valid as i64).collect::<Vec<_>>()
+    );
+    let stat = |r: &TileRecord, k: usize| match r.stats {
+        Some(s) if r.valid > 0 => {
+            if k == 0 {
+                s[0] / r.valid as f64
+            } else {
+                s[k]
+            }
+        }
+        _ => f64::NAN,
+    };
+    for k in 0..3 {
+        column!(
+            DoubleType,
+            &records.iter().map(|r| stat(r, k)).collect::<Vec<_>>()
+        );
+    }
+    column!(ByteArrayType, &wkbs);
     rg.close().map_err(|e| perr(&e))?;
     writer.close().map_err(|e| perr(&e))?;
     Ok(())

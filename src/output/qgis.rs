@@ -123,6 +123,34 @@ fn probability_renderer(classes: &[ClassInfo], band: usize) -> String {
     s
 }
 
+/// A style for a value map: band 1 on a viridis-like colour ramp over the value's expected
+/// range (`low`..`high`), labelled with its name and unit.
+#[must_use]
+pub fn value_style(name: &str, unit: &str, low: f64, high: f64) -> String {
+    const RAMP: [&str; 5] = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "    <rasterrenderer type=\"singlebandpseudocolor\" band=\"1\" opacity=\"1\" alphaBand=\"-1\" classificationMin=\"{low}\" classificationMax=\"{high}\" nodataColor=\"\">\n      <rasterTransparency/>"
+    );
+    s.push_str(MIN_MAX);
+    let _ = writeln!(
+        s,
+        "      <rastershader>\n        <colorrampshader colorRampType=\"INTERPOLATED\" classificationMode=\"1\" clip=\"0\" minimumValue=\"{low}\" maximumValue=\"{high}\" labelPrecision=\"2\">"
+    );
+    for (i, c) in RAMP.iter().enumerate() {
+        let v = low + (high - low) * i as f64 / (RAMP.len() - 1) as f64;
+        let _ = writeln!(
+            s,
+            "          <item value=\"{v}\" label=\"{} {v} {}\" color=\"{c}\" alpha=\"255\"/>",
+            xml_escape(name),
+            xml_escape(unit)
+        );
+    }
+    s.push_str("        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n");
+    format!("{HEAD}{s}{PIPE_TAIL}{TAIL}")
+}
+
 fn rgba(c: [u8; 3]) -> String {
     format!("{},{},{},255", c[0], c[1], c[2])
 }

@@ -21,6 +21,8 @@ pub enum RasterKind {
     Probabilities,
     /// One float32 band per embedding dimension, NaN = no data.
     Embeddings,
+    /// One float32 band of a predicted value (a regression head).
+    Values,
 }
 
 /// A raster output being written.
@@ -54,7 +56,7 @@ impl std::fmt::Debug for RasterSink {
 /// Bands of a raster output: one class band, or one band per class.
 fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
     match kind {
-        RasterKind::Classes => 1,
+        RasterKind::Classes | RasterKind::Values => 1,
         RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
     }
 }
@@ -174,6 +176,7 @@ impl RasterSink {
         self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
         let path = self.staging.clone();
         let width = self.width;
+        let self_kind = self.kind;
         let written = self.written.take();
         drop(self);
         crate::journal::sync_file(&path).map_err(|source| OutputError::Io {
@@ -203,17 +206,29 @@ impl RasterSink {
         // Read back in chunks of rows, so memory does not grow with the block.
         let chunk = (4 << 20) / width.max(1);
         let chunk = chunk.clamp(1, w.height.max(1));
-        let mut buf = vec![0_u8; width * chunk];
+        let embeddings = self_kind == RasterKind::Embeddings;
+        let mut bytes = vec![0_u8; width * chunk];
+        let mut floats = vec![0_f32; if embeddings { width * chunk } else { 0 }];
         for (b, h) in w.hashes.into_iter().enumerate() {
             let band = ds.rasterband(b + 1).map_err(|e| bad(e.to_string()))?;
             let mut read = sha2::Sha256::new();
             let mut y = 0;
             while y < w.height {
                 let n = chunk.min(w.height - y);
-                let slice = &mut buf[..width * n];
-                band.read_into_slice::<u8>((0, y as isize), (width, n), (width, n), slice, None)
-                    .map_err(|e| bad(e.to_string()))?;
-                read.update(&*slice);
+                let window = ((0, y as isize), (width, n), (width, n));
+                if embeddings {
+                    let slice = &mut floats[..width * n];
+                    band.read_into_slice::<f32>(window.0, window.1, window.2, slice, None)
+                        .map_err(|e| bad(e.to_string()))?;
+                    for v in slice.iter() {
+                        read.update(v.to_ne_bytes());
+                    }
+                } else {
+                    let slice = &mut bytes[..width * n];
+                    band.read_into_slice::<u8>(window.0, window.1, window.2, slice, None)
+                        .map_err(|e| bad(e.to_string()))?;
+                    read.update(&*slice);
+                }
                 y += n;
             }
             if read.finalize() != h.finalize() {
@@ -267,6 +282,7 @@ impl RasterSink {
                 band.set_description("class")
                     .map_err(|e| gerr(staging, e))?;
             }
+            RasterKind::Values => {}
             RasterKind::Probabilities | RasterKind::Embeddings => {
                 for (i, c) in classes.iter().enumerate() {
                     let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
@@ -289,30 +305,47 @@ impl RasterSink {
         })
     }
 
-    /// Creates a float32 staging GeoTIFF of `bands` embedding bands on the given grid.
-    pub fn create_embeddings(
-        staging: &Path,
-        width: usize,
-        height: usize,
-        geo_transform: &[f64; 6],
+    /// Creates the part of an embeddings raster (float32, `dim` bands, NaN = no data)
+    /// holding `rows` rows of a patch grid `width` patches wide, as
+    /// [`Self::create_part`].
+    pub fn create_embeddings_part(
+        path: &Path,
+        (width, rows): (usize, usize),
+        gt: &[f64; 6],
         srs_wkt: &str,
-        bands: usize,
+        dim: usize,
     ) -> Result<Self, OutputError> {
-        let ds = staging_dataset::<f32>(staging, (width, height, bands), geo_transform, srs_wkt)?;
-        for i in 0..bands {
-            let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
+        let ds = staging_dataset_with::<f32>(
+            path,
+            (width, rows, dim),
+            gt,
+            srs_wkt,
+            &[
+                ("INTERLEAVE", "BAND"),
+                ("PHOTOMETRIC", "MINISBLACK"),
+                ("COMPRESS", "DEFLATE"),
+                ("ZLEVEL", "1"),
+                ("PREDICTOR", "3"),
+                ("BIGTIFF", "IF_SAFER"),
+            ],
+        )?;
+        for i in 0..dim {
+            let mut band = ds.rasterband(i + 1).map_err(|e| gerr(path, e))?;
             band.set_no_data_value(Some(f64::NAN))
-                .map_err(|e| gerr(staging, e))?;
-            band.set_description(&format!("embedding_{i}"))
-                .map_err(|e| gerr(staging, e))?;
+                .map_err(|e| gerr(path, e))?;
         }
         Ok(Self {
             ds,
             kind: RasterKind::Embeddings,
             width,
-            bands,
-            staging: staging.to_path_buf(),
-            written: None,
+            bands: dim,
+            staging: path.to_path_buf(),
+            written: Some(Written {
+                hashes: (0..dim).map(|_| sha2::Sha256::new()).collect(),
+                next_row: 0,
+                height: rows,
+                in_order: true,
+            }),
         })
     }
 
@@ -369,14 +402,14 @@ impl RasterSink {
 
 /// Copies `src` to a COG at `target` with the options of `kind` (GDAL reads the source block
 /// by block: a VRT of parts streams).
-fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result<(), OutputError> {
+pub(crate) fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result<(), OutputError> {
     {
         let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
         let resampling = match kind {
             RasterKind::Classes => "MODE",
-            RasterKind::Probabilities | RasterKind::Embeddings => "AVERAGE",
+            RasterKind::Probabilities | RasterKind::Embeddings | RasterKind::Values => "AVERAGE",
         };
-        let predictor = if kind == RasterKind::Embeddings {
+        let predictor = if matches!(kind, RasterKind::Embeddings | RasterKind::Values) {
             "YES"
         } else {
             "NO"
@@ -487,6 +520,7 @@ pub fn cog_from_parts(
                 }
                 xml.push_str("</ColorTable>");
             }
+            RasterKind::Values => {}
             RasterKind::Probabilities | RasterKind::Embeddings => {
                 let c = &classes[b - 1];
                 let _ = write!(
@@ -516,74 +550,125 @@ pub fn cog_from_parts(
     cog_copy(&src, kind, target)
 }
 
-impl RasterSink {
-    /// Copies the float32 staging file to a uint8 COG at `target`: band `b` is quantised
-    /// linearly from `ranges[b]` (min, max) to 1..=255 with 0 = no data, and carries the
-    /// scale/offset that turn it back into the value (GDAL 3.6 has no int8 type).
-    pub fn finish_cog_uint8(
-        mut self,
-        target: &Path,
-        ranges: &[(f32, f32)],
-    ) -> Result<(), OutputError> {
-        self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
-        let (w, h) = self.ds.raster_size();
-        let gt = self
-            .ds
-            .geo_transform()
-            .map_err(|e| gerr(&self.staging, e))?;
-        let wkt = self.ds.projection();
-        let staging = self.staging.clone();
-        let bands = self.bands;
-        drop(self);
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
-        let mut xml = format!(
-            "<VRTDataset rasterXSize=\"{w}\" rasterYSize=\"{h}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
-            esc(&wkt),
-            gt.iter()
-                .map(|v| format!("{v:.17e}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        for b in 0..bands {
-            let (lo, hi) = ranges.get(b).copied().unwrap_or((0.0, 0.0));
-            let span = f64::from(hi - lo).max(f64::from(f32::EPSILON));
-            let ratio = 254.0 / span;
-            let offset = 1.0 - f64::from(lo) * ratio;
-            let scale = span / 254.0;
-            let _ = write!(
-                xml,
-                "<VRTRasterBand dataType=\"Byte\" band=\"{}\"><Description>embedding_{b}</Description><NoDataValue>0</NoDataValue>\
-                 <Offset>{:.17e}</Offset><Scale>{scale:.17e}</Scale><ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename>\
-                 <SourceBand>{}</SourceBand><NODATA>nan</NODATA><ScaleOffset>{offset:.17e}</ScaleOffset><ScaleRatio>{ratio:.17e}</ScaleRatio></ComplexSource></VRTRasterBand>",
-                b + 1,
-                f64::from(lo) - scale,
-                esc(&staging.to_string_lossy()),
-                b + 1
-            );
+/// Smallest and largest finite value per band over every part of an embeddings raster:
+/// the quantisation range of a uint8 COG, from the whole run.
+pub fn band_ranges(
+    parts: &[Part],
+    width: usize,
+    dim: usize,
+) -> Result<Vec<(f32, f32)>, OutputError> {
+    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); dim];
+    for p in parts {
+        let ds = Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
+        let chunk = ((4 << 20) / width.max(1)).clamp(1, p.rows.max(1));
+        let mut buf = vec![0_f32; width * chunk];
+        for (b, r) in ranges.iter_mut().enumerate() {
+            let band = ds.rasterband(b + 1).map_err(|e| gerr(&p.path, e))?;
+            let mut y = 0;
+            while y < p.rows {
+                let n = chunk.min(p.rows - y);
+                let slice = &mut buf[..width * n];
+                band.read_into_slice::<f32>((0, y as isize), (width, n), (width, n), slice, None)
+                    .map_err(|e| gerr(&p.path, e))?;
+                for &v in slice.iter().filter(|v| v.is_finite()) {
+                    *r = (r.0.min(v), r.1.max(v));
+                }
+                y += n;
+            }
         }
-        xml.push_str("</VRTDataset>");
-        let src = Dataset::open(&xml).map_err(|e| gerr(target, e))?;
-        let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
-        let opts = options(&[
-            ("COMPRESS", "DEFLATE"),
-            ("BLOCKSIZE", "64"),
-            ("OVERVIEW_RESAMPLING", "AVERAGE"),
-            ("BIGTIFF", "IF_SAFER"),
-            ("NUM_THREADS", "ALL_CPUS"),
-        ]);
-        drop(
-            with_cog_temps(target, || src.create_copy(&driver, target, &opts))
-                .map_err(|e| gerr(target, e))?,
-        );
-        drop(src);
-        let _ = std::fs::remove_file(&staging);
-        let _ = std::fs::remove_file(aux_path(&staging));
-        Ok(())
     }
+    Ok(ranges)
+}
+
+/// Joins the parts of an embeddings raster into a COG at `target`: float32 with NaN as no
+/// data, or (with `ranges`) uint8 quantised per band as [`RasterSink::finish_cog_uint8`].
+pub fn embeddings_cog_from_parts(
+    parts: &[Part],
+    (width, height): (usize, usize),
+    gt: &[f64; 6],
+    srs_wkt: &str,
+    dim: usize,
+    ranges: Option<&[(f32, f32)]>,
+    target: &Path,
+) -> Result<(), OutputError> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut xml = format!(
+        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
+        esc(srs_wkt),
+        gt.iter()
+            .map(|v| format!("{v:.17e}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for b in 0..dim {
+        let source = |p: &Part, extra: &str| {
+            format!(
+                "<SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{}</SourceBand>\
+                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/>{extra}",
+                esc(&p.path.to_string_lossy()),
+                b + 1,
+                p.rows,
+                p.y,
+                p.rows
+            )
+        };
+        match ranges {
+            None => {
+                let _ = write!(
+                    xml,
+                    "<VRTRasterBand dataType=\"Float32\" band=\"{}\"><Description>embedding_{b}</Description><NoDataValue>nan</NoDataValue>",
+                    b + 1
+                );
+                for p in parts {
+                    let _ = write!(xml, "<SimpleSource>{}</SimpleSource>", source(p, ""));
+                }
+            }
+            Some(ranges) => {
+                let (lo, hi) = ranges.get(b).copied().unwrap_or((0.0, 0.0));
+                let span = f64::from(hi - lo).max(f64::from(f32::EPSILON));
+                let ratio = 254.0 / span;
+                let offset = 1.0 - f64::from(lo) * ratio;
+                let scale = span / 254.0;
+                let _ = write!(
+                    xml,
+                    "<VRTRasterBand dataType=\"Byte\" band=\"{}\"><Description>embedding_{b}</Description><NoDataValue>0</NoDataValue>\
+                     <Offset>{:.17e}</Offset><Scale>{scale:.17e}</Scale>",
+                    b + 1,
+                    f64::from(lo) - scale,
+                );
+                let extra = format!(
+                    "<NODATA>nan</NODATA><ScaleOffset>{offset:.17e}</ScaleOffset><ScaleRatio>{ratio:.17e}</ScaleRatio>"
+                );
+                for p in parts {
+                    let _ = write!(xml, "<ComplexSource>{}</ComplexSource>", source(p, &extra));
+                }
+            }
+        }
+        xml.push_str("</VRTRasterBand>");
+    }
+    xml.push_str("</VRTDataset>");
+    let src = Dataset::open(&xml).map_err(|e| gerr(target, e))?;
+    if ranges.is_none() {
+        return cog_copy(&src, RasterKind::Embeddings, target);
+    }
+    let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
+    let opts = options(&[
+        ("COMPRESS", "DEFLATE"),
+        ("BLOCKSIZE", "64"),
+        ("OVERVIEW_RESAMPLING", "AVERAGE"),
+        ("BIGTIFF", "IF_SAFER"),
+        ("NUM_THREADS", "ALL_CPUS"),
+    ]);
+    drop(
+        with_cog_temps(target, || src.create_copy(&driver, target, &opts))
+            .map_err(|e| gerr(target, e))?,
+    );
+    Ok(())
 }
 
 /// The PAM sidecar GDAL writes beside `path`.

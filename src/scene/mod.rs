@@ -5,6 +5,7 @@
 pub mod mosaic;
 mod reader;
 mod sentinel2;
+pub mod series;
 pub mod timeseries;
 
 pub use reader::{StackReader, StripReader};
@@ -86,6 +87,9 @@ impl StackRequest {
     /// The request of a segmentation model (ukis-csmask): reflectance in, every band required.
     #[must_use]
     pub fn for_model(spec: &ModelSpec) -> Self {
+        if let Some(enc) = &spec.encoder {
+            return enc.stack_request();
+        }
         Self {
             bands: spec.bands.clone(),
             wavelengths: vec![None; spec.bands.len()],

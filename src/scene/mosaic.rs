@@ -167,7 +167,22 @@ pub fn open_mosaic(
     aoi: &Aoi,
     name: &str,
 ) -> Result<(Stack, Vec<MosaicScene>), Error> {
-    let entries = by_priority(mosaic_entries(scenes)?);
+    mosaic_of(mosaic_entries(scenes)?, req, opts, aoi, name)
+}
+
+/// Builds the model-ready stack of the scenes `entries` on the AOI grid, as [`open_mosaic`].
+pub fn mosaic_of(
+    entries: Vec<SceneEntry>,
+    req: &StackRequest,
+    opts: &SceneOptions,
+    aoi: &Aoi,
+    name: &str,
+) -> Result<(Stack, Vec<MosaicScene>), Error> {
+    let entries = by_priority(entries);
+    let scenes: Vec<String> = entries
+        .iter()
+        .map(|e| e.source.label().to_string())
+        .collect();
     let mut grid_srs = SpatialRef::from_wkt(&aoi.grid.srs_wkt).map_err(|e| AoiError::Gdal {
         aoi: aoi.source.clone(),
         message: e.to_string(),

@@ -373,6 +373,18 @@ fn gdal_cloud(path: &str) -> Option<f64> {
     .filter(|c| c.is_finite())
 }
 
+/// Parses `--dates 2021-01-05,2021-02-04`.
+pub fn parse_dates(s: &str) -> Result<Vec<Date>, SceneError> {
+    s.split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            parse_date(d.trim()).ok_or_else(|| SceneError::Series {
+                what: format!("--dates entry `{d}` is not a date (YYYY-MM-DD)"),
+            })
+        })
+        .collect()
+}
+
 /// Expands the `--scene` values into dated time steps sorted by date. `dates` (from
 /// `--dates`) gives the dates of scenes that carry none, in the order given.
 pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, SceneError> {

@@ -90,6 +90,11 @@ def rebuild(path: Path) -> dict:
         head_weights=None if p.get("eoinfer:head_random_weights", True) else "head.pth",
         patch_size=p["eoinfer:patch_size"],
         plain_attention=p["eoinfer:attention"] == "onnx",
+        value_name=p.get("eoinfer:regression", {}).get("name"),
+        value_unit=p.get("eoinfer:regression", {}).get("unit"),
+        value_min=p.get("eoinfer:regression", {}).get("range", [None, None])[0],
+        value_max=p.get("eoinfer:regression", {}).get("range", [None, None])[1],
+        window_size=p.get("eoinfer:window_size"),
     )
     onnx_path = path.parent / doc["assets"]["model"]["href"]
     return export.build_manifest(
@@ -100,6 +105,7 @@ def rebuild(path: Path) -> dict:
         p["eoinfer:parity"]["shapes"],
         p["eoinfer:export_seconds"],
         [c["name"] for c in classes],
+        p.get("eoinfer:head_source"),
     )
 
 

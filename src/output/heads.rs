@@ -1,0 +1,453 @@
+//! The final outputs of the value heads, from the float32 parts their blocks wrote:
+//! a regression head's value map (float32 COG with the value's name, unit and nodata, a QGIS
+//! colour ramp, per-tile statistics in the tiles GeoParquet) and a classification head's
+//! window labels (a class COG at window resolution with the colour table, and one GeoParquet
+//! row per window with its label and class scores).
+
+use crate::error::{Error, OutputError};
+use crate::journal::BlockRecord;
+use crate::model::ClassInfo;
+use crate::model::embedding::RegressionSpec;
+use crate::output::parquet::footprint_wkb;
+use crate::output::raster::{Part, RasterKind, RasterSink, aux_path, cog_from_parts};
+use crate::pipeline::{Counts, MergeContext, Outputs, RunSummary};
+use crate::plan::JobPlan;
+use crate::util::{TempFiles, partial_name};
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int32Type};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The part files of the finished blocks, in row order.
+fn parts_of(records: &[&BlockRecord], parts_path: &Path) -> Vec<Part> {
+    records
+        .iter()
+        .flat_map(|r| {
+            r.parts.iter().map(|p| Part {
+                path: parts_path.join(&p.file),
+                y: r.rows.0,
+                rows: r.rows.1 - r.rows.0,
+            })
+        })
+        .collect()
+}
+
+fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    OutputError::Gdal {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Joins the value parts into a float32 COG: NaN (no prediction) becomes the value's nodata;
+/// the band carries the value's name, unit and expected range.
+fn values_cog(
+    job: &JobPlan,
+    parts: &[Part],
+    value: &RegressionSpec,
+    target: &Path,
+) -> Result<(), OutputError> {
+    let (width, height, gt) = job.out_grid();
+    let mut s = format!(
+        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>\
+         <VRTRasterBand dataType=\"Float32\" band=\"1\"><Description>{}</Description><NoDataValue>{:.17e}</NoDataValue><UnitType>{}</UnitType>\
+         <Metadata><MDI key=\"VALUE_NAME\">{}</MDI><MDI key=\"VALUE_UNIT\">{}</MDI><MDI key=\"VALUE_RANGE\">{} {}</MDI></Metadata>",
+        xml(&job.grid.srs_wkt),
+        gt.iter()
+            .map(|v| format!("{v:.17e}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        xml(&value.name),
+        value.nodata,
+        xml(&value.unit),
+        xml(&value.name),
+        xml(&value.unit),
+        value.range[0],
+        value.range[1]
+    );
+    for p in parts {
+        let _ = write!(
+            s,
+            "<ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>1</SourceBand>\
+             <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/><NODATA>nan</NODATA></ComplexSource>",
+            xml(&p.path.to_string_lossy()),
+            p.rows,
+            p.y,
+            p.rows
+        );
+    }
+    s.push_str("</VRTRasterBand></VRTDataset>");
+    let src = gdal::Dataset::open(&s).map_err(|e| gerr(target, e))?;
+    crate::output::raster::cog_copy(&src, RasterKind::Values, target)
+}
+
+/// The outputs of a regression head from the finished blocks.
+pub fn merge_regression(
+    job: &JobPlan,
+    out: &Path,
+    ctx: MergeContext,
+    records: &[&BlockRecord],
+    parts_path: &Path,
+    value: &RegressionSpec,
+    t_final: std::time::Instant,
+) -> Result<RunSummary, Error> {
+    let name = &job.name;
+    let parts = parts_of(records, parts_path);
+    let final_values = out.join(format!("{name}.values.tif"));
+    let final_tiles = out.join(format!("{name}.tiles.parquet"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    let final_item = out.join(format!("{name}.item.json"));
+    let mut temps = TempFiles::new();
+    let part_values = temps.track(partial_name(&final_values));
+    temps.track(aux_path(&part_values));
+    let part_tiles = temps.track(partial_name(&final_tiles));
+    values_cog(job, &parts, value, &part_values)?;
+    let (tiles, totals, _) = crate::pipeline::sum_tiles(job, records, 1)?;
+    crate::output::parquet::write_value_tiles(
+        &part_tiles,
+        &tiles,
+        &value.name,
+        &job.grid.geo_transform,
+        &job.grid.projjson,
+    )?;
+    let valid = totals.first().copied().unwrap_or(0);
+    let counts = Counts {
+        pixels_valid: valid,
+        ..Counts::default()
+    };
+    let outputs = Outputs {
+        classes: None,
+        probabilities: None,
+        tiles: Some(final_tiles.clone()),
+        embeddings: None,
+        table: None,
+        values: Some(final_values.clone()),
+        summary: final_summary.clone(),
+        stac_item: final_item.clone(),
+        vectors: None,
+    };
+    let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
+    let style =
+        crate::output::qgis::value_style(&value.name, &value.unit, value.range[0], value.range[1]);
+    let mut moves = vec![
+        (part_values.clone(), final_values.clone()),
+        (part_tiles, final_tiles),
+        crate::output::qgis::stage_text(
+            &crate::output::qgis::style_path(&final_values),
+            &style,
+            &mut temps,
+        )?,
+    ];
+    if aux_path(&part_values).exists() {
+        moves.push((aux_path(&part_values), aux_path(&final_values)));
+    }
+    finish(job, out, &summary, moves, temps)?;
+    Ok(summary)
+}
+
+/// Writes the item and the summary (last) and renames everything into place.
+fn finish(
+    job: &JobPlan,
+    out: &Path,
+    summary: &RunSummary,
+    mut moves: Vec<(PathBuf, PathBuf)>,
+    mut temps: TempFiles,
+) -> Result<(), Error> {
+    let name = &job.name;
+    let final_item = out.join(format!("{name}.item.json"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    moves.push(crate::pipeline::write_item(
+        job,
+        out,
+        &final_item,
+        &mut temps,
+    )?);
+    let part_summary = temps.track(partial_name(&final_summary));
+    let mut text = serde_json::to_string_pretty(summary).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
+        path: part_summary.clone(),
+        source,
+    })?;
+    // The summary goes last: its presence says the run is complete.
+    moves.push((part_summary, final_summary));
+    temps.commit(moves)?;
+    crate::output::stac::update_catalog(
+        out,
+        &format!("{name}.item.json"),
+        &format!("{} on {name}", job.model.id),
+    )?;
+    Ok(())
+}
+
+/// One labelled window.
+struct WindowRow {
+    row: usize,
+    col: usize,
+    class: u8,
+    scores: Vec<f32>,
+}
+
+/// Reads the window scores of every part: the label of each window (the class with the
+/// highest score; `CLASS_NODATA` without a prediction) row by row, and the labelled windows.
+fn labels(
+    parts: &[Part],
+    width: usize,
+    classes: usize,
+) -> Result<(Vec<u8>, Vec<WindowRow>), OutputError> {
+    let mut labels = Vec::new();
+    let mut rows = Vec::new();
+    for p in parts {
+        let ds = gdal::Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
+        let plane = width * p.rows;
+        let mut scores = vec![0_f32; classes * plane];
+        for c in 0..classes {
+            ds.rasterband(c + 1)
+                .and_then(|b| {
+                    b.read_into_slice::<f32>(
+                        (0, 0),
+                        (width, p.rows),
+                        (width, p.rows),
+                        &mut scores[c * plane..(c + 1) * plane],
+                        None,
+                    )
+                })
+                .map_err(|e| gerr(&p.path, e))?;
+        }
+        for i in 0..plane {
+            let s: Vec<f32> = (0..classes).map(|c| scores[c * plane + i]).collect();
+            if !s[0].is_finite() {
+                labels.push(crate::blend::CLASS_NODATA);
+                continue;
+            }
+            let best = (0..classes)
+                .max_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
+            labels.push(best as u8);
+            rows.push(WindowRow {
+                row: p.y + i / width,
+                col: i % width,
+                class: best as u8,
+                scores: s,
+            });
+        }
+    }
+    Ok((labels, rows))
+}
+
+/// The windows GeoParquet: one row per labelled window with its polygon, label and scores.
+fn write_windows(
+    path: &Path,
+    rows: &[WindowRow],
+    classes: &[ClassInfo],
+    gt: &[f64; 6],
+    projjson: &str,
+) -> Result<(), OutputError> {
+    let perr = |e: &dyn std::fmt::Display| OutputError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut schema = String::from(
+        "message windows {\n required int32 window_row;\n required int32 window_col;\n required int32 class;\n required binary class_name (UTF8);\n",
+    );
+    for c in classes {
+        let _ = writeln!(
+            schema,
+            " required double score_{};",
+            crate::output::parquet::column_name(&c.name)
+        );
+    }
+    schema.push_str(" required binary geometry;\n}\n");
+    let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(&e))?);
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    let mut wkbs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let w = crate::grid::Window {
+            x: r.col as i64,
+            y: r.row as i64,
+            width: 1,
+            height: 1,
+        };
+        let (wkb, b) = footprint_wkb(w, gt);
+        bbox = [
+            bbox[0].min(b[0]),
+            bbox[1].min(b[1]),
+            bbox[2].max(b[2]),
+            bbox[3].max(b[3]),
+        ];
+        wkbs.push(ByteArray::from(wkb));
+    }
+    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
+    let mut col = serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
+    if !rows.is_empty() {
+        col["bbox"] = serde_json::json!(bbox);
+    }
+    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col}});
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "geo".to_string(),
+            geo.to_string(),
+        )]))
+        .build();
+    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut writer =
+        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))?;
+    let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
+    macro_rules! column {
+        ($ty:ty, $vals:expr) => {{
+            let mut c = rg
+                .next_column()
+                .map_err(|e| perr(&e))?
+                .ok_or_else(|| perr(&"missing column"))?;
+            c.typed::<$ty>()
+                .write_batch($vals, None, None)
+                .map_err(|e| perr(&e))?;
+            c.close().map_err(|e| perr(&e))?;
+        }};
+    }
+    column!(
+        Int32Type,
+        &rows.iter().map(|r| r.row as i32).collect::<Vec<_>>()
+    );
+    column!(
+        Int32Type,
+        &rows.iter().map(|r| r.col as i32).collect::<Vec<_>>()
+    );
+    column!(
+        Int32Type,
+        &rows.iter().map(|r| i32::from(r.class)).collect::<Vec<_>>()
+    );
+    let names: Vec<ByteArray> = rows
+        .iter()
+        .map(|r| ByteArray::from(classes[usize::from(r.class)].name.as_str()))
+        .collect();
+    column!(ByteArrayType, &names);
+    for c in 0..classes.len() {
+        column!(
+            DoubleType,
+            &rows
+                .iter()
+                .map(|r| f64::from(r.scores[c]))
+                .collect::<Vec<_>>()
+        );
+    }
+    column!(ByteArrayType, &wkbs);
+    rg.close().map_err(|e| perr(&e))?;
+    writer.close().map_err(|e| perr(&e))?;
+    Ok(())
+}
+
+/// The outputs of a classification head from the finished blocks.
+pub fn merge_classification(
+    job: &JobPlan,
+    out: &Path,
+    ctx: MergeContext,
+    records: &[&BlockRecord],
+    parts_path: &Path,
+    t_final: std::time::Instant,
+) -> Result<RunSummary, Error> {
+    let name = &job.name;
+    let classes = &job.model.classes;
+    let parts = parts_of(records, parts_path);
+    let (width, height, gt) = job.out_grid();
+    let final_classes = out.join(format!("{name}.classes.tif"));
+    let final_windows = out.join(format!("{name}.windows.parquet"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    let final_item = out.join(format!("{name}.item.json"));
+    let mut temps = TempFiles::new();
+    let part_classes = temps.track(partial_name(&final_classes));
+    temps.track(aux_path(&part_classes));
+    let staged = temps.track(out.join(format!(".{name}.labels.staged.tif")));
+    temps.track(aux_path(&staged));
+    let part_windows = temps.track(partial_name(&final_windows));
+    let (labels, rows) = labels(&parts, width, classes.len())?;
+    let mut sink = RasterSink::create_part(
+        &staged,
+        (width, height),
+        &gt,
+        &job.grid.srs_wkt,
+        RasterKind::Classes,
+        classes,
+    )?;
+    sink.write_rows(0, height, &labels)?;
+    sink.finish_part()?;
+    let whole = [Part {
+        path: staged.clone(),
+        y: 0,
+        rows: height,
+    }];
+    cog_from_parts(
+        &whole,
+        (width, height),
+        &gt,
+        &job.grid.srs_wkt,
+        RasterKind::Classes,
+        classes,
+        &part_classes,
+    )?;
+    write_windows(&part_windows, &rows, classes, &gt, &job.grid.projjson)?;
+    let mut per_class = vec![0_u64; classes.len()];
+    for r in &rows {
+        per_class[usize::from(r.class)] += 1;
+    }
+    let counts = Counts {
+        pixels: (width * height) as u64,
+        pixels_valid: rows.len() as u64,
+        class_pixels: classes
+            .iter()
+            .map(|c| (c.name.clone(), per_class[usize::from(c.value)]))
+            .collect(),
+        ..Counts::default()
+    };
+    let outputs = Outputs {
+        classes: Some(final_classes.clone()),
+        probabilities: None,
+        tiles: None,
+        embeddings: None,
+        table: Some(final_windows.clone()),
+        values: None,
+        summary: final_summary.clone(),
+        stac_item: final_item.clone(),
+        vectors: None,
+    };
+    let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
+    let mut moves = vec![
+        (part_classes.clone(), final_classes.clone()),
+        (part_windows, final_windows),
+    ];
+    moves.extend(crate::output::qgis::write_styles(
+        &final_classes,
+        None,
+        None,
+        classes,
+        &mut temps,
+    )?);
+    if aux_path(&part_classes).exists() {
+        moves.push((aux_path(&part_classes), aux_path(&final_classes)));
+    }
+    finish(job, out, &summary, moves, temps)?;
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_file(aux_path(&staged));
+    Ok(summary)
+}

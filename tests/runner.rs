@@ -1,0 +1,538 @@
+//! One runner for every model kind: an OlmoEarth encoder runs with an AOI, shards, merge and
+//! resume exactly as a segmentation model does; scenes of one date form one time step;
+//! `bench-model` measures every kind. Real scenes, the committed Nano models, the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{eoinfer, ok, ok_stdout, reference_python, root, shared_scene};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A polygon inside the Slovenia series (lon/lat): its corners cut off, so patches outside
+/// it are masked.
+const AOI: &str = "POLYGON ((14.5520 45.8740, 14.5600 45.8747, 14.5638 45.8700, 14.5630 45.8666, 14.5560 45.8662, 14.5522 45.8690, 14.5520 45.8740))";
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn series() -> PathBuf {
+    shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100")
+}
+
+/// An embedding run of the five dates over the AOI: 32 px tiles (4 patches) overlapping by
+/// 16 px, one tile row per block, so the run has several blocks to share out.
+fn args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--model",
+        &s(&root().join("models/olmoearth/olmoearth-v1-nano.json")),
+        "--scene",
+        &s(&series()),
+        "--aoi",
+        AOI,
+        "--out",
+        &s(out),
+        "--name",
+        "run",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "16",
+        "--block-rows",
+        "1",
+    ]
+    .iter()
+    .map(|x| (*x).to_string())
+    .collect();
+    a.extend(extra.iter().map(|x| (*x).to_string()));
+    a
+}
+
+fn predict(out: &Path, extra: &[&str]) -> Vec<String> {
+    [vec!["predict".to_string()], args(out, extra)].concat()
+}
+
+/// The uninterrupted one-process run.
+fn one_process() -> &'static (PathBuf, serde_json::Value) {
+    static RUN: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = root().join("target/test-fixtures/embed-one-process");
+        let _ = std::fs::remove_dir_all(&dir);
+        let summary = json(&ok_stdout(&eoinfer(predict(&dir, &["--json"]))));
+        (dir, summary)
+    })
+}
+
+/// Every band of a raster as float32, band after band.
+fn read_bands(path: &Path) -> Vec<f32> {
+    let ds = gdal::Dataset::open(path).unwrap();
+    let (w, h) = ds.raster_size();
+    (1..=ds.raster_count())
+        .flat_map(|b| {
+            let mut buf = vec![0_f32; w * h];
+            ds.rasterband(b)
+                .unwrap()
+                .read_into_slice::<f32>((0, 0), (w, h), (w, h), &mut buf, None)
+                .unwrap();
+            buf
+        })
+        .collect()
+}
+
+fn sha(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The same embeddings COG bytes and the same GeoParquet rows (pyarrow) as the one-process
+/// run.
+fn same_as_one_process(out: &Path) {
+    let (reference, _) = one_process();
+    let cog = "run.embeddings.tif";
+    assert_eq!(sha(&reference.join(cog)), sha(&out.join(cog)), "{cog}");
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+        t = [pq.read_table(p).to_pylist() for p in sys.argv[1:3]]\n\
+        key = lambda r: json.dumps(r, sort_keys=True, default=str)\n\
+        print(json.dumps({'rows': [len(x) for x in t], 'equal': [key(r) for r in t[0]] == [key(r) for r in t[1]]}))";
+    let table = "run.embeddings.parquet";
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(reference.join(table))
+        .arg(out.join(table))
+        .output()
+        .unwrap();
+    let r = json(&ok_stdout(&o));
+    assert_eq!(r["equal"], true, "{r}");
+    assert!(r["rows"][0].as_u64().unwrap() > 50, "{r}");
+}
+
+#[test]
+fn an_embedding_run_over_an_aoi_is_masked_to_it_and_three_concurrent_shards_merge_to_its_bytes() {
+    let (reference, summary) = one_process();
+    let blocks = summary["job"]["blocks"].as_u64().unwrap();
+    assert!(blocks >= 3, "{summary}");
+    assert_eq!(summary["counts"]["time_steps"], 5);
+    // Patches outside the polygon are nodata (NaN) and have no row.
+    let valid = summary["counts"]["patches_valid"].as_u64().unwrap();
+    let patches = summary["counts"]["patches"].as_u64().unwrap();
+    assert!(
+        valid > patches / 2 && valid < patches,
+        "{valid} of {patches}"
+    );
+    assert_eq!(summary["counts"]["parquet_rows"], valid);
+    let info = common::gdalinfo(&reference.join("run.embeddings.tif"));
+    assert_eq!(info["bands"].as_array().unwrap().len(), 128);
+    assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
+    // The grid is the AOI's (UTM 33N, 10 m pixels, patches of 80 m).
+    assert_eq!(info["geoTransform"][1], 80.0);
+    assert!(reference.join("run.item.json").exists());
+    assert!(reference.join("run.plan.json").exists());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sharded");
+    let plan = json(&ok_stdout(&eoinfer(
+        [
+            vec!["plan".to_string()],
+            args(&out, &["--shards", "3", "--json"]),
+        ]
+        .concat(),
+    )));
+    assert_eq!(plan["shards"].as_array().unwrap().len(), 3);
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+                .args(predict(
+                    &out,
+                    &["--shard", &format!("{i}/3"), "--threads", "1", "--json"],
+                ))
+                .current_dir(root())
+                .env_remove("ORT_DYLIB_PATH")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let r = json(&ok_stdout(&c.wait_with_output().unwrap()));
+        assert_eq!(r["shard"], format!("{i}/3"));
+    }
+    assert!(!out.join("run.embeddings.tif").exists());
+    let merged = json(&ok_stdout(&eoinfer(["merge", &s(&out), "--json"])));
+    assert_eq!(
+        merged["job"]["processes"],
+        serde_json::json!(["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"])
+    );
+    assert_eq!(merged["counts"]["patches_valid"], valid);
+    same_as_one_process(&out);
+}
+
+/// Block lines in all journals of a run's work folder.
+fn block_lines(work: &Path) -> usize {
+    common::files_in(work)
+        .iter()
+        .filter(|f| f.starts_with("journal-"))
+        .map(|f| {
+            std::fs::read_to_string(work.join(f)).map_or(0, |t| {
+                t.lines()
+                    .filter(|l| l.contains("\"kind\":\"block\""))
+                    .count()
+            })
+        })
+        .sum()
+}
+
+#[test]
+fn an_embedding_run_killed_after_its_first_block_resumes_to_the_same_bytes() {
+    let (_, full) = one_process();
+    let blocks = full["job"]["blocks"].as_u64().unwrap() as usize;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let journal = out.join(".eoinfer/run");
+    // One thread and one tile per batch: slow enough to be caught between blocks.
+    let run = predict(&out, &["--threads", "1", "--batch-size", "1", "--json"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+        .args(&run)
+        .current_dir(root())
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while block_lines(&journal) < 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // kill -9.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("run.summary.json").exists(), "killed too late");
+    let done = block_lines(&journal);
+    assert!(done >= 1 && done < blocks, "{done} of {blocks}");
+    let rerun = json(&ok_stdout(&eoinfer(&run)));
+    assert_eq!(rerun["job"]["blocks_already_done"], done as u64);
+    assert_eq!(rerun["job"]["blocks_run"], (blocks - done) as u64);
+    assert_eq!(block_lines(&journal), blocks);
+    same_as_one_process(&out);
+    // A finished run is not run again.
+    let again = ok(&eoinfer(&run));
+    assert!(again.contains("nothing to do"), "{again}");
+}
+
+#[test]
+fn scenes_of_one_date_are_mosaicked_into_one_time_step() {
+    let scene = series();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Every date as it is, but 2015-08-20 as a west and an east half (two files, one date).
+    for d in ["20150711", "20150731", "20150830", "20150909"] {
+        std::os::unix::fs::symlink(
+            scene.join(format!("S2_L1C_{d}_13band.tif")),
+            dir.join(format!("S2_L1C_{d}_13band.tif")),
+        )
+        .unwrap();
+    }
+    let src = scene.join("S2_L1C_20150820_13band.tif");
+    for (half, xoff, width) in [("west", 0, 50), ("east", 50, 50)] {
+        let st = Command::new("gdal_translate")
+            .args(["-q", "-srcwin"])
+            .args([
+                xoff.to_string(),
+                "0".into(),
+                width.to_string(),
+                "101".into(),
+            ])
+            .arg(&src)
+            .arg(dir.join(format!("S2_L1C_20150820_{half}.tif")))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let model = root().join("models/olmoearth/olmoearth-v1-nano.json");
+    let run = |scenes: Vec<String>, out: &Path| {
+        let mut a = vec![
+            "predict".to_string(),
+            "--model".into(),
+            s(&model),
+            "--out".into(),
+            s(out),
+            "--name".into(),
+            "run".into(),
+            "--json".into(),
+        ];
+        for sc in scenes {
+            a.push("--scene".into());
+            a.push(sc);
+        }
+        json(&ok_stdout(&eoinfer(a)))
+    };
+    let whole = run(vec![s(&scene)], &tmp.path().join("whole"));
+    let files: Vec<String> = common::files_in(&dir)
+        .iter()
+        .map(|f| s(&dir.join(f)))
+        .collect();
+    assert_eq!(files.len(), 6);
+    let split = run(files, &tmp.path().join("halves"));
+    assert_eq!(split["counts"]["time_steps"], 5, "{split}");
+    let step = &split["time_steps"][2];
+    assert_eq!(step["date"]["day"], 20);
+    let label = step["scene"].as_str().unwrap();
+    assert!(label.contains("west") && label.contains("east"), "{label}");
+    assert_eq!(step["mosaic"].as_array().unwrap().len(), 2);
+    // The halves on the first date's grid are the whole file again: the same embeddings.
+    let a = read_bands(&tmp.path().join("whole/run.embeddings.tif"));
+    let b = read_bands(&tmp.path().join("halves/run.embeddings.tif"));
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter()
+            .zip(&b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())),
+        "the mosaicked step differs from the whole file"
+    );
+    assert_eq!(
+        whole["counts"]["patches_valid"],
+        split["counts"]["patches_valid"]
+    );
+}
+
+#[test]
+fn bench_model_measures_an_encoder_on_the_tiles_predict_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = json(&ok_stdout(&eoinfer(
+        [vec!["bench-model".to_string()], args(tmp.path(), &[])].concat(),
+    )));
+    let (_, full) = one_process();
+    assert_eq!(r["tiles"], full["counts"]["tiles"]);
+    assert_eq!(r["tiles_inferred"], full["counts"]["tiles_inferred"]);
+    assert!(r["inference_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["tiles_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+/// `eoinfer model check --golden` of a committed head: ONNX Runtime against PyTorch's output.
+fn golden(model: &str) -> serde_json::Value {
+    let dir = root().join("models/olmoearth");
+    let r = json(&ok_stdout(&eoinfer([
+        "model",
+        "check",
+        "--model",
+        &s(&dir.join(format!("{model}.json"))),
+        "--golden",
+        &s(&dir.join("golden").join(model)),
+    ])));
+    assert!(
+        r["golden"]["max_abs"].as_f64().unwrap() <= 1e-4,
+        "{model}: {r}"
+    );
+    r
+}
+
+fn head_run(model: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec![
+        "predict".to_string(),
+        "--model".into(),
+        s(&root().join(format!("models/olmoearth/{model}.json"))),
+        "--scene".into(),
+        s(&series()),
+        "--out".into(),
+        s(out),
+        "--name".into(),
+        "run".into(),
+        "--json".into(),
+    ];
+    a.extend(extra.iter().map(|x| (*x).to_string()));
+    json(&ok_stdout(&eoinfer(a)))
+}
+
+#[test]
+fn a_regression_head_writes_a_value_map_with_its_name_unit_nodata_style_and_tile_statistics() {
+    let r = golden("olmoearth-v1-nano-reg");
+    assert_eq!(r["golden"]["shape"], serde_json::json!([1, 1, 64, 64]));
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = head_run("olmoearth-v1-nano-reg", tmp.path(), &["--aoi", AOI]);
+    let values = tmp.path().join("run.values.tif");
+    assert_eq!(summary["outputs"]["values"], s(&values));
+    let o = Command::new("gdalinfo")
+        .args(["-json", "-stats"])
+        .arg(&values)
+        .output()
+        .unwrap();
+    let info = json(&ok_stdout(&o));
+    let band = &info["bands"][0];
+    assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
+    assert_eq!(band["type"], "Float32");
+    assert_eq!(band["description"], "canopy_height");
+    assert_eq!(band["unit"], "m");
+    assert_eq!(band["noDataValue"], -9999.0);
+    assert_eq!(band["metadata"][""]["VALUE_RANGE"], "0 50");
+    // The AOI's grid at 10 m; pixels outside the polygon are nodata, the others values.
+    assert_eq!(info["geoTransform"][1], 10.0);
+    let valid = summary["counts"]["pixels_valid"].as_u64().unwrap();
+    let pixels = summary["counts"]["pixels"].as_u64().unwrap();
+    assert!(valid > pixels / 2 && valid < pixels, "{valid} of {pixels}");
+    assert!(band["minimum"].as_f64().unwrap() > -9999.0);
+    let style = std::fs::read_to_string(tmp.path().join("run.values.qml")).unwrap();
+    assert!(style.contains("singlebandpseudocolor") && style.contains("canopy_height"));
+    // Per-tile statistics: the tiles' valid pixels add up to the map's, each mean lies
+    // between its tile's smallest and largest value.
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+        t = pq.read_table(sys.argv[1]).to_pylist()\n\
+        ok = all(r['canopy_height_min'] <= r['canopy_height_mean'] <= r['canopy_height_max'] for r in t if r['valid_pixels'])\n\
+        print(json.dumps({'rows': len(t), 'ordered': ok, 'cols': sorted(t[0])}))";
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(tmp.path().join("run.tiles.parquet"))
+        .output()
+        .unwrap();
+    let t = json(&ok_stdout(&o));
+    assert_eq!(t["ordered"], true, "{t}");
+    assert_eq!(t["rows"], summary["counts"]["tiles"]);
+}
+
+#[test]
+fn a_classification_head_labels_each_window_with_its_class_scores() {
+    let r = golden("olmoearth-v1-nano-cls");
+    assert_eq!(r["golden"]["shape"], serde_json::json!([1, 4]));
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = head_run("olmoearth-v1-nano-cls", tmp.path(), &[]);
+    // 100 x 101 px in windows of 32 px: 4 x 4 windows of 320 m.
+    assert_eq!(summary["grid"]["window_width"], 4);
+    assert_eq!(summary["grid"]["window_height"], 4);
+    let info = common::gdalinfo(&tmp.path().join("run.classes.tif"));
+    assert_eq!(info["size"], serde_json::json!([4, 4]));
+    assert_eq!(info["geoTransform"][1], 320.0);
+    assert_eq!(
+        info["bands"][0]["categories"],
+        serde_json::json!(["cropland", "grassland", "forest", "water"])
+    );
+    assert!(info["bands"][0]["colorTable"].is_object());
+    let per_class: u64 = summary["counts"]["class_pixels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_class, 16);
+    // One row per window: the label is the best score, the scores are probabilities.
+    let script = "import sys, json, pyarrow.parquet as pq\n\
+        t = pq.read_table(sys.argv[1]).to_pylist()\n\
+        names = ['cropland', 'grassland', 'forest', 'water']\n\
+        best = all(r['class_name'] == max(names, key=lambda n: r['score_' + n]) for r in t)\n\
+        sums = all(abs(sum(r['score_' + n] for n in names) - 1) < 1e-5 for r in t)\n\
+        print(json.dumps({'rows': len(t), 'best': best, 'sums': sums}))";
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(tmp.path().join("run.windows.parquet"))
+        .output()
+        .unwrap();
+    let t = json(&ok_stdout(&o));
+    assert_eq!(
+        t,
+        serde_json::json!({"rows": 16, "best": true, "sums": true})
+    );
+    // Overlapping windows are refused with the reason.
+    let o = eoinfer([
+        "predict",
+        "--model",
+        &s(&root().join("models/olmoearth/olmoearth-v1-nano-cls.json")),
+        "--scene",
+        &s(&series()),
+        "--out",
+        &s(tmp.path()),
+        "--overlap",
+        "16",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("do not overlap"));
+}
+
+#[test]
+fn flip_tta_makes_a_regression_head_mirror_with_the_series() {
+    // The Slovenia dates cropped to 96 x 96 px (tiles at 0 and 32: a symmetric grid of whole
+    // patches) and mirrored left-right: averaged over the flips, the value map of the
+    // mirrored series is the mirrored value map.
+    let tmp = tempfile::tempdir().unwrap();
+    let code = r#"
+import sys, pathlib, rasterio
+from rasterio.windows import Window
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for f in sorted(src.glob("S2_L1C_*_13band.tif")):
+    with rasterio.open(f) as s:
+        a = s.read(window=Window(0, 0, 96, 96))
+        p = s.profile
+        p.update(width=96, height=96, transform=s.window_transform(Window(0, 0, 96, 96)))
+        d = s.descriptions
+    for name, data in (("crop", a), ("mirror", a[:, :, ::-1])):
+        (out / name).mkdir(exist_ok=True)
+        with rasterio.open(out / name / f.name, "w", **p) as o:
+            o.write(data)
+            for i, n in enumerate(d, 1):
+                if n:
+                    o.set_band_description(i, n)
+"#;
+    let o = Command::new(reference_python())
+        .args(["-c", code])
+        .arg(series())
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = root().join("models/olmoearth/olmoearth-v1-nano-reg.json");
+    let mut maps = Vec::new();
+    for name in ["crop", "mirror"] {
+        let out = tmp.path().join(format!("{name}-out"));
+        let summary = json(&ok_stdout(&eoinfer([
+            "predict",
+            "--model",
+            &s(&model),
+            "--scene",
+            &s(&tmp.path().join(name)),
+            "--out",
+            &s(&out),
+            "--name",
+            "run",
+            "--tta",
+            "flip",
+            "--json",
+        ])));
+        assert_eq!(summary["parameters"]["tta"], "flip");
+        maps.push(read_bands(&out.join("run.values.tif")));
+    }
+    let (a, b) = (&maps[0], &maps[1]);
+    assert_eq!(a.len(), 96 * 96);
+    let worst = (0..96)
+        .flat_map(|y| (0..96).map(move |x| (y, x)))
+        .map(|(y, x)| (a[y * 96 + x] - b[y * 96 + 95 - x]).abs())
+        .fold(0.0_f32, f32::max);
+    assert!(worst < 1e-5, "flip TTA is not equivariant: {worst}");
+    // Window labels are not averaged over flips.
+    let o = eoinfer([
+        "predict",
+        "--model",
+        &s(&root().join("models/olmoearth/olmoearth-v1-nano-cls.json")),
+        "--scene",
+        &s(&tmp.path().join("crop")),
+        "--out",
+        &s(&tmp.path().join("cls")),
+        "--tta",
+        "flip",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tta applies to outputs per pixel"));
+}
