@@ -188,7 +188,7 @@ def render(rows, o):
             line += " |" if b is None else (f" {b:.1f} |" if b > 0 else f" > {-b:.0f} (stopped) |")
         lines.append(line)
     lines += ["", "All runs (s): " + "; ".join(
-        f"{fmt} T={steps} " + ", ".join(f"{k} " + "/".join(f"{x[0]:.1f}" for x in v) for k, v in runs.items() if v)
+        f"{fmt} T={steps} " + ", ".join(f"{k} " + "/".join(f"{x[0]:.1f}" if x[0] > 0 else f"> {-x[0]:.0f} (stopped)" for x in v) for k, v in runs.items() if v)
         for fmt, steps, _, _, _, runs in rows)]
     return "\n".join(lines)
 
