@@ -1894,7 +1894,6 @@ fn merge_classes(
     let part_probs = temps.track(partial_name(&final_probs));
     temps.track(aux_path(&part_probs));
     let part_tiles = temps.track(partial_name(&final_tiles));
-    let part_summary = temps.track(partial_name(&final_summary));
 
     let size = (grid.width, grid.height);
     cog_from_parts(
@@ -2036,7 +2035,6 @@ fn merge_classes(
             &mut temps,
         )?);
     }
-    moves.push(write_item(job, out, &final_item, &mut temps)?);
     moves.extend(vector_move);
     if aux_path(&part_classes).exists() {
         moves.push((aux_path(&part_classes), aux_path(&final_classes)));
@@ -2054,14 +2052,31 @@ fn merge_classes(
     }
     summary.timings_s.finalize = t_final.elapsed().as_secs_f64();
     summary.timings_s.total = ctx.t0.elapsed().as_secs_f64();
-    let mut text = serde_json::to_string_pretty(&summary).map_err(|e| OutputError::Io {
+    commit_outputs(job, out, &summary, moves, temps)?;
+    Ok(summary)
+}
+
+/// Writes the run's STAC Item and its summary under temporary names and renames them and
+/// `moves` into place, the summary last (its presence says the run is complete; a signal
+/// waits until every output is in place), then links the Item from the folder's catalog.
+pub(crate) fn commit_outputs(
+    job: &JobPlan,
+    out: &Path,
+    summary: &RunSummary,
+    mut moves: Vec<(PathBuf, PathBuf)>,
+    mut temps: TempFiles,
+) -> Result<(), Error> {
+    let name = &job.name;
+    let final_item = out.join(format!("{name}.item.json"));
+    let final_summary = out.join(format!("{name}.summary.json"));
+    moves.push(write_item(job, out, &final_item, &mut temps)?);
+    let part_summary = temps.track(partial_name(&final_summary));
+    let mut text = serde_json::to_string_pretty(summary).map_err(|e| OutputError::Io {
         path: final_summary.clone(),
         source: e.into(),
     })?;
     text.push('\n');
     std::fs::write(&part_summary, text).map_err(io_err(&part_summary))?;
-    // The summary goes last: its presence says the run is complete. A signal waits until
-    // every output is in place.
     moves.push((part_summary, final_summary));
     temps.commit(moves)?;
     crate::output::stac::update_catalog(
@@ -2069,7 +2084,7 @@ fn merge_classes(
         &format!("{name}.item.json"),
         &format!("{} on {name}", job.model.id),
     )?;
-    Ok(summary)
+    Ok(())
 }
 
 /// The run's STAC Item, written under a temporary name; returns the rename.

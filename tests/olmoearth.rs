@@ -135,21 +135,6 @@ fn worldcereal_months(dir: &std::path::Path) {
 }
 
 /// Every band of a float32 raster (one dataset handle, so each block is decoded once).
-fn read_f32_bands(path: &std::path::Path) -> Vec<Vec<f32>> {
-    let ds = gdal::Dataset::open(path).unwrap();
-    let (w, h) = ds.raster_size();
-    (1..=ds.raster_count())
-        .map(|b| {
-            let mut buf = vec![0_f32; w * h];
-            ds.rasterband(b)
-                .unwrap()
-                .read_into_slice::<f32>((0, 0), (w, h), (w, h), &mut buf, None)
-                .unwrap();
-            buf
-        })
-        .collect()
-}
-
 /// Sentinel-1 of the golden window in dB (WorldCereal stores 20 log10(dB) + 83 as uint16),
 /// one 2-band (vv, vh) GeoTIFF per month beside the monthly Sentinel-2 VRTs.
 fn worldcereal_s1_months(dir: &std::path::Path) {
@@ -239,7 +224,7 @@ fn predict_reproduces_pytorch_embeddings_on_the_real_worldcereal_window() {
                 .join("features.bin"),
         );
         let cog = out.path().join("wc.embeddings.tif");
-        let bands = read_f32_bands(&cog);
+        let bands = common::read_f32_bands(&cog);
         let (mut max_abs, mut min_cos) = (0.0_f64, f64::INFINITY);
         for p in 0..64 {
             let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
@@ -341,7 +326,7 @@ fn a_five_date_series_gives_an_embeddings_cog_and_geoparquet_on_the_patch_grid()
     let reader = SerializedFileReader::new(std::fs::File::open(&table).unwrap()).unwrap();
     let geo = geo_metadata(&table);
     assert_eq!(geo["columns"]["geometry"]["crs"]["id"]["code"], 32633);
-    let bands = read_f32_bands(&cog);
+    let bands = common::read_f32_bands(&cog);
     let (x0, y0) = (gt[0].as_f64().unwrap(), gt[3].as_f64().unwrap());
     let mut rows = 0;
     for row in reader.get_row_iter(None).unwrap() {
@@ -450,7 +435,7 @@ fn a_series_from_a_list_file_a_stac_item_collection_or_repeated_scenes_gives_the
         &dir.path().join("folder"),
         &[],
     ));
-    let reference = read_f32_bands(&dir.path().join("folder/run.embeddings.tif"));
+    let reference = common::read_f32_bands(&dir.path().join("folder/run.embeddings.tif"));
 
     let list = dir.path().join("scenes.txt");
     std::fs::write(&list, files.join("\n")).unwrap();
@@ -487,7 +472,7 @@ fn a_series_from_a_list_file_a_stac_item_collection_or_repeated_scenes_gives_the
             "{what}: sorted by date"
         );
         assert_eq!(
-            read_f32_bands(&out.join("run.embeddings.tif")),
+            common::read_f32_bands(&out.join("run.embeddings.tif")),
             reference,
             "{what}"
         );
@@ -583,7 +568,7 @@ fn uint8_embeddings_decode_with_their_scale_and_offset_to_within_half_a_step() {
         &dir.path().join("u8"),
         &["--embedding-dtype", "uint8"],
     ));
-    let float = read_f32_bands(&dir.path().join("f32/run.embeddings.tif"));
+    let float = common::read_f32_bands(&dir.path().join("f32/run.embeddings.tif"));
     let cog = dir.path().join("u8/run.embeddings.tif");
     let ds = gdal::Dataset::open(&cog).unwrap();
     assert_eq!(

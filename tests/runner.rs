@@ -70,22 +70,6 @@ fn one_process() -> &'static (PathBuf, serde_json::Value) {
     })
 }
 
-/// Every band of a raster as float32, band after band.
-fn read_bands(path: &Path) -> Vec<f32> {
-    let ds = gdal::Dataset::open(path).unwrap();
-    let (w, h) = ds.raster_size();
-    (1..=ds.raster_count())
-        .flat_map(|b| {
-            let mut buf = vec![0_f32; w * h];
-            ds.rasterband(b)
-                .unwrap()
-                .read_into_slice::<f32>((0, 0), (w, h), (w, h), &mut buf, None)
-                .unwrap();
-            buf
-        })
-        .collect()
-}
-
 fn sha(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -178,21 +162,6 @@ fn an_embedding_run_over_an_aoi_is_masked_to_it_and_three_concurrent_shards_merg
     same_as_one_process(&out);
 }
 
-/// Block lines in all journals of a run's work folder.
-fn block_lines(work: &Path) -> usize {
-    common::files_in(work)
-        .iter()
-        .filter(|f| f.starts_with("journal-"))
-        .map(|f| {
-            std::fs::read_to_string(work.join(f)).map_or(0, |t| {
-                t.lines()
-                    .filter(|l| l.contains("\"kind\":\"block\""))
-                    .count()
-            })
-        })
-        .sum()
-}
-
 #[test]
 fn an_embedding_run_killed_after_its_first_block_resumes_to_the_same_bytes() {
     let (_, full) = one_process();
@@ -211,7 +180,7 @@ fn an_embedding_run_killed_after_its_first_block_resumes_to_the_same_bytes() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while block_lines(&journal) < 1 {
+    while common::block_lines(&journal) < 1 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before the kill"
@@ -223,12 +192,12 @@ fn an_embedding_run_killed_after_its_first_block_resumes_to_the_same_bytes() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!out.join("run.summary.json").exists(), "killed too late");
-    let done = block_lines(&journal);
+    let done = common::block_lines(&journal);
     assert!(done >= 1 && done < blocks, "{done} of {blocks}");
     let rerun = json(&ok_stdout(&eoinfer(&run)));
     assert_eq!(rerun["job"]["blocks_already_done"], done as u64);
     assert_eq!(rerun["job"]["blocks_run"], (blocks - done) as u64);
-    assert_eq!(block_lines(&journal), blocks);
+    assert_eq!(common::block_lines(&journal), blocks);
     same_as_one_process(&out);
     // A finished run is not run again.
     let again = ok(&eoinfer(&run));
@@ -297,8 +266,9 @@ fn scenes_of_one_date_are_mosaicked_into_one_time_step() {
     assert!(label.contains("west") && label.contains("east"), "{label}");
     assert_eq!(step["mosaic"].as_array().unwrap().len(), 2);
     // The halves on the first date's grid are the whole file again: the same embeddings.
-    let a = read_bands(&tmp.path().join("whole/run.embeddings.tif"));
-    let b = read_bands(&tmp.path().join("halves/run.embeddings.tif"));
+    let a: Vec<f32> = common::read_f32_bands(&tmp.path().join("whole/run.embeddings.tif")).concat();
+    let b: Vec<f32> =
+        common::read_f32_bands(&tmp.path().join("halves/run.embeddings.tif")).concat();
     assert_eq!(a.len(), b.len());
     assert!(
         a.iter()
@@ -310,6 +280,29 @@ fn scenes_of_one_date_are_mosaicked_into_one_time_step() {
         whole["counts"]["patches_valid"],
         split["counts"]["patches_valid"]
     );
+}
+
+#[test]
+fn dates_for_scenes_that_carry_their_own_are_refused_not_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = eoinfer([
+        "predict",
+        "--model",
+        &s(&root().join("models/olmoearth/olmoearth-v1-nano.json")),
+        "--scene",
+        &s(&series()),
+        "--dates",
+        "2020-01-01",
+        "--out",
+        &s(tmp.path()),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--dates gives 1 dates, but only 0 of the scenes"),
+        "{err}"
+    );
+    assert!(common::files_in(tmp.path()).is_empty());
 }
 
 #[test]
@@ -512,7 +505,7 @@ for f in sorted(src.glob("S2_L1C_*_13band.tif")):
             "--json",
         ])));
         assert_eq!(summary["parameters"]["tta"], "flip");
-        maps.push(read_bands(&out.join("run.values.tif")));
+        maps.push(common::read_f32_bands(&out.join("run.values.tif")).concat());
     }
     let (a, b) = (&maps[0], &maps[1]);
     assert_eq!(a.len(), 96 * 96);

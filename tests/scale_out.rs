@@ -352,21 +352,6 @@ fn three_concurrent_shards_merge_to_the_pixels_and_rows_of_one_process() {
     assert!(again.contains("nothing to do"), "{again}");
 }
 
-/// Block lines in all journals of a run's work folder (one journal per process).
-fn block_lines(work: &Path) -> usize {
-    common::files_in(work)
-        .iter()
-        .filter(|f| f.starts_with("journal-"))
-        .map(|f| {
-            std::fs::read_to_string(work.join(f)).map_or(0, |t| {
-                t.lines()
-                    .filter(|l| l.contains("\"kind\":\"block\""))
-                    .count()
-            })
-        })
-        .sum()
-}
-
 #[test]
 fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_less_work() {
     let (reference, full) = one_process();
@@ -390,7 +375,7 @@ fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_l
             .spawn()
             .unwrap();
         let start = Instant::now();
-        while block_lines(&journal) < blocks_done {
+        while common::block_lines(&journal) < blocks_done {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "{moment}: the run ended before the kill"
@@ -405,7 +390,7 @@ fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_l
             !out.join("run.summary.json").exists(),
             "{moment}: killed too late"
         );
-        let done = block_lines(&journal);
+        let done = common::block_lines(&journal);
         assert!(done >= blocks_done && done <= 4, "{moment}: {done}");
         let rerun = json(&ok_stdout(&eoinfer(&args)));
         assert_eq!(rerun["job"]["blocks_already_done"], done as u64, "{moment}");
@@ -413,7 +398,7 @@ fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_l
         let runs = rerun["job"]["tiles_run"].as_u64().unwrap();
         assert!(runs < full_runs, "{moment}: {runs} >= {full_runs}");
         // Each block is journalled once over both processes.
-        assert_eq!(block_lines(&journal), 4, "{moment}");
+        assert_eq!(common::block_lines(&journal), 4, "{moment}");
         same_rasters(reference, &out);
         same_rows(reference, &out);
         assert!(out.join("run.polygons.gpkg").exists());
@@ -441,13 +426,13 @@ fn a_rerun_with_other_parameters_is_refused_unless_forced_and_a_finished_rerun_i
     ];
     ok(&eoinfer(&base));
     let journal = tmp.path().join(".eoinfer/run");
-    let blocks = block_lines(&journal);
+    let blocks = common::block_lines(&journal);
     let classes = tmp.path().join("run.classes.tif");
     let modified = std::fs::metadata(&classes).unwrap().modified().unwrap();
 
     let again = ok(&eoinfer(&base));
     assert!(again.contains("nothing to do"), "{again}");
-    assert_eq!(block_lines(&journal), blocks);
+    assert_eq!(common::block_lines(&journal), blocks);
     assert_eq!(
         std::fs::metadata(&classes).unwrap().modified().unwrap(),
         modified
@@ -624,7 +609,7 @@ fn a_run_whose_input_fails_midway_journals_only_the_blocks_it_finished() {
     // Blocks 0 (rows 0..224) and 1 (..448) come from the readable 40 %; at most those are
     // journalled, each with its parts on disk, and nothing past the failure.
     let work = out.join(".eoinfer/run");
-    let done = block_lines(&work);
+    let done = common::block_lines(&work);
     assert!(done <= 1, "{done} blocks journalled");
     assert!(!out.join("run.classes.tif").exists());
     let parts: Vec<String> = common::files_in(&work.join("parts"))

@@ -265,7 +265,6 @@ pub fn merge(
     let part_cog = temps.track(partial_name(&final_cog));
     temps.track(aux_path(&part_cog));
     let part_table = temps.track(partial_name(&final_table));
-    let part_summary = temps.track(partial_name(&final_summary));
     let ranges = if uint8 {
         Some(band_ranges(&parts, w, dim)?)
     } else {
@@ -308,28 +307,9 @@ pub fn merge(
         (part_cog.clone(), final_cog.clone()),
         (part_table, final_table),
     ];
-    moves.push(crate::pipeline::write_item(
-        job,
-        out,
-        &final_item,
-        &mut temps,
-    )?);
     if aux_path(&part_cog).exists() {
         moves.push((aux_path(&part_cog), aux_path(&final_cog)));
     }
-    let mut text = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    text.push('\n');
-    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
-        path: part_summary.clone(),
-        source,
-    })?;
-    // The summary goes last: its presence says the run is complete.
-    moves.push((part_summary, final_summary));
-    temps.commit(moves)?;
-    crate::output::stac::update_catalog(
-        out,
-        &format!("{name}.item.json"),
-        &format!("{} on {name}", job.model.id),
-    )?;
+    crate::pipeline::commit_outputs(job, out, &summary, moves, temps)?;
     Ok(summary)
 }

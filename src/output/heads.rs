@@ -8,20 +8,13 @@ use crate::error::{Error, OutputError};
 use crate::journal::BlockRecord;
 use crate::model::ClassInfo;
 use crate::model::embedding::RegressionSpec;
-use crate::output::parquet::footprint_wkb;
 use crate::output::raster::{Part, RasterKind, RasterSink, aux_path, cog_from_parts};
 use crate::pipeline::{Counts, MergeContext, Outputs, RunSummary};
 use crate::plan::JobPlan;
 use crate::util::{TempFiles, partial_name};
-use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int32Type};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::parser::parse_message_type;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 /// The part files of the finished blocks, in row order.
 fn parts_of(records: &[&BlockRecord], parts_path: &Path) -> Vec<Part> {
@@ -44,12 +37,7 @@ fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     }
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::scene::xml_escape as xml;
 
 /// Joins the value parts into a float32 COG: NaN (no prediction) becomes the value's nodata;
 /// the band carries the value's name, unit and expected range.
@@ -60,15 +48,11 @@ fn values_cog(
     target: &Path,
 ) -> Result<(), OutputError> {
     let (width, height, gt) = job.out_grid();
-    let mut s = format!(
-        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>\
-         <VRTRasterBand dataType=\"Float32\" band=\"1\"><Description>{}</Description><NoDataValue>{:.17e}</NoDataValue><UnitType>{}</UnitType>\
+    let mut s = crate::output::raster::vrt_header((width, height), &gt, &job.grid.srs_wkt);
+    let _ = write!(
+        s,
+        "<VRTRasterBand dataType=\"Float32\" band=\"1\"><Description>{}</Description><NoDataValue>{:.17e}</NoDataValue><UnitType>{}</UnitType>\
          <Metadata><MDI key=\"VALUE_NAME\">{}</MDI><MDI key=\"VALUE_UNIT\">{}</MDI><MDI key=\"VALUE_RANGE\">{} {}</MDI></Metadata>",
-        xml(&job.grid.srs_wkt),
-        gt.iter()
-            .map(|v| format!("{v:.17e}"))
-            .collect::<Vec<_>>()
-            .join(","),
         xml(&value.name),
         value.nodata,
         xml(&value.unit),
@@ -153,43 +137,8 @@ pub fn merge_regression(
     if aux_path(&part_values).exists() {
         moves.push((aux_path(&part_values), aux_path(&final_values)));
     }
-    finish(job, out, &summary, moves, temps)?;
+    crate::pipeline::commit_outputs(job, out, &summary, moves, temps)?;
     Ok(summary)
-}
-
-/// Writes the item and the summary (last) and renames everything into place.
-fn finish(
-    job: &JobPlan,
-    out: &Path,
-    summary: &RunSummary,
-    mut moves: Vec<(PathBuf, PathBuf)>,
-    mut temps: TempFiles,
-) -> Result<(), Error> {
-    let name = &job.name;
-    let final_item = out.join(format!("{name}.item.json"));
-    let final_summary = out.join(format!("{name}.summary.json"));
-    moves.push(crate::pipeline::write_item(
-        job,
-        out,
-        &final_item,
-        &mut temps,
-    )?);
-    let part_summary = temps.track(partial_name(&final_summary));
-    let mut text = serde_json::to_string_pretty(summary).unwrap_or_default();
-    text.push('\n');
-    std::fs::write(&part_summary, text).map_err(|source| OutputError::Io {
-        path: part_summary.clone(),
-        source,
-    })?;
-    // The summary goes last: its presence says the run is complete.
-    moves.push((part_summary, final_summary));
-    temps.commit(moves)?;
-    crate::output::stac::update_catalog(
-        out,
-        &format!("{name}.item.json"),
-        &format!("{} on {name}", job.model.id),
-    )?;
-    Ok(())
 }
 
 /// One labelled window.
@@ -270,49 +219,19 @@ fn write_windows(
         );
     }
     schema.push_str(" required binary geometry;\n}\n");
-    let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(&e))?);
-    let mut bbox = [
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    ];
-    let mut wkbs = Vec::with_capacity(rows.len());
-    for r in rows {
-        let w = crate::grid::Window {
-            x: r.col as i64,
-            y: r.row as i64,
-            width: 1,
-            height: 1,
-        };
-        let (wkb, b) = footprint_wkb(w, gt);
-        bbox = [
-            bbox[0].min(b[0]),
-            bbox[1].min(b[1]),
-            bbox[2].max(b[2]),
-            bbox[3].max(b[3]),
-        ];
-        wkbs.push(ByteArray::from(wkb));
-    }
-    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
-    let mut col = serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
-    if !rows.is_empty() {
-        col["bbox"] = serde_json::json!(bbox);
-    }
-    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col}});
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "geo".to_string(),
-            geo.to_string(),
-        )]))
-        .build();
-    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))?;
+    let windows = rows.iter().map(|r| crate::grid::Window {
+        x: r.col as i64,
+        y: r.row as i64,
+        width: 1,
+        height: 1,
+    });
+    let (wkbs, bbox) = crate::output::parquet::footprints(windows, gt);
+    let mut writer = crate::output::parquet::geoparquet_writer(
+        path,
+        &schema,
+        projjson,
+        (!rows.is_empty()).then_some(bbox),
+    )?;
     let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
     macro_rules! column {
         ($ty:ty, $vals:expr) => {{
@@ -446,7 +365,7 @@ pub fn merge_classification(
     if aux_path(&part_classes).exists() {
         moves.push((aux_path(&part_classes), aux_path(&final_classes)));
     }
-    finish(job, out, &summary, moves, temps)?;
+    crate::pipeline::commit_outputs(job, out, &summary, moves, temps)?;
     let _ = std::fs::remove_file(&staged);
     let _ = std::fs::remove_file(aux_path(&staged));
     Ok(summary)

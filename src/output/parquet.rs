@@ -103,6 +103,66 @@ pub fn footprint_wkb(w: Window, gt: &[f64; 6]) -> (Vec<u8>, [f64; 4]) {
     (b, bbox)
 }
 
+/// The footprint polygons (WKB) of `windows` on `gt` and their bounding box.
+pub(crate) fn footprints(
+    windows: impl Iterator<Item = Window>,
+    gt: &[f64; 6],
+) -> (Vec<ByteArray>, [f64; 4]) {
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    let wkbs = windows
+        .map(|w| {
+            let (wkb, b) = footprint_wkb(w, gt);
+            bbox = [
+                bbox[0].min(b[0]),
+                bbox[1].min(b[1]),
+                bbox[2].max(b[2]),
+                bbox[3].max(b[3]),
+            ];
+            ByteArray::from(wkb)
+        })
+        .collect();
+    (wkbs, bbox)
+}
+
+/// A GeoParquet 1.1 writer of `schema` at `path`: SNAPPY, the `geo` metadata of one WKB
+/// polygon column `geometry` with the CRS as PROJJSON and, when there are rows, `bbox`.
+pub(crate) fn geoparquet_writer(
+    path: &Path,
+    schema: &str,
+    projjson: &str,
+    bbox: Option<[f64; 4]>,
+) -> Result<SerializedFileWriter<std::fs::File>, OutputError> {
+    let perr = |e: &dyn std::fmt::Display| OutputError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let schema = Arc::new(parse_message_type(schema).map_err(|e| perr(&e))?);
+    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
+    let mut geo_col =
+        serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
+    if let Some(b) = bbox {
+        geo_col["bbox"] = serde_json::json!(b);
+    }
+    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": geo_col}});
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "geo".to_string(),
+            geo.to_string(),
+        )]))
+        .build();
+    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))
+}
+
 /// Writes the tiles table to `path`.
 pub fn write_tiles(
     path: &Path,
@@ -132,45 +192,13 @@ pub fn write_tiles(
         schema.push_str(";\n");
     }
     schema.push_str(" required binary geometry;\n}\n");
-    let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(&e))?);
-
-    let mut wkbs = Vec::with_capacity(records.len());
-    let mut bbox = [
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    ];
-    for r in records {
-        let (wkb, b) = footprint_wkb(r.window, gt);
-        bbox = [
-            bbox[0].min(b[0]),
-            bbox[1].min(b[1]),
-            bbox[2].max(b[2]),
-            bbox[3].max(b[3]),
-        ];
-        wkbs.push(ByteArray::from(wkb));
-    }
-    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
-    let mut geo_col =
-        serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
-    if !records.is_empty() {
-        geo_col["bbox"] = serde_json::json!(bbox);
-    }
-    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": geo_col}});
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "geo".to_string(),
-            geo.to_string(),
-        )]))
-        .build();
-    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))?;
+    let (wkbs, bbox) = footprints(records.iter().map(|r| r.window), gt);
+    let mut writer = geoparquet_writer(
+        path,
+        &schema,
+        projjson,
+        (!records.is_empty()).then_some(bbox),
+    )?;
     let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
 
     let i32s: Vec<Field> = vec![
@@ -286,44 +314,13 @@ pub fn write_value_tiles(
          required boolean inferred;\n required int64 valid_pixels;\n required double {v}_mean;\n \
          required double {v}_min;\n required double {v}_max;\n required binary geometry;\n}}\n"
     );
-    let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(&e))?);
-    let mut wkbs = Vec::with_capacity(records.len());
-    let mut bbox = [
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    ];
-    for r in records {
-        let (wkb, b) = footprint_wkb(r.window, gt);
-        bbox = [
-            bbox[0].min(b[0]),
-            bbox[1].min(b[1]),
-            bbox[2].max(b[2]),
-            bbox[3].max(b[3]),
-        ];
-        wkbs.push(ByteArray::from(wkb));
-    }
-    let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
-    let mut geo_col =
-        serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
-    if !records.is_empty() {
-        geo_col["bbox"] = serde_json::json!(bbox);
-    }
-    let geo = serde_json::json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": geo_col}});
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "geo".to_string(),
-            geo.to_string(),
-        )]))
-        .build();
-    let file = std::fs::File::create(path).map_err(|source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(|e| perr(&e))?;
+    let (wkbs, bbox) = footprints(records.iter().map(|r| r.window), gt);
+    let mut writer = geoparquet_writer(
+        path,
+        &schema,
+        projjson,
+        (!records.is_empty()).then_some(bbox),
+    )?;
     let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
     macro_rules! column {
         ($ty:ty, $vals:expr) => {{

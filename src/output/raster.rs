@@ -4,7 +4,7 @@
 
 use crate::error::OutputError;
 use crate::model::ClassInfo;
-use crate::scene::Stack;
+use crate::scene::xml_escape;
 use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{Dataset, DriverManager, Metadata};
@@ -77,26 +77,6 @@ fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
     o
 }
 
-/// A band-interleaved, uncompressed staging GeoTIFF of `(width, height, bands)` on a grid.
-fn staging_dataset<T: gdal::raster::GdalType>(
-    staging: &Path,
-    (width, height, bands): (usize, usize, usize),
-    geo_transform: &[f64; 6],
-    srs_wkt: &str,
-) -> Result<Dataset, OutputError> {
-    staging_dataset_with::<T>(
-        staging,
-        (width, height, bands),
-        geo_transform,
-        srs_wkt,
-        &[
-            ("INTERLEAVE", "BAND"),
-            ("PHOTOMETRIC", "MINISBLACK"),
-            ("BIGTIFF", "IF_SAFER"),
-        ],
-    )
-}
-
 fn staging_dataset_with<T: gdal::raster::GdalType>(
     staging: &Path,
     (width, height, bands): (usize, usize, usize),
@@ -117,23 +97,6 @@ fn staging_dataset_with<T: gdal::raster::GdalType>(
 }
 
 impl RasterSink {
-    /// Creates the staging GeoTIFF `staging` on the stack's grid.
-    pub fn create(
-        staging: &Path,
-        stack: &Stack,
-        kind: RasterKind,
-        classes: &[ClassInfo],
-    ) -> Result<Self, OutputError> {
-        let bands = band_count(kind, classes);
-        let ds = staging_dataset::<u8>(
-            staging,
-            (stack.width, stack.height, bands),
-            &stack.geo_transform,
-            &stack.srs_wkt,
-        )?;
-        Self::describe(ds, staging, kind, classes, stack.width)
-    }
-
     /// Creates the part of a class map or probabilities raster holding `rows` rows of a grid
     /// `width` px wide from the row whose top edge the geotransform `gt` places (a striped,
     /// DEFLATE-compressed GeoTIFF).
@@ -386,18 +349,6 @@ impl RasterSink {
         }
         Ok(())
     }
-
-    /// Copies the staging file to a COG at `target` and removes the staging file.
-    /// GDAL writes category names into `<target>.aux.xml` beside it.
-    pub fn finish_cog(mut self, target: &Path) -> Result<(), OutputError> {
-        self.ds.flush_cache().map_err(|e| gerr(&self.staging, e))?;
-        cog_copy(&self.ds, self.kind, target)?;
-        let staging = self.staging.clone();
-        drop(self);
-        let _ = std::fs::remove_file(&staging);
-        let _ = std::fs::remove_file(aux_path(&staging));
-        Ok(())
-    }
 }
 
 /// Copies `src` to a COG at `target` with the options of `kind` (GDAL reads the source block
@@ -463,6 +414,18 @@ pub struct Part {
     pub rows: usize,
 }
 
+/// The opening of a VRT document of a `width` x `height` raster on `gt` in `srs_wkt`.
+pub(crate) fn vrt_header((width, height): (usize, usize), gt: &[f64; 6], srs_wkt: &str) -> String {
+    format!(
+        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
+        xml_escape(srs_wkt),
+        gt.iter()
+            .map(|v| format!("{v:.17e}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
 /// Joins the parts of a class map or probabilities raster (a VRT that carries the colour
 /// table, category names, band names and scaling) and copies it to a COG at `target`.
 pub fn cog_from_parts(
@@ -474,20 +437,8 @@ pub fn cog_from_parts(
     classes: &[ClassInfo],
     target: &Path,
 ) -> Result<(), OutputError> {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let mut xml = format!(
-        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
-        esc(srs_wkt),
-        gt.iter()
-            .map(|v| format!("{v:.17e}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let esc = xml_escape;
+    let mut xml = vrt_header((width, height), gt, srs_wkt);
     let bands = band_count(kind, classes);
     for b in 1..=bands {
         let _ = write!(xml, "<VRTRasterBand dataType=\"Byte\" band=\"{b}\">");
@@ -591,20 +542,8 @@ pub fn embeddings_cog_from_parts(
     ranges: Option<&[(f32, f32)]>,
     target: &Path,
 ) -> Result<(), OutputError> {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let mut xml = format!(
-        "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{}</SRS><GeoTransform>{}</GeoTransform>",
-        esc(srs_wkt),
-        gt.iter()
-            .map(|v| format!("{v:.17e}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let esc = xml_escape;
+    let mut xml = vrt_header((width, height), gt, srs_wkt);
     for b in 0..dim {
         let source = |p: &Part, extra: &str| {
             format!(

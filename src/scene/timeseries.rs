@@ -414,6 +414,17 @@ pub fn time_steps(scenes: &[String], dates: &[Date]) -> Result<Vec<TimeStep>, Sc
             cloud_cover,
         });
     }
+    // A date left over was meant for a scene: which one is unknown, so nothing is guessed.
+    let left = given.count();
+    if left > 0 {
+        return Err(SceneError::Series {
+            what: format!(
+                "--dates gives {} dates, but only {} of the scenes carry no date of their own; pass one date per undated scene, in the order the scenes are given",
+                dates.len(),
+                dates.len() - left
+            ),
+        });
+    }
     steps.sort_by_key(|t| t.date);
     Ok(steps)
 }

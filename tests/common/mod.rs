@@ -189,3 +189,36 @@ pub fn same_rasters(a: &Path, b: &Path) {
         }
     }
 }
+
+/// Block lines in all journals of a run's work folder (one journal per process).
+#[allow(dead_code)]
+pub fn block_lines(work: &Path) -> usize {
+    files_in(work)
+        .iter()
+        .filter(|f| f.starts_with("journal-"))
+        .map(|f| {
+            std::fs::read_to_string(work.join(f)).map_or(0, |t| {
+                t.lines()
+                    .filter(|l| l.contains("\"kind\":\"block\""))
+                    .count()
+            })
+        })
+        .sum()
+}
+
+/// Every band of a raster as float32, one vector per band.
+#[allow(dead_code)]
+pub fn read_f32_bands(path: &Path) -> Vec<Vec<f32>> {
+    let ds = gdal::Dataset::open(path).unwrap();
+    let (w, h) = ds.raster_size();
+    (1..=ds.raster_count())
+        .map(|b| {
+            let mut buf = vec![0_f32; w * h];
+            ds.rasterband(b)
+                .unwrap()
+                .read_into_slice::<f32>((0, 0), (w, h), (w, h), &mut buf, None)
+                .unwrap();
+            buf
+        })
+        .collect()
+}
