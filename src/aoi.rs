@@ -269,19 +269,20 @@ impl Aoi {
 
     /// The AOI mask of grid rows `y..y + rows`: 1 where the pixel's centre is inside.
     pub fn mask(&self, polygon: &Geometry, y: usize, rows: usize) -> Result<Vec<u8>, AoiError> {
-        self.mask_scaled(polygon, y, rows, 1)
+        let w = self.grid.width;
+        self.mask_scaled(polygon, (0, y), (w, rows), 1)
     }
 
-    /// The AOI mask of rows `y..y + rows` of the grid coarsened by `scale` (an encoder's
-    /// patch grid: one cell per `scale` x `scale` pixels): 1 where the cell's centre is inside.
+    /// The AOI mask of the `w` x `rows` cells at column `x`, row `y` of the grid coarsened
+    /// by `scale` (an encoder's patch grid: one cell per `scale` x `scale` pixels): 1 where
+    /// the cell's centre is inside.
     pub fn mask_scaled(
         &self,
         polygon: &Geometry,
-        y: usize,
-        rows: usize,
+        (x, y): (usize, usize),
+        (w, rows): (usize, usize),
         scale: usize,
     ) -> Result<Vec<u8>, AoiError> {
-        let w = self.grid.width.div_ceil(scale.max(1));
         let g = &self.grid.geo_transform;
         let s = scale.max(1) as f64;
         let gt = &[g[0], g[1] * s, 0.0, g[3], 0.0, g[5] * s];
@@ -289,8 +290,15 @@ impl Aoi {
         let mut ds = mem
             .create_with_band_type::<u8, _>("", w, rows, 1)
             .map_err(|e| gerr(&self.source, e))?;
-        ds.set_geo_transform(&[gt[0], gt[1], 0.0, gt[3] + y as f64 * gt[5], 0.0, gt[5]])
-            .map_err(|e| gerr(&self.source, e))?;
+        ds.set_geo_transform(&[
+            gt[0] + x as f64 * gt[1],
+            gt[1],
+            0.0,
+            gt[3] + y as f64 * gt[5],
+            0.0,
+            gt[5],
+        ])
+        .map_err(|e| gerr(&self.source, e))?;
         rasterize(
             &mut ds,
             &[1],

@@ -226,54 +226,63 @@ impl TileGrid {
     /// scene height past the last.
     #[must_use]
     pub fn row_top(&self, r: usize) -> usize {
-        if r == 0 {
-            0
-        } else {
-            self.ys
-                .get(r)
-                .map_or(self.height, |&y| y.clamp(0, self.height as i64) as usize)
-        }
+        edge(&self.ys, self.height, r)
     }
 
-    /// The grid cut into blocks of `tile_rows` tile rows each: the unit of sharding and of
-    /// resuming. Block `k` owns the scene rows from its first tile row's top to the next
-    /// block's; a block that would own no row is joined to the one before.
+    /// Left scene column of tile column `c` clamped to the scene; 0 for the first column
+    /// and the scene width past the last.
+    #[must_use]
+    pub fn col_left(&self, c: usize) -> usize {
+        edge(&self.xs, self.width, c)
+    }
+
+    /// The tile columns of a panel about `width` units wide: every column starting less
+    /// than `width` after the first one (at least one).
+    #[must_use]
+    pub fn cols_for_width(&self, width: usize) -> usize {
+        let x0 = self.xs[0];
+        self.xs
+            .iter()
+            .filter(|&&x| x - x0 < width as i64)
+            .count()
+            .max(1)
+    }
+
+    /// The grid cut into blocks of `tile_rows` tile rows and `panel_cols` tile columns
+    /// each: the unit of sharding and of resuming. Blocks are numbered panel by panel
+    /// (column panels left to right, each top to bottom), so a run of consecutive blocks
+    /// is a strip of one panel and memory follows the panel's width, not the scene's.
+    /// Block `k` owns the scene rows from its first tile row's top to the next block's
+    /// (and the columns likewise); a block that would own no row or column is joined to
+    /// the one before.
     ///
     /// ```
     /// use eoinfer::grid::{TileGrid, Tiling};
     /// let grid = TileGrid::new(600, 1000, 256, Tiling::Blended { overlap: 32 }).unwrap();
-    /// let blocks = grid.blocks(2);
+    /// let blocks = grid.blocks(2, usize::MAX);
     /// assert_eq!(blocks.len(), 3);
     /// assert_eq!((blocks[0].rows, blocks[1].rows, blocks[2].rows), ((0, 448), (448, 744), (744, 1000)));
+    /// // Panels of 2 tile columns (tiles at x 0, 224, 344): columns 0..344 and 344..600.
+    /// let panels = grid.blocks(2, 2);
+    /// assert_eq!(panels.len(), 6);
+    /// assert_eq!((panels[2].cols, panels[3].cols, panels[3].rows), ((0, 344), (344, 600), (0, 448)));
     /// ```
     #[must_use]
-    pub fn blocks(&self, tile_rows: usize) -> Vec<Block> {
-        let k = tile_rows.max(1);
-        let n = self.ys.len();
-        let mut out: Vec<Block> = Vec::new();
-        // First tile row of the block being formed (a first chunk owning no row joins the
-        // next one).
-        let mut start = 0;
-        let mut r0 = 0;
-        while r0 < n {
-            let r1 = (r0 + k).min(n);
-            let rows = (self.row_top(start), self.row_top(r1));
-            match out.last_mut() {
-                Some(prev) if rows.1 <= rows.0 => {
-                    prev.tile_rows.1 = r1;
-                    start = r1;
-                }
-                None if rows.1 <= rows.0 && r1 < n => {}
-                _ => {
-                    out.push(Block {
-                        index: out.len(),
-                        tile_rows: (start, r1),
-                        rows,
-                    });
-                    start = r1;
-                }
+    pub fn blocks(&self, tile_rows: usize, panel_cols: usize) -> Vec<Block> {
+        let rows = groups(&self.ys, self.height, tile_rows);
+        let cols = groups(&self.xs, self.width, panel_cols);
+        let mut out = Vec::with_capacity(rows.len() * cols.len());
+        for (panel, &(tile_cols, cols)) in cols.iter().enumerate() {
+            for &(tile_rows, rows) in &rows {
+                out.push(Block {
+                    index: out.len(),
+                    panel,
+                    tile_rows,
+                    rows,
+                    tile_cols,
+                    cols,
+                });
             }
-            r0 = r1;
         }
         out
     }
@@ -283,10 +292,14 @@ impl TileGrid {
     /// too makes the block's pixels equal to a run of the whole grid.
     #[must_use]
     pub fn halo_start(&self, r0: usize) -> usize {
-        let top = self.row_top(r0) as i64;
-        (0..r0)
-            .find(|&r| self.ys[r] + self.tile as i64 > top)
-            .unwrap_or(r0)
+        halo(&self.ys, self.height, self.tile, r0)
+    }
+
+    /// The first tile column a panel starting at tile column `c0` must also run: every
+    /// tile column left of `c0` whose tiles reach into the panel's columns.
+    #[must_use]
+    pub fn halo_col_start(&self, c0: usize) -> usize {
+        halo(&self.xs, self.width, self.tile, c0)
     }
 
     /// The blending weight of each tile pixel, row-major, `tile * tile` values.
@@ -306,16 +319,22 @@ impl TileGrid {
     }
 }
 
-/// A band of whole tile rows of a [`TileGrid`]: the unit of work that shards share out and
+/// A rectangle of whole tile rows and columns of a [`TileGrid`]: the unit of work that shards share out and
 /// the journal records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Block {
-    /// Index of the block, top to bottom.
+    /// Index of the block: panel by panel, top to bottom within a panel.
     pub index: usize,
+    /// Index of its column panel, left to right.
+    pub panel: usize,
     /// Tile rows `[first, end)` of the block.
     pub tile_rows: (usize, usize),
     /// Scene rows `[first, end)` the block writes.
     pub rows: (usize, usize),
+    /// Tile columns `[first, end)` of its panel.
+    pub tile_cols: (usize, usize),
+    /// Scene columns `[first, end)` the block writes.
+    pub cols: (usize, usize),
 }
 
 /// The blocks shard `index` of `count` runs: an even, contiguous share of `blocks` blocks.
@@ -328,6 +347,50 @@ pub struct Block {
 pub fn shard_blocks(blocks: usize, index: usize, count: usize) -> std::ops::Range<usize> {
     let count = count.max(1);
     (index * blocks / count)..((index + 1) * blocks / count)
+}
+
+/// Start of tile `i` along an axis clamped to `[0, len]`: 0 for the first tile, `len` past
+/// the last.
+fn edge(ps: &[i64], len: usize, i: usize) -> usize {
+    if i == 0 {
+        0
+    } else {
+        ps.get(i).map_or(len, |&p| p.clamp(0, len as i64) as usize)
+    }
+}
+
+/// The first tile along an axis before `i0` whose extent reaches past tile `i0`'s start.
+fn halo(ps: &[i64], len: usize, tile: usize, i0: usize) -> usize {
+    let start = edge(ps, len, i0) as i64;
+    (0..i0).find(|&i| ps[i] + tile as i64 > start).unwrap_or(i0)
+}
+
+/// Tiles along an axis in groups of `k`: per group its tiles `[first, end)` and the pixels
+/// `[first, end)` it owns (from its first tile's start to the next group's); a group that
+/// would own no pixel is joined to the one before (or, first, to the next).
+fn groups(ps: &[i64], len: usize, k: usize) -> Vec<((usize, usize), (usize, usize))> {
+    let k = k.max(1);
+    let n = ps.len();
+    let mut out: Vec<((usize, usize), (usize, usize))> = Vec::new();
+    let mut start = 0;
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = i0.saturating_add(k).min(n);
+        let own = (edge(ps, len, start), edge(ps, len, i1));
+        match out.last_mut() {
+            Some(prev) if own.1 <= own.0 => {
+                prev.0.1 = i1;
+                start = i1;
+            }
+            None if own.1 <= own.0 && i1 < n => {}
+            _ => {
+                out.push(((start, i1), own));
+                start = i1;
+            }
+        }
+        i0 = i1;
+    }
+    out
 }
 
 /// Tile origins along one axis: stride `tile - overlap`, the last tile shifted inward so it
@@ -527,7 +590,7 @@ mod tests {
         ) {
             let tiling = if reference { Tiling::Reference { fraction: [0.2, 0.5][k % 2] } } else { Tiling::Blended { overlap: ov } };
             let g = TileGrid::new(300, len, 256, tiling).expect("grid");
-            let blocks = g.blocks(k);
+            let blocks = g.blocks(k, usize::MAX);
             prop_assert_eq!(blocks[0].rows.0, 0);
             prop_assert!(blocks.iter().all(|b| b.rows.0 < b.rows.1));
             prop_assert_eq!(blocks.last().expect("a block").rows.1, len);
@@ -551,6 +614,35 @@ mod tests {
                 for b in shard_blocks(blocks.len(), i, n) { seen[b] += 1; }
             }
             prop_assert!(seen.iter().all(|&c| c == 1));
+        }
+
+        #[test]
+        fn panels_own_every_pixel_once_and_their_halo_covers_every_tile_reaching_in(
+            width in 1usize..2500, height in 1usize..900, ov in 0usize..200, k in 1usize..4, p in 1usize..6, reference in any::<bool>()
+        ) {
+            let tiling = if reference { Tiling::Reference { fraction: 0.2 } } else { Tiling::Blended { overlap: ov } };
+            let g = TileGrid::new(width, height, 256, tiling).expect("grid");
+            let blocks = g.blocks(k, p);
+            let mut owned = vec![0u8; width * height];
+            for (i, b) in blocks.iter().enumerate() {
+                prop_assert_eq!(b.index, i);
+                prop_assert!(b.cols.0 < b.cols.1 && b.rows.0 < b.rows.1);
+                for y in b.rows.0..b.rows.1 {
+                    for x in b.cols.0..b.cols.1 {
+                        owned[y * width + x] += 1;
+                    }
+                }
+                let h = g.halo_col_start(b.tile_cols.0);
+                for (c, &left) in g.xs.iter().enumerate() {
+                    let touches = left < b.cols.1 as i64 && left + 256 > b.cols.0 as i64;
+                    prop_assert!(!touches || (h..b.tile_cols.1).contains(&c));
+                }
+            }
+            prop_assert!(owned.iter().all(|&n| n == 1));
+            // Blocks of one panel are consecutive and top to bottom.
+            for w in blocks.windows(2) {
+                prop_assert!(w[0].panel == w[1].panel && w[0].rows.1 == w[1].rows.0 || w[0].panel + 1 == w[1].panel && w[1].rows.0 == 0);
+            }
         }
 
         #[test]

@@ -46,6 +46,9 @@ pub struct BlockRecord {
     pub plan_hash: String,
     /// Scene rows `[first, end)` it wrote.
     pub rows: (usize, usize),
+    /// Scene columns `[first, end)` it wrote (its column panel).
+    #[serde(default)]
+    pub cols: (usize, usize),
     /// Model runs it took (its tiles and its halo's), counting each tile once.
     pub tiles_run: usize,
     /// Pixels per class.
@@ -307,6 +310,7 @@ mod tests {
             block,
             plan_hash: "h".into(),
             rows: (block * 10, block * 10 + 10),
+            cols: (0, 10),
             tiles_run: 2,
             class_pixels: vec![1, 2],
             tiles: vec![TileCount {

@@ -18,7 +18,7 @@ use crate::source::TileSource;
 use crate::util::{TempFiles, partial_name};
 use crossbeam_channel::bounded;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 /// One tile travelling through the pipeline.
 struct TileMsg {
     tile: Tile,
+    /// Not read nor run: the blend stage takes the output an earlier segment of this run
+    /// kept (a column panel's halo tile).
+    cached: bool,
     /// Model input, then (after inference) the model's output; empty when skipped.
     data: Vec<f32>,
     /// A time series' Sentinel-1 input (empty without one, and after inference).
@@ -267,10 +270,16 @@ impl OutShape {
         (units * self.factor).min(self.height)
     }
 
-    /// A block with its rows in output rows.
+    /// Output column of a tile-grid column (clamped to the raster).
+    fn col(&self, units: usize) -> usize {
+        (units * self.factor).min(self.width)
+    }
+
+    /// A block with its rows and columns in output rows and columns.
     fn block(&self, b: crate::grid::Block) -> crate::grid::Block {
         crate::grid::Block {
             rows: (self.row(b.rows.0), self.row(b.rows.1)),
+            cols: (self.col(b.cols.0), self.col(b.cols.1)),
             ..b
         }
     }
@@ -568,8 +577,8 @@ fn run_blocks(
     }
     let grid = plan.job.tile_grid()?;
     let segments = segments_of(blocks, done, parts);
-    let (sequence, expected) = sequence_of(plan, &grid, &segments);
-    let progress = progress_bar(sequence.len());
+    let sequence = sequence_of(plan, &grid, &segments);
+    let progress = progress_bar(sequence.steps.len());
     crate::source::size_cache(plan);
     let batch = plan.batch_size.max(1);
     let (tx_read, rx_read) = bounded::<(usize, TileMsg)>(batch * 2);
@@ -579,15 +588,14 @@ fn run_blocks(
         process,
         blocks: 0,
         tiles: 0,
-        last_block: plan.blocks.len().saturating_sub(1),
     };
     let (read, inference, blend_write) =
         std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
-            let seq_ref = &sequence;
-            let reader = s.spawn(move || read_stage(plan, seq_ref, &tx_read));
+            let (seq_ref, segs_ref) = (&sequence, &segments);
+            let reader = s.spawn(move || read_stage(plan, seq_ref, segs_ref, &tx_read));
             let infer = s.spawn(move || infer_stage(model, batch, &rx_read, &tx_inf));
             let blend = blend_stage(
-                plan, &grid, &segments, &expected, parts, &rx_inf, &mut sink, &progress,
+                plan, &grid, &segments, &sequence, parts, &rx_inf, &mut sink, &progress,
             );
             // On a blend error, dropping the receiver stops the upstream stages.
             drop(rx_inf);
@@ -608,8 +616,8 @@ fn run_blocks(
 /// A run of consecutive blocks, with the carry the block above left in the journal.
 type SegmentPlan = (Vec<crate::grid::Block>, Option<Vec<u8>>);
 
-/// Splits `blocks` into runs of consecutive blocks; each starts from the carry of the block
-/// above when the journal holds a verified one, else from its halo.
+/// Splits `blocks` into runs of consecutive blocks of one column panel; each starts from
+/// the carry of the block above when the journal holds a verified one, else from its halo.
 fn segments_of(
     blocks: &[crate::grid::Block],
     done: &BTreeMap<usize, BlockRecord>,
@@ -618,15 +626,22 @@ fn segments_of(
     let mut runs: Vec<Vec<crate::grid::Block>> = Vec::new();
     for b in blocks {
         match runs.last_mut() {
-            Some(seg) if seg.last().is_some_and(|l| l.index + 1 == b.index) => seg.push(*b),
+            Some(seg)
+                if seg
+                    .last()
+                    .is_some_and(|l| l.index + 1 == b.index && l.panel == b.panel) =>
+            {
+                seg.push(*b);
+            }
             _ => runs.push(vec![*b]),
         }
     }
     runs.into_iter()
         .map(|seg| {
-            let carry = seg[0]
-                .index
-                .checked_sub(1)
+            // Blocks are numbered panel by panel: the one before a block that is not at
+            // the top of its panel is the block above it.
+            let carry = (seg[0].rows.0 > 0)
+                .then(|| seg[0].index - 1)
                 .and_then(|above| done.get(&above))
                 .and_then(|r| r.carry.as_ref())
                 .and_then(|c| {
@@ -638,14 +653,38 @@ fn segments_of(
         .collect()
 }
 
-/// The (segment, tile) pairs in processing order, and the tiles each segment expects.
-fn sequence_of(
-    plan: &PredictPlan,
-    grid: &TileGrid,
-    segments: &[SegmentPlan],
-) -> (Vec<(usize, Tile)>, Vec<usize>) {
-    let mut sequence: Vec<(usize, Tile)> = Vec::new();
+/// One tile of the processing sequence.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Its segment.
+    seg: usize,
+    tile: Tile,
+    /// Taken from the output an earlier segment of this run kept, not read nor run again.
+    cached: bool,
+}
+
+/// The tiles of a run's segments in processing order.
+struct Sequence {
+    steps: Vec<Step>,
+    /// Tiles per segment.
+    expected: Vec<usize>,
+    /// Tiles whose output later segments take (a column panel's halo, run with the panel to
+    /// its left): the output columns they take, and how many segments take them.
+    keep: HashMap<usize, ((usize, usize), usize)>,
+}
+
+/// The tiles of every segment in processing order: each segment's tile rows (from its halo
+/// unless it starts from a carry) and tile columns (from its panel's halo). A halo tile an
+/// earlier segment of this run already ran is taken from the output that segment kept, so
+/// one process runs every tile once; a shard or resumed run starting at the panel runs it.
+/// Either way the same values are blended in the same order.
+fn sequence_of(plan: &PredictPlan, grid: &TileGrid, segments: &[SegmentPlan]) -> Sequence {
+    let shape = OutShape::of(plan);
+    let mut steps: Vec<Step> = Vec::new();
     let mut expected = vec![0_usize; segments.len()];
+    let mut keep: HashMap<usize, ((usize, usize), usize)> = HashMap::new();
+    // Tiles run so far that a panel to the right may take as its halo.
+    let mut ran: HashSet<usize> = HashSet::new();
     for (k, (seg, carry)) in segments.iter().enumerate() {
         let first_row = if carry.is_some() {
             seg[0].tile_rows.0
@@ -653,16 +692,54 @@ fn sequence_of(
             grid.halo_start(seg[0].tile_rows.0)
         };
         let end_row = seg[seg.len() - 1].tile_rows.1;
-        let before = sequence.len();
-        sequence.extend(
-            plan.tiles
-                .iter()
-                .filter(|t| (first_row..end_row).contains(&t.row))
-                .map(|t| (k, *t)),
-        );
-        expected[k] = sequence.len() - before;
+        let (c0, c1) = seg[0].tile_cols;
+        let first_col = grid.halo_col_start(c0);
+        let edge_col = grid.halo_col_start(c1);
+        let own = (shape.col(seg[0].cols.0), shape.col(seg[0].cols.1));
+        let before = steps.len();
+        for t in plan
+            .tiles
+            .iter()
+            .filter(|t| (first_row..end_row).contains(&t.row) && (first_col..c1).contains(&t.col))
+        {
+            let cached = t.col < c0 && ran.contains(&t.id);
+            if cached {
+                let e = keep.entry(t.id).or_insert((own, 0));
+                e.0 = (e.0.0.min(own.0), e.0.1.max(own.1));
+                e.1 += 1;
+            } else if t.col >= edge_col {
+                ran.insert(t.id);
+            }
+            steps.push(Step {
+                seg: k,
+                tile: *t,
+                cached,
+            });
+        }
+        expected[k] = steps.len() - before;
     }
-    (sequence, expected)
+    Sequence {
+        steps,
+        expected,
+        keep,
+    }
+}
+
+/// The scene columns (pixels) the tiles of `steps` read, reflected into the scene.
+fn read_span(steps: &[Step], unit: usize, width: usize) -> Option<(usize, usize)> {
+    let mut span: Option<(usize, usize)> = None;
+    for s in steps.iter().filter(|s| !s.cached) {
+        let w = s.tile.window.scaled(unit);
+        let (lo, hi) = if w.x >= 0 && w.x as usize + w.width <= width {
+            (w.x as usize, w.x as usize + w.width)
+        } else {
+            (0..w.width)
+                .map(|i| crate::grid::reflect(w.x + i as i64, width))
+                .fold((usize::MAX, 0), |(a, b), x| (a.min(x), b.max(x + 1)))
+        };
+        span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    span
 }
 
 fn progress_bar(len: usize) -> indicatif::ProgressBar {
@@ -680,20 +757,49 @@ fn progress_bar(len: usize) -> indicatif::ProgressBar {
     progress
 }
 
-/// The reader stage: every tile of `sequence`, read and normalised, in order.
+/// The reader stage: every tile of `sequence`, read and normalised, in order. Each segment
+/// reads only the columns of its panel; GDAL's cached blocks of a finished panel are
+/// dropped.
 fn read_stage(
     plan: &PredictPlan,
-    sequence: &[(usize, Tile)],
+    sequence: &Sequence,
+    segments: &[SegmentPlan],
     tx: &crossbeam_channel::Sender<(usize, TileMsg)>,
 ) -> Result<Duration, Error> {
     let mut source = TileSource::open(plan)?;
     let mut busy = Duration::ZERO;
-    for &(seg, t) in sequence {
+    let steps = &sequence.steps;
+    let mut panel = None;
+    for (
+        i,
+        &Step {
+            seg,
+            tile: t,
+            cached,
+        },
+    ) in steps.iter().enumerate()
+    {
         let start = Instant::now();
-        let input = source.read(t)?;
+        if i == 0 || steps[i - 1].seg != seg {
+            let n = steps[i..].iter().take_while(|s| s.seg == seg).count();
+            let this = segments[seg].0[0].panel;
+            if panel.is_some_and(|p| p != this) {
+                crate::source::drop_cached_blocks();
+            }
+            panel = Some(this);
+            if let Some((lo, hi)) = read_span(&steps[i..i + n], plan.job.unit, plan.stack.width) {
+                source.set_columns(lo, hi);
+            }
+        }
+        let input = if cached {
+            crate::source::TileInput::default()
+        } else {
+            source.read(t)?
+        };
         busy += start.elapsed();
         let msg = TileMsg {
             tile: t,
+            cached,
             data: input.data,
             s1: input.s1,
             valid: input.valid,
@@ -762,7 +868,7 @@ fn blend_stage(
     plan: &PredictPlan,
     grid: &TileGrid,
     segments: &[SegmentPlan],
-    expected: &[usize],
+    sequence: &Sequence,
     parts: &Path,
     rx: &crossbeam_channel::Receiver<(usize, TileMsg)>,
     sink: &mut BlockSink<'_>,
@@ -793,6 +899,8 @@ fn blend_stage(
     // arrived: when the reader or the model fails, the channel closes early and nothing
     // incomplete may pass for done.
     let incomplete = || Error::Pipeline("reader or inference (a block was left unfinished)");
+    let expected = &sequence.expected;
+    let mut kept = Kept::default();
     let mut next = 0;
     let mut received = 0;
     for (k, msg) in rx {
@@ -814,7 +922,24 @@ fn blend_stage(
         }
         received += 1;
         let seg = current.as_mut().expect("a segment is open");
-        seg.add(plan, grid, poly, &msg, &weights, sink)?;
+        if msg.cached {
+            let out = kept.take(msg.tile.id)?;
+            seg.add(plan, grid, poly, msg.tile, &out.contribution(false), sink)?;
+        } else {
+            let window = msg.tile.window.scaled(shape.factor);
+            let out = Contribution {
+                window,
+                data: &msg.data,
+                weights: &weights,
+                valid: &msg.valid,
+                inferred: msg.inferred,
+                ran: msg.inferred,
+            };
+            seg.add(plan, grid, poly, msg.tile, &out, sink)?;
+            if let Some(&(cols, takers)) = sequence.keep.get(&msg.tile.id) {
+                kept.put(msg.tile.id, &out, cols, shape.channels, takers);
+            }
+        }
         progress.inc(1);
         busy += start.elapsed();
     }
@@ -840,7 +965,120 @@ struct BlockSink<'a> {
     process: &'a str,
     blocks: usize,
     tiles: usize,
-    last_block: usize,
+}
+
+/// What one tile adds to the accumulator: its output on `window` (output raster
+/// coordinates), channel-major, with its blending weights and validity.
+struct Contribution<'a> {
+    window: crate::grid::Window,
+    data: &'a [f32],
+    weights: &'a [f32],
+    valid: &'a [bool],
+    /// The model ran on it (else it adds nothing).
+    inferred: bool,
+    /// It was run by this process for this segment (a model run to count).
+    ran: bool,
+}
+
+/// A tile's output kept for the column panels to its right: the columns they take.
+struct KeptTile {
+    window: crate::grid::Window,
+    data: Vec<f32>,
+    weights: Vec<f32>,
+    valid: Vec<bool>,
+    inferred: bool,
+    /// Segments still to take it.
+    takers: usize,
+}
+
+impl KeptTile {
+    fn contribution(&self, ran: bool) -> Contribution<'_> {
+        Contribution {
+            window: self.window,
+            data: &self.data,
+            weights: &self.weights,
+            valid: &self.valid,
+            inferred: self.inferred,
+            ran,
+        }
+    }
+}
+
+/// Tile outputs kept for later segments, by tile id.
+#[derive(Default)]
+struct Kept(HashMap<usize, KeptTile>);
+
+impl Kept {
+    /// Keeps output columns `cols` of `c` for `takers` later segments.
+    fn put(
+        &mut self,
+        id: usize,
+        c: &Contribution<'_>,
+        cols: (usize, usize),
+        channels: usize,
+        takers: usize,
+    ) {
+        let w = c.window;
+        let x0 = (cols.0 as i64).max(w.x);
+        let x1 = (cols.1 as i64).min(w.x + w.width as i64).max(x0);
+        let (a, n) = ((x0 - w.x) as usize, (x1 - x0) as usize);
+        let crop = |v: &[f32], planes: usize| -> Vec<f32> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            let plane = w.width * w.height;
+            (0..planes)
+                .flat_map(|p| (0..w.height).map(move |y| p * plane + y * w.width + a))
+                .flat_map(|s| v[s..s + n].iter().copied())
+                .collect()
+        };
+        let valid = if c.valid.is_empty() {
+            Vec::new()
+        } else {
+            (0..w.height)
+                .flat_map(|y| {
+                    c.valid[y * w.width + a..y * w.width + a + n]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        self.0.insert(
+            id,
+            KeptTile {
+                window: crate::grid::Window {
+                    x: x0,
+                    width: n,
+                    ..w
+                },
+                data: if c.inferred {
+                    crop(c.data, channels)
+                } else {
+                    Vec::new()
+                },
+                weights: crop(c.weights, 1),
+                valid,
+                inferred: c.inferred,
+                takers,
+            },
+        );
+    }
+
+    /// The kept output of tile `id` (dropped once its last taker has it).
+    fn take(&mut self, id: usize) -> Result<KeptTile, Error> {
+        let missing = || Error::Pipeline("a column panel's halo tile was not kept");
+        let t = self.0.get_mut(&id).ok_or_else(missing)?;
+        t.takers -= 1;
+        if t.takers > 0 {
+            return Ok(KeptTile {
+                data: t.data.clone(),
+                weights: t.weights.clone(),
+                valid: t.valid.clone(),
+                ..*t
+            });
+        }
+        self.0.remove(&id).ok_or_else(missing)
+    }
 }
 
 /// Finished rows of the accumulator, per head.
@@ -865,13 +1103,15 @@ impl Flushed {
     }
 }
 
-/// A run of consecutive blocks being blended: one accumulator, the rows above the first
-/// block (the halo's) are dropped, finished rows go to the block that owns them, and each
-/// block is closed and journalled as soon as its last row is written. Rows here are the
-/// output raster's.
+/// A run of consecutive blocks of one column panel being blended: one accumulator over the
+/// panel's columns, the rows above the first block (the halo's) are dropped, finished rows
+/// go to the block that owns them, and each block is closed and journalled as soon as its
+/// last row is written. Rows and columns here are the output raster's.
 struct Segment {
     index: usize,
     shape: OutShape,
+    /// Output columns `[first, end)` of the panel: the accumulator's and the parts'.
+    cols: (usize, usize),
     acc: BandAccumulator,
     /// The blocks, their rows in output rows.
     blocks: Vec<crate::grid::Block>,
@@ -894,8 +1134,9 @@ impl Segment {
         parts: &Path,
     ) -> Result<Self, Error> {
         let blocks: Vec<crate::grid::Block> = blocks.iter().map(|b| shape.block(*b)).collect();
+        let cols = blocks[0].cols;
         let mut acc = BandAccumulator::new(
-            shape.width,
+            cols.1 - cols.0,
             shape.height,
             shape.channels,
             shape.tile,
@@ -911,6 +1152,7 @@ impl Segment {
         Ok(Self {
             index,
             shape,
+            cols,
             acc,
             keep_from: blocks[0].rows.0,
             open: blocks.iter().map(|_| None).collect(),
@@ -953,37 +1195,37 @@ impl Segment {
         Ok(())
     }
 
+    /// Blends tile `tile`'s contribution `c` (flushing the rows above its tile row first).
     fn add(
         &mut self,
         plan: &PredictPlan,
         grid: &TileGrid,
         polygon: Option<&gdal::vector::Geometry>,
-        msg: &TileMsg,
-        weights: &[f32],
+        tile: Tile,
+        c: &Contribution<'_>,
         sink: &mut BlockSink<'_>,
     ) -> Result<(), Error> {
-        if self.row != Some(msg.tile.row) {
+        if self.row != Some(tile.row) {
             // Rows above this tile row's top are final.
-            self.flush_to(
-                plan,
-                self.shape.row(grid.row_top(msg.tile.row)),
-                polygon,
-                sink,
-            )?;
-            self.row = Some(msg.tile.row);
+            self.flush_to(plan, self.shape.row(grid.row_top(tile.row)), polygon, sink)?;
+            self.row = Some(tile.row);
         }
-        let w = msg.tile.window.scaled(self.shape.factor);
-        if msg.inferred {
-            self.acc.add(w, &msg.data, weights, &msg.valid);
+        let w = c.window;
+        if c.inferred {
+            let local = crate::grid::Window {
+                x: w.x - self.cols.0 as i64,
+                ..w
+            };
+            self.acc.add(local, c.data, c.weights, c.valid);
         }
         // Count the model run against the block that owns the tile row (halo: the first).
         let owner = self
             .blocks
             .iter()
-            .position(|b| msg.tile.row < b.tile_rows.1)
+            .position(|b| tile.row < b.tile_rows.1)
             .unwrap_or(0);
         let ob = self.open_block(plan, owner, polygon)?;
-        if msg.inferred {
+        if c.ran {
             ob.tiles_run += 1;
         }
         for i in 0..self.blocks.len() {
@@ -991,8 +1233,8 @@ impl Segment {
             if !self.finished[i] && w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64
             {
                 let ob = self.open_block(plan, i, polygon)?;
-                if let Some(r) = ob.records.iter_mut().find(|r| r.id == msg.tile.id) {
-                    r.inferred = msg.inferred;
+                if let Some(r) = ob.records.iter_mut().find(|r| r.id == tile.id) {
+                    r.inferred = c.inferred;
                 }
             }
         }
@@ -1009,14 +1251,14 @@ impl Segment {
         let shape = &self.shape;
         let gt = shape.gt;
         let part_gt = [
-            gt[0],
+            gt[0] + b.cols.0 as f64 * gt[1],
             gt[1],
             gt[2],
             gt[3] + b.rows.0 as f64 * gt[5],
             gt[4],
             gt[5],
         ];
-        let rows = b.rows.1 - b.rows.0;
+        let size = (b.cols.1 - b.cols.0, b.rows.1 - b.rows.0);
         // Names of this process's own (a retried or duplicate process never renames over
         // another's journalled part).
         let token = crate::util::process_token();
@@ -1039,21 +1281,14 @@ impl Segment {
         let out = if shape.means {
             BlockOut::Embeddings(RasterSink::create_embeddings_part(
                 &partial(0),
-                (shape.width, rows),
+                size,
                 &part_gt,
                 srs,
                 shape.channels,
             )?)
         } else {
             let part = |i: usize, kind: RasterKind| {
-                RasterSink::create_part(
-                    &partial(i),
-                    (shape.width, rows),
-                    &part_gt,
-                    srs,
-                    kind,
-                    &plan.model.classes,
-                )
+                RasterSink::create_part(&partial(i), size, &part_gt, srs, kind, &plan.model.classes)
             };
             BlockOut::Classes {
                 classes: part(0, RasterKind::Classes)?,
@@ -1088,10 +1323,12 @@ impl Segment {
                 plan.tiles
                     .iter()
                     .filter_map(|t| {
-                        let w = t
-                            .window
-                            .scaled(shape.factor)
-                            .clip(shape.width, shape.height)?;
+                        // The tile's part of the block, its columns counted from the
+                        // block's left edge.
+                        let w = t.window.scaled(shape.factor);
+                        let x = w.x - b.cols.0 as i64;
+                        let w = crate::grid::Window { x, ..w }
+                            .clip(b.cols.1 - b.cols.0, shape.height)?;
                         (w.y < b.rows.1 as i64 && w.y + w.height as i64 > b.rows.0 as i64)
                             .then_some(TileRecord {
                                 id: t.id,
@@ -1116,7 +1353,12 @@ impl Segment {
                 records,
                 tiles_run: 0,
                 mask: match (&plan.aoi, polygon) {
-                    (Some(aoi), Some(poly)) => Some(aoi.mask_scaled(poly, b.rows.0, rows, scale)?),
+                    (Some(aoi), Some(poly)) => Some(aoi.mask_scaled(
+                        poly,
+                        (b.cols.0, b.rows.0),
+                        (b.cols.1 - b.cols.0, rows),
+                        scale,
+                    )?),
                     _ => None,
                 },
                 temps,
@@ -1190,7 +1432,8 @@ impl Segment {
         // restores it instead of running this block's last tile row again.
         // The renames are durable before the journal names the files.
         crate::journal::sync_dir(&self.parts).map_err(io_err(&self.parts))?;
-        let carry = if ob.block.index < sink.last_block && self.acc.base() == ob.block.rows.1 {
+        let below = ob.block.rows.1 < self.shape.height;
+        let carry = if below && self.acc.base() == ob.block.rows.1 {
             let fin = self.parts.join(format!(
                 "b{:06}-{}.carry",
                 ob.block.index,
@@ -1210,6 +1453,7 @@ impl Segment {
             block: ob.block.index,
             plan_hash: plan.job.plan_hash.clone(),
             rows: ob.block.rows,
+            cols: ob.block.cols,
             tiles_run: ob.tiles_run,
             class_pixels: ob.class_pixels.clone(),
             tiles: ob
@@ -1261,7 +1505,7 @@ impl Segment {
                 if ob.written < b.rows.1 {
                     let rows = b.rows.1 - ob.written;
                     let y_in = ob.written - b.rows.0;
-                    let n = rows * shape.width;
+                    let n = rows * (b.cols.1 - b.cols.0);
                     match &mut ob.out {
                         BlockOut::Classes { classes, probs } => {
                             classes.write_rows(y_in, rows, &vec![crate::blend::CLASS_NODATA; n])?;
@@ -1489,6 +1733,8 @@ fn run_parameters(job: &JobPlan, extra: &serde_json::Value) -> serde_json::Value
         "vectors": job.vectors,
         "aoi": job.aoi.as_ref().map(|a| &a.0),
         "block_rows": job.block_rows,
+        "panel_width": job.panel_width,
+        "panels": job.blocks.last().map_or(1, |b| b.panel + 1),
     });
     if let HeadPlan::Embeddings { uint8, .. } = job.head {
         parameters["embedding_dtype"] = if uint8 { "uint8" } else { "float32" }.into();
@@ -1858,23 +2104,9 @@ fn merge_classes(
     parts_path: &Path,
     t_final: Instant,
 ) -> Result<RunSummary, Error> {
-    let mut class_parts = Vec::new();
-    let mut prob_parts = Vec::new();
-    for r in records {
-        for p in &r.parts {
-            let path = parts_path.join(&p.file);
-            let part = Part {
-                path,
-                y: r.rows.0,
-                rows: r.rows.1 - r.rows.0,
-            };
-            if p.file.ends_with(".probs.tif") {
-                prob_parts.push(part);
-            } else {
-                class_parts.push(part);
-            }
-        }
-    }
+    let (prob_parts, class_parts): (Vec<Part>, Vec<Part>) = Part::of_blocks(records, parts_path)
+        .into_iter()
+        .partition(|p| p.path.to_string_lossy().ends_with(".probs.tif"));
 
     let name = &job.name;
     let grid = &job.grid;

@@ -39,6 +39,8 @@ pub struct PredictArgs {
     pub shard: Option<Shard>,
     /// `--block-rows`: tile rows per block.
     pub block_rows: Option<usize>,
+    /// `--panel-width`: width of a column panel in pixels.
+    pub panel_width: Option<usize>,
     /// `--force`: discard an earlier run's finished work.
     pub force: bool,
     /// Output folder.
@@ -308,6 +310,9 @@ pub struct JobPlan {
     pub tiles: usize,
     /// Tile rows per block.
     pub block_rows: usize,
+    /// Width of a column panel in pixels (blocks span whole tile columns of one panel).
+    #[serde(default)]
+    pub panel_width: usize,
     /// The blocks.
     pub blocks: Vec<crate::grid::Block>,
     /// Tiles run per block (its own tile rows; a shard's first block also runs its halo).
@@ -360,6 +365,20 @@ impl JobPlan {
                 )
             }
         }
+    }
+
+    /// The widest strip a reader holds: a column panel with the tiles reaching out of it,
+    /// or the scene's width when narrower.
+    #[must_use]
+    pub fn read_width(&self) -> usize {
+        let panel = if self.panel_width == 0 {
+            usize::MAX
+        } else {
+            self.panel_width
+        };
+        self.grid
+            .width
+            .min(panel.saturating_add(2 * self.tile_size))
     }
 
     /// Output pixels per tile-grid unit: 1 for embeddings (one value per patch), else the
@@ -504,12 +523,16 @@ fn job_plan(
         qgis_project: args.qgis_project,
         tiles: tiles.len(),
         block_rows: args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS),
+        panel_width: args.panel_width.unwrap_or(DEFAULT_PANEL_WIDTH),
         block_tiles: blocks
             .iter()
             .map(|b| {
                 tiles
                     .iter()
-                    .filter(|t| (b.tile_rows.0..b.tile_rows.1).contains(&t.row))
+                    .filter(|t| {
+                        (b.tile_rows.0..b.tile_rows.1).contains(&t.row)
+                            && (b.tile_cols.0..b.tile_cols.1).contains(&t.col)
+                    })
                     .count()
             })
             .collect(),
@@ -561,7 +584,7 @@ fn check_memory_series(
     };
     let tile = model.tile_size as u64;
     let steps = series.len() as u64;
-    let width = series[0].stack.width as u64;
+    let width = read_width(series[0].stack.width, args, model) as u64;
     let bands = (enc.bands.len() + enc.sentinel1.as_ref().map_or(0, |s| s.bands.len())) as u64;
     let out = match &enc.head {
         Some(c) => c.len() as u64 * tile * tile,
@@ -578,7 +601,7 @@ fn check_memory_series(
         .saturating_mul(tile + 1 + crate::scene::StripReader::CHUNK as u64)
         .saturating_mul(read_bands)
         .saturating_mul(4);
-    let cache = crate::source::series_cache_bytes(series, limit.bytes);
+    let cache = crate::source::series_cache_bytes(series, width as usize, limit.bytes);
     let fixed = crate::limits::BASE_BYTES + rows + cache;
     let need = fixed.saturating_add(per_tile.saturating_mul(batch as u64));
     if need <= limit.bytes {
@@ -607,6 +630,16 @@ fn check_memory_series(
 
 /// Default tile rows per block.
 pub const DEFAULT_BLOCK_ROWS: usize = 2;
+
+/// Default width of a column panel in pixels.
+pub const DEFAULT_PANEL_WIDTH: usize = 2048;
+
+/// The widest strip a reader holds: a column panel with the tiles reaching out of it, or
+/// the scene's width when narrower.
+fn read_width(width: usize, args: &PredictArgs, model: &ModelSpec) -> usize {
+    let panel = args.panel_width.unwrap_or(DEFAULT_PANEL_WIDTH);
+    width.min(panel.saturating_add(2 * model.tile_size))
+}
 
 /// Scene options from raw arguments.
 pub fn scene_options(
@@ -655,6 +688,7 @@ fn aoi_name(aoi: &str) -> String {
 fn check_counts(args: &PredictArgs) -> Result<(), LimitError> {
     crate::limits::check_nonzero("--batch-size", Some(args.batch_size))?;
     crate::limits::check_nonzero("--block-rows", args.block_rows)?;
+    crate::limits::check_nonzero("--panel-width", args.panel_width)?;
     crate::limits::check_nonzero("--tile-size", args.tile_size)
 }
 
@@ -668,14 +702,14 @@ fn check_memory(
     limit: &crate::limits::MemoryLimit,
 ) -> Result<(), LimitError> {
     let shape = crate::limits::RunShape {
-        width: stack.width as u64,
+        width: read_width(stack.width, args, model) as u64,
         tile: model.tile_size as u64,
         read_bands: stack.vrt_bands as u64,
         bands: model.bands.len() as u64,
         classes: model.classes.len() as u64,
         batch: batch as u64,
         runs_per_tile: args.tta.variants().len() as u64,
-        gdal_cache: crate::block_cache_bytes(stack),
+        gdal_cache: crate::block_cache_bytes(stack, read_width(stack.width, args, model)),
         // On a GPU the model's working memory is the device's, not the process's.
         device_model: args.device != crate::model::Device::Cpu,
         model_bytes: std::fs::metadata(&model.onnx).map_or(0, |m| m.len()),
@@ -694,8 +728,8 @@ fn check_memory(
         let one = crate::limits::RunShape { batch: 1, ..shape }.need();
         if one.reader + one.blend > one.total() / 2 {
             format!(
-                "even one tile per batch does not fit: the grid is {} px wide and memory follows the width; pass a coarser --resolution, split the area into narrower AOIs on the same CRS, or raise --memory-limit",
-                stack.width
+                "even one tile per batch does not fit: the readers and the blending hold strips {} px wide (a column panel) and memory follows that width; pass a smaller --panel-width or a coarser --resolution, or raise --memory-limit",
+                shape.width
             )
         } else {
             format!(
@@ -990,7 +1024,8 @@ impl PredictPlan {
             })
             .collect();
         let block_rows = args.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS);
-        let blocks = grid.blocks(block_rows);
+        let panel = args.panel_width.unwrap_or(DEFAULT_PANEL_WIDTH) / unit.max(1);
+        let blocks = grid.blocks(block_rows, grid.cols_for_width(panel));
         check_writable(&args.out)?;
         let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
         let onnx_sha256 =

@@ -155,29 +155,47 @@ impl std::fmt::Debug for TileSource {
 /// [`crate::block_cache_bytes`] gives one stack, for every stack read at once; at most 2 GiB
 /// and a third of the memory limit `limit`, at least one stack's.
 #[must_use]
-pub fn series_cache_bytes(series: &[crate::scene::series::SeriesStep], limit: u64) -> u64 {
+pub fn series_cache_bytes(
+    series: &[crate::scene::series::SeriesStep],
+    width: usize,
+    limit: u64,
+) -> u64 {
     let Some(first) = series.first() else {
         return 0;
     };
-    let min = crate::block_cache_bytes(&first.stack);
+    let min = crate::block_cache_bytes(&first.stack, width);
     if std::env::var_os("GDAL_CACHEMAX").is_some() {
         return min;
     }
     let total: u64 = series
         .iter()
         .flat_map(|s| std::iter::once(&s.stack).chain(&s.s1))
-        .map(crate::block_cache_bytes)
+        .map(|s| crate::block_cache_bytes(s, width))
         .sum();
     total.min(2 << 30).min(limit / 3).max(min)
 }
 
+/// Drops every block GDAL holds in its cache (dirty ones are written first): called when a
+/// column panel is finished, whose blocks no later read needs, so the cache holds one
+/// panel's blocks at most and memory follows the panel's width, not the scene's.
+pub fn drop_cached_blocks() {
+    // SAFETY: process-wide sizes; a maximum of 0 evicts every unlocked block, and the old
+    // maximum is set back at once.
+    unsafe {
+        let max = gdal_sys::GDALGetCacheMax64();
+        gdal_sys::GDALSetCacheMax64(0);
+        gdal_sys::GDALSetCacheMax64(max);
+    }
+}
+
 /// Sizes GDAL's block cache for the plan's scenes (unless `GDAL_CACHEMAX` is set).
 pub fn size_cache(plan: &PredictPlan) {
+    let width = plan.job.read_width();
     if plan.series.is_empty() {
-        crate::size_block_cache(&plan.stack);
+        crate::size_block_cache(&plan.stack, width);
         return;
     }
-    let bytes = series_cache_bytes(&plan.series, plan.memory.bytes);
+    let bytes = series_cache_bytes(&plan.series, width, plan.memory.bytes);
     if std::env::var_os("GDAL_CACHEMAX").is_none() {
         // SAFETY: sets a process-wide size; GDAL takes any non-negative value.
         unsafe { gdal_sys::GDALSetCacheMax64(bytes as i64) };
@@ -237,6 +255,22 @@ impl TileSource {
                 crate::plan::HeadPlan::Embeddings { .. } | crate::plan::HeadPlan::Classification
             ),
         }))
+    }
+
+    /// Reads only scene columns `lo..hi` (pixels) from now on: the columns a column panel's
+    /// tiles read.
+    pub fn set_columns(&mut self, lo: usize, hi: usize) {
+        match self {
+            TileSource::Single { reader, .. } => reader.set_columns(lo, hi),
+            TileSource::Series(s) => {
+                for step in &mut s.steps {
+                    step.s2.reader.set_columns(lo, hi);
+                    if let Some((r, _)) = step.s1.as_mut() {
+                        r.reader.set_columns(lo, hi);
+                    }
+                }
+            }
+        }
     }
 
     /// Reads and normalises tile `t`.

@@ -28,7 +28,8 @@ fn series() -> PathBuf {
 }
 
 /// An embedding run of the five dates over the AOI: 32 px tiles (4 patches) overlapping by
-/// 16 px, one tile row per block, so the run has several blocks to share out.
+/// 16 px, one tile row per block and column panels of 3 tile columns (48 px), so the run
+/// has several blocks and panels to share out.
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "--model",
@@ -47,6 +48,8 @@ fn args(out: &Path, extra: &[&str]) -> Vec<String> {
         "16",
         "--block-rows",
         "1",
+        "--panel-width",
+        "48",
     ]
     .iter()
     .map(|x| (*x).to_string())
@@ -122,6 +125,36 @@ fn an_embedding_run_over_an_aoi_is_masked_to_it_and_three_concurrent_shards_merg
     assert_eq!(info["geoTransform"][1], 80.0);
     assert!(reference.join("run.item.json").exists());
     assert!(reference.join("run.plan.json").exists());
+    // Column panels change neither the pixels nor the model runs: one panel (the default
+    // 2048 px) writes the same COG bytes and the same rows (in another order).
+    assert!(
+        summary["parameters"]["panels"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let wide = tmp.path().join("one-panel");
+    let mut one_panel = predict(&wide, &["--json"]);
+    let at = one_panel.iter().position(|a| a == "--panel-width").unwrap();
+    one_panel.drain(at..at + 2);
+    let single = json(&ok_stdout(&eoinfer(&one_panel)));
+    assert_eq!(single["parameters"]["panels"], 1);
+    assert_eq!(
+        single["job"]["tiles_run_all_processes"],
+        summary["job"]["tiles_run_all_processes"]
+    );
+    let cog = "run.embeddings.tif";
+    assert_eq!(sha(&reference.join(cog)), sha(&wide.join(cog)));
+    let sorted = "import sys, json, pyarrow.parquet as pq\n\
+        t = [sorted(json.dumps(r, sort_keys=True, default=str) for r in pq.read_table(p).to_pylist()) for p in sys.argv[1:3]]\n\
+        print(json.dumps(t[0] == t[1]))";
+    let table = "run.embeddings.parquet";
+    let o = Command::new(reference_python())
+        .args(["-c", sorted])
+        .arg(reference.join(table))
+        .arg(wide.join(table))
+        .output()
+        .unwrap();
+    assert_eq!(ok_stdout(&o).trim(), "true");
 
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sharded");

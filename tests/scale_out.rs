@@ -353,6 +353,66 @@ fn three_concurrent_shards_merge_to_the_pixels_and_rows_of_one_process() {
 }
 
 #[test]
+fn column_panels_write_the_pixels_and_rows_of_one_panel_alone_and_in_shards() {
+    let (reference, _) = one_process();
+    let tmp = tempfile::tempdir().unwrap();
+    // Panels of 500 px: the 1536 px wide grid is 3 panels of 4 blocks each.
+    let panels = |out: &Path, extra: &[&str]| {
+        [
+            vec!["predict".into()],
+            demo_args(out),
+            vec!["--panel-width".into(), "500".into(), "--json".into()],
+            extra.iter().map(|e| (*e).to_string()).collect(),
+        ]
+        .concat()
+    };
+    let one = tmp.path().join("one");
+    let summary = json(&ok_stdout(&eoinfer(panels(&one, &[]))));
+    assert_eq!(summary["parameters"]["panels"], 3);
+    assert_eq!(summary["job"]["blocks"], 12);
+    // One process runs every tile once: a panel's halo tiles come from the panel before.
+    assert_eq!(summary["job"]["tiles_run_all_processes"], 28);
+    same_rasters(reference, &one);
+    same_rows(reference, &one);
+    // Three shards: a shard starting inside a panel row runs that panel's halo tiles itself.
+    let out = tmp.path().join("sharded");
+    let plan: Vec<String> = [
+        vec!["plan".into()],
+        demo_args(&out),
+        vec![
+            "--panel-width".into(),
+            "500".into(),
+            "--shards".into(),
+            "3".into(),
+        ],
+    ]
+    .concat();
+    ok(&eoinfer(&plan));
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+                .args(panels(
+                    &out,
+                    &["--shard", &format!("{i}/3"), "--threads", "1"],
+                ))
+                .current_dir(root())
+                .env_remove("ORT_DYLIB_PATH")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok_stdout(&c.wait_with_output().unwrap());
+    }
+    let merged = json(&ok_stdout(&eoinfer(["merge", &s(&out), "--json"])));
+    assert!(merged["job"]["tiles_run_all_processes"].as_u64().unwrap() > 28);
+    same_rasters(reference, &out);
+    same_rows(reference, &out);
+}
+
+#[test]
 fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_less_work() {
     let (reference, full) = one_process();
     let full_runs = full["job"]["tiles_run"].as_u64().unwrap();

@@ -91,13 +91,12 @@ impl EmbeddingTable {
         })
     }
 
-    /// Writes the valid patches of a block of patch rows as one row group; `values` is
-    /// channel-major (`dim * rows * width`).
+    /// Writes the valid patches of a `width` x `rows` rectangle of the patch grid at
+    /// column `x0`, row `y` as one row group; `values` is channel-major (`dim * rows * width`).
     pub fn write_block(
         &mut self,
-        y: usize,
-        rows: usize,
-        width: usize,
+        (x0, y): (usize, usize),
+        (width, rows): (usize, usize),
         values: &[f32],
         valid: &[bool],
     ) -> Result<(), OutputError> {
@@ -107,12 +106,13 @@ impl EmbeddingTable {
             .flat_map(|r| (0..width).map(move |x| (r, x)))
             .filter(|&(r, x)| valid[r * width + x])
             .collect();
+        let col = |x: usize| x0 + x;
         if idx.is_empty() {
             return Ok(());
         }
         let mut cx: Vec<f64> = idx
             .iter()
-            .map(|&(_, x)| gt[0] + (x as f64 + 0.5) * gt[1])
+            .map(|&(_, x)| gt[0] + (col(x) as f64 + 0.5) * gt[1])
             .collect::<Vec<_>>();
         let mut cy: Vec<f64> = idx
             .iter()
@@ -138,7 +138,7 @@ impl EmbeddingTable {
             .iter()
             .map(|&(r, x)| {
                 let w = Window {
-                    x: x as i64,
+                    x: col(x) as i64,
                     y: (y + r) as i64,
                     width: 1,
                     height: 1,
@@ -167,7 +167,7 @@ impl EmbeddingTable {
         );
         column!(
             Int32Type,
-            &idx.iter().map(|&(_, x)| x as i32).collect::<Vec<_>>(),
+            &idx.iter().map(|&(_, x)| col(x) as i32).collect::<Vec<_>>(),
             None,
             None
         );
@@ -190,12 +190,12 @@ impl EmbeddingTable {
     }
 }
 
-/// Writes the rows of every part of an embeddings raster into `table`, part by part in
-/// chunks of rows (a patch with a finite first band is a written embedding).
+/// Writes the rows of every part of an embeddings raster into `table`, part by part (block
+/// order: column panel by panel, top to bottom) in chunks of rows (a patch with a finite
+/// first band is a written embedding).
 fn table_from_parts(
     table: &mut EmbeddingTable,
     parts: &[crate::output::raster::Part],
-    width: usize,
     dim: usize,
 ) -> Result<(), OutputError> {
     let gerr = |p: &Path, e: gdal::errors::GdalError| OutputError::Gdal {
@@ -203,6 +203,7 @@ fn table_from_parts(
         message: e.to_string(),
     };
     for p in parts {
+        let width = p.cols;
         let ds = gdal::Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
         let chunk = ((32 << 20) / (width * dim * 4).max(1)).clamp(1, p.rows.max(1));
         let mut y = 0;
@@ -224,7 +225,7 @@ fn table_from_parts(
                     .map_err(|e| gerr(&p.path, e))?;
             }
             let valid: Vec<bool> = values[..plane].iter().map(|v| v.is_finite()).collect();
-            table.write_block(p.y + y, n, width, &values, &valid)?;
+            table.write_block((p.x, p.y + y), (width, n), &values, &valid)?;
             y += n;
         }
     }
@@ -246,16 +247,7 @@ pub fn merge(
     use crate::output::raster::{Part, aux_path, band_ranges, embeddings_cog_from_parts};
     use crate::util::{TempFiles, partial_name};
     let name = &job.name;
-    let parts: Vec<Part> = records
-        .iter()
-        .flat_map(|r| {
-            r.parts.iter().map(|p| Part {
-                path: parts_path.join(&p.file),
-                y: r.rows.0,
-                rows: r.rows.1 - r.rows.0,
-            })
-        })
-        .collect();
+    let parts = Part::of_blocks(records, parts_path);
     let (w, h, gt) = job.out_grid();
     let final_cog = out.join(format!("{name}.embeddings.tif"));
     let final_table = out.join(format!("{name}.embeddings.parquet"));
@@ -266,7 +258,7 @@ pub fn merge(
     temps.track(aux_path(&part_cog));
     let part_table = temps.track(partial_name(&final_table));
     let ranges = if uint8 {
-        Some(band_ranges(&parts, w, dim)?)
+        Some(band_ranges(&parts, dim)?)
     } else {
         None
     };
@@ -279,7 +271,7 @@ pub fn merge(
         gt[3],
     ];
     let mut table = EmbeddingTable::create(&part_table, gt, srs, &job.grid.projjson, bbox, dim)?;
-    table_from_parts(&mut table, &parts, w, dim)?;
+    table_from_parts(&mut table, &parts, dim)?;
     let rows = table.close()?;
     let patches_valid: u64 = records
         .iter()

@@ -16,20 +16,6 @@ use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int32Type};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The part files of the finished blocks, in row order.
-fn parts_of(records: &[&BlockRecord], parts_path: &Path) -> Vec<Part> {
-    records
-        .iter()
-        .flat_map(|r| {
-            r.parts.iter().map(|p| Part {
-                path: parts_path.join(&p.file),
-                y: r.rows.0,
-                rows: r.rows.1 - r.rows.0,
-            })
-        })
-        .collect()
-}
-
 fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     OutputError::Gdal {
         path: path.to_path_buf(),
@@ -64,12 +50,9 @@ fn values_cog(
     for p in parts {
         let _ = write!(
             s,
-            "<ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>1</SourceBand>\
-             <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/><NODATA>nan</NODATA></ComplexSource>",
+            "<ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>1</SourceBand>{}<NODATA>nan</NODATA></ComplexSource>",
             xml(&p.path.to_string_lossy()),
-            p.rows,
-            p.y,
-            p.rows
+            p.rects()
         );
     }
     s.push_str("</VRTRasterBand></VRTDataset>");
@@ -88,7 +71,7 @@ pub fn merge_regression(
     t_final: std::time::Instant,
 ) -> Result<RunSummary, Error> {
     let name = &job.name;
-    let parts = parts_of(records, parts_path);
+    let parts = Part::of_blocks(records, parts_path);
     let final_values = out.join(format!("{name}.values.tif"));
     let final_tiles = out.join(format!("{name}.tiles.parquet"));
     let final_summary = out.join(format!("{name}.summary.json"));
@@ -150,25 +133,27 @@ struct WindowRow {
 }
 
 /// Reads the window scores of every part: the label of each window (the class with the
-/// highest score; `CLASS_NODATA` without a prediction) row by row, and the labelled windows.
+/// highest score; `CLASS_NODATA` without a prediction) on the `width` x `height` window
+/// grid, and the labelled windows in row-major order.
 fn labels(
     parts: &[Part],
-    width: usize,
+    (width, height): (usize, usize),
     classes: usize,
 ) -> Result<(Vec<u8>, Vec<WindowRow>), OutputError> {
-    let mut labels = Vec::new();
+    let mut labels = vec![crate::blend::CLASS_NODATA; width * height];
     let mut rows = Vec::new();
     for p in parts {
         let ds = gdal::Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
-        let plane = width * p.rows;
+        let pw = p.cols;
+        let plane = pw * p.rows;
         let mut scores = vec![0_f32; classes * plane];
         for c in 0..classes {
             ds.rasterband(c + 1)
                 .and_then(|b| {
                     b.read_into_slice::<f32>(
                         (0, 0),
-                        (width, p.rows),
-                        (width, p.rows),
+                        (pw, p.rows),
+                        (pw, p.rows),
                         &mut scores[c * plane..(c + 1) * plane],
                         None,
                     )
@@ -178,21 +163,22 @@ fn labels(
         for i in 0..plane {
             let s: Vec<f32> = (0..classes).map(|c| scores[c * plane + i]).collect();
             if !s[0].is_finite() {
-                labels.push(crate::blend::CLASS_NODATA);
                 continue;
             }
             let best = (0..classes)
                 .max_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)))
                 .unwrap_or(0);
-            labels.push(best as u8);
+            let (row, col) = (p.y + i / pw, p.x + i % pw);
+            labels[row * width + col] = best as u8;
             rows.push(WindowRow {
-                row: p.y + i / width,
-                col: i % width,
+                row,
+                col,
                 class: best as u8,
                 scores: s,
             });
         }
     }
+    rows.sort_by_key(|r| (r.row, r.col));
     Ok((labels, rows))
 }
 
@@ -288,7 +274,7 @@ pub fn merge_classification(
 ) -> Result<RunSummary, Error> {
     let name = &job.name;
     let classes = &job.model.classes;
-    let parts = parts_of(records, parts_path);
+    let parts = Part::of_blocks(records, parts_path);
     let (width, height, gt) = job.out_grid();
     let final_classes = out.join(format!("{name}.classes.tif"));
     let final_windows = out.join(format!("{name}.windows.parquet"));
@@ -300,7 +286,7 @@ pub fn merge_classification(
     let staged = temps.track(out.join(format!(".{name}.labels.staged.tif")));
     temps.track(aux_path(&staged));
     let part_windows = temps.track(partial_name(&final_windows));
-    let (labels, rows) = labels(&parts, width, classes.len())?;
+    let (labels, rows) = labels(&parts, (width, height), classes.len())?;
     let mut sink = RasterSink::create_part(
         &staged,
         (width, height),
@@ -311,11 +297,7 @@ pub fn merge_classification(
     )?;
     sink.write_rows(0, height, &labels)?;
     sink.finish_part()?;
-    let whole = [Part {
-        path: staged.clone(),
-        y: 0,
-        rows: height,
-    }];
+    let whole = [Part::whole(staged.clone(), (width, height))];
     cog_from_parts(
         &whole,
         (width, height),

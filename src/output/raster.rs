@@ -408,10 +408,58 @@ fn with_cog_temps<R>(target: &Path, f: impl FnOnce() -> R) -> R {
 pub struct Part {
     /// The part file.
     pub path: PathBuf,
+    /// First grid column.
+    pub x: usize,
     /// First grid row.
     pub y: usize,
+    /// Columns.
+    pub cols: usize,
     /// Rows.
     pub rows: usize,
+}
+
+impl Part {
+    /// A whole raster of `cols` x `rows` as one part.
+    #[must_use]
+    pub fn whole(path: PathBuf, (cols, rows): (usize, usize)) -> Self {
+        Self {
+            path,
+            x: 0,
+            y: 0,
+            cols,
+            rows,
+        }
+    }
+
+    /// The part files of finished blocks, in block order, each at its block's rows and
+    /// columns of the output raster.
+    #[must_use]
+    pub fn of_blocks(records: &[&crate::journal::BlockRecord], parts_path: &Path) -> Vec<Part> {
+        records
+            .iter()
+            .flat_map(|r| {
+                r.parts.iter().map(move |p| Part {
+                    path: parts_path.join(&p.file),
+                    x: r.cols.0,
+                    y: r.rows.0,
+                    cols: r.cols.1 - r.cols.0,
+                    rows: r.rows.1 - r.rows.0,
+                })
+            })
+            .collect()
+    }
+
+    /// The VRT source rectangles placing this part.
+    #[must_use]
+    pub fn rects(&self) -> String {
+        format!(
+            "<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{c}\" ySize=\"{r}\"/><DstRect xOff=\"{x}\" yOff=\"{y}\" xSize=\"{c}\" ySize=\"{r}\"/>",
+            c = self.cols,
+            r = self.rows,
+            x = self.x,
+            y = self.y
+        )
+    }
 }
 
 /// The opening of a VRT document of a `width` x `height` raster on `gt` in `srs_wkt`.
@@ -486,12 +534,9 @@ pub fn cog_from_parts(
         for p in parts {
             let _ = write!(
                 xml,
-                "<SimpleSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{b}</SourceBand>\
-                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/></SimpleSource>",
+                "<SimpleSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{b}</SourceBand>{}</SimpleSource>",
                 esc(&p.path.to_string_lossy()),
-                p.rows,
-                p.y,
-                p.rows
+                p.rects()
             );
         }
         xml.push_str("</VRTRasterBand>");
@@ -503,13 +548,10 @@ pub fn cog_from_parts(
 
 /// Smallest and largest finite value per band over every part of an embeddings raster:
 /// the quantisation range of a uint8 COG, from the whole run.
-pub fn band_ranges(
-    parts: &[Part],
-    width: usize,
-    dim: usize,
-) -> Result<Vec<(f32, f32)>, OutputError> {
+pub fn band_ranges(parts: &[Part], dim: usize) -> Result<Vec<(f32, f32)>, OutputError> {
     let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); dim];
     for p in parts {
+        let width = p.cols;
         let ds = Dataset::open(&p.path).map_err(|e| gerr(&p.path, e))?;
         let chunk = ((4 << 20) / width.max(1)).clamp(1, p.rows.max(1));
         let mut buf = vec![0_f32; width * chunk];
@@ -547,13 +589,10 @@ pub fn embeddings_cog_from_parts(
     for b in 0..dim {
         let source = |p: &Part, extra: &str| {
             format!(
-                "<SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{}</SourceBand>\
-                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"{}\" xSize=\"{width}\" ySize=\"{}\"/>{extra}",
+                "<SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{}</SourceBand>{}{extra}",
                 esc(&p.path.to_string_lossy()),
                 b + 1,
-                p.rows,
-                p.y,
-                p.rows
+                p.rects()
             )
         };
         match ranges {

@@ -121,15 +121,20 @@ impl StackReader {
     }
 }
 
-/// Reads tiles of a stack in row order from a rolling buffer of full-width rows: each row of
-/// the scene is read from GDAL once, in chunks of whole rows, however much the tiles overlap.
-/// Full-width reads let GDAL decode each source block once (a tile-by-tile, band-by-band
-/// read decodes a pixel-interleaved block once per band and per overlapping tile).
+/// Reads tiles of a stack in row order from a rolling buffer of rows spanning a range of
+/// columns (the whole width, or a column panel set with [`Self::set_columns`]): each row of
+/// the span is read from GDAL once, in chunks of rows, however much the tiles overlap.
+/// Strip reads let GDAL decode each source block once (a tile-by-tile, band-by-band read
+/// decodes a pixel-interleaved block once per band and per overlapping tile).
 pub struct StripReader {
     ds: Dataset,
     width: usize,
     height: usize,
     bands: usize,
+    /// First scene column held.
+    x0: usize,
+    /// Columns held.
+    span: usize,
     chunk: usize,
     cap: usize,
     /// First scene row held.
@@ -167,6 +172,8 @@ impl StripReader {
             width: stack.width,
             height: stack.height,
             bands: stack.vrt_bands,
+            x0: 0,
+            span: stack.width,
             chunk,
             cap,
             y0: 0,
@@ -176,10 +183,24 @@ impl StripReader {
         })
     }
 
+    /// Holds scene columns `lo..hi` from now on (a column panel): windows must fall inside
+    /// them once reflected. The buffer shrinks to the span.
+    pub fn set_columns(&mut self, lo: usize, hi: usize) {
+        let (lo, hi) = (lo.min(self.width), hi.min(self.width).max(lo + 1));
+        if (lo, hi - lo) == (self.x0, self.span) {
+            return;
+        }
+        self.x0 = lo;
+        self.span = hi - lo;
+        self.rows = 0;
+        self.buf = vec![0.0; self.bands * self.cap * self.span];
+    }
+
     /// Makes the buffer hold scene rows `lo..hi`.
     fn ensure(&mut self, lo: usize, hi: usize) -> Result<(), SceneError> {
         debug_assert!(hi <= self.height && hi - lo < self.cap);
-        let plane = self.cap * self.width;
+        let span = self.span;
+        let plane = self.cap * span;
         if lo < self.y0 || lo >= self.y0 + self.rows {
             self.y0 = lo;
             self.rows = 0;
@@ -187,10 +208,8 @@ impl StripReader {
             let drop = lo - self.y0;
             for b in 0..self.bands {
                 let start = b * plane;
-                self.buf.copy_within(
-                    start + drop * self.width..start + self.rows * self.width,
-                    start,
-                );
+                self.buf
+                    .copy_within(start + drop * span..start + self.rows * span, start);
             }
             self.y0 = lo;
             self.rows -= drop;
@@ -200,12 +219,12 @@ impl StripReader {
             let n = self.chunk.min(self.height - y).min(self.cap - self.rows);
             for b in 0..self.bands {
                 let band = self.ds.rasterband(b + 1).map_err(|e| self.err(&e, y, n))?;
-                let start = b * plane + self.rows * self.width;
+                let start = b * plane + self.rows * span;
                 band.read_into_slice::<f32>(
-                    (0, y as isize),
-                    (self.width, n),
-                    (self.width, n),
-                    &mut self.buf[start..start + n * self.width],
+                    (self.x0 as isize, y as isize),
+                    (span, n),
+                    (span, n),
+                    &mut self.buf[start..start + n * span],
                     None,
                 )
                 .map_err(|e| self.err(&e, y, n))?;
@@ -225,6 +244,9 @@ impl StripReader {
     /// Reads `window` of every band into `out` (band-major, `bands * h * w`), reflecting
     /// coordinates outside the scene back inside. Windows should come in row order; going
     /// back up re-reads rows.
+    ///
+    /// # Panics
+    /// When a reflected column lies outside the columns held ([`Self::set_columns`]).
     pub fn read(&mut self, window: Window, out: &mut [f32]) -> Result<(), SceneError> {
         let (w, h) = (window.width, window.height);
         debug_assert_eq!(out.len(), self.bands * w * h);
@@ -234,23 +256,25 @@ impl StripReader {
         let lo = ys.iter().copied().min().unwrap_or(0);
         let hi = ys.iter().copied().max().unwrap_or(0) + 1;
         self.ensure(lo, hi)?;
-        let plane = self.cap * self.width;
-        let inside_x = window.x >= 0 && window.x as usize + w <= self.width;
+        let (x0, span) = (self.x0 as i64, self.span);
+        let plane = self.cap * span;
+        let inside_x = window.x >= x0 && window.x - x0 + w as i64 <= span as i64;
         let xs: Vec<usize> = if inside_x {
             Vec::new()
         } else {
             (0..w)
-                .map(|i| reflect(window.x + i as i64, self.width))
+                .map(|i| reflect(window.x + i as i64, self.width) - self.x0)
                 .collect()
         };
+        let first = (window.x - x0).max(0) as usize;
         for b in 0..self.bands {
             let dst = &mut out[b * w * h..(b + 1) * w * h];
             for (ty, &sy) in ys.iter().enumerate() {
-                let row_start = b * plane + (sy - self.y0) * self.width;
-                let src = &self.buf[row_start..row_start + self.width];
+                let row_start = b * plane + (sy - self.y0) * span;
+                let src = &self.buf[row_start..row_start + span];
                 let d = &mut dst[ty * w..(ty + 1) * w];
                 if inside_x {
-                    d.copy_from_slice(&src[window.x as usize..window.x as usize + w]);
+                    d.copy_from_slice(&src[first..first + w]);
                 } else {
                     for (v, &sx) in d.iter_mut().zip(&xs) {
                         *v = src[sx];
@@ -330,6 +354,29 @@ mod tests {
                     windows.read(t.window, &mut a).expect("read");
                     strips.read(t.window, &mut b).expect("read");
                     assert_eq!(a, b, "{width}x{height} {tiling:?} tile {t:?}");
+                }
+                // A column panel: the columns its tiles read (reflected), nothing more.
+                for (c0, c1) in [(0, 2), (2, grid.cols())] {
+                    let tiles: Vec<_> =
+                        grid.tiles().filter(|t| (c0..c1).contains(&t.col)).collect();
+                    if tiles.is_empty() {
+                        continue;
+                    }
+                    let cols: Vec<usize> = tiles
+                        .iter()
+                        .flat_map(|t| {
+                            (0..t.window.width).map(move |i| reflect(t.window.x + i as i64, width))
+                        })
+                        .collect();
+                    let lo = cols.iter().copied().min().expect("a column");
+                    let hi = cols.iter().copied().max().expect("a column") + 1;
+                    let mut panel = StripReader::open(&st, 64).expect("open");
+                    panel.set_columns(lo, hi);
+                    for t in &tiles {
+                        windows.read(t.window, &mut a).expect("read");
+                        panel.read(t.window, &mut b).expect("read");
+                        assert_eq!(a, b, "{width}x{height} {tiling:?} panel tile {t:?}");
+                    }
                 }
                 // Going back up re-reads.
                 let first = grid.tiles().next().expect("a tile");
