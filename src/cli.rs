@@ -132,7 +132,7 @@ pub enum TilingArg {
     Reference,
 }
 
-/// Data types of the embeddings COG.
+/// Data types of the embeddings and values COGs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbeddingDtype {
     /// 32-bit floats (default).
@@ -197,6 +197,11 @@ pub struct PredictCli {
     /// scale/offset metadata; 0 = no data). The GeoParquet always holds float32.
     #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
     pub embedding_dtype: EmbeddingDtype,
+    /// Data type of a regression head's values COG: float32, or uint8 (1 to 255 linear over
+    /// the manifest's expected range, values outside it clamped, scale/offset metadata;
+    /// 0 = no data). The tiles GeoParquet's statistics are always of the float values.
+    #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
+    pub value_dtype: EmbeddingDtype,
     /// Tiles per inference batch: 1 to 65536, and the batch must fit in --memory-limit.
     #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 16))]
     pub batch_size: usize,
@@ -448,6 +453,7 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
             .transpose()?
             .unwrap_or_default(),
         embedding_uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
+        value_uint8: c.value_dtype == EmbeddingDtype::Uint8,
     })
 }
 

@@ -249,7 +249,7 @@ impl OutShape {
         let (channels, means) = match plan.job.head {
             HeadPlan::Classes => (plan.model.classes.len(), false),
             HeadPlan::Embeddings { dim, .. } => (dim, true),
-            HeadPlan::Regression(_) => (1, true),
+            HeadPlan::Regression { .. } => (1, true),
             HeadPlan::Classification => (plan.model.classes.len(), true),
         };
         let unit = plan.job.unit.max(1);
@@ -460,7 +460,7 @@ fn run_job(
         let main_output = out.join(match plan.job.head {
             HeadPlan::Classes | HeadPlan::Classification => format!("{}.classes.tif", plan.name),
             HeadPlan::Embeddings { .. } => format!("{}.embeddings.tif", plan.name),
-            HeadPlan::Regression(_) => format!("{}.values.tif", plan.name),
+            HeadPlan::Regression { .. } => format!("{}.values.tif", plan.name),
         });
         for f in [&main_output, &final_summary] {
             if !f.exists() {
@@ -2063,13 +2063,13 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
             (*dim, *uint8),
             t_final,
         )?,
-        HeadPlan::Regression(value) => crate::output::heads::merge_regression(
+        HeadPlan::Regression { value, uint8 } => crate::output::heads::merge_regression(
             job,
             out,
             ctx,
             &records,
             &parts_path,
-            value,
+            (value, *uint8),
             t_final,
         )?,
         HeadPlan::Classification => crate::output::heads::merge_classification(
@@ -2095,7 +2095,6 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
 /// The outputs of a class map head: class map and probabilities COGs through a VRT of the
 /// parts, tiles GeoParquet from the journal's counts, polygons, styles, QGIS project, STAC
 /// Item and summary.
-#[allow(clippy::too_many_lines)]
 fn merge_classes(
     job: &JobPlan,
     out: &Path,
@@ -2169,7 +2168,7 @@ fn merge_classes(
     }
 
     // Tile records: the sum of every block's counts.
-    let (tile_records, class_totals, tiles_run_total) = sum_tiles(job, records, n_classes)?;
+    let (tile_records, class_totals, _) = sum_tiles(job, records, n_classes)?;
     let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
     write_tiles(
         &part_tiles,
@@ -2179,9 +2178,7 @@ fn merge_classes(
         &grid.projjson,
     )?;
 
-    let mut counts = Counts {
-        tiles: tile_records.len(),
-        tiles_inferred: tile_records.iter().filter(|r| r.inferred).count(),
+    let counts = Counts {
         pixels: (grid.width * grid.height) as u64,
         pixels_valid: class_totals.iter().sum(),
         class_pixels: classes
@@ -2189,17 +2186,8 @@ fn merge_classes(
             .map(|c| (c.name.clone(), class_totals[usize::from(c.value)]))
             .collect(),
         polygons: polygon_stats,
-        time_steps: (!job.time_steps.is_empty()).then_some(job.time_steps.len()),
         ..Counts::default()
     };
-    counts.tiles_skipped = counts.tiles - counts.tiles_inferred;
-    let mut warnings = ctx.warnings;
-    if counts.pixels_valid == 0 {
-        let w = format!("{name} has no valid pixel (all nodata); the outputs are all nodata");
-        tracing::warn!("{w}");
-        warnings.push(w);
-    }
-    let job_counts = ctx.job;
     let outputs = Outputs {
         classes: Some(final_classes.clone()),
         probabilities: job.probabilities.then(|| final_probs.clone()),
@@ -2211,33 +2199,6 @@ fn merge_classes(
         stac_item: final_item.clone(),
         vectors: final_vectors.clone(),
     };
-    let parameters = run_parameters(job, &ctx.parameters);
-    let mut summary = RunSummary {
-        eoinfer_version: env!("CARGO_PKG_VERSION").to_string(),
-        gdal_version: gdal::version::version_info("RELEASE_NAME"),
-        onnxruntime: ctx.runtime,
-        model: model_info(job),
-        scene: job.stack.clone(),
-        scenes: job.scenes.clone(),
-        time_steps: job.time_steps.clone(),
-        grid: grid_info(job),
-        parameters,
-        counts,
-        job: JobSummary {
-            counts: job_counts,
-            tiles_run_all_processes: tiles_run_total,
-            processes: records
-                .iter()
-                .map(|r| r.process.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-        },
-        timings_s: ctx.timings,
-        outputs,
-        warnings,
-    };
-
     // Everything is written: move it into place.
     let mut moves = vec![
         (part_classes.clone(), final_classes.clone()),
@@ -2282,8 +2243,7 @@ fn merge_classes(
         let _ = std::fs::remove_file(aux_path(&final_probs));
         let _ = std::fs::remove_file(crate::output::qgis::style_path(&final_probs));
     }
-    summary.timings_s.finalize = t_final.elapsed().as_secs_f64();
-    summary.timings_s.total = ctx.t0.elapsed().as_secs_f64();
+    let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
     commit_outputs(job, out, &summary, moves, temps)?;
     Ok(summary)
 }
@@ -2319,18 +2279,11 @@ pub(crate) fn commit_outputs(
     Ok(())
 }
 
-/// The run's STAC Item, written under a temporary name; returns the rename.
-pub(crate) fn write_item(
-    job: &JobPlan,
-    out: &Path,
-    final_item: &Path,
-    temps: &mut TempFiles,
-) -> Result<(PathBuf, PathBuf), Error> {
-    use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
+/// The STAC assets of the run's head.
+fn head_assets(job: &JobPlan, out: &Path) -> Vec<crate::output::stac::Asset> {
+    use crate::output::stac::{Asset, COG, PARQUET, QML};
     let name = &job.name;
-    let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
-    dates.sort();
-    let mut assets = match job.head {
+    match job.head {
         HeadPlan::Classes => vec![
             Asset {
                 key: "classes",
@@ -2354,7 +2307,7 @@ pub(crate) fn write_item(
                 title: "tiles with class counts (GeoParquet)".into(),
             },
         ],
-        HeadPlan::Regression(ref value) => vec![
+        HeadPlan::Regression { ref value, .. } => vec![
             Asset {
                 key: "values",
                 path: out.join(format!("{name}.values.tif")),
@@ -2416,7 +2369,21 @@ pub(crate) fn write_item(
                 title: "embeddings per patch (GeoParquet)".into(),
             },
         ],
-    };
+    }
+}
+
+/// The run's STAC Item, written under a temporary name; returns the rename.
+pub(crate) fn write_item(
+    job: &JobPlan,
+    out: &Path,
+    final_item: &Path,
+    temps: &mut TempFiles,
+) -> Result<(PathBuf, PathBuf), Error> {
+    use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
+    let name = &job.name;
+    let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
+    dates.sort();
+    let mut assets = head_assets(job, out);
     assets.push(Asset {
         key: "summary",
         path: out.join(format!("{name}.summary.json")),

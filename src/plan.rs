@@ -85,6 +85,9 @@ pub struct PredictArgs {
     pub dates: Vec<crate::scene::timeseries::Date>,
     /// `--embedding-dtype uint8`: quantise the embeddings COG.
     pub embedding_uint8: bool,
+    /// `--value-dtype uint8`: quantise a regression head's values COG over the manifest's
+    /// expected range.
+    pub value_uint8: bool,
 }
 
 /// What a run writes: the head chosen from the manifest.
@@ -105,7 +108,13 @@ pub enum HeadPlan {
     },
     /// One value per pixel (a regression head): a float32 COG with the value's name, unit
     /// and nodata, a QGIS colour ramp, per-tile statistics in the tiles GeoParquet.
-    Regression(crate::model::embedding::RegressionSpec),
+    Regression {
+        /// The value (name, unit, nodata, expected range) from the manifest.
+        value: crate::model::embedding::RegressionSpec,
+        /// Whether the COG is quantised to uint8 over the manifest's range (the same scale
+        /// for every shard).
+        uint8: bool,
+    },
     /// One label per window of the tile-grid unit (a classification head): a class COG at
     /// window resolution and a GeoParquet row per window with its class scores.
     Classification,
@@ -354,7 +363,7 @@ impl JobPlan {
     pub fn out_grid(&self) -> (usize, usize, [f64; 6]) {
         let g = &self.grid;
         match self.head {
-            HeadPlan::Classes | HeadPlan::Regression(_) => (g.width, g.height, g.geo_transform),
+            HeadPlan::Classes | HeadPlan::Regression { .. } => (g.width, g.height, g.geo_transform),
             HeadPlan::Embeddings { .. } | HeadPlan::Classification => {
                 let u = self.unit.max(1);
                 let gt = g.geo_transform;
@@ -386,7 +395,7 @@ impl JobPlan {
     #[must_use]
     pub fn out_factor(&self) -> usize {
         match self.head {
-            HeadPlan::Classes | HeadPlan::Regression(_) => self.unit.max(1),
+            HeadPlan::Classes | HeadPlan::Regression { .. } => self.unit.max(1),
             HeadPlan::Embeddings { .. } | HeadPlan::Classification => 1,
         }
     }
@@ -546,16 +555,17 @@ fn job_plan(
                     uint8: args.embedding_uint8,
                 },
                 EncoderHead::Segmentation => HeadPlan::Classes,
-                EncoderHead::Regression => {
-                    HeadPlan::Regression(e.regression.clone().unwrap_or_else(|| {
+                EncoderHead::Regression => HeadPlan::Regression {
+                    value: e.regression.clone().unwrap_or_else(|| {
                         crate::model::embedding::RegressionSpec {
                             name: "value".into(),
                             unit: String::new(),
                             nodata: -9999.0,
                             range: [0.0, 1.0],
                         }
-                    }))
-                }
+                    }),
+                    uint8: args.value_uint8,
+                },
                 EncoderHead::Classification => HeadPlan::Classification,
             },
             None => HeadPlan::Classes,
@@ -956,6 +966,9 @@ fn check_options(args: &PredictArgs, model: &ModelSpec) -> Result<(), Error> {
     }
     if args.embedding_uint8 && !model.embeds() {
         return refuse("--embedding-dtype applies to encoders without a head (embedding models)");
+    }
+    if args.value_uint8 && model.head_kind() != Some(EncoderHead::Regression) {
+        return refuse("--value-dtype applies to regression heads");
     }
     if model.encoder.is_none() && !args.dates.is_empty() {
         return refuse("--dates applies to time-series models");

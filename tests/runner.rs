@@ -429,6 +429,51 @@ fn a_regression_head_writes_a_value_map_with_its_name_unit_nodata_style_and_tile
     let t = json(&ok_stdout(&o));
     assert_eq!(t["ordered"], true, "{t}");
     assert_eq!(t["rows"], summary["counts"]["tiles"]);
+    // `--value-dtype uint8`: 1..255 over the manifest's range (0-50 m), 0 = no data; scale
+    // and offset give each value back within half a step (clamped to the range).
+    let q = tmp.path().join("uint8");
+    head_run(
+        "olmoearth-v1-nano-reg",
+        &q,
+        &["--aoi", AOI, "--value-dtype", "uint8"],
+    );
+    let script = "import sys, json, numpy as np, rasterio\n\
+        f, q = rasterio.open(sys.argv[1]), rasterio.open(sys.argv[2])\n\
+        a, b = f.read(1).astype(float), q.read(1)\n\
+        vf, vq = a != f.nodata, b != 0\n\
+        v = b * q.scales[0] + q.offsets[0]\n\
+        err = float(np.abs(v - np.clip(a, 0, 50))[vf].max())\n\
+        print(json.dumps({'dtype': str(b.dtype), 'nodata': q.nodata, 'same_valid': bool((vf == vq).all()), 'err': err, 'step': q.scales[0], 'desc': q.descriptions[0]}))";
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(&values)
+        .arg(q.join("run.values.tif"))
+        .output()
+        .unwrap();
+    let r = json(&ok_stdout(&o));
+    assert_eq!(r["dtype"], "uint8", "{r}");
+    assert_eq!(r["nodata"], 0.0, "{r}");
+    assert_eq!(r["same_valid"], true, "{r}");
+    assert_eq!(r["desc"], "canopy_height", "{r}");
+    let step = r["step"].as_f64().unwrap();
+    assert!((step - 50.0 / 254.0).abs() < 1e-9, "{r}");
+    assert!(r["err"].as_f64().unwrap() <= step / 2.0 + 1e-4, "{r}");
+    // Only a regression head has values to quantise.
+    let o = eoinfer([
+        "predict",
+        "--model",
+        &s(&root().join("models/olmoearth/olmoearth-v1-nano.json")),
+        "--scene",
+        &s(&series()),
+        "--out",
+        &s(&tmp.path().join("refused")),
+        "--value-dtype",
+        "uint8",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--value-dtype applies to regression heads")
+    );
 }
 
 #[test]

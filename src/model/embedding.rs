@@ -107,6 +107,117 @@ fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
     }
 }
 
+/// The model bands of the `s2` input with their common names and centre wavelengths.
+fn s2_bands(
+    path: &Path,
+    doc: &Value,
+    s2: &Value,
+) -> Result<(Vec<ModelBand>, Vec<Option<f64>>), ModelError> {
+    let defs = crate::model::manifest::band_definitions(doc);
+    let mut bands = Vec::new();
+    let mut wavelengths = Vec::new();
+    for b in s2
+        .get("bands")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(path, "the s2 input has no bands"))?
+    {
+        let name = b
+            .as_str()
+            .ok_or_else(|| invalid(path, "a band name is not a string"))?;
+        let def = defs
+            .iter()
+            .find(|d| d.get("name").and_then(Value::as_str) == Some(name));
+        bands.push(ModelBand {
+            name: name.to_string(),
+            common_name: def
+                .and_then(|d| d.get("eo:common_name"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        });
+        wavelengths.push(
+            def.and_then(|d| d.get("eo:center_wavelength"))
+                .and_then(Value::as_f64),
+        );
+    }
+    Ok((bands, wavelengths))
+}
+
+/// The head a manifest declares (`eoinfer:head`; none: embeddings).
+fn head_kind_of(path: &Path, props: &Value) -> Result<EncoderHead, ModelError> {
+    Ok(match props.get("eoinfer:head").and_then(Value::as_str) {
+        None => EncoderHead::Embeddings,
+        Some("segmentation") => EncoderHead::Segmentation,
+        Some("regression") => EncoderHead::Regression,
+        Some("classification") => EncoderHead::Classification,
+        Some(other) => {
+            return Err(invalid(
+                path,
+                format!(
+                    "`eoinfer:head` `{other}` is not segmentation, regression or classification"
+                ),
+            ));
+        }
+    })
+}
+
+/// The `s1` input: its bands and their scaling.
+fn sentinel1_input(path: &Path, i: &Value) -> Result<SecondInput, ModelError> {
+    let bands: Vec<ModelBand> = i
+        .get("bands")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|n| ModelBand {
+                    name: n.to_string(),
+                    common_name: None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let scaling = crate::model::manifest::value_scaling(path, i)?;
+    if bands.is_empty() || scaling.len() != bands.len() {
+        return Err(invalid(
+            path,
+            "the s1 input needs bands and one value_scaling entry per band",
+        ));
+    }
+    Ok(SecondInput {
+        name: "s1".into(),
+        bands,
+        scaling,
+    })
+}
+
+/// The classes of a head (`mlm:output[0]` `classification:classes`) with their colours.
+fn head_classes(path: &Path, props: &Value) -> Result<Vec<crate::model::ClassInfo>, ModelError> {
+    let classes = props
+        .pointer("/mlm:output/0/classification:classes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(path, "the head has no classification:classes"))?;
+    classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let hex = c
+                .get("color_hint")
+                .and_then(Value::as_str)
+                .unwrap_or("808080");
+            let byte =
+                |k: usize| u8::from_str_radix(hex.get(k..k + 2).unwrap_or("80"), 16).unwrap_or(128);
+            Ok(crate::model::ClassInfo {
+                value: u8::try_from(i).map_err(|_| invalid(path, "more than 255 classes"))?,
+                name: c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("class")
+                    .to_string(),
+                color: [byte(0), byte(2), byte(4)],
+            })
+        })
+        .collect()
+}
+
 impl EmbeddingSpec {
     /// Reads an embedding manifest (`eoinfer:kind` = `embedding`).
     pub fn from_json(path: &Path, doc: &Value) -> Result<Self, ModelError> {
@@ -121,32 +232,7 @@ impl EmbeddingSpec {
             .iter()
             .find(|i| i.get("name").and_then(Value::as_str) == Some("s2"))
             .ok_or_else(|| invalid(path, "no `s2` input"))?;
-        let defs = crate::model::manifest::band_definitions(doc);
-        let mut bands = Vec::new();
-        let mut wavelengths = Vec::new();
-        for b in s2
-            .get("bands")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid(path, "the s2 input has no bands"))?
-        {
-            let name = b
-                .as_str()
-                .ok_or_else(|| invalid(path, "a band name is not a string"))?;
-            let def = defs
-                .iter()
-                .find(|d| d.get("name").and_then(Value::as_str) == Some(name));
-            bands.push(ModelBand {
-                name: name.to_string(),
-                common_name: def
-                    .and_then(|d| d.get("eo:common_name"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            });
-            wavelengths.push(
-                def.and_then(|d| d.get("eo:center_wavelength"))
-                    .and_then(Value::as_f64),
-            );
-        }
+        let (bands, wavelengths) = s2_bands(path, doc, s2)?;
         let scaling = crate::model::manifest::value_scaling(path, s2)?;
         if scaling.len() != bands.len() || bands.is_empty() {
             return Err(invalid(
@@ -168,20 +254,7 @@ impl EmbeddingSpec {
                 "`eoinfer:tile_size` must be a multiple of `eoinfer:patch_size`",
             ));
         }
-        let head_kind = match props.get("eoinfer:head").and_then(Value::as_str) {
-            None => EncoderHead::Embeddings,
-            Some("segmentation") => EncoderHead::Segmentation,
-            Some("regression") => EncoderHead::Regression,
-            Some("classification") => EncoderHead::Classification,
-            Some(other) => {
-                return Err(invalid(
-                    path,
-                    format!(
-                        "`eoinfer:head` `{other}` is not segmentation, regression or classification"
-                    ),
-                ));
-            }
-        };
+        let head_kind = head_kind_of(path, props)?;
         let regression = (head_kind == EncoderHead::Regression)
             .then(|| {
                 props
@@ -232,33 +305,7 @@ impl EmbeddingSpec {
             sentinel1: inputs
                 .iter()
                 .find(|i| i.get("name").and_then(Value::as_str) == Some("s1"))
-                .map(|i| -> Result<SecondInput, ModelError> {
-                    let bands: Vec<ModelBand> = i
-                        .get("bands")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(|n| ModelBand {
-                                    name: n.to_string(),
-                                    common_name: None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let scaling = crate::model::manifest::value_scaling(path, i)?;
-                    if bands.is_empty() || scaling.len() != bands.len() {
-                        return Err(invalid(
-                            path,
-                            "the s1 input needs bands and one value_scaling entry per band",
-                        ));
-                    }
-                    Ok(SecondInput {
-                        name: "s1".into(),
-                        bands,
-                        scaling,
-                    })
-                })
+                .map(|i| sentinel1_input(path, i))
                 .transpose()?,
             patch_size,
             embedding_dim: int("eoinfer:embedding_dim")
@@ -298,36 +345,7 @@ impl EmbeddingSpec {
                 .get("eoinfer:head")
                 .and_then(Value::as_str)
                 .filter(|_| head_kind != EncoderHead::Regression)
-                .map(|_| -> Result<Vec<crate::model::ClassInfo>, ModelError> {
-                    let classes = props
-                        .pointer("/mlm:output/0/classification:classes")
-                        .and_then(Value::as_array)
-                        .ok_or_else(|| invalid(path, "the head has no classification:classes"))?;
-                    classes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| {
-                            let hex = c
-                                .get("color_hint")
-                                .and_then(Value::as_str)
-                                .unwrap_or("808080");
-                            let byte = |k: usize| {
-                                u8::from_str_radix(hex.get(k..k + 2).unwrap_or("80"), 16)
-                                    .unwrap_or(128)
-                            };
-                            Ok(crate::model::ClassInfo {
-                                value: u8::try_from(i)
-                                    .map_err(|_| invalid(path, "more than 255 classes"))?,
-                                name: c
-                                    .get("name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("class")
-                                    .to_string(),
-                                color: [byte(0), byte(2), byte(4)],
-                            })
-                        })
-                        .collect()
-                })
+                .map(|_| head_classes(path, props))
                 .transpose()?,
             head_softmax: props
                 .pointer("/mlm:output/0/post_processing_function/expression")

@@ -117,40 +117,33 @@ impl Encoder {
         let ts: Vec<i32> = (0..batch)
             .flat_map(|_| self.timestamps.iter().copied())
             .collect();
-        let s2 = TensorRef::from_array_view(([batch, tile, tile, steps, self.bands], s2))
-            .map_err(|e| err(e.to_string()))?;
-        let tt = TensorRef::from_array_view(([batch, steps, 3], ts.as_slice()))
-            .map_err(|e| err(e.to_string()))?;
+        // The batch as `[batch, h, w, T, bands]` arrays: lengths are checked here.
+        let shape_err = |what: &str, n: usize, e: ndarray::ShapeError| {
+            err(format!("{what} batch of {n} values: {e}"))
+        };
+        let s2 = ndarray::ArrayView5::from_shape((batch, tile, tile, steps, self.bands), s2)
+            .map_err(|e| shape_err("s2", s2.len(), e))?;
+        let s2 = TensorRef::from_array_view(s2).map_err(|e| err(e.to_string()))?;
+        let tt = ndarray::ArrayView3::from_shape((batch, steps, 3), ts.as_slice())
+            .map_err(|e| shape_err("timestamps", ts.len(), e))?;
+        let tt = TensorRef::from_array_view(tt).map_err(|e| err(e.to_string()))?;
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
             (Cow::Borrowed("s2"), s2.into()),
             (Cow::Borrowed("timestamps"), tt.into()),
         ];
         if self.s1_bands > 0 {
-            let s1 = TensorRef::from_array_view(([batch, tile, tile, steps, self.s1_bands], s1))
-                .map_err(|e| err(e.to_string()))?;
+            let s1 = ndarray::ArrayView5::from_shape((batch, tile, tile, steps, self.s1_bands), s1)
+                .map_err(|e| shape_err("s1", s1.len(), e))?;
+            let s1 = TensorRef::from_array_view(s1).map_err(|e| err(e.to_string()))?;
             inputs.push((Cow::Borrowed("s1"), s1.into()));
         }
         let outs = self.session.run(inputs).map_err(|e| err(e.to_string()))?;
-        let (shape, data) = outs[0]
-            .try_extract_tensor::<f32>()
+        let output = outs[0]
+            .try_extract_array::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        let full = [
-            batch as i64,
-            self.out_channels as i64,
-            self.out_side as i64,
-            self.out_side as i64,
-        ];
+        let full = [batch, self.out_channels, self.out_side, self.out_side];
         let expected = if self.per_tile { &full[..2] } else { &full[..] };
-        if shape[..] != *expected {
-            return Err(err(format!(
-                "output shape {:?}, expected {expected:?}",
-                &shape[..]
-            )));
-        }
-        if let Some(out) = out {
-            out.extend_from_slice(data);
-        }
-        Ok(())
+        copy_output(&output, expected, out).map_err(err)
     }
 
     /// Runs a batch: `s2` is `batch * tile * tile * steps * bands` normalised values, `s1`
@@ -220,4 +213,26 @@ impl Model {
             Model::Encoder(m) => m.run_session(input, s1, batch, None),
         }
     }
+}
+
+/// Checks a model output's shape against `expected` and appends its values (row-major) to
+/// `out` when given.
+pub(crate) fn copy_output(
+    output: &ndarray::ArrayViewD<'_, f32>,
+    expected: &[usize],
+    out: Option<&mut Vec<f32>>,
+) -> Result<(), String> {
+    if output.shape() != expected {
+        return Err(format!(
+            "output shape {:?}, expected {expected:?}",
+            output.shape()
+        ));
+    }
+    if let Some(out) = out {
+        match output.as_slice() {
+            Some(data) => out.extend_from_slice(data),
+            None => out.extend(output.iter().copied()),
+        }
+    }
+    Ok(())
 }

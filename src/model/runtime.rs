@@ -341,31 +341,24 @@ impl Segmenter {
             path: self.onnx.clone(),
             message: m,
         };
-        let shape = [batch, self.bands, self.tile, self.tile];
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
+        // The batch as an NCHW array: its length is checked against the shape here.
+        let nchw =
+            ndarray::ArrayView4::from_shape((batch, self.bands, self.tile, self.tile), input)
+                .map_err(|e| err(format!("batch of {} values: {e}", input.len())))?;
+        let tensor = TensorRef::from_array_view(nchw).map_err(|e| err(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![tensor])
             .map_err(|e| err(e.to_string()))?;
-        let (out_shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
+        let probs = outputs[0]
+            .try_extract_array::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        let expected = [
-            batch as i64,
-            self.classes as i64,
-            self.tile as i64,
-            self.tile as i64,
-        ];
-        if out_shape[..] != expected {
-            return Err(err(format!(
-                "output shape {:?}, expected {expected:?}",
-                &out_shape[..]
-            )));
-        }
-        if let Some(out) = out {
-            out.extend_from_slice(data);
-        }
-        Ok(())
+        crate::model::encoder::copy_output(
+            &probs,
+            &[batch, self.classes, self.tile, self.tile],
+            out,
+        )
+        .map_err(err)
     }
 
     /// Runs a batch (`batch * bands * tile * tile` values, NCHW) and returns class

@@ -28,18 +28,13 @@ fn sidecar_err(path: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
-/// Builds the manifest of one ukis-csmask model from its sidecar.
-/// `onnx_href` is the ONNX path as the manifest will reference it; `sha256` its checksum.
-pub fn manifest_from_sidecar(
-    variant: &str,
+/// The band names and the per-band means and standard deviations of a sidecar's
+/// `data.dataset_statistics`.
+#[allow(clippy::type_complexity)]
+fn statistics<'a>(
     sidecar_path: &Path,
-    sidecar: &Value,
-    onnx_href: &str,
-    sha256: &str,
-) -> Result<Value, ModelError> {
-    let data = sidecar
-        .get("data")
-        .ok_or_else(|| sidecar_err(sidecar_path, "no `data` object"))?;
+    data: &'a Value,
+) -> Result<(Vec<&'a str>, Vec<f64>, Vec<f64>), ModelError> {
     let stats = data
         .get("dataset_statistics")
         .ok_or_else(|| sidecar_err(sidecar_path, "no `data.dataset_statistics`"))?;
@@ -69,6 +64,22 @@ pub fn manifest_from_sidecar(
             "statistics and band_names differ in length",
         ));
     }
+    Ok((names, mean, std))
+}
+
+/// Builds the manifest of one ukis-csmask model from its sidecar.
+/// `onnx_href` is the ONNX path as the manifest will reference it; `sha256` its checksum.
+pub fn manifest_from_sidecar(
+    variant: &str,
+    sidecar_path: &Path,
+    sidecar: &Value,
+    onnx_href: &str,
+    sha256: &str,
+) -> Result<Value, ModelError> {
+    let data = sidecar
+        .get("data")
+        .ok_or_else(|| sidecar_err(sidecar_path, "no `data` object"))?;
+    let (names, mean, std) = statistics(sidecar_path, data)?;
     let n_classes = data
         .get("classes")
         .and_then(Value::as_u64)

@@ -8,7 +8,7 @@
 //! validates every manifest against the full offline schemas, and `tests/documents.rs` checks
 //! that both reject the same broken manifests.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The STAC version the manifests declare.
 pub const STAC_VERSION: &str = "1.1.0";
@@ -263,6 +263,107 @@ fn check_bands_list(v: &Value, at: &str, declared: &[&str], out: &mut Vec<String
     }
 }
 
+/// The rules of `mlm:input`; returns the band names the inputs use.
+fn check_inputs<'a>(props: &'a Map<String, Value>, out: &mut Vec<String>) -> Vec<&'a str> {
+    let inputs = props.get("mlm:input").and_then(Value::as_array);
+    if inputs.is_none() {
+        out.push("$.properties.mlm:input: required array".into());
+    }
+    let mut used_bands: Vec<&str> = Vec::new();
+    for (i, input) in inputs.into_iter().flatten().enumerate() {
+        let at = format!("$.properties.mlm:input[{i}]");
+        if !nonempty_str(input.get("name")) {
+            out.push(format!("{at}.name: required"));
+        }
+        check_structure(input.get("input"), &format!("{at}.input"), out);
+        check_scaling(
+            input.get("value_scaling"),
+            &format!("{at}.value_scaling"),
+            out,
+        );
+        let names = input_band_names(input);
+        let has_bands_dim = input
+            .pointer("/input/dim_order")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x == "bands"));
+        if !names.is_empty() && !has_bands_dim {
+            out.push(format!(
+                "{at}.input.dim_order: lists bands, so it needs a \"bands\" dimension"
+            ));
+        }
+        if names.is_empty() && has_bands_dim {
+            out.push(format!(
+                "{at}.input.dim_order: has a \"bands\" dimension but the input lists no bands"
+            ));
+        }
+        used_bands.extend(names);
+    }
+    used_bands
+}
+
+/// The rules of `mlm:output`.
+fn check_outputs(props: &Map<String, Value>, declared: &[&str], out: &mut Vec<String>) {
+    let outputs = props.get("mlm:output").and_then(Value::as_array);
+    if outputs.is_none() {
+        out.push("$.properties.mlm:output: required array".into());
+    }
+    for (i, o) in outputs.into_iter().flatten().enumerate() {
+        let at = format!("$.properties.mlm:output[{i}]");
+        if !nonempty_str(o.get("name")) {
+            out.push(format!("{at}.name: required"));
+        }
+        check_tasks(o.get("tasks"), &format!("{at}.tasks"), out);
+        check_structure(o.get("result"), &format!("{at}.result"), out);
+        if let Some(c) = o.get("classification:classes") {
+            check_classes(c, &format!("{at}.classification:classes"), out);
+            if c.as_array().is_some_and(|a| !a.is_empty())
+                && !declared.contains(&CLASSIFICATION_SCHEMA)
+            {
+                out.push(format!(
+                    "{at}.classification:classes: declare {CLASSIFICATION_SCHEMA}"
+                ));
+            }
+        }
+    }
+}
+
+/// The rules of the assets: at least one model asset, with an artifact type; no other
+/// asset has one.
+fn check_assets(assets: &Map<String, Value>, declared: &[&str], out: &mut Vec<String>) {
+    // Assets: at least one model asset, with an artifact type; no other asset has one.
+    let mut model_assets = 0;
+    for (key, a) in assets {
+        let at = format!("$.assets.{key}");
+        if !nonempty_str(a.get("href")) {
+            out.push(format!("{at}.href: required"));
+        }
+        let is_model = has_role(a, "mlm:model");
+        model_assets += usize::from(is_model);
+        if is_model && !nonempty_str(a.get("mlm:artifact_type")) {
+            out.push(format!(
+                "{at}.mlm:artifact_type: required on the mlm:model asset"
+            ));
+        }
+        if !is_model && a.get("mlm:artifact_type").is_some() {
+            out.push(format!(
+                "{at}.mlm:artifact_type: only the mlm:model asset may have one"
+            ));
+        }
+        if a.as_object()
+            .is_some_and(|o| o.keys().any(|k| k.starts_with("file:")))
+            && !declared.contains(&FILE_SCHEMA)
+        {
+            out.push(format!("{at}: uses file: fields, declare {FILE_SCHEMA}"));
+        }
+        if let Some(b) = a.get("bands") {
+            check_bands_list(b, &format!("{at}.bands"), declared, out);
+        }
+    }
+    if model_assets == 0 {
+        out.push("$.assets: no asset has the role mlm:model".into());
+    }
+}
+
 /// Every rule of STAC 1.1 / MLM v1.5 the manifest `doc` breaks, each as `json.path: reason`
 /// (empty when it keeps them all).
 #[must_use]
@@ -352,94 +453,10 @@ pub fn manifest_problems(doc: &Value) -> Vec<String> {
             ));
         }
     }
-    let inputs = props.get("mlm:input").and_then(Value::as_array);
-    if inputs.is_none() {
-        out.push("$.properties.mlm:input: required array".into());
-    }
-    let mut used_bands: Vec<&str> = Vec::new();
-    for (i, input) in inputs.into_iter().flatten().enumerate() {
-        let at = format!("$.properties.mlm:input[{i}]");
-        if !nonempty_str(input.get("name")) {
-            out.push(format!("{at}.name: required"));
-        }
-        check_structure(input.get("input"), &format!("{at}.input"), &mut out);
-        check_scaling(
-            input.get("value_scaling"),
-            &format!("{at}.value_scaling"),
-            &mut out,
-        );
-        let names = input_band_names(input);
-        let has_bands_dim = input
-            .pointer("/input/dim_order")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|x| x == "bands"));
-        if !names.is_empty() && !has_bands_dim {
-            out.push(format!(
-                "{at}.input.dim_order: lists bands, so it needs a \"bands\" dimension"
-            ));
-        }
-        if names.is_empty() && has_bands_dim {
-            out.push(format!(
-                "{at}.input.dim_order: has a \"bands\" dimension but the input lists no bands"
-            ));
-        }
-        used_bands.extend(names);
-    }
-    let outputs = props.get("mlm:output").and_then(Value::as_array);
-    if outputs.is_none() {
-        out.push("$.properties.mlm:output: required array".into());
-    }
-    for (i, o) in outputs.into_iter().flatten().enumerate() {
-        let at = format!("$.properties.mlm:output[{i}]");
-        if !nonempty_str(o.get("name")) {
-            out.push(format!("{at}.name: required"));
-        }
-        check_tasks(o.get("tasks"), &format!("{at}.tasks"), &mut out);
-        check_structure(o.get("result"), &format!("{at}.result"), &mut out);
-        if let Some(c) = o.get("classification:classes") {
-            check_classes(c, &format!("{at}.classification:classes"), &mut out);
-            if c.as_array().is_some_and(|a| !a.is_empty())
-                && !declared.contains(&CLASSIFICATION_SCHEMA)
-            {
-                out.push(format!(
-                    "{at}.classification:classes: declare {CLASSIFICATION_SCHEMA}"
-                ));
-            }
-        }
-    }
+    let used_bands = check_inputs(props, &mut out);
+    check_outputs(props, &declared, &mut out);
 
-    // Assets: at least one model asset, with an artifact type; no other asset has one.
-    let mut model_assets = 0;
-    for (key, a) in assets {
-        let at = format!("$.assets.{key}");
-        if !nonempty_str(a.get("href")) {
-            out.push(format!("{at}.href: required"));
-        }
-        let is_model = has_role(a, "mlm:model");
-        model_assets += usize::from(is_model);
-        if is_model && !nonempty_str(a.get("mlm:artifact_type")) {
-            out.push(format!(
-                "{at}.mlm:artifact_type: required on the mlm:model asset"
-            ));
-        }
-        if !is_model && a.get("mlm:artifact_type").is_some() {
-            out.push(format!(
-                "{at}.mlm:artifact_type: only the mlm:model asset may have one"
-            ));
-        }
-        if a.as_object()
-            .is_some_and(|o| o.keys().any(|k| k.starts_with("file:")))
-            && !declared.contains(&FILE_SCHEMA)
-        {
-            out.push(format!("{at}: uses file: fields, declare {FILE_SCHEMA}"));
-        }
-        if let Some(b) = a.get("bands") {
-            check_bands_list(b, &format!("{at}.bands"), &declared, &mut out);
-        }
-    }
-    if model_assets == 0 {
-        out.push("$.assets: no asset has the role mlm:model".into());
-    }
+    check_assets(assets, &declared, &mut out);
 
     // Bands (STAC 1.1): band descriptions belong to assets; Item properties may carry them
     // only when an asset does. MLM v1.5 finds the bands its inputs name in properties.bands.

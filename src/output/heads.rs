@@ -25,32 +25,52 @@ fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
 
 use crate::scene::xml_escape as xml;
 
-/// Joins the value parts into a float32 COG: NaN (no prediction) becomes the value's nodata;
-/// the band carries the value's name, unit and expected range.
+/// Joins the value parts into a COG: float32, NaN (no prediction) becoming the value's
+/// nodata; or (`uint8`) 1 to 255 linear over the manifest's expected range, values outside
+/// it clamped, 0 = no prediction, with the scale and offset that give the value back. The
+/// band carries the value's name, unit and expected range.
 fn values_cog(
     job: &JobPlan,
     parts: &[Part],
-    value: &RegressionSpec,
+    (value, uint8): (&RegressionSpec, bool),
     target: &Path,
 ) -> Result<(), OutputError> {
     let (width, height, gt) = job.out_grid();
+    let [lo, hi] = value.range;
+    let scale = (hi - lo) / 254.0;
     let mut s = crate::output::raster::vrt_header((width, height), &gt, &job.grid.srs_wkt);
+    let kind = if uint8 {
+        format!(
+            "dataType=\"Byte\" band=\"1\"><NoDataValue>0</NoDataValue><Offset>{:.17e}</Offset><Scale>{scale:.17e}</Scale>",
+            lo - scale
+        )
+    } else {
+        format!(
+            "dataType=\"Float32\" band=\"1\"><NoDataValue>{:.17e}</NoDataValue>",
+            value.nodata
+        )
+    };
     let _ = write!(
         s,
-        "<VRTRasterBand dataType=\"Float32\" band=\"1\"><Description>{}</Description><NoDataValue>{:.17e}</NoDataValue><UnitType>{}</UnitType>\
+        "<VRTRasterBand {kind}<Description>{}</Description><UnitType>{}</UnitType>\
          <Metadata><MDI key=\"VALUE_NAME\">{}</MDI><MDI key=\"VALUE_UNIT\">{}</MDI><MDI key=\"VALUE_RANGE\">{} {}</MDI></Metadata>",
         xml(&value.name),
-        value.nodata,
         xml(&value.unit),
         xml(&value.name),
         xml(&value.unit),
-        value.range[0],
-        value.range[1]
+        lo,
+        hi
     );
+    // The LUT maps the range onto 1..255 and clamps outside it (NaN stays no data).
+    let lut = if uint8 {
+        format!("<LUT>{lo:.17e}:1,{hi:.17e}:255</LUT>")
+    } else {
+        String::new()
+    };
     for p in parts {
         let _ = write!(
             s,
-            "<ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>1</SourceBand>{}<NODATA>nan</NODATA></ComplexSource>",
+            "<ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>1</SourceBand>{}<NODATA>nan</NODATA>{lut}</ComplexSource>",
             xml(&p.path.to_string_lossy()),
             p.rects()
         );
@@ -67,7 +87,7 @@ pub fn merge_regression(
     ctx: MergeContext,
     records: &[&BlockRecord],
     parts_path: &Path,
-    value: &RegressionSpec,
+    (value, uint8): (&RegressionSpec, bool),
     t_final: std::time::Instant,
 ) -> Result<RunSummary, Error> {
     let name = &job.name;
@@ -80,7 +100,7 @@ pub fn merge_regression(
     let part_values = temps.track(partial_name(&final_values));
     temps.track(aux_path(&part_values));
     let part_tiles = temps.track(partial_name(&final_tiles));
-    values_cog(job, &parts, value, &part_values)?;
+    values_cog(job, &parts, (value, uint8), &part_values)?;
     let (tiles, totals, _) = crate::pipeline::sum_tiles(job, records, 1)?;
     crate::output::parquet::write_value_tiles(
         &part_tiles,

@@ -238,6 +238,34 @@ fn read_regions_parquet(path: &Path, srs: &SpatialRef) -> Result<Regions, crate:
     Ok((names, attrs, geoms))
 }
 
+/// What a raster holds: classes (one uint8 band with category names) or values (every
+/// band, named by its description).
+fn kind_of(ds: &Dataset, raster: &Path) -> Result<Kind, crate::Error> {
+    let n_bands = ds.raster_count();
+    let band1 = ds.rasterband(1).map_err(|e| serr(raster, e))?;
+    let cats = crate::output::vectors::category_names(&band1);
+    Ok(
+        if n_bands == 1
+            && band1.band_type() == gdal::raster::GdalDataType::UInt8
+            && !cats.is_empty()
+        {
+            Kind::Classes(cats)
+        } else {
+            Kind::Continuous(
+                (1..=n_bands)
+                    .map(|b| {
+                        ds.rasterband(b)
+                            .ok()
+                            .map(|r| r.description().unwrap_or_default())
+                            .filter(|d| !d.is_empty())
+                            .unwrap_or_else(|| format!("band{b}"))
+                    })
+                    .collect(),
+            )
+        },
+    )
+}
+
 /// Computes the statistics of `raster` over the polygons in `regions`.
 pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, crate::Error> {
     let ds = Dataset::open(raster).map_err(|e| serr(raster, e))?;
@@ -250,26 +278,7 @@ pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, 
     }
     let (width, height) = ds.raster_size();
     let n_bands = ds.raster_count();
-    let band1 = ds.rasterband(1).map_err(|e| serr(raster, e))?;
-    let cats = crate::output::vectors::category_names(&band1);
-    let kind = if n_bands == 1
-        && band1.band_type() == gdal::raster::GdalDataType::UInt8
-        && !cats.is_empty()
-    {
-        Kind::Classes(cats)
-    } else {
-        Kind::Continuous(
-            (1..=n_bands)
-                .map(|b| {
-                    ds.rasterband(b)
-                        .ok()
-                        .map(|r| r.description().unwrap_or_default())
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or_else(|| format!("band{b}"))
-                })
-                .collect(),
-        )
-    };
+    let kind = kind_of(&ds, raster)?;
     let nodata: Vec<Option<f64>> = (1..=n_bands)
         .map(|b| ds.rasterband(b).ok().and_then(|r| r.no_data_value()))
         .collect();

@@ -474,29 +474,8 @@ pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<
     )
 }
 
-/// Opens a scene and builds the stack `req` asks for.
-pub fn open_stack_request(
-    source: &SceneSource,
-    req: &StackRequest,
-    opts: &SceneOptions,
-) -> Result<Stack, SceneError> {
-    let scene = source.label();
-    let (cands, is_folder) = candidates(source)?;
-    let scene_path = PathBuf::from(scene);
-    let available = || {
-        cands
-            .iter()
-            .map(|c| c.label.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let model_bands = || {
-        req.bands
-            .iter()
-            .map(|b| b.label().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+/// Refuses `--bands` keys that name no band of the model.
+fn check_band_map(req: &StackRequest, opts: &SceneOptions) -> Result<(), SceneError> {
     for (k, _) in &opts.band_map {
         let ck = canon(k);
         if !req.bands.iter().any(|b| {
@@ -504,13 +483,31 @@ pub fn open_stack_request(
         }) {
             return Err(SceneError::UnknownModelBand {
                 key: k.clone(),
-                model_bands: model_bands(),
+                model_bands: req
+                    .bands
+                    .iter()
+                    .map(|b| b.label().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
+    Ok(())
+}
 
-    // Match every model band to a scene band.
-    let mut chosen: Vec<Option<(Candidate, SourceInfo)>> = Vec::new();
+/// A model band matched to a scene band and what GDAL says of it.
+type Chosen = Option<(Candidate, SourceInfo)>;
+
+/// Matches every model band to a scene band (`--bands` first, else by name), the finest
+/// of several; a band the scene lacks is `None` unless the request refuses it.
+fn match_bands(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    (cands, is_folder): (&[Candidate], bool),
+    scene_path: &Path,
+    available: &str,
+) -> Result<Vec<Chosen>, SceneError> {
+    let mut chosen: Vec<Chosen> = Vec::new();
     for mb in &req.bands {
         let keys: Vec<String> = std::iter::once(canon(&mb.name))
             .chain(mb.common_name.as_deref().map(canon))
@@ -527,10 +524,10 @@ pub fn open_stack_request(
                 .collect();
             if m.is_empty() {
                 return Err(SceneError::MappedBandMissing {
-                    path: scene_path.clone(),
+                    path: scene_path.to_path_buf(),
                     key: k.clone(),
                     target: target.clone(),
-                    available: available(),
+                    available: available.to_string(),
                 });
             }
             m
@@ -540,7 +537,7 @@ pub fn open_stack_request(
                 .filter(|c| c.names.iter().any(|n| keys.contains(&canon(n))))
                 .collect()
         };
-        let mut best: Option<(Candidate, SourceInfo)> = None;
+        let mut best: Chosen = None;
         for c in matches {
             let info = source_info(&c.path, c.band)?;
             if best
@@ -550,25 +547,29 @@ pub fn open_stack_request(
                 best = Some((c.clone(), info));
             }
         }
-        let Some(found) = best else {
-            if req.missing != MissingBands::Error {
-                chosen.push(None);
-                continue;
-            }
+        if best.is_none() && req.missing == MissingBands::Error {
             let needed = match &mb.common_name {
                 Some(c) => format!("{c} ({})", mb.name),
                 None => mb.name.clone(),
             };
             return Err(SceneError::BandMissing {
-                path: scene_path.clone(),
+                path: scene_path.to_path_buf(),
                 needed,
                 key: mb.label().to_string(),
-                available: available(),
+                available: available.to_string(),
             });
-        };
-        chosen.push(Some(found));
+        }
+        chosen.push(best);
     }
-    // Bands the scene lacks: the present band nearest in wavelength, or none (zero).
+    Ok(chosen)
+}
+
+/// Fills the bands the scene lacks as the request says (the present band nearest in
+/// wavelength, or none: zero) and says how each was filled.
+fn fill_missing(
+    req: &StackRequest,
+    chosen: &mut [Chosen],
+) -> Result<Vec<Option<String>>, SceneError> {
     let mut filled: Vec<Option<String>> = vec![None; chosen.len()];
     if req.missing == MissingBands::NearestWavelength {
         for i in 0..chosen.len() {
@@ -597,33 +598,22 @@ pub fn open_stack_request(
             filled[i] = Some("absent: 0 after normalisation".into());
         }
     }
-    let present: Vec<&(Candidate, SourceInfo)> = chosen.iter().flatten().collect();
-    if present.is_empty() {
-        let mb = &req.bands[0];
-        return Err(SceneError::BandMissing {
-            path: scene_path.clone(),
-            needed: mb
-                .common_name
-                .as_ref()
-                .map_or_else(|| mb.name.clone(), |c| format!("{c} ({})", mb.name)),
-            key: mb.label().to_string(),
-            available: available(),
-        });
-    }
+    Ok(filled)
+}
 
+/// The stack's grid: the request's (a time series' first step), else the first band's
+/// extent at `--resolution` or the model's.
+fn stack_grid(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    present: &[&(Candidate, SourceInfo)],
+    scene_path: &Path,
+) -> Result<(usize, usize, [f64; 6]), SceneError> {
     let (first, first_info) = present[0];
-    for (c, info) in &present[1..] {
-        if info.srs != first_info.srs {
-            return Err(SceneError::CrsDiffers {
-                path: PathBuf::from(&c.path),
-                first: PathBuf::from(&first.path),
-            });
-        }
-    }
     let srs = &first_info.srs;
-    let (width, height, geo_transform) = if let Some(grid) = &req.grid {
+    if let Some(grid) = &req.grid {
         let grid_srs = SpatialRef::from_wkt(&grid.srs_wkt).map_err(|e| SceneError::Gdal {
-            path: scene_path.clone(),
+            path: scene_path.to_path_buf(),
             message: e.to_string(),
         })?;
         if grid_srs != *srs {
@@ -632,58 +622,59 @@ pub fn open_stack_request(
                 first: PathBuf::from("the first time step"),
             });
         }
-        (grid.width, grid.height, grid.geo_transform)
+        return Ok((grid.width, grid.height, grid.geo_transform));
+    }
+    let metric = srs.is_projected() && srs.linear_units() == 1.0;
+    let resolution = opts.resolution.unwrap_or(if metric {
+        req.gsd
     } else {
-        let metric = srs.is_projected() && srs.linear_units() == 1.0;
-        let resolution = opts.resolution.unwrap_or(if metric {
-            req.gsd
-        } else {
-            present
-                .iter()
-                .map(|(_, i)| i.gt[1].abs())
-                .fold(f64::INFINITY, f64::min)
-        });
-        let gt = first_info.gt;
-        let ext_x = gt[1] * first_info.size.0 as f64;
-        let ext_y = -gt[5] * first_info.size.1 as f64;
-        crate::limits::check_grid(
-            (ext_x / resolution).round(),
-            (ext_y / resolution).round(),
+        present
+            .iter()
+            .map(|(_, i)| i.gt[1].abs())
+            .fold(f64::INFINITY, f64::min)
+    });
+    let gt = first_info.gt;
+    let ext_x = gt[1] * first_info.size.0 as f64;
+    let ext_y = -gt[5] * first_info.size.1 as f64;
+    crate::limits::check_grid(
+        (ext_x / resolution).round(),
+        (ext_y / resolution).round(),
+        resolution,
+        opts.max_pixels,
+    )?;
+    let width = (ext_x / resolution).round() as usize;
+    let height = (ext_y / resolution).round() as usize;
+    if width == 0 || height == 0 {
+        return Err(SceneError::EmptyGrid {
             resolution,
-            opts.max_pixels,
-        )?;
-        let width = (ext_x / resolution).round() as usize;
-        let height = (ext_y / resolution).round() as usize;
-        if width == 0 || height == 0 {
-            return Err(SceneError::EmptyGrid {
-                resolution,
-                width,
-                height,
-            });
-        }
-        (
             width,
             height,
-            [gt[0], resolution, 0.0, gt[3], 0.0, -resolution],
-        )
-    };
+        });
+    }
+    Ok((
+        width,
+        height,
+        [gt[0], resolution, 0.0, gt[3], 0.0, -resolution],
+    ))
+}
+
+/// The stack's VRT (one Float32 band per present model band, resampled onto the grid) and
+/// its bands with their conversions; returns the VRT, the bands and the VRT's band count.
+fn stack_vrt(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    (chosen, filled): (&[Chosen], Vec<Option<String>>),
+    (width, height, geo_transform): (usize, usize, [f64; 6]),
+    srs_wkt: &str,
+    s2_offset: f64,
+) -> (String, Vec<StackBand>, usize) {
     let resolution = geo_transform[1];
     let (minx, maxy) = (geo_transform[0], geo_transform[3]);
-
-    let (s2_offset, s2_offset_source) = match opts.s2_offset {
-        Some(o) => (o, "--s2-offset".to_string()),
-        None => sentinel2::detect_offset(scene, present.iter().map(|(c, _)| c.path.as_str())),
-    };
-
-    let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
-        path: scene_path.clone(),
-        message: e.to_string(),
-    })?;
     let mut vrt = String::new();
     let _ = write!(
         vrt,
         "<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\">\n  <SRS>{}</SRS>\n  <GeoTransform>{}</GeoTransform>\n",
-        xml_escape(&srs_wkt),
+        xml_escape(srs_wkt),
         geo_transform
             .iter()
             .map(|v| format!("{v:.17e}"))
@@ -762,6 +753,70 @@ pub fn open_stack_request(
         });
     }
     vrt.push_str("</VRTDataset>\n");
+    (vrt, bands, vrt_bands)
+}
+
+/// Opens a scene and builds the stack `req` asks for.
+pub fn open_stack_request(
+    source: &SceneSource,
+    req: &StackRequest,
+    opts: &SceneOptions,
+) -> Result<Stack, SceneError> {
+    let scene = source.label();
+    let (cands, is_folder) = candidates(source)?;
+    let scene_path = PathBuf::from(scene);
+    let available = cands
+        .iter()
+        .map(|c| c.label.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    check_band_map(req, opts)?;
+    let mut chosen = match_bands(req, opts, (&cands, is_folder), &scene_path, &available)?;
+    let filled = fill_missing(req, &mut chosen)?;
+    let present: Vec<&(Candidate, SourceInfo)> = chosen.iter().flatten().collect();
+    if present.is_empty() {
+        let mb = &req.bands[0];
+        return Err(SceneError::BandMissing {
+            path: scene_path.clone(),
+            needed: mb
+                .common_name
+                .as_ref()
+                .map_or_else(|| mb.name.clone(), |c| format!("{c} ({})", mb.name)),
+            key: mb.label().to_string(),
+            available,
+        });
+    }
+
+    let (first, first_info) = present[0];
+    for (c, info) in &present[1..] {
+        if info.srs != first_info.srs {
+            return Err(SceneError::CrsDiffers {
+                path: PathBuf::from(&c.path),
+                first: PathBuf::from(&first.path),
+            });
+        }
+    }
+    let srs = &first_info.srs;
+    let (width, height, geo_transform) = stack_grid(req, opts, &present, &scene_path)?;
+    let resolution = geo_transform[1];
+
+    let (s2_offset, s2_offset_source) = match opts.s2_offset {
+        Some(o) => (o, "--s2-offset".to_string()),
+        None => sentinel2::detect_offset(scene, present.iter().map(|(c, _)| c.path.as_str())),
+    };
+
+    let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
+        path: scene_path.clone(),
+        message: e.to_string(),
+    })?;
+    let (vrt, bands, vrt_bands) = stack_vrt(
+        req,
+        opts,
+        (&chosen, filled),
+        (width, height, geo_transform),
+        &srs_wkt,
+        s2_offset,
+    );
 
     let epsg = srs.auth_code().ok();
     let projjson = srs.to_projjson().unwrap_or_default();
