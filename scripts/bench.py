@@ -158,6 +158,9 @@ def speed(args, one, four, work):
         "peer": [PYTHON, ROOT / "scripts" / "bench_peer.py", one, work / "peer" / "peer.tif",
                  "--threads", t, "--batch-size", b],
     }
+    if args.baseline:
+        contenders["baseline"] = [args.baseline, "predict", *eoinfer_args(one, t, b), "--out", work / "baseline",
+                                  "--name", "one", "--force"]
     if "scaling" in args.sections:
         contenders["eoinfer 4-tile"] = [EOINFER, "predict", *eoinfer_args(four, t, b), "--out", work / "four",
                                         "--name", "four", "--force"]
@@ -277,6 +280,9 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="a 1536 px scene, one run, two tilings: checks the harness")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--baseline", type=Path,
+                    help="an older eoinfer binary: its predict runs in the same rounds, with its efficiency and "
+                         "its ratio to the peer")
     args = ap.parse_args()
     if args.smoke:
         args.size, args.repeats = 1536, 1
@@ -314,6 +320,15 @@ def main():
                   f"- eoinfer vs the Python peer: **{peer / e2e:.2f}x** faster, peak RSS "
                   f"{med['eoinfer']['rss']:.0f} vs {med['peer']['rss']:.0f} MiB; the two class maps agree on "
                   f"{agree * 100:.4f} % of pixels"]
+        if "baseline" in med:
+            base = med["baseline"]["wall"]
+            a = read_u8(work / "baseline" / "one.classes.tif")
+            b = read_u8(work / "eoinfer" / "one.classes.tif")
+            same = float((a == b).mean()) if a.shape == b.shape else float("nan")
+            lines += [f"- the baseline binary (`{args.baseline}`) in the same rounds: {base:.1f} s, efficiency "
+                      f"**{limit / base:.3f}** (this binary {limit / e2e:.3f}), vs the peer **{peer / base:.2f}x** "
+                      f"(this binary {peer / e2e:.2f}x), peak RSS {med['baseline']['rss']:.0f} MiB; the two class "
+                      f"maps agree on {same * 100:.4f} % of pixels"]
         if "eoinfer 4-tile" in med:
             four_wall = med["eoinfer 4-tile"]["wall"]
             per_px_one, per_px_four = e2e / px, four_wall / (4 * px)

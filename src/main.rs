@@ -5,7 +5,6 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    eoinfer::fixed_mmap_threshold();
     let cli = eoinfer::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -186,6 +186,7 @@ pub fn drop_cached_blocks() {
         gdal_sys::GDALSetCacheMax64(0);
         gdal_sys::GDALSetCacheMax64(max);
     }
+    crate::release_free_memory();
 }
 
 /// Sizes GDAL's block cache for the plan's scenes (unless `GDAL_CACHEMAX` is set).
