@@ -258,9 +258,9 @@ pub struct PredictCli {
     /// Tile rows per block, the unit of sharding and resuming (default 2).
     #[arg(long, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 20))]
     pub block_rows: Option<usize>,
-    /// Width of a column panel in pixels (default 2048): blocks span one panel, so memory
-    /// follows the panel's width, never the scene's. Whole tile columns; one panel when the
-    /// scene is narrower.
+    /// Width of a column panel in pixels (default 4096 for one scene, 2048 for a time series
+    /// of several dates): blocks span one panel, so memory follows the panel's width, never
+    /// the scene's. Whole tile columns; one panel when the scene is narrower.
     #[arg(long, allow_negative_numbers = true, value_parser = whole(1_usize, 1 << 24))]
     pub panel_width: Option<usize>,
     /// Discard the finished work of an earlier run of this name in --out (another plan, or

@@ -1,5 +1,6 @@
-//! Memory independent of the scene's width: blocks span one column panel (2048 px by
-//! default), so a scene 4x as wide must not need much more memory. Scenes 2048 and 8192 px
+//! Memory independent of the scene's width: blocks span one column panel (by default 4096 px
+//! for one scene, 2048 px for a time series), so a scene 4x as wide must not need much more
+//! memory. Scenes 2048 and 8192 px
 //! wide and a few tile rows high are mosaicked from the real demo scene with GDAL VRTs; each
 //! run's own peak RSS comes from `wait4`.
 
