@@ -432,11 +432,35 @@ fn a_regression_head_writes_a_value_map_with_its_name_unit_nodata_style_and_tile
     // `--value-dtype uint8`: 1..255 over the manifest's range (0-50 m), 0 = no data; scale
     // and offset give each value back within half a step (clamped to the range).
     let q = tmp.path().join("uint8");
-    head_run(
+    let qs = head_run(
         "olmoearth-v1-nano-reg",
         &q,
         &["--aoi", AOI, "--value-dtype", "uint8"],
     );
+    // Tiles whose values leave the range are named in a warning (their values are clamped).
+    let script = "import sys, pyarrow.parquet as pq\n\
+        t = pq.read_table(sys.argv[1]).to_pylist()\n\
+        print(sum(1 for r in t if r['valid_pixels'] and (r['canopy_height_min'] < 0 or r['canopy_height_max'] > 50)))";
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(q.join("run.tiles.parquet"))
+        .output()
+        .unwrap();
+    let outside: usize = ok_stdout(&o).trim().parse().unwrap();
+    let warned = qs["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w.as_str().unwrap().contains("outside the expected range"));
+    match warned {
+        Some(w) => assert!(
+            w.as_str()
+                .unwrap()
+                .starts_with(&format!("{outside} tile(s)")),
+            "{w}"
+        ),
+        None => assert_eq!(outside, 0),
+    }
     let script = "import sys, json, numpy as np, rasterio\n\
         f, q = rasterio.open(sys.argv[1]), rasterio.open(sys.argv[2])\n\
         a, b = f.read(1).astype(float), q.read(1)\n\

@@ -110,6 +110,21 @@ pub fn merge_regression(
         &job.grid.projjson,
     )?;
     let valid = totals.first().copied().unwrap_or(0);
+    // A uint8 map holds the expected range only: say where the model went outside it.
+    let outside = tiles
+        .iter()
+        .filter_map(|t| t.stats)
+        .filter(|st| st[1] < value.range[0] || st[2] > value.range[1])
+        .count();
+    let mut ctx = ctx;
+    if uint8 && outside > 0 {
+        let w = format!(
+            "{outside} tile(s) hold {} values outside the expected range {} to {}: the uint8 values COG clamps them to the range (tiles.parquet has their real minimum and maximum; --value-dtype float32 keeps them)",
+            value.name, value.range[0], value.range[1]
+        );
+        tracing::warn!("{w}");
+        ctx.warnings.push(w);
+    }
     let counts = Counts {
         pixels_valid: valid,
         ..Counts::default()
@@ -240,16 +255,9 @@ fn write_windows(
     )?;
     let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
     macro_rules! column {
-        ($ty:ty, $vals:expr) => {{
-            let mut c = rg
-                .next_column()
-                .map_err(|e| perr(&e))?
-                .ok_or_else(|| perr(&"missing column"))?;
-            c.typed::<$ty>()
-                .write_batch($vals, None, None)
-                .map_err(|e| perr(&e))?;
-            c.close().map_err(|e| perr(&e))?;
-        }};
+        ($ty:ty, $vals:expr) => {
+            crate::output::parquet::write_column::<$ty>(&mut rg, $vals, path)?
+        };
     }
     column!(
         Int32Type,

@@ -56,6 +56,26 @@ pub fn count_rows(records: &mut [TileRecord], rows: &crate::blend::FinishedRows,
     }
 }
 
+/// Writes `vals` as the next (required) column of row group `rg` of the file at `path`.
+pub(crate) fn write_column<T: parquet::data_type::DataType>(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, std::fs::File>,
+    vals: &[T::T],
+    path: &Path,
+) -> Result<(), OutputError> {
+    let perr = |e: &dyn std::fmt::Display| OutputError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut col = rg
+        .next_column()
+        .map_err(|e| perr(&e))?
+        .ok_or_else(|| perr(&"missing column"))?;
+    col.typed::<T>()
+        .write_batch(vals, None, None)
+        .map_err(|e| perr(&e))?;
+    col.close().map_err(|e| perr(&e))
+}
+
 /// Column-safe form of a class name.
 #[must_use]
 pub fn column_name(class: &str) -> String {
@@ -323,16 +343,9 @@ pub fn write_value_tiles(
     )?;
     let mut rg = writer.next_row_group().map_err(|e| perr(&e))?;
     macro_rules! column {
-        ($ty:ty, $vals:expr) => {{
-            let mut col = rg
-                .next_column()
-                .map_err(|e| perr(&e))?
-                .ok_or_else(|| perr(&"missing column"))?;
-            col.typed::<$ty>()
-                .write_batch($vals, None, None)
-                .map_err(|e| perr(&e))?;
-            col.close().map_err(|e| perr(&e))?;
-        }};
+        ($ty:ty, $vals:expr) => {
+            write_column::<$ty>(&mut rg, $vals, path)?
+        };
     }
     let i32s: [fn(&TileRecord) -> i32; 7] = [
         |r| r.id as i32,
