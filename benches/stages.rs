@@ -38,7 +38,8 @@ fn stages(c: &mut Criterion) {
     let rescale = vec![
         Rescale {
             scale: 1e-4,
-            offset_dn: -1000.0
+            offset_dn: -1000.0,
+            add: 0.0,
         };
         BANDS
     ];

@@ -111,6 +111,39 @@ fn positive_number(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Any finite number.
+fn finite_number(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "{t} is not a finite number; pass a number such as -0.2 or 0"
+        )),
+    }
+}
+
+/// A finite number other than 0.
+fn nonzero_number(s: &str) -> Result<f64, String> {
+    let v = finite_number(s)?;
+    if v == 0.0 {
+        return Err(
+            "0 would make every value 0; pass a finite number other than 0 (e.g. 0.0001)".into(),
+        );
+    }
+    Ok(v)
+}
+
+/// A Sentinel-2 DN offset: -10000 to 10000.
+fn s2_offset(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && (-10_000.0..=10_000.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{t} is out of range; pass a number from -10000 to 10000 (-1000 for processing baseline 04.00 and later, 0 before)"
+        )),
+    }
+}
+
 /// A finite number of at least 0.
 fn non_negative_number(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -143,6 +176,7 @@ pub enum EmbeddingDtype {
 
 /// Options shared by commands that read a scene.
 #[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct SceneArgs {
     /// Model manifest (STAC MLM JSON), e.g. models/ukis-csmask-6b-l1c.json.
     #[arg(long)]
@@ -158,11 +192,38 @@ pub struct SceneArgs {
     /// Output pixel size in CRS units (default: the model's recommended GSD); above 0.
     #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
     pub resolution: Option<f64>,
-    /// Sentinel-2 DN offset (e.g. -1000 for baseline >= 04.00); default: read from metadata.
-    #[arg(long, allow_hyphen_values = true)]
+    /// Sentinel-2 DN offset, -10000 to 10000 (-1000 for processing baseline 04.00 and later,
+    /// 0 before); declares integer bands without other metadata to be Sentinel-2 DN
+    /// (reflectance = (DN + offset) / 10000). Default: from the product's metadata.
+    #[arg(long, allow_hyphen_values = true, value_parser = s2_offset)]
     pub s2_offset: Option<f64>,
-    /// Input nodata value, overriding the files' own.
-    #[arg(long, allow_hyphen_values = true)]
+    /// Reflectance = stored value x scale + offset, for every band, overriding the metadata
+    /// (a finite number other than 0; e.g. 0.0001 for Sentinel-2 DN, 2.75e-5 for Landsat
+    /// Collection 2 Level-2).
+    #[arg(long, allow_hyphen_values = true, value_parser = nonzero_number)]
+    pub scale: Option<f64>,
+    /// Added after --scale (a finite number; e.g. -0.2 for Landsat Collection 2 Level-2).
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_number)]
+    pub offset: Option<f64>,
+    /// Resample a scene whose pixels are more than 2x coarser than the model's resolution
+    /// to that resolution (without it such a run needs --resolution).
+    #[arg(long)]
+    pub allow_upsample: bool,
+    /// Run a model on a sensor or product level its manifest does not list (e.g. an L1C
+    /// model on L2A data), with a warning in the summary.
+    #[arg(long)]
+    pub accept_product_mismatch: bool,
+    /// Read `/vsis3/` (s3://) assets from the public cloud when AWS_S3_ENDPOINT names no
+    /// object storage of your own (by default refused: data stays on your servers).
+    #[arg(long)]
+    pub allow_public_cloud: bool,
+    /// Run although a band's values lie far outside what the model was trained on (its
+    /// median beyond 5 standard deviations of the training mean, or reflectance beyond
+    /// -0.5..2), with a warning in the summary.
+    #[arg(long)]
+    pub accept_out_of_range: bool,
+    /// Input nodata value, overriding the files' own (a finite number).
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_number)]
     pub nodata: Option<f64>,
 }
 
@@ -388,6 +449,10 @@ pub enum ModelCommand {
         /// ONNX Runtime shared library.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Record the ONNX file's sha256 in the manifest (`file:checksum` of its model asset)
+        /// when it records none, so that a damaged or replaced file is refused from then on.
+        #[arg(long)]
+        write_checksum: bool,
     },
 }
 
@@ -426,6 +491,12 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         resolution: c.scene.resolution,
         s2_offset: c.scene.s2_offset,
         nodata: c.scene.nodata,
+        scale: c.scene.scale,
+        offset: c.scene.offset,
+        allow_upsample: c.scene.allow_upsample,
+        accept_product_mismatch: c.scene.accept_product_mismatch,
+        allow_public_cloud: c.scene.allow_public_cloud,
+        accept_out_of_range: c.scene.accept_out_of_range,
         tiling: match c.tiling {
             TilingArg::Blended => TilingChoice::Blended,
             TilingArg::Reference => TilingChoice::Reference,
@@ -679,12 +750,17 @@ fn zonal(c: &ZonalCli) -> Result<(), Error> {
 
 fn prepare(c: &PrepareCli) -> Result<(), Error> {
     let model = crate::model::ModelSpec::load(&c.scene.model)?;
-    let opts = crate::plan::scene_options(
+    let mut opts = crate::plan::scene_options(
         c.scene.bands.as_deref(),
         c.scene.resolution,
         c.scene.s2_offset,
         c.scene.nodata,
     )?;
+    opts.scale = c.scene.scale;
+    opts.offset = c.scene.offset;
+    opts.allow_upsample = c.scene.allow_upsample;
+    opts.accept_product_mismatch = c.scene.accept_product_mismatch;
+    opts.allow_public_cloud = c.scene.allow_public_cloud;
     let stack = crate::scene::open_stack(&one_scene(&c.scene)?, &model, &opts)?;
     if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::plan::check_writable(dir)?;
@@ -710,7 +786,11 @@ fn model_command(c: &ModelCommand) -> Result<(), Error> {
             model,
             golden,
             ort_lib,
+            write_checksum,
         } => {
+            if *write_checksum {
+                crate::model::manifest::write_checksum(model)?;
+            }
             if let Some(doc) = std::fs::read_to_string(model)
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

@@ -51,6 +51,14 @@ pub enum ModelError {
     Device(String),
     #[error("ONNX Runtime failed while running {path}: {message}")]
     Inference { path: PathBuf, message: String },
+    #[error(
+        "the model {path} returned {value} for {tile}: nothing is written from it. Likely causes: the input is in the wrong units (values far from the reflectance the model was trained on: check the scaling in the run summary, --scale/--offset/--s2-offset) or the ONNX file is damaged (check it with `eoinfer model check`)"
+    )]
+    NonFinite {
+        path: PathBuf,
+        tile: String,
+        value: String,
+    },
     #[error("cannot read the ukis-csmask sidecar {path}: {message}")]
     Sidecar { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
@@ -114,19 +122,69 @@ pub enum SceneError {
     )]
     CrsDiffers { path: PathBuf, first: PathBuf },
     #[error(
-        "the scene grid at {resolution} m is empty ({width} x {height} px); pass a finer --resolution"
+        "the scene grid at {resolution} {unit} is empty ({width} x {height} px); pass a finer --resolution (in {unit}, the unit of the scene's CRS)"
     )]
     EmptyGrid {
         resolution: f64,
+        unit: String,
         width: usize,
         height: usize,
     },
+    #[error(
+        "scene {path} has {native} {unit} pixels, but the model's resolution is {resolution} {unit}: reading it there would invent more than 2x finer pixels; pass --resolution {native} (or another pixel size in {unit}) to run at the scene's resolution, or --allow-upsample to resample it to {resolution} {unit}"
+    )]
+    Upsample {
+        path: PathBuf,
+        native: f64,
+        resolution: f64,
+        unit: String,
+    },
+    #[error(
+        "band {band} of {path} holds integers, but nothing says how they convert to reflectance: {why}; pass --scale and --offset (reflectance = value x scale + offset, e.g. --scale 0.0001 for Sentinel-2 L1C/L2A), --s2-offset 0 or -1000 for Sentinel-2 DN (-1000 from processing baseline 04.00), or put the product's metadata (MTL file, STAC Item with raster:bands) beside the files"
+    )]
+    NoScaling {
+        path: PathBuf,
+        band: String,
+        why: String,
+    },
+    #[error(
+        "scene {path} is Sentinel-2 acquired on {date}, but no metadata (MTD_MSIL*.xml, STAC s2:processing_baseline) states its processing baseline, and from 2022-01-25 on (baseline 04.00) the DN carry an offset of -1000; pass --s2-offset -1000 (baseline 04.00 and later) or --s2-offset 0 (earlier baselines), or put the product's metadata beside the files"
+    )]
+    S2Baseline { path: PathBuf, date: String },
+    #[error(
+        "the model {model} does not fit scene {path}: {what}; pass a model made for this product, or --accept-product-mismatch to run anyway (with a warning in the summary)"
+    )]
+    ProductMismatch {
+        path: PathBuf,
+        model: String,
+        what: String,
+    },
+    #[error(
+        "{path} would be read from the public cloud (Amazon S3): AWS_S3_ENDPOINT is not set; set AWS_S3_ENDPOINT to your own object storage (e.g. AWS_S3_ENDPOINT=minio.local:9000 AWS_HTTPS=NO AWS_VIRTUAL_HOSTING=FALSE), or pass --allow-public-cloud to let data come from outside your servers"
+    )]
+    PublicCloud { path: String },
+    #[error(
+        "the values of scene {path} lie far outside what the model was trained on: {what}; check the units (a stack still in DN needs --scale 0.0001 or its scale metadata; Sentinel-2 from baseline 04.00 needs --s2-offset -1000), or pass --accept-out-of-range to run anyway (with a warning)"
+    )]
+    OutOfRange { path: PathBuf, what: String },
+    #[error("Sentinel-1 input {path}: {what}, then run again")]
+    S1Units { path: PathBuf, what: String },
+    #[error(
+        "scene {path} has ground control points but no geotransform (a Sentinel-1 GRD or another raster in its acquisition geometry); eoinfer reads map-projected rasters: project it first with `{command}`"
+    )]
+    GcpOnly { path: PathBuf, command: String },
+    #[error("--bands names model band {key} twice; give each model band one scene band")]
+    DuplicateBandKey { key: String },
     #[error(
         "--bands entry `{entry}` is not of the form model_band=scene_band (e.g. blue=B2,nir=5)"
     )]
     BadBandMap { entry: String },
     #[error("GDAL failed on {path}: {message}")]
     Gdal { path: PathBuf, message: String },
+    #[error(
+        "cannot read {path}: {message}; the file is corrupt or truncated: download it again (and check its checksum)"
+    )]
+    Corrupt { path: PathBuf, message: String },
     #[error(
         "cannot find the acquisition date of {path} (no STAC datetime, no date in its metadata or file name); pass --dates YYYY-MM-DD,... in the order of the scenes without a date"
     )]

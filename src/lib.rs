@@ -44,7 +44,32 @@ pub fn configure_gdal() {
     }
     gdal::config::set_error_handler(|class, code, msg| {
         tracing::debug!(target: "gdal", ?class, code, "{msg}");
+        if matches!(
+            class,
+            gdal::errors::CplErrType::Failure | gdal::errors::CplErrType::Fatal
+        ) && !msg.trim().is_empty()
+        {
+            GDAL_ERRORS.with(|e| {
+                let mut e = e.borrow_mut();
+                if e.len() == 4 {
+                    e.remove(0);
+                }
+                e.push(msg.trim().to_string());
+            });
+        }
     });
+}
+
+thread_local! {
+    /// GDAL's last error messages on this thread (the handler above keeps them; GDAL's own
+    /// last-error slot is often empty by the time an error reaches eoinfer).
+    static GDAL_ERRORS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// GDAL's error messages on this thread since the last call, joined (empty when none).
+#[must_use]
+pub fn take_gdal_errors() -> String {
+    GDAL_ERRORS.with(|e| e.borrow_mut().drain(..).collect::<Vec<_>>().join("; "))
 }
 
 /// Raises the soft limit of open files to the hard limit (a time series reads hundreds of

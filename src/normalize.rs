@@ -1,14 +1,23 @@
 //! Pure band scaling: scene values -> reflectance (DN scale and offset) -> the model's
 //! normalisation from its manifest (`value_scaling`), with invalid pixels masked.
 
-/// Linear conversion of stored values to the physical quantity the model expects
-/// (e.g. Sentinel-2 DN to reflectance: `(DN + offset_dn) * 0.0001`).
+/// Linear conversion of stored values to the physical quantity the model expects:
+/// `(value + offset_dn) * scale + add` (Sentinel-2 DN to reflectance: `(DN - 1000) * 0.0001`;
+/// Landsat Collection 2 surface reflectance: `DN * 2.75e-5 - 0.2`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Rescale {
     /// Multiplier applied after the DN offset.
     pub scale: f64,
     /// Added to the stored value before scaling (Sentinel-2 baseline >= 04.00: -1000).
     pub offset_dn: f64,
+    /// Added after scaling (Landsat Collection 2 Level-2: -0.2).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub add: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Rescale {
@@ -16,16 +25,51 @@ impl Rescale {
     pub const IDENTITY: Rescale = Rescale {
         scale: 1.0,
         offset_dn: 0.0,
+        add: 0.0,
     };
+
+    /// `value * scale + add`.
+    #[must_use]
+    pub fn linear(scale: f64, add: f64) -> Rescale {
+        Rescale {
+            scale,
+            offset_dn: 0.0,
+            add,
+        }
+    }
 
     /// Stored value to physical value, in float32 as the model consumes it.
     #[must_use]
     pub fn apply(&self, v: f32) -> f32 {
-        if self.scale == 1.0 && self.offset_dn == 0.0 {
+        if self.scale == 1.0 && self.offset_dn == 0.0 && self.add == 0.0 {
             v
         } else {
-            ((f64::from(v) + self.offset_dn) * self.scale) as f32
+            ((f64::from(v) + self.offset_dn) * self.scale + self.add) as f32
         }
+    }
+
+    /// The conversion in words: `value x 2.75e-5 - 0.2`.
+    #[must_use]
+    pub fn formula(&self) -> String {
+        if *self == Rescale::IDENTITY {
+            return "value as stored".into();
+        }
+        let mut s = if self.offset_dn == 0.0 {
+            "value".to_string()
+        } else if self.offset_dn < 0.0 {
+            format!("(value - {})", -self.offset_dn)
+        } else {
+            format!("(value + {})", self.offset_dn)
+        };
+        if self.scale != 1.0 {
+            s = format!("{s} x {}", self.scale);
+        }
+        if self.add < 0.0 {
+            s = format!("{s} - {}", -self.add);
+        } else if self.add > 0.0 {
+            s = format!("{s} + {}", self.add);
+        }
+        s
     }
 }
 
@@ -109,9 +153,14 @@ mod tests {
         let r = Rescale {
             scale: 1e-4,
             offset_dn: -1000.0,
+            add: 0.0,
         };
         assert!((r.apply(3000.0) - 0.2).abs() < 1e-7);
+        assert_eq!(r.formula(), "(value - 1000) x 0.0001");
         assert_eq!(Rescale::IDENTITY.apply(0.123), 0.123);
+        let landsat = Rescale::linear(2.75e-5, -0.2);
+        assert!((landsat.apply(10_000.0) - 0.075).abs() < 1e-7);
+        assert_eq!(landsat.formula(), "value x 0.0000275 - 0.2");
     }
 
     #[test]

@@ -812,6 +812,25 @@ fn read_stage(
     Ok(busy)
 }
 
+/// The error for a tile whose model output is not a number: never a class.
+fn non_finite(model: &Model, tile: &crate::grid::Tile, value: f32) -> crate::error::ModelError {
+    let w = &tile.window;
+    crate::error::ModelError::NonFinite {
+        path: model.onnx().to_path_buf(),
+        tile: format!(
+            "tile {} (row {}, column {}; pixels x {}..{}, y {}..{})",
+            tile.id,
+            tile.row,
+            tile.col,
+            w.x,
+            w.x + w.width as i64,
+            w.y,
+            w.y + w.height as i64
+        ),
+        value: value.to_string(),
+    }
+}
+
 /// The inference stage: batches of tiles with valid pixels through the model; the model's
 /// output replaces each tile's input. Tiles pass on in order.
 fn infer_stage(
@@ -839,7 +858,11 @@ fn infer_stage(
             let out = model.run(&input, &input_s1, idx.len())?;
             let per = out.len() / idx.len();
             for (k, &i) in idx.iter().enumerate() {
-                pending[i].1.data = out[k * per..(k + 1) * per].to_vec();
+                let values = &out[k * per..(k + 1) * per];
+                if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                    return Err(non_finite(&model, &pending[i].1.tile, *bad).into());
+                }
+                pending[i].1.data = values.to_vec();
                 pending[i].1.s1 = Vec::new();
             }
         }
@@ -1787,7 +1810,7 @@ impl RunSummary {
         let mut warnings = ctx.warnings;
         if counts.pixels_valid == 0 {
             let w = format!(
-                "{} has no valid pixel (all nodata); the outputs are all nodata",
+                "{} has no valid pixel (all nodata; a pixel is valid only where every band is: see the warnings naming bands without valid values); the outputs are all nodata",
                 job.name
             );
             tracing::warn!("{w}");
@@ -2459,6 +2482,16 @@ pub(crate) fn write_item(
         model_id: &job.model.id,
         onnx_sha256: &job.model.onnx_sha256,
         inputs: job.inputs.clone(),
+        input_reading: serde_json::json!({
+            "sensor": job.stack.get("sensor"),
+            "s2_offset_source": job.stack.get("s2_offset_source"),
+            "bands": job.stack.get("bands").and_then(serde_json::Value::as_array).map(|bands| {
+                bands
+                    .iter()
+                    .map(|b| serde_json::json!({"band": b["model_band"], "source": b["source"], "scaling": b["scaling"]}))
+                    .collect::<Vec<_>>()
+            }),
+        }),
     };
     let part = temps.track(partial_name(final_item));
     let doc = item_json(&item, final_item, &crate::util::now_rfc3339())?;

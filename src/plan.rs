@@ -55,6 +55,18 @@ pub struct PredictArgs {
     pub s2_offset: Option<f64>,
     /// `--nodata`.
     pub nodata: Option<f64>,
+    /// `--scale`.
+    pub scale: Option<f64>,
+    /// `--offset`.
+    pub offset: Option<f64>,
+    /// `--allow-upsample`.
+    pub allow_upsample: bool,
+    /// `--accept-product-mismatch`.
+    pub accept_product_mismatch: bool,
+    /// `--allow-public-cloud`.
+    pub allow_public_cloud: bool,
+    /// `--accept-out-of-range`.
+    pub accept_out_of_range: bool,
     /// `--tiling`.
     pub tiling: TilingChoice,
     /// `--overlap` in pixels.
@@ -524,6 +536,12 @@ fn job_plan(
             "resolution": args.resolution,
             "s2_offset": args.s2_offset,
             "nodata": args.nodata,
+            "scale": args.scale,
+            "offset": args.offset,
+            "allow_upsample": args.allow_upsample,
+            "accept_product_mismatch": args.accept_product_mismatch,
+            "allow_public_cloud": args.allow_public_cloud,
+            "accept_out_of_range": args.accept_out_of_range,
             "crs": args.crs,
             "aoi_crs": args.aoi_crs,
         }),
@@ -675,7 +693,7 @@ pub fn scene_options(
         resolution,
         s2_offset,
         nodata,
-        max_pixels: None,
+        ..SceneOptions::default()
     })
 }
 
@@ -779,6 +797,33 @@ struct Inputs {
     name: String,
 }
 
+/// Samples every stack of the run (each time step of a series) and checks its values against
+/// the model's training range ([`crate::scene::values::check_stack`]); returns the warnings.
+fn check_values(inputs: &Inputs, model: &ModelSpec, accept: bool) -> Result<Vec<String>, Error> {
+    let float_scale = StackRequest::for_model(model).float_scale;
+    let stacks: Vec<&Stack> = if inputs.series.is_empty() {
+        vec![&inputs.stack]
+    } else {
+        inputs.series.iter().map(|s| &s.stack).collect()
+    };
+    let mut warnings: Vec<String> = Vec::new();
+    for stack in stacks {
+        for w in crate::scene::values::check_stack(stack, &model.scaling, float_scale, accept)? {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
+    if let Some(s1) = model.encoder.as_ref().and_then(|e| e.sentinel1.as_ref()) {
+        for step in &inputs.series {
+            if let Some(stack) = &step.s1 {
+                crate::scene::values::check_s1(stack, &s1.scaling)?;
+            }
+        }
+    }
+    Ok(warnings)
+}
+
 /// The AOI of `--aoi` on the model's grid (`--resolution`, else the model's).
 fn build_aoi(
     args: &PredictArgs,
@@ -790,6 +835,7 @@ fn build_aoi(
     if !(resolution.is_finite() && resolution > 0.0) {
         return Err(crate::error::SceneError::EmptyGrid {
             resolution,
+            unit: "m".into(),
             width: 0,
             height: 0,
         }
@@ -879,7 +925,7 @@ fn open_inputs(
             .into());
         };
         let stack = open_stack_request(
-            &crate::scene::SceneSource::Path(scene.clone()),
+            &crate::scene::source_of(scene)?,
             &StackRequest::for_model(model),
             opts,
         )?;
@@ -887,11 +933,11 @@ fn open_inputs(
     };
     let name = args.name.clone().unwrap_or_else(|| stack.name.clone());
     Ok(Inputs {
+        warnings: stack.warnings.clone(),
         stack,
         aoi,
         mosaic,
         series: Vec::new(),
-        warnings: Vec::new(),
         name,
     })
 }
@@ -1020,8 +1066,14 @@ impl PredictPlan {
             args.nodata,
         )?;
         opts.max_pixels = args.max_pixels;
+        opts.scale = args.scale;
+        opts.offset = args.offset;
+        opts.allow_upsample = args.allow_upsample;
+        opts.accept_product_mismatch = args.accept_product_mismatch;
+        opts.allow_public_cloud = args.allow_public_cloud;
         let tiling = tiling_for(args, &model)?;
         let inputs = open_inputs(args, &model, &opts)?;
+        let value_warnings = check_values(&inputs, &model, args.accept_out_of_range)?;
         let stack = &inputs.stack;
         let unit = model.unit();
         // Validate the geometry now so a bad --overlap fails before anything is written.
@@ -1059,6 +1111,20 @@ impl PredictPlan {
                 source,
             })?;
         let mut warnings = inputs.warnings.clone();
+        for w in value_warnings {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        if model.onnx_sha256.is_none() {
+            let w = format!(
+                "the manifest {} records no sha256 of its ONNX file, so a damaged or replaced model would go unnoticed; add it with `eoinfer model check --model {} --write-checksum`",
+                model.manifest.display(),
+                model.manifest.display()
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         if stack.width < model.tile_size || stack.height < model.tile_size {
             warnings.push(format!(
                 "the scene grid ({} x {} px) is smaller than one {} px tile; it is padded by reflection",

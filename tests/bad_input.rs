@@ -7,34 +7,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// Runs predict with `scene` and `model` into a fresh output folder and checks the failure.
-fn fails(model: &Path, scene: &str, extra: &[&str], expect: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let mut args: Vec<String> = vec![
-        "predict".into(),
-        "--model".into(),
-        model.display().to_string(),
-        "--scene".into(),
-        scene.into(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_string()));
-    let o = eoinfer(&args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "expected exit 2, stderr:\n{err}");
-    for e in expect {
-        assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
-    }
-    assert!(
-        files_in(&out).is_empty(),
-        "output left behind: {:?}",
-        files_in(&out)
-    );
-    err
-}
-
 fn l1c() -> PathBuf {
     manifest("ukis-csmask-6b-l1c.json")
 }

@@ -116,7 +116,7 @@ fn worldcereal_months(dir: &std::path::Path) {
         for (i, b) in bands.iter().enumerate() {
             writeln!(
             xml,
-                "<VRTRasterBand dataType=\"UInt16\" band=\"{}\"><Description>{b}</Description><NoDataValue>32769</NoDataValue>\
+                "<VRTRasterBand dataType=\"UInt16\" band=\"{}\"><Description>{b}</Description><NoDataValue>32769</NoDataValue><Offset>0</Offset><Scale>0.0001</Scale>\
                  <SimpleSource><SourceFilename>NETCDF:\"{}\":S2-L2A-{b}</SourceFilename><SourceBand>{}</SourceBand>\
                  <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/><DstRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/></SimpleSource></VRTRasterBand>",
                 i + 1,
@@ -138,6 +138,11 @@ fn worldcereal_months(dir: &std::path::Path) {
 /// Sentinel-1 of the golden window in dB (WorldCereal stores 20 log10(dB) + 83 as uint16),
 /// one 2-band (vv, vh) GeoTIFF per month beside the monthly Sentinel-2 VRTs.
 fn worldcereal_s1_months(dir: &std::path::Path) {
+    worldcereal_s1_months_in(dir, false);
+}
+
+/// The same in linear power (`linear`) instead of dB.
+fn worldcereal_s1_months_in(dir: &std::path::Path, linear: bool) {
     let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -173,7 +178,10 @@ fn worldcereal_s1_months(dir: &std::path::Path) {
                 .unwrap();
             let db: Vec<f32> = raw
                 .iter()
-                .map(|&v| (20.0 * f64::from(v).log10() - 83.0) as f32)
+                .map(|&v| {
+                    let db = 20.0 * f64::from(v).log10() - 83.0;
+                    (if linear { 10_f64.powf(db / 10.0) } else { db }) as f32
+                })
                 .collect();
             let mut band = ds.rasterband(i + 1).unwrap();
             gdal::Metadata::set_description(&mut band, name).unwrap();
@@ -185,6 +193,63 @@ fn worldcereal_s1_months(dir: &std::path::Path) {
             .unwrap();
         }
     }
+}
+
+fn s1_model() -> String {
+    root()
+        .join("models/olmoearth/olmoearth-v1-nano-s1.json")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn sentinel1_in_linear_power_or_in_its_acquisition_geometry_is_refused_with_the_fix() {
+    let scenes = tempfile::tempdir().unwrap();
+    worldcereal_months(scenes.path());
+    worldcereal_s1_months_in(scenes.path(), true);
+    let scene = scenes.path().to_str().unwrap();
+    // The window's December composite is 65535 (missing) everywhere: accepted here.
+    fails(
+        std::path::Path::new(&s1_model()),
+        scene,
+        &["--accept-out-of-range"],
+        &[
+            "looks like linear power",
+            "the model takes dB",
+            "10*log10(A)",
+        ],
+    );
+    // A real Sentinel-1 raster whose geotransform is replaced by GCPs in longitude/latitude.
+    worldcereal_s1_months_in(scenes.path(), false);
+    let first = scenes.path().join("worldcereal_s1_20201101.tif");
+    let ds = gdal::Dataset::open(&first).unwrap();
+    let gt = ds.geo_transform().unwrap();
+    let utm = gdal::spatial_ref::SpatialRef::from_epsg(32631).unwrap();
+    let mut wgs = gdal::spatial_ref::SpatialRef::from_epsg(4326).unwrap();
+    wgs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let t = gdal::spatial_ref::CoordTransform::new(&utm, &wgs).unwrap();
+    let mut cmd = std::process::Command::new("gdal_translate");
+    cmd.args(["-q", "-a_srs", "EPSG:4326"]);
+    for (px, py) in [(0.0, 0.0), (64.0, 0.0), (0.0, 64.0), (64.0, 64.0)] {
+        let mut x = [gt[0] + px * gt[1]];
+        let mut y = [gt[3] + py * gt[5]];
+        t.transform_coords(&mut x, &mut y, &mut [0.0]).unwrap();
+        cmd.arg("-gcp")
+            .args([px, py, x[0], y[0]].iter().map(ToString::to_string));
+    }
+    drop(ds);
+    let gcps = scenes.path().join("gcps.tif");
+    assert!(cmd.arg(&first).arg(&gcps).status().unwrap().success());
+    std::fs::rename(&gcps, &first).unwrap();
+    fails(
+        std::path::Path::new(&s1_model()),
+        scene,
+        &["--accept-out-of-range"],
+        &[
+            "worldcereal_s1_20201101.tif has ground control points but no geotransform",
+            "gdalwarp -t_srs EPSG:32631 -tps",
+        ],
+    );
 }
 
 #[test]
@@ -213,10 +278,22 @@ fn predict_reproduces_pytorch_embeddings_on_the_real_worldcereal_window() {
             "--name",
             "wc",
             "--json",
+            // The window's December composite is 65535 (WorldCereal's missing value, not its
+            // NetCDF nodata 32769) everywhere; PyTorch's golden run was fed it as it is.
+            "--accept-out-of-range",
         ]);
         ok(&o);
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(summary["counts"]["time_steps"], 12);
+        assert!(
+            summary["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("median reflectance 6.5535")),
+            "{}",
+            summary["warnings"]
+        );
         let reference = read_f32_file(
             &root()
                 .join("models/olmoearth/golden")
@@ -507,7 +584,7 @@ fn a_time_step_without_a_date_is_named_and_dates_can_be_given() {
         "olmoearth-v1-nano",
         &refs,
         &out,
-        &["--dates", "2020-11-01,2020-12-01"],
+        &["--dates", "2020-11-01,2020-12-01", "--accept-out-of-range"],
     ));
     assert!(out.join("run.embeddings.parquet").is_file());
 }
@@ -602,7 +679,8 @@ fn a_segmentation_head_on_the_encoder_gives_a_class_map_matching_pytorch() {
         "olmoearth-v1-nano-seg",
         &[scenes.path().to_str().unwrap()],
         out.path(),
-        &["--probabilities", "--json"],
+        // The golden run fed the missing December composite (65535) too.
+        &["--probabilities", "--json", "--accept-out-of-range"],
     );
     ok(&o);
     let logits =
@@ -692,9 +770,12 @@ fn a_time_step_without_valid_pixels_is_left_out_with_a_warning() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["counts"]["time_steps"], 2);
     assert!(
-        summary["warnings"][0]
-            .as_str()
+        summary["warnings"]
+            .as_array()
             .unwrap()
-            .contains("left out")
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("left out")),
+        "{}",
+        summary["warnings"]
     );
 }

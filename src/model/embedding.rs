@@ -371,6 +371,7 @@ impl EmbeddingSpec {
                 dn_nodata: None,
                 missing: MissingBands::Error,
                 grid: None,
+                expect: crate::scene::Expectation::default(),
             })
     }
 
@@ -386,6 +387,7 @@ impl EmbeddingSpec {
             dn_nodata: self.dn_nodata,
             missing: self.missing,
             grid: None,
+            expect: crate::scene::Expectation::default(),
         }
     }
 }

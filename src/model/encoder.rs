@@ -178,7 +178,6 @@ impl Encoder {
         let per = self.out_channels * self.out_side.pow(2).max(1);
         let mut out = Vec::with_capacity(batch * per);
         self.run_session(s2, s1, batch, Some(&mut out))?;
-        crate::model::runtime::check_finite(&self.onnx, &out)?;
         if self.softmax {
             for sample in out.chunks_mut(per) {
                 crate::blend::softmax_classes(sample, self.out_channels);
@@ -198,6 +197,15 @@ pub enum Model {
 }
 
 impl Model {
+    /// The ONNX file, for messages.
+    #[must_use]
+    pub fn onnx(&self) -> &std::path::Path {
+        match self {
+            Model::Segmenter(m) => &m.onnx,
+            Model::Encoder(m) => &m.onnx,
+        }
+    }
+
     /// Runs a batch and returns its output per tile (see [`Segmenter::run`], [`Encoder::run`]).
     pub fn run(&mut self, input: &[f32], s1: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
         match self {

@@ -66,8 +66,12 @@ pub struct ModelSpec {
     pub overlap: usize,
     /// Recommended ground sample distance in metres.
     pub gsd: f64,
-    /// Expected product level (`L1C`, `L2A`).
+    /// Expected product level (`L1C`, `L2A`, `TOA`, `SR`).
     pub product_level: Option<String>,
+    /// Sensors the model was made for (`eoinfer:sensors`: `sentinel-2`, `landsat-8`, ...);
+    /// a manifest without the list whose level is a Sentinel-2 one (L1C, L2A) takes
+    /// Sentinel-2 only.
+    pub sensors: Vec<String>,
     /// Multiplier from integer DN to the model's reflectance.
     pub dn_scale: f64,
     /// Stored value meaning "no data" for integer inputs (Sentinel-2: 0).
@@ -140,6 +144,90 @@ pub(crate) fn band_definitions(doc: &Value) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
+/// Records the sha256 of a manifest's ONNX file as `file:checksum` (multihash `1220...`) of its
+/// model asset, when it records none; a different recorded sum is an error. The manifest is
+/// rewritten through a temporary file.
+pub fn write_checksum(path: &Path) -> Result<(), ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ManifestRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|source| ModelError::ManifestJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let key = doc
+        .get("assets")
+        .and_then(Value::as_object)
+        .and_then(|a| {
+            a.iter()
+                .find(|(_, v)| {
+                    v.get("roles")
+                        .and_then(Value::as_array)
+                        .is_some_and(|r| r.iter().any(|x| x == "mlm:model"))
+                })
+                .map(|(k, _)| k.clone())
+        })
+        .ok_or_else(|| invalid(path, "no asset has the role mlm:model"))?;
+    let asset = &mut doc["assets"][&key];
+    let href = asset
+        .get("href")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(path, format!("asset {key} has no href")))?;
+    let onnx = path.parent().unwrap_or(Path::new(".")).join(href);
+    let sha = crate::util::sha256_file(&onnx).map_err(|source| ModelError::ManifestRead {
+        path: onnx.clone(),
+        source,
+    })?;
+    let want = format!("1220{sha}");
+    match asset.get("file:checksum").and_then(Value::as_str) {
+        Some(have) if have == want => return Ok(()),
+        Some(have) => {
+            return Err(ModelError::ShapeMismatch {
+                manifest: path.to_path_buf(),
+                onnx,
+                what: format!(
+                    "the ONNX file's sha256 is {sha}, the manifest records {}; --write-checksum adds a missing sum and never replaces one",
+                    have.trim_start_matches("1220")
+                ),
+            });
+        }
+        None => {}
+    }
+    asset["file:checksum"] = Value::String(want);
+    let out = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    crate::util::write_atomic(path, out.as_bytes()).map_err(|source| ModelError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(manifest = %path.display(), %sha, "sha256 of the ONNX file recorded");
+    Ok(())
+}
+
+/// `eoinfer:sensors`, else Sentinel-2 for a manifest whose level is a Sentinel-2 product's.
+fn sensors_of(props: Option<&Value>) -> Vec<String> {
+    if let Some(list) = props
+        .and_then(|p| p.get("eoinfer:sensors"))
+        .and_then(Value::as_array)
+    {
+        return list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+    }
+    let level = props
+        .and_then(|p| p.get("eoinfer:product_level"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if ["L1C", "L2A"].contains(&level) {
+        vec![crate::scene::SENTINEL2.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn shape_of(v: &Value) -> Option<Vec<i64>> {
     v.as_array()?.iter().map(Value::as_i64).collect()
 }
@@ -196,6 +284,7 @@ impl ModelSpec {
             tile_size: enc.tile_size,
             overlap: num("eoinfer:overlap").map_or(2 * enc.patch_size, |v| v as usize),
             gsd: enc.gsd,
+            sensors: sensors_of(props),
             product_level: props
                 .and_then(|p| p.get("eoinfer:product_level"))
                 .and_then(Value::as_str)
@@ -373,6 +462,7 @@ impl ModelSpec {
             tile_size,
             overlap: num("eoinfer:overlap").map_or(tile_size / 8, |v| v as usize),
             gsd: num("eoinfer:gsd").or_else(|| num("gsd")).unwrap_or(10.0),
+            sensors: sensors_of(Some(props)),
             product_level: props
                 .get("eoinfer:product_level")
                 .and_then(Value::as_str)

@@ -186,6 +186,8 @@ pub fn manifest_from_sidecar(
                 "post_processing_function": {"format": "eoinfer", "expression": "softmax(channel)"}
             }],
             "eoinfer:product_level": level,
+            "eoinfer:sensors": ["sentinel-2", "landsat-5", "landsat-7", "landsat-8", "landsat-9"],
+            "eoinfer:sensors_note": "ukis-csmask masks \"Sentinel-2, Landsat-9, Landsat-8, Landsat-7 and Landsat-5 images\" (its README); L1C models take top-of-atmosphere, L2A models surface reflectance",
             "eoinfer:dn_scale": 0.0001,
             "eoinfer:dn_nodata": 0,
             "eoinfer:gsd": 30.0,

@@ -61,6 +61,8 @@ pub struct RunItem<'a> {
     pub onnx_sha256: &'a str,
     /// Input scenes with their dates.
     pub inputs: Vec<(String, Option<String>)>,
+    /// How the input was read: the sensor recognised and each band's conversion.
+    pub input_reading: Value,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> OutputError {
@@ -130,6 +132,7 @@ pub fn item_json(item: &RunItem<'_>, path: &Path, created: &str) -> Result<Value
             "onnx_sha256": item.onnx_sha256,
         },
         "eoinfer:inputs": item.inputs.iter().map(|(s, d)| json!({"scene": s, "date": d})).collect::<Vec<_>>(),
+        "eoinfer:input_reading": item.input_reading,
     });
     if item.epsg.is_none() {
         props["proj:wkt2"] = Value::String(item.srs_wkt.to_string());

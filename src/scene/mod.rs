@@ -4,11 +4,14 @@
 
 pub mod mosaic;
 mod reader;
+mod sensor;
 mod sentinel2;
 pub mod series;
 pub mod timeseries;
+pub mod values;
 
 pub use reader::{StackReader, StripReader};
+pub use sensor::{Level, Product, SENTINEL2};
 
 use crate::error::SceneError;
 use crate::model::ModelSpec;
@@ -34,6 +37,60 @@ pub struct SceneOptions {
     /// The largest grid in pixels (`--max-pixels`; default
     /// [`crate::limits::DEFAULT_MAX_PIXELS`]).
     pub max_pixels: Option<u64>,
+    /// `--scale`: stored value to reflectance multiplier for every band, overriding metadata.
+    pub scale: Option<f64>,
+    /// `--offset`: added after `--scale`.
+    pub offset: Option<f64>,
+    /// `--allow-upsample`: resample a scene more than 2x finer than its pixels without
+    /// `--resolution`.
+    pub allow_upsample: bool,
+    /// `--accept-product-mismatch`: run a model on a sensor or product level it was not made
+    /// for, with a warning.
+    pub accept_product_mismatch: bool,
+    /// `--allow-public-cloud`: read `/vsis3/` without a user-set `AWS_S3_ENDPOINT`.
+    pub allow_public_cloud: bool,
+}
+
+/// Refuses `/vsis3/` paths that would reach the public cloud: without `AWS_S3_ENDPOINT` (the
+/// user's own object storage) GDAL would go to Amazon S3.
+pub fn check_public_cloud(source: &SceneSource, opts: &SceneOptions) -> Result<(), SceneError> {
+    let endpoint = std::env::var("AWS_S3_ENDPOINT").is_ok_and(|v| !v.trim().is_empty());
+    if endpoint || opts.allow_public_cloud {
+        return Ok(());
+    }
+    let paths: Vec<String> = match source {
+        SceneSource::Path(p) => vec![p.clone()],
+        SceneSource::Files { files, .. } => files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect(),
+    };
+    match paths.into_iter().find(|p| p.starts_with("/vsis3/")) {
+        Some(p) => Err(SceneError::PublicCloud { path: p }),
+        None => Ok(()),
+    }
+}
+
+/// The source of one `--scene` value: a STAC Item (`.json`) gives its assets, anything else
+/// is a path GDAL opens.
+pub fn source_of(scene: &str) -> Result<SceneSource, SceneError> {
+    let p = Path::new(scene);
+    if p.is_file()
+        && p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        let mut entries = timeseries::scene_entries(&[scene.to_string()])?;
+        if entries.len() != 1 {
+            return Err(SceneError::Series {
+                what: format!(
+                    "{scene} holds {} STAC Items; pass one Item, or an --aoi to mosaic them on one grid",
+                    entries.len()
+                ),
+            });
+        }
+        return Ok(entries.remove(0).source);
+    }
+    Ok(SceneSource::Path(scene.to_string()))
 }
 
 /// What to do with a model band the scene lacks.
@@ -81,25 +138,47 @@ pub struct StackRequest {
     pub missing: MissingBands,
     /// A grid to put the bands on instead of the scene's own.
     pub grid: Option<GridSpec>,
+    /// The sensors and product level the model was made for (empty: not checked).
+    pub expect: Expectation,
+}
+
+/// The sensors and product level a model was made for, from its manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Expectation {
+    /// The manifest, for messages.
+    pub model: String,
+    /// Sensor ids (`sentinel-2`, `landsat-8`); empty: any.
+    pub sensors: Vec<String>,
+    /// `eoinfer:product_level` as the manifest writes it (L1C, L2A, TOA, SR).
+    pub level: Option<String>,
 }
 
 impl StackRequest {
-    /// The request of a segmentation model (ukis-csmask): reflectance in, every band required.
+    /// The request of a model's optical input: reflectance in; a segmentation model needs
+    /// every band.
     #[must_use]
     pub fn for_model(spec: &ModelSpec) -> Self {
-        if let Some(enc) = &spec.encoder {
-            return enc.stack_request();
-        }
-        Self {
-            bands: spec.bands.clone(),
-            wavelengths: vec![None; spec.bands.len()],
-            gsd: spec.gsd,
-            dn_scale: spec.dn_scale,
-            float_scale: 1.0,
-            dn_nodata: spec.dn_nodata,
-            missing: MissingBands::Error,
-            grid: None,
-        }
+        let mut req = if let Some(enc) = &spec.encoder {
+            enc.stack_request()
+        } else {
+            Self {
+                bands: spec.bands.clone(),
+                wavelengths: vec![None; spec.bands.len()],
+                gsd: spec.gsd,
+                dn_scale: spec.dn_scale,
+                float_scale: 1.0,
+                dn_nodata: spec.dn_nodata,
+                missing: MissingBands::Error,
+                grid: None,
+                expect: Expectation::default(),
+            }
+        };
+        req.expect = Expectation {
+            model: spec.manifest.display().to_string(),
+            sensors: spec.sensors.clone(),
+            level: spec.product_level.clone(),
+        };
+        req
     }
 }
 
@@ -113,8 +192,11 @@ pub enum SceneSource {
     Files {
         /// How the scene is named in messages and outputs.
         label: String,
-        /// The files.
+        /// The files (local paths, or GDAL virtual file system paths such as `/vsicurl/...`).
         files: Vec<PathBuf>,
+        /// The STAC Item the files are the assets of (its file and JSON), whose metadata wins
+        /// over the files' names.
+        item: Option<std::sync::Arc<(PathBuf, serde_json::Value)>>,
     },
 }
 
@@ -140,8 +222,11 @@ pub struct StackBand {
     pub source_band: usize,
     /// Native pixel size of the source.
     pub source_resolution: f64,
-    /// Stored value to reflectance.
+    /// Stored value to the model's units (reflectance, or reflectance x 10000 for a model
+    /// that takes DN).
     pub rescale: Rescale,
+    /// The conversion in words and where it came from.
+    pub scaling: String,
     /// Source nodata value, if any.
     pub nodata: Option<f64>,
     /// 1-based band of the stack's VRT holding it; `None` when the scene lacks the band and
@@ -179,6 +264,11 @@ pub struct Stack {
     pub bands: Vec<StackBand>,
     /// Where the Sentinel-2 DN offset came from.
     pub s2_offset_source: String,
+    /// The sensor and product recognised from names and metadata.
+    pub sensor: Option<Product>,
+    /// Warnings about how the scene was read (inferred baseline, resolution, product).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The VRT (XML) that puts the bands on the grid.
     #[serde(skip)]
     pub vrt: String,
@@ -205,8 +295,13 @@ impl Stack {
 struct Candidate {
     path: String,
     band: usize,
+    /// Names the model's bands are matched to without --bands.
     names: Vec<String>,
+    /// Further names --bands may use.
+    aliases: Vec<String>,
     label: String,
+    /// What the product's metadata says of the file.
+    meta: sensor::FileMeta,
 }
 
 /// Canonical form of a band name for matching: lower case, `B2`/`B02` alike.
@@ -260,9 +355,12 @@ pub(crate) fn list_rasters(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 fn open_raster(path: &str) -> Result<Dataset, SceneError> {
-    let ds = Dataset::open(path).map_err(|e| SceneError::NotRaster {
-        path: PathBuf::from(path),
-        message: e.to_string(),
+    let ds = Dataset::open(path).map_err(|e| {
+        let said = crate::take_gdal_errors();
+        SceneError::NotRaster {
+            path: PathBuf::from(path),
+            message: if said.is_empty() { e.to_string() } else { said },
+        }
     })?;
     if ds.raster_count() == 0 {
         return Err(SceneError::NotRaster {
@@ -283,10 +381,101 @@ fn is_gdal_connection(s: &str) -> bool {
             }))
 }
 
-fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError> {
+/// The candidate of a STAC asset: one band, named by its file name, common name and key.
+fn item_candidate(f: &Path, meta: sensor::FileMeta, out: &mut Vec<Candidate>) {
+    let all = file_band_names(f);
+    let mut names = if meta.foreign_band_numbers {
+        Vec::new()
+    } else {
+        all.clone()
+    };
+    names.extend(meta.common_name.iter().cloned());
+    let mut aliases = meta.aliases.clone();
+    if meta.foreign_band_numbers {
+        aliases.extend(all.iter().cloned());
+    }
+    out.push(Candidate {
+        path: f.to_string_lossy().into_owned(),
+        band: 1,
+        label: match &meta.common_name {
+            Some(c) => format!("{} ({c})", all[0]),
+            None => all[0].clone(),
+        },
+        names,
+        aliases,
+        meta,
+    });
+}
+
+/// The candidates of one per-band file (a file of several bands: those with a description).
+/// A file GDAL cannot open is an error that names it and carries GDAL's reason.
+fn file_candidates(
+    f: &Path,
+    meta: &sensor::FileMeta,
+    out: &mut Vec<Candidate>,
+) -> Result<(), SceneError> {
+    let fs = f.to_string_lossy().into_owned();
+    let ds = open_raster(&fs)?;
+    if ds.raster_count() == 1 {
+        let all = file_band_names(f);
+        let label = all[0].clone();
+        // A Landsat `B5` is nir, not Sentinel-2's `B05`: its file's names are only --bands
+        // aliases, its common name is what it matches by.
+        let mut names: Vec<String> = if meta.foreign_band_numbers {
+            Vec::new()
+        } else {
+            all.clone()
+        };
+        names.extend(meta.common_name.iter().cloned());
+        let mut aliases = meta.aliases.clone();
+        if meta.foreign_band_numbers {
+            aliases.extend(all);
+        }
+        out.push(Candidate {
+            path: fs,
+            band: 1,
+            label: match &meta.common_name {
+                Some(c) if meta.foreign_band_numbers => format!("{label} ({c})"),
+                _ => label,
+            },
+            names,
+            aliases,
+            meta: meta.clone(),
+        });
+    } else {
+        for i in 1..=ds.raster_count() {
+            let desc = ds
+                .rasterband(i)
+                .ok()
+                .and_then(|b| b.description().ok())
+                .unwrap_or_default();
+            if !desc.is_empty() {
+                out.push(Candidate {
+                    path: fs.clone(),
+                    band: i,
+                    label: format!("{desc} ({} band {i})", names_stem(f)),
+                    names: vec![desc],
+                    aliases: Vec::new(),
+                    meta: sensor::FileMeta::default(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bands a scene offers, whether it is a folder (or list) of files, and what the metadata
+/// beside its files says.
+fn candidates(
+    source: &SceneSource,
+) -> Result<(Vec<Candidate>, bool, sensor::Described), SceneError> {
     let (scene, listed) = match source {
         SceneSource::Path(p) => (p.as_str(), None),
-        SceneSource::Files { label, files } => (label.as_str(), Some(files)),
+        SceneSource::Files { label, files, .. } => (label.as_str(), Some(files)),
+    };
+    let item = match source {
+        SceneSource::Files { item, .. } => item.as_deref().map(|(p, v)| (p.as_path(), v)),
+        SceneSource::Path(_) => None,
     };
     let path = Path::new(scene);
     if listed.is_none() && !is_gdal_connection(scene) && !path.exists() {
@@ -299,7 +488,7 @@ fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError
         match listed {
             Some(l) => {
                 for f in l {
-                    if !f.exists() {
+                    if !f.exists() && !is_gdal_connection(&f.to_string_lossy()) {
                         return Err(SceneError::Missing { path: f.clone() });
                     }
                 }
@@ -307,34 +496,20 @@ fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError
             }
             None => list_rasters(path, 3, &mut files),
         }
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
+        let described = sensor::describe(&names, item);
         let mut out = Vec::new();
-        for f in &files {
-            let fs = f.to_string_lossy().into_owned();
-            let Ok(ds) = Dataset::open(f) else { continue };
-            if ds.raster_count() == 1 {
-                let names = file_band_names(f);
-                out.push(Candidate {
-                    path: fs,
-                    band: 1,
-                    label: names[0].clone(),
-                    names,
-                });
+        for (f, name) in files.iter().zip(&names) {
+            let meta = described.files.get(name).cloned().unwrap_or_default();
+            if item.is_some() && is_gdal_connection(name) {
+                // A remote STAC asset is taken as one band and opened only if a model band is
+                // matched to it (each open costs requests).
+                item_candidate(f, meta, &mut out);
             } else {
-                for i in 1..=ds.raster_count() {
-                    let desc = ds
-                        .rasterband(i)
-                        .ok()
-                        .and_then(|b| b.description().ok())
-                        .unwrap_or_default();
-                    if !desc.is_empty() {
-                        out.push(Candidate {
-                            path: fs.clone(),
-                            band: i,
-                            label: format!("{desc} ({} band {i})", names_stem(f)),
-                            names: vec![desc],
-                        });
-                    }
-                }
+                file_candidates(f, &meta, &mut out)?;
             }
         }
         if out.is_empty() {
@@ -342,9 +517,14 @@ fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError
                 path: path.to_path_buf(),
             });
         }
-        return Ok((out, true));
+        return Ok((out, true, described));
     }
     let ds = open_raster(scene)?;
+    let described = if is_gdal_connection(scene) {
+        sensor::Described::default()
+    } else {
+        sensor::describe(&[scene.to_string()], None)
+    };
     let mut out = Vec::new();
     for i in 1..=ds.raster_count() {
         let band = ds.rasterband(i).map_err(|e| SceneError::Gdal {
@@ -376,10 +556,12 @@ fn candidates(source: &SceneSource) -> Result<(Vec<Candidate>, bool), SceneError
             path: scene.to_string(),
             band: i,
             names,
+            aliases: Vec::new(),
             label,
+            meta: sensor::FileMeta::default(),
         });
     }
-    Ok((out, false))
+    Ok((out, false, described))
 }
 
 fn names_stem(p: &Path) -> String {
@@ -400,14 +582,16 @@ struct SourceInfo {
 fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
     let p = PathBuf::from(path);
     let ds = open_raster(path)?;
-    let gt = ds
-        .geo_transform()
-        .map_err(|_| SceneError::NoGeoTransform { path: p.clone() })?;
+    let gt = ds.geo_transform().ok();
+    if gt.is_none_or(|g| g == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]) {
+        if let Some(command) = gcp_warp_command(&ds, path) {
+            return Err(SceneError::GcpOnly { path: p, command });
+        }
+        return Err(SceneError::NoGeoTransform { path: p });
+    }
+    let gt = gt.unwrap_or_default();
     if gt[2] != 0.0 || gt[4] != 0.0 {
         return Err(SceneError::Rotated { path: p });
-    }
-    if gt == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0] {
-        return Err(SceneError::NoGeoTransform { path: p });
     }
     let srs = ds
         .spatial_ref()
@@ -439,6 +623,55 @@ fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
     })
 }
 
+/// For a raster georeferenced by ground control points only (Sentinel-1 GRD in its
+/// acquisition geometry), the `gdalwarp` command that projects it: to the UTM zone of its
+/// GCPs' centre when they are in longitude/latitude, else to the GCPs' own CRS.
+fn gcp_warp_command(ds: &Dataset, path: &str) -> Option<String> {
+    // SAFETY: the dataset handle is valid; GDAL owns the returned GCP array and WKT.
+    let (count, gcps, wkt) = unsafe {
+        let h = ds.c_dataset();
+        let wkt = gdal_sys::GDALGetGCPProjection(h);
+        let wkt = if wkt.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(wkt).to_string_lossy().into_owned()
+        };
+        (gdal_sys::GDALGetGCPCount(h), gdal_sys::GDALGetGCPs(h), wkt)
+    };
+    if count <= 0 || gcps.is_null() {
+        return None;
+    }
+    // SAFETY: GDAL returns `count` GCPs at `gcps`.
+    let points = unsafe { std::slice::from_raw_parts(gcps, usize::try_from(count).ok()?) };
+    let n = points.len() as f64;
+    let (x, y) = points
+        .iter()
+        .fold((0.0, 0.0), |(x, y), g| (x + g.dfGCPX / n, y + g.dfGCPY / n));
+    let srs = SpatialRef::from_wkt(&wkt).ok();
+    let target = match srs {
+        Some(s) if s.is_geographic() && (-180.0..=180.0).contains(&x) && y.abs() <= 84.0 => {
+            let zone = (((x + 180.0) / 6.0).floor() as i32).clamp(0, 59) + 1;
+            format!(
+                "EPSG:{}",
+                if y >= 0.0 { 32600 + zone } else { 32700 + zone }
+            )
+        }
+        Some(s) => s
+            .auth_code()
+            .map_or_else(|_| "EPSG:<your CRS>".into(), |c| format!("EPSG:{c}")),
+        None => "EPSG:<your CRS>".into(),
+    };
+    let stem = Path::new(path)
+        .file_stem()
+        .map_or_else(|| "scene".into(), |s| s.to_string_lossy().into_owned());
+    let dir = Path::new(path).parent().unwrap_or(Path::new(""));
+    let out = dir.join(format!("{stem}_projected.tif"));
+    Some(format!(
+        "gdalwarp -t_srs {target} -tps -r bilinear -co COMPRESS=DEFLATE {path} {}",
+        out.display()
+    ))
+}
+
 pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -446,8 +679,18 @@ pub(crate) fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Parses `--bands blue=B2,green=B3` into pairs.
+/// Parses `--bands blue=B2,green=B3` into pairs; a model band named twice is an error.
 pub fn parse_band_map(s: &str) -> Result<Vec<(String, String)>, SceneError> {
+    let pairs = parse_pairs(s)?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(x, _)| canon(x) == canon(k)) {
+            return Err(SceneError::DuplicateBandKey { key: k.clone() });
+        }
+    }
+    Ok(pairs)
+}
+
+fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SceneError> {
     s.split(',')
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
@@ -467,11 +710,7 @@ pub fn parse_band_map(s: &str) -> Result<Vec<(String, String)>, SceneError> {
 
 /// Opens a scene and builds the model-ready stack for a segmentation model.
 pub fn open_stack(scene: &str, spec: &ModelSpec, opts: &SceneOptions) -> Result<Stack, SceneError> {
-    open_stack_request(
-        &SceneSource::Path(scene.to_string()),
-        &StackRequest::for_model(spec),
-        opts,
-    )
+    open_stack_request(&source_of(scene)?, &StackRequest::for_model(spec), opts)
 }
 
 /// Refuses `--bands` keys that name no band of the model.
@@ -519,7 +758,11 @@ fn match_bands(
                 .iter()
                 .filter(|c| match by_index {
                     Some(i) => c.band == i,
-                    None => c.names.iter().any(|n| canon(n) == canon(target)),
+                    None => c
+                        .names
+                        .iter()
+                        .chain(&c.aliases)
+                        .any(|n| canon(n) == canon(target)),
                 })
                 .collect();
             if m.is_empty() {
@@ -532,10 +775,20 @@ fn match_bands(
             }
             m
         } else {
-            cands
+            let by_name: Vec<&Candidate> = cands
                 .iter()
                 .filter(|c| c.names.iter().any(|n| keys.contains(&canon(n))))
-                .collect()
+                .collect();
+            // STAC 1.1 calls Landsat's 0.86 µm band `nir08`; it serves a model's `nir` when the
+            // scene has no band called `nir` (Sentinel-2's `nir08` is B8A beside B08 `nir`).
+            if by_name.is_empty() && mb.common_name.as_deref() == Some("nir") {
+                cands
+                    .iter()
+                    .filter(|c| c.names.iter().any(|n| canon(n) == "nir08"))
+                    .collect()
+            } else {
+                by_name
+            }
         };
         let mut best: Chosen = None;
         for c in matches {
@@ -608,6 +861,7 @@ fn stack_grid(
     opts: &SceneOptions,
     present: &[&(Candidate, SourceInfo)],
     scene_path: &Path,
+    warnings: &mut Vec<String>,
 ) -> Result<(usize, usize, [f64; 6]), SceneError> {
     let (first, first_info) = present[0];
     let srs = &first_info.srs;
@@ -625,14 +879,28 @@ fn stack_grid(
         return Ok((grid.width, grid.height, grid.geo_transform));
     }
     let metric = srs.is_projected() && srs.linear_units() == 1.0;
-    let resolution = opts.resolution.unwrap_or(if metric {
-        req.gsd
-    } else {
-        present
-            .iter()
-            .map(|(_, i)| i.gt[1].abs())
-            .fold(f64::INFINITY, f64::min)
-    });
+    let finest = present
+        .iter()
+        .map(|(_, i)| i.gt[1].abs())
+        .fold(f64::INFINITY, f64::min);
+    let resolution = opts
+        .resolution
+        .unwrap_or(if metric { req.gsd } else { finest });
+    let unit = crs_unit(srs);
+    if metric && opts.resolution.is_none() && finest > 2.0 * resolution && !opts.allow_upsample {
+        return Err(SceneError::Upsample {
+            path: PathBuf::from(&first.path),
+            native: finest,
+            resolution,
+            unit,
+        });
+    }
+    if metric && (resolution > 2.0 * req.gsd || resolution < req.gsd / 2.0) {
+        warnings.push(format!(
+            "the model was trained at about {} m, but this run is at {resolution} m (more than 2x away); results may be poor (e.g. small clouds vanish at coarse resolutions)",
+            req.gsd
+        ));
+    }
     let gt = first_info.gt;
     let ext_x = gt[1] * first_info.size.0 as f64;
     let ext_y = -gt[5] * first_info.size.1 as f64;
@@ -647,6 +915,7 @@ fn stack_grid(
     if width == 0 || height == 0 {
         return Err(SceneError::EmptyGrid {
             resolution,
+            unit,
             width,
             height,
         });
@@ -666,8 +935,8 @@ fn stack_vrt(
     (chosen, filled): (&[Chosen], Vec<Option<String>>),
     (width, height, geo_transform): (usize, usize, [f64; 6]),
     srs_wkt: &str,
-    s2_offset: f64,
-) -> (String, Vec<StackBand>, usize) {
+    s2: Option<&(f64, String)>,
+) -> Result<(String, Vec<StackBand>, usize), SceneError> {
     let resolution = geo_transform[1];
     let (minx, maxy) = (geo_transform[0], geo_transform[3]);
     let mut vrt = String::new();
@@ -691,6 +960,7 @@ fn stack_vrt(
                 source_band: 0,
                 source_resolution: 0.0,
                 rescale: Rescale::IDENTITY,
+                scaling: String::new(),
                 nodata: None,
                 vrt_band: None,
                 filled: fill,
@@ -706,24 +976,14 @@ fn stack_vrt(
         } else {
             "nearest"
         };
-        let nodata =
-            opts.nodata
-                .or(info.nodata)
-                .or(if info.int_type { req.dn_nodata } else { None });
-        let rescale = match info.scale_offset {
-            Some((scale, offset)) => Rescale {
-                scale: scale * req.float_scale,
-                offset_dn: offset / scale,
+        let nodata = opts.nodata.or(info.nodata).or(c.meta.nodata).or(
+            if info.int_type && !c.meta.foreign_band_numbers {
+                req.dn_nodata
+            } else {
+                None
             },
-            None if info.int_type => Rescale {
-                scale: req.dn_scale,
-                offset_dn: s2_offset,
-            },
-            None => Rescale {
-                scale: req.float_scale,
-                offset_dn: 0.0,
-            },
-        };
+        );
+        let (rescale, scaling) = band_rescale(req, opts, (c, info), mb.label(), s2)?;
         let dst_x = (info.gt[0] - minx) / resolution;
         let dst_y = (maxy - info.gt[3]) / resolution;
         let dst_w = info.size.0 as f64 * info.gt[1] / resolution;
@@ -747,13 +1007,202 @@ fn stack_vrt(
             source_band: c.band,
             source_resolution: src_res,
             rescale,
+            scaling,
             nodata,
             vrt_band: Some(vrt_bands),
             filled: fill,
         });
     }
     vrt.push_str("</VRTDataset>\n");
-    (vrt, bands, vrt_bands)
+    Ok((vrt, bands, vrt_bands))
+}
+
+/// Whether band `c` is read as Sentinel-2 DN: integers with no conversion in any metadata.
+fn reads_as_s2_dn(opts: &SceneOptions, (c, info): (&Candidate, &SourceInfo)) -> bool {
+    opts.scale.is_none()
+        && opts.offset.is_none()
+        && c.meta.linear.is_none()
+        && c.meta.linear_missing.is_none()
+        && info.scale_offset.is_none()
+        && info.int_type
+}
+
+/// The conversion of one band's stored values to the model's units, and where it came from:
+/// `--scale`/`--offset`, the product's metadata (STAC `raster:bands`, MTL), the file's GDAL
+/// scale/offset, Sentinel-2 DN (`s2`), or floating-point reflectance as stored.
+fn band_rescale(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    (c, info): (&Candidate, &SourceInfo),
+    band: &str,
+    s2: Option<&(f64, String)>,
+) -> Result<(Rescale, String), SceneError> {
+    let fs = req.float_scale;
+    let units = if (fs - 1.0).abs() > f64::EPSILON {
+        format!(", times {fs} as the model takes it")
+    } else {
+        String::new()
+    };
+    let linear = |scale: f64, offset: f64, source: &str| {
+        let r = Rescale::linear(scale, offset);
+        (
+            Rescale::linear(scale * fs, offset * fs),
+            format!("reflectance = {}{units} [{source}]", r.formula()),
+        )
+    };
+    if opts.scale.is_some() || opts.offset.is_some() {
+        return Ok(linear(
+            opts.scale.unwrap_or(1.0),
+            opts.offset.unwrap_or(0.0),
+            "--scale/--offset",
+        ));
+    }
+    if let Some(l) = &c.meta.linear {
+        return Ok(linear(l.scale, l.offset, &l.source));
+    }
+    if let Some((scale, offset)) = info.scale_offset {
+        return Ok(linear(scale, offset, "the file's own scale/offset (GDAL)"));
+    }
+    if info.int_type {
+        if let Some(why) = &c.meta.linear_missing {
+            return Err(SceneError::NoScaling {
+                path: PathBuf::from(&c.path),
+                band: band.to_string(),
+                why: why.clone(),
+            });
+        }
+        if let Some((offset, source)) = s2 {
+            let r = Rescale {
+                scale: req.dn_scale,
+                offset_dn: *offset,
+                add: 0.0,
+            };
+            return Ok((r, format!("Sentinel-2 DN: {} [{source}]", r.formula())));
+        }
+        return Err(SceneError::NoScaling {
+            path: PathBuf::from(&c.path),
+            band: band.to_string(),
+            why: "no sensor was recognised from the file names or metadata, and the file has no scale/offset".into(),
+        });
+    }
+    Ok((
+        Rescale::linear(fs, 0.0),
+        format!(
+            "floating-point values taken as reflectance{units} [no scale metadata; values far outside 0..1 are refused]"
+        ),
+    ))
+}
+
+/// The Sentinel-2 DN offset of a scene whose integer bands carry no conversion: `--s2-offset`,
+/// the processing baseline in its metadata, or, for a scene recognised as Sentinel-2 whose
+/// metadata does not state the baseline, its acquisition date (before 2022-01-25: no offset,
+/// with a warning; later: refused).
+fn s2_dn_offset(
+    scene: &str,
+    (files, band): (&[&str], &str),
+    opts: &SceneOptions,
+    product: Option<&Product>,
+    warnings: &mut Vec<String>,
+) -> Result<(f64, String), SceneError> {
+    if let Some(o) = opts.s2_offset {
+        return Ok((o, "--s2-offset".into()));
+    }
+    if let Some(found) = sentinel2::detect_offset(scene, files.iter().copied()) {
+        return Ok(found);
+    }
+    let path = PathBuf::from(files.first().copied().unwrap_or(scene));
+    if product.is_none_or(|p| p.sensor != SENTINEL2) {
+        return Err(SceneError::NoScaling {
+            path,
+            band: band.to_string(),
+            why: "no sensor was recognised from the file names or metadata, and the files have no scale/offset".into(),
+        });
+    }
+    let date = files.iter().chain(std::iter::once(&scene)).find_map(|f| {
+        Path::new(f)
+            .file_name()
+            .and_then(|n| timeseries::parse_date(&n.to_string_lossy()))
+    });
+    let (y, m, d) = sentinel2::BASELINE_04_START;
+    match date {
+        Some(date) if (date.year, date.month, date.day) < (y, m, d) => {
+            warnings.push(format!(
+                "{scene}: no metadata states the Sentinel-2 processing baseline; the acquisition date {date} is before baseline 04.00 began (2022-01-25), so the DN are read without offset (reflectance = DN / 10000); pass --s2-offset to override"
+            ));
+            Ok((
+                0.0,
+                format!(
+                    "inferred from the acquisition date {date} (before 2022-01-25: baseline < 04.00, no offset)"
+                ),
+            ))
+        }
+        other => Err(SceneError::S2Baseline {
+            path,
+            date: other.map_or_else(|| "an unknown date".into(), |d| d.to_string()),
+        }),
+    }
+}
+
+/// Checks the recognised sensor and product level against the model's.
+fn check_product(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    product: Option<&Product>,
+    scene: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), SceneError> {
+    let expect = &req.expect;
+    let want = expect.level.as_deref().and_then(Level::parse);
+    if expect.sensors.is_empty() && want.is_none() {
+        return Ok(());
+    }
+    let Some(p) = product else {
+        warnings.push(format!(
+            "the sensor and product level of {scene} are not known from its file names or metadata, so they were not checked against the model ({}{}{})",
+            expect.sensors.join(", "),
+            if expect.sensors.is_empty() { "" } else { " " },
+            expect.level.as_deref().unwrap_or("")
+        ));
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    if !expect.sensors.is_empty() && !expect.sensors.contains(&p.sensor) {
+        problems.push(format!(
+            "the model was made for {}, but the scene is {} (recognised from {})",
+            expect.sensors.join(", "),
+            p.description,
+            p.recognised_from
+        ));
+    }
+    match (want, p.level) {
+        (Some(w), Some(h)) if w != h => problems.push(format!(
+            "the model takes {}, but the scene holds {} ({}, recognised from {})",
+            w.describe(),
+            h.describe(),
+            p.description,
+            p.recognised_from
+        )),
+        (Some(w), None) => warnings.push(format!(
+            "the product level of {scene} is not known from its metadata; the model takes {}",
+            w.describe()
+        )),
+        _ => {}
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let what = problems.join("; ");
+    if opts.accept_product_mismatch {
+        warnings.push(format!(
+            "--accept-product-mismatch: {what}; the results may be wrong"
+        ));
+        return Ok(());
+    }
+    Err(SceneError::ProductMismatch {
+        path: PathBuf::from(scene),
+        model: expect.model.clone(),
+        what,
+    })
 }
 
 /// Opens a scene and builds the stack `req` asks for.
@@ -763,7 +1212,8 @@ pub fn open_stack_request(
     opts: &SceneOptions,
 ) -> Result<Stack, SceneError> {
     let scene = source.label();
-    let (cands, is_folder) = candidates(source)?;
+    check_public_cloud(source, opts)?;
+    let (cands, is_folder, described) = candidates(source)?;
     let scene_path = PathBuf::from(scene);
     let available = cands
         .iter()
@@ -771,6 +1221,8 @@ pub fn open_stack_request(
         .collect::<Vec<_>>()
         .join(", ");
     check_band_map(req, opts)?;
+    let mut warnings = described.notes.clone();
+    check_product(req, opts, described.product.as_ref(), scene, &mut warnings)?;
     let mut chosen = match_bands(req, opts, (&cands, is_folder), &scene_path, &available)?;
     let filled = fill_missing(req, &mut chosen)?;
     let present: Vec<&(Candidate, SourceInfo)> = chosen.iter().flatten().collect();
@@ -797,13 +1249,30 @@ pub fn open_stack_request(
         }
     }
     let srs = &first_info.srs;
-    let (width, height, geo_transform) = stack_grid(req, opts, &present, &scene_path)?;
+    let (width, height, geo_transform) =
+        stack_grid(req, opts, &present, &scene_path, &mut warnings)?;
     let resolution = geo_transform[1];
 
-    let (s2_offset, s2_offset_source) = match opts.s2_offset {
-        Some(o) => (o, "--s2-offset".to_string()),
-        None => sentinel2::detect_offset(scene, present.iter().map(|(c, _)| c.path.as_str())),
+    let files: Vec<&str> = present.iter().map(|(c, _)| c.path.as_str()).collect();
+    let s2_band = chosen.iter().zip(&req.bands).find(|(c, _)| {
+        c.as_ref()
+            .is_some_and(|(c, info)| reads_as_s2_dn(opts, (c, info)))
+    });
+    let s2 = if let Some((_, mb)) = s2_band {
+        Some(s2_dn_offset(
+            scene,
+            (&files, mb.label()),
+            opts,
+            described.product.as_ref(),
+            &mut warnings,
+        )?)
+    } else {
+        None
     };
+    let s2_offset_source = s2.as_ref().map_or_else(
+        || "not used: no band is read as Sentinel-2 DN".to_string(),
+        |(_, src)| src.clone(),
+    );
 
     let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
         path: scene_path.clone(),
@@ -815,8 +1284,11 @@ pub fn open_stack_request(
         (&chosen, filled),
         (width, height, geo_transform),
         &srs_wkt,
-        s2_offset,
-    );
+        s2.as_ref(),
+    )?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
 
     let epsg = srs.auth_code().ok();
     let projjson = srs.to_projjson().unwrap_or_default();
@@ -839,9 +1311,23 @@ pub fn open_stack_request(
         epsg,
         bands,
         s2_offset_source,
+        sensor: described.product,
+        warnings,
         vrt,
         vrt_bands,
     })
+}
+
+/// The unit of a CRS's coordinates, for messages (`m`, `degrees`, `US survey foot`).
+pub(crate) fn crs_unit(srs: &SpatialRef) -> String {
+    if srs.is_geographic() {
+        return "degrees".into();
+    }
+    match srs.linear_units_name() {
+        Some(n) if n.eq_ignore_ascii_case("metre") || n.eq_ignore_ascii_case("meter") => "m".into(),
+        Some(n) if !n.is_empty() => n,
+        _ => "CRS units".into(),
+    }
 }
 
 fn absolute(p: &str) -> String {
@@ -938,6 +1424,10 @@ mod tests {
             vec![("blue".into(), "B2".into()), ("nir".into(), "5".into())]
         );
         assert!(parse_band_map("blue").is_err());
+        assert!(matches!(
+            parse_band_map("nir=B5,NIR=B8"),
+            Err(SceneError::DuplicateBandKey { .. })
+        ));
         assert!(parse_band_map("=B2").is_err());
     }
 

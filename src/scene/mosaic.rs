@@ -158,6 +158,50 @@ fn gdal_last_error() -> String {
     }
 }
 
+/// The warnings of the mosaic's scenes, each once.
+fn warnings_of(layers: &[(String, Stack)]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for (_, s) in layers {
+        for w in &s.warnings {
+            if !all.contains(w) {
+                all.push(w.clone());
+            }
+        }
+    }
+    all
+}
+
+/// Refuses a scene whose pixels are more than 2x coarser than the AOI grid's (a metric CRS),
+/// unless `--resolution` or `--allow-upsample` was given.
+fn check_upsample(native: &Stack, opts: &SceneOptions, resolution: f64) -> Result<(), Error> {
+    if opts.resolution.is_some() || opts.allow_upsample {
+        return Ok(());
+    }
+    let srs = SpatialRef::from_wkt(&native.srs_wkt).map_err(|e| gdal_err(&native.scene, e))?;
+    if !(srs.is_projected() && srs.linear_units() == 1.0) {
+        return Ok(());
+    }
+    let Some(finest) = native
+        .bands
+        .iter()
+        .filter(|b| b.vrt_band.is_some())
+        .map(|b| b.source_resolution)
+        .min_by(f64::total_cmp)
+    else {
+        return Ok(());
+    };
+    if finest > 2.0 * resolution {
+        return Err(SceneError::Upsample {
+            path: native.scene.clone().into(),
+            native: finest,
+            resolution,
+            unit: "m".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Builds the model-ready stack of `scenes` on the AOI grid (see the module docs for the
 /// priority). Scenes that do not overlap the AOI are left out; none overlapping is an error.
 pub fn open_mosaic(
@@ -203,6 +247,7 @@ pub fn mosaic_of(
     let mut info = Vec::new();
     for entry in &entries {
         let native = open_stack_request(&entry.source, req, &native_opts)?;
+        check_upsample(&native, opts, aoi.grid.geo_transform[1])?;
         if !footprint(&native, &grid_srs)?.intersects(&polygon) {
             tracing::info!(scene = %native.scene, "does not overlap the AOI; left out");
             continue;
@@ -318,6 +363,8 @@ pub fn mosaic_of(
             .map(|(_, s)| s.s2_offset_source.clone())
             .collect::<Vec<_>>()
             .join("; "),
+        sensor: layers.first().and_then(|(_, s)| s.sensor.clone()),
+        warnings: warnings_of(&layers),
         vrt,
     };
     Ok((stack, info))

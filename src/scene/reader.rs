@@ -7,6 +7,67 @@ use crate::grid::{Window, reflect};
 use gdal::Dataset;
 use std::path::PathBuf;
 
+/// The distinct files a stack's bands are read from.
+fn sources_of(stack: &Stack) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for b in &stack.bands {
+        if !b.source.is_empty() && !out.contains(&b.source) {
+            out.push(b.source.clone());
+        }
+    }
+    out
+}
+
+/// The error of a failed read: the file at fault (each source is opened and read through
+/// until GDAL complains) and GDAL's own reason.
+fn read_error(
+    scene: &str,
+    sources: &[String],
+    what: &str,
+    e: &gdal::errors::GdalError,
+) -> SceneError {
+    let said = crate::take_gdal_errors();
+    for f in sources {
+        let reason = match Dataset::open(f) {
+            Err(e) => Some(format!(
+                "GDAL cannot open it ({e}) {}",
+                crate::take_gdal_errors()
+            )),
+            Ok(ds) => {
+                let (w, h) = ds.raster_size();
+                for i in 1..=ds.raster_count() {
+                    if let Ok(b) = ds.rasterband(i) {
+                        // SAFETY: the band handle is valid while `ds` lives; the window is the
+                        // whole band.
+                        unsafe {
+                            gdal_sys::GDALChecksumImage(
+                                b.c_rasterband(),
+                                0,
+                                0,
+                                i32::try_from(w).unwrap_or(i32::MAX),
+                                i32::try_from(h).unwrap_or(i32::MAX),
+                            );
+                        }
+                    }
+                }
+                let errs = crate::take_gdal_errors();
+                (!errs.is_empty()).then_some(errs)
+            }
+        };
+        if let Some(reason) = reason {
+            return SceneError::Corrupt {
+                path: PathBuf::from(f),
+                message: format!("{what} of {scene}: GDAL says: {}", reason.trim()),
+            };
+        }
+    }
+    let reason = if said.is_empty() { e.to_string() } else { said };
+    SceneError::Gdal {
+        path: PathBuf::from(scene),
+        message: format!("{what}: {reason}"),
+    }
+}
+
 /// A reader over a [`Stack`]'s VRT. Not shared between threads: open one per thread.
 pub struct StackReader {
     ds: Dataset,
@@ -15,6 +76,8 @@ pub struct StackReader {
     bands: usize,
     scratch: Vec<f32>,
     name: String,
+    /// The files the stack's bands come from, to find the one at fault when a read fails.
+    sources: Vec<String>,
 }
 
 impl std::fmt::Debug for StackReader {
@@ -39,17 +102,20 @@ impl StackReader {
             bands: stack.vrt_bands,
             scratch: Vec::new(),
             name: stack.scene.clone(),
+            sources: sources_of(stack),
         })
     }
 
     fn err(&self, e: &gdal::errors::GdalError, w: Window) -> SceneError {
-        SceneError::Gdal {
-            path: PathBuf::from(&self.name),
-            message: format!(
-                "reading window x={} y={} {}x{}: {e}",
+        read_error(
+            &self.name,
+            &self.sources,
+            &format!(
+                "reading window x={} y={} {}x{}",
                 w.x, w.y, w.width, w.height
             ),
-        }
+            e,
+        )
     }
 
     /// Reads `window` of every band into `out` (band-major, `bands * h * w`), reflecting
@@ -144,6 +210,8 @@ pub struct StripReader {
     /// Band-major planes of `cap` rows each.
     buf: Vec<f32>,
     name: String,
+    /// The files the stack's bands come from, to find the one at fault when a read fails.
+    sources: Vec<String>,
 }
 
 impl std::fmt::Debug for StripReader {
@@ -180,6 +248,7 @@ impl StripReader {
             rows: 0,
             buf: vec![0.0; stack.vrt_bands * cap * stack.width],
             name: stack.scene.clone(),
+            sources: sources_of(stack),
         })
     }
 
@@ -235,10 +304,12 @@ impl StripReader {
     }
 
     fn err(&self, e: &gdal::errors::GdalError, y: usize, n: usize) -> SceneError {
-        SceneError::Gdal {
-            path: PathBuf::from(&self.name),
-            message: format!("reading rows {y}..{}: {e}", y + n),
-        }
+        read_error(
+            &self.name,
+            &self.sources,
+            &format!("reading rows {y}..{}", y + n),
+            e,
+        )
     }
 
     /// Reads `window` of every band into `out` (band-major, `bands * h * w`), reflecting
@@ -331,6 +402,8 @@ mod tests {
             epsg: None,
             bands: Vec::new(),
             s2_offset_source: String::new(),
+            sensor: None,
+            warnings: Vec::new(),
             vrt,
             vrt_bands: 2,
         }

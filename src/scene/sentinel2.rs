@@ -58,10 +58,13 @@ fn from_safe(path: &Path) -> Option<(f64, String)> {
     ))
 }
 
-/// Finds the DN offset for a scene: STAC Item JSON beside the band files, SAFE metadata in a
-/// parent folder, or GDAL metadata (`PROCESSING_BASELINE`). Without any, 0 (baseline < 04.00)
-/// and the source says so.
-pub fn detect_offset<'a>(scene: &str, files: impl Iterator<Item = &'a str>) -> (f64, String) {
+/// Finds the DN offset for a scene in its metadata: a STAC Item JSON beside the band files,
+/// SAFE metadata in a parent folder, or GDAL metadata (`PROCESSING_BASELINE`). `None` when no
+/// metadata states the processing baseline.
+pub fn detect_offset<'a>(
+    scene: &str,
+    files: impl Iterator<Item = &'a str>,
+) -> Option<(f64, String)> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut gdal_files = Vec::new();
     for f in files {
@@ -102,8 +105,8 @@ pub fn detect_offset<'a>(scene: &str, files: impl Iterator<Item = &'a str>) -> (
                 } else {
                     None
                 };
-            if let Some(f) = found {
-                return f;
+            if found.is_some() {
+                return found;
             }
         }
     }
@@ -112,16 +115,16 @@ pub fn detect_offset<'a>(scene: &str, files: impl Iterator<Item = &'a str>) -> (
             use gdal::Metadata;
             if let Some(b) = ds.metadata_item("PROCESSING_BASELINE", "") {
                 if let Some(o) = baseline_offset(&b) {
-                    return (o, format!("{f}: GDAL metadata PROCESSING_BASELINE {b}"));
+                    return Some((o, format!("{f}: GDAL metadata PROCESSING_BASELINE {b}")));
                 }
             }
         }
     }
-    (
-        0.0,
-        "no Sentinel-2 processing baseline found in the scene's metadata; assumed < 04.00 (no offset); pass --s2-offset -1000 for baseline 04.00 and later".into(),
-    )
+    None
 }
+
+/// The day processing baseline 04.00 (the DN offset of -1000) began.
+pub const BASELINE_04_START: (i32, u32, u32) = (2022, 1, 25);
 
 #[cfg(test)]
 mod tests {

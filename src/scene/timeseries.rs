@@ -107,7 +107,28 @@ fn gdal_date(path: &str) -> Option<(Date, String)> {
     None
 }
 
-/// A STAC ItemCollection (or one Item) of local files -> one time step per Item.
+/// The path GDAL reads a STAC asset from: a local file (relative to the Item, or `file://`),
+/// `/vsicurl/` for http(s) URLs, `/vsis3/` for `s3://` (on the endpoint `AWS_S3_ENDPOINT`
+/// names; [`super::check_public_cloud`] refuses the public cloud unless allowed).
+pub fn asset_path(base: &Path, href: &str) -> Result<PathBuf, String> {
+    if let Some(rest) = href.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if href.starts_with("http://") || href.starts_with("https://") {
+        return Ok(PathBuf::from(format!("/vsicurl/{href}")));
+    }
+    if let Some(rest) = href.strip_prefix("s3://") {
+        return Ok(PathBuf::from(format!("/vsis3/{rest}")));
+    }
+    if href.contains("://") {
+        return Err(format!(
+            "{href} is a URL eoinfer cannot read (it reads local paths, http(s):// through GDAL's /vsicurl/ and s3:// through /vsis3/)"
+        ));
+    }
+    Ok(base.join(href))
+}
+
+/// A STAC ItemCollection (or one Item) -> one time step per Item.
 fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
     let bad = |m: String| SceneError::NotRaster {
         path: path.to_path_buf(),
@@ -143,20 +164,25 @@ fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
                 let Some(href) = a.get("href").and_then(serde_json::Value::as_str) else {
                     continue;
                 };
-                if href.contains("://") && !href.starts_with("file://") {
-                    return Err(bad(format!(
-                        "asset {key} of item {id} is remote ({href}); eoinfer reads local files only: download the assets and rewrite the hrefs"
-                    )));
-                }
-                let p = base.join(href.trim_start_matches("file://"));
-                let is_raster = p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "tif" | "tiff" | "jp2" | "vrt"
-                    )
-                });
-                if is_raster {
-                    // Name the file after its asset key so bands match by key (B02, blue, ...).
+                let p = asset_path(base, href)
+                    .map_err(|why| bad(format!("asset {key} of item {id}: {why}")))?;
+                let is_raster = Path::new(href.split(['?', '#']).next().unwrap_or(href))
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| {
+                        matches!(
+                            e.to_ascii_lowercase().as_str(),
+                            "tif" | "tiff" | "jp2" | "vrt"
+                        )
+                    });
+                let data = a
+                    .get("roles")
+                    .and_then(serde_json::Value::as_array)
+                    .is_none_or(|r| {
+                        !r.iter()
+                            .any(|x| x == "thumbnail" || x == "overview" || x == "visual")
+                    });
+                if is_raster && data {
                     files.push(p);
                 }
             }
@@ -165,6 +191,7 @@ fn stac_steps(path: &Path) -> Result<Vec<TimeStep>, SceneError> {
             source: SceneSource::Files {
                 label: format!("{}#{id}", path.display()),
                 files,
+                item: Some(std::sync::Arc::new((path.to_path_buf(), item.clone()))),
             },
             date: dt,
             date_source: format!("{}: item {id} datetime", path.display()),
@@ -207,8 +234,15 @@ pub fn scene_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
             {
-                let path = base.join(line).to_string_lossy().into_owned();
-                raw.push((SceneSource::Path(path), None, None));
+                let path = base.join(line);
+                if !path.exists() && !line.starts_with("/vsi") && !line.contains(':') {
+                    return Err(SceneError::Missing { path });
+                }
+                raw.push((
+                    SceneSource::Path(path.to_string_lossy().into_owned()),
+                    None,
+                    None,
+                ));
             }
         } else if p.is_dir() {
             // A folder of dated files: one time step per date in the file names.
@@ -241,6 +275,7 @@ pub fn scene_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> {
                         SceneSource::Files {
                             label: format!("{}@{d}", p.display()),
                             files,
+                            item: None,
                         },
                         Some((d, format!("{}: file names", p.display()))),
                         None,
@@ -341,6 +376,7 @@ pub fn mosaic_entries(scenes: &[String]) -> Result<Vec<SceneEntry>, SceneError> 
             let source = SceneSource::Files {
                 label: p.join(&key).to_string_lossy().into_owned(),
                 files,
+                item: None,
             };
             let date = parse_date(&key).map(|d| (d, format!("{}: file names", p.display())));
             let cloud_cover = match &source {

@@ -152,7 +152,8 @@ pub fn read_f32_file(path: &Path) -> Vec<f32> {
 
 /// The six bands of the 6-band cloud model (B02 B03 B04 B08 B11 B12) of the demo scene in
 /// one GeoTIFF at `path` (10 m, the finest band's grid), written by `gdal_translate` with
-/// the creation options `co` (e.g. `["TILED=NO"]`).
+/// the creation options `co` (e.g. `["TILED=NO"]`). The bands state their scaling
+/// (reflectance = DN x 0.0001) as GDAL scale metadata: a bare integer stack is refused.
 pub fn demo_stack(path: &Path, co: &[&str]) {
     let demo = demo_scene();
     let vrt = path.with_extension("vrt");
@@ -167,7 +168,7 @@ pub fn demo_stack(path: &Path, co: &[&str]) {
         .expect("gdalbuildvrt");
     assert!(st.success());
     let mut cmd = Command::new("gdal_translate");
-    cmd.arg("-q");
+    cmd.args(["-q", "-a_scale", "0.0001", "-a_offset", "0"]);
     for c in co {
         cmd.args(["-co", c]);
     }
@@ -221,4 +222,32 @@ pub fn read_f32_bands(path: &Path) -> Vec<Vec<f32>> {
             buf
         })
         .collect()
+}
+
+/// Runs predict with `scene` and `model` into a fresh output folder and checks the failure.
+pub fn fails(model: &Path, scene: &str, extra: &[&str], expect: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let mut args: Vec<String> = vec![
+        "predict".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--scene".into(),
+        scene.into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_string()));
+    let o = eoinfer(&args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "expected exit 2, stderr:\n{err}");
+    for e in expect {
+        assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+    }
+    assert!(
+        files_in(&out).is_empty(),
+        "output left behind: {:?}",
+        files_in(&out)
+    );
+    err
 }
