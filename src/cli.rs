@@ -437,6 +437,26 @@ pub enum ModelCommand {
         #[arg(long, default_value = "models")]
         out: PathBuf,
     },
+    /// Write a manifest for an ONNX segmentation model from its custom metadata (the QGIS
+    /// Deepness / GeoDeep keys: model_type, class_names, resolution in cm/px, tiles_size,
+    /// tiles_overlap in %, standardization_parameters); prints what it could not learn.
+    ImportOnnx {
+        /// The ONNX file.
+        onnx: PathBuf,
+        /// Names of the input channels in order, as STAC common names (default for 3
+        /// channels: red,green,blue).
+        #[arg(long)]
+        bands: Option<String>,
+        /// Pixel size in metres the model was trained at, when its metadata has no resolution.
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
+        gsd: Option<f64>,
+        /// The manifest to write (default: beside the ONNX file, <name>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// ONNX Runtime shared library.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Load a manifest and its ONNX model and check they match; prints a JSON report.
     Check {
         /// Model manifest.
@@ -780,6 +800,29 @@ fn model_command(c: &ModelCommand) -> Result<(), Error> {
             for p in crate::model::ukis::import(package, out)? {
                 println!("{}", p.display());
             }
+            Ok(())
+        }
+        ModelCommand::ImportOnnx {
+            onnx,
+            bands,
+            gsd,
+            out,
+            ort_lib,
+        } => {
+            let done = crate::model::import_onnx::import(
+                onnx,
+                bands.as_deref(),
+                *gsd,
+                out.as_deref(),
+                ort_lib.as_deref(),
+            )?;
+            for n in &done.notes {
+                tracing::warn!("{n}");
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&done).unwrap_or_default()
+            );
             Ok(())
         }
         ModelCommand::Check {

@@ -372,6 +372,7 @@ impl EmbeddingSpec {
                 missing: MissingBands::Error,
                 grid: None,
                 expect: crate::scene::Expectation::default(),
+                integer_input: None,
             })
     }
 
@@ -388,6 +389,7 @@ impl EmbeddingSpec {
             missing: self.missing,
             grid: None,
             expect: crate::scene::Expectation::default(),
+            integer_input: None,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct ModelSpec {
     pub dn_scale: f64,
     /// Stored value meaning "no data" for integer inputs (Sentinel-2: 0).
     pub dn_nodata: Option<f64>,
+    /// The model's own statement of how integer pixels of one data type become its input
+    /// (`eoinfer:integer_input`: e.g. 8-bit imagery / 255): (GDAL data type name, scale,
+    /// source).
+    pub integer_input: Option<(String, f64, String)>,
     /// Overlap fraction of the authors' own tiling, when known.
     pub reference_fraction: Option<f64>,
     /// A time-series encoder's own settings (`eoinfer:kind` = `embedding`): patch size,
@@ -205,6 +209,23 @@ pub fn write_checksum(path: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// `eoinfer:integer_input`: `{"data_type": "uint8", "scale": 0.0039..., "source": "..."}`.
+fn integer_input(props: &Value) -> Option<(String, f64, String)> {
+    let i = props.get("eoinfer:integer_input")?;
+    let scale = i
+        .get("scale")?
+        .as_f64()
+        .filter(|s| s.is_finite() && *s != 0.0)?;
+    Some((
+        i.get("data_type")?.as_str()?.to_string(),
+        scale,
+        i.get("source")
+            .and_then(Value::as_str)
+            .unwrap_or("the model's manifest (eoinfer:integer_input)")
+            .to_string(),
+    ))
+}
+
 /// `eoinfer:sensors`, else Sentinel-2 for a manifest whose level is a Sentinel-2 product's.
 fn sensors_of(props: Option<&Value>) -> Vec<String> {
     if let Some(list) = props
@@ -291,6 +312,7 @@ impl ModelSpec {
                 .map(str::to_string),
             dn_scale: enc.dn_scale,
             dn_nodata: enc.dn_nodata,
+            integer_input: props.and_then(integer_input),
             reference_fraction: None,
             encoder: Some(enc),
         }
@@ -469,6 +491,7 @@ impl ModelSpec {
                 .map(str::to_string),
             dn_scale: num("eoinfer:dn_scale").unwrap_or(1.0),
             dn_nodata: num("eoinfer:dn_nodata"),
+            integer_input: integer_input(props),
             reference_fraction: props
                 .pointer("/eoinfer:reference_tiling/overlap_fraction")
                 .and_then(Value::as_f64),

@@ -3,6 +3,7 @@
 pub mod embedding;
 pub mod encoder;
 pub mod golden;
+pub mod import_onnx;
 pub mod manifest;
 pub mod runtime;
 pub mod ukis;

@@ -219,7 +219,7 @@ pub fn manifest_from_sidecar(
 
 /// Writes the manifest `doc` to `path` (pretty JSON, atomically), refusing one that breaks
 /// the STAC 1.1 / MLM v1.5 rules of [`crate::model::validate`].
-fn write_checked(path: &Path, doc: &Value) -> Result<(), ModelError> {
+pub(crate) fn write_checked(path: &Path, doc: &Value) -> Result<(), ModelError> {
     let write_err = |message: String| ModelError::Write {
         path: path.to_path_buf(),
         source: std::io::Error::other(message),

@@ -140,6 +140,9 @@ pub struct StackRequest {
     pub grid: Option<GridSpec>,
     /// The sensors and product level the model was made for (empty: not checked).
     pub expect: Expectation,
+    /// The model's statement of how integer pixels of one GDAL data type become its input
+    /// (data type name, scale, source), used when no metadata of the scene says more.
+    pub integer_input: Option<(String, f64, String)>,
 }
 
 /// The sensors and product level a model was made for, from its manifest.
@@ -171,8 +174,10 @@ impl StackRequest {
                 missing: MissingBands::Error,
                 grid: None,
                 expect: Expectation::default(),
+                integer_input: None,
             }
         };
+        req.integer_input.clone_from(&spec.integer_input);
         req.expect = Expectation {
             model: spec.manifest.display().to_string(),
             sensors: spec.sensors.clone(),
@@ -547,6 +552,13 @@ fn candidates(
                 names.push(v);
             }
         }
+        // An RGB(A) image's colour interpretation names its bands.
+        match band.color_interpretation() {
+            gdal::raster::ColorInterpretation::RedBand => names.push("red".into()),
+            gdal::raster::ColorInterpretation::GreenBand => names.push("green".into()),
+            gdal::raster::ColorInterpretation::BlueBand => names.push("blue".into()),
+            _ => {}
+        }
         let label = if desc.is_empty() {
             format!("{i}")
         } else {
@@ -575,6 +587,8 @@ struct SourceInfo {
     gt: [f64; 6],
     size: (usize, usize),
     int_type: bool,
+    /// GDAL's name of the band's data type (`Byte`, `UInt16`).
+    type_name: String,
     nodata: Option<f64>,
     scale_offset: Option<(f64, f64)>,
 }
@@ -618,6 +632,7 @@ fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
         gt,
         size: ds.raster_size(),
         int_type,
+        type_name: b.band_type().name(),
         nodata: b.no_data_value(),
         scale_offset: (scale != 1.0 || offset != 0.0).then_some((scale, offset)),
     })
@@ -1018,13 +1033,27 @@ fn stack_vrt(
 }
 
 /// Whether band `c` is read as Sentinel-2 DN: integers with no conversion in any metadata.
-fn reads_as_s2_dn(opts: &SceneOptions, (c, info): (&Candidate, &SourceInfo)) -> bool {
+fn reads_as_s2_dn(
+    req: &StackRequest,
+    opts: &SceneOptions,
+    (c, info): (&Candidate, &SourceInfo),
+) -> bool {
     opts.scale.is_none()
         && opts.offset.is_none()
         && c.meta.linear.is_none()
         && c.meta.linear_missing.is_none()
         && info.scale_offset.is_none()
         && info.int_type
+        && !model_reads_integers(req, info)
+}
+
+/// Whether the model's manifest says how integers of this band's data type become its input.
+fn model_reads_integers(req: &StackRequest, info: &SourceInfo) -> bool {
+    req.integer_input.as_ref().is_some_and(|(t, _, _)| {
+        let t = t.to_ascii_lowercase();
+        let have = info.type_name.to_ascii_lowercase();
+        t == have || (t == "uint8" && have == "byte")
+    })
 }
 
 /// The conversion of one band's stored values to the model's units, and where it came from:
@@ -1070,6 +1099,13 @@ fn band_rescale(
                 band: band.to_string(),
                 why: why.clone(),
             });
+        }
+        if let Some((_, scale, source)) = req
+            .integer_input
+            .as_ref()
+            .filter(|_| model_reads_integers(req, info))
+        {
+            return Ok(linear(*scale, 0.0, source));
         }
         if let Some((offset, source)) = s2 {
             let r = Rescale {
@@ -1256,7 +1292,7 @@ pub fn open_stack_request(
     let files: Vec<&str> = present.iter().map(|(c, _)| c.path.as_str()).collect();
     let s2_band = chosen.iter().zip(&req.bands).find(|(c, _)| {
         c.as_ref()
-            .is_some_and(|(c, info)| reads_as_s2_dn(opts, (c, info)))
+            .is_some_and(|(c, info)| reads_as_s2_dn(req, opts, (c, info)))
     });
     let s2 = if let Some((_, mb)) = s2_band {
         Some(s2_dn_offset(
