@@ -217,6 +217,11 @@ pub struct SceneArgs {
     /// object storage of your own (by default refused: data stays on your servers).
     #[arg(long)]
     pub allow_public_cloud: bool,
+    /// Read a raster georeferenced only by ground control points (Sentinel-1 GRD) through a
+    /// VRT warped by them (thin plate spline) to the UTM zone of their centre, with a warning;
+    /// without it such a raster is refused with the gdalwarp command to project it.
+    #[arg(long)]
+    pub warp_gcps: bool,
     /// Run although a band's values lie far outside what the model was trained on (its
     /// median beyond 5 standard deviations of the training mean, or reflectance beyond
     /// -0.5..2), with a warning in the summary.
@@ -516,6 +521,7 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         allow_upsample: c.scene.allow_upsample,
         accept_product_mismatch: c.scene.accept_product_mismatch,
         allow_public_cloud: c.scene.allow_public_cloud,
+        warp_gcps: c.scene.warp_gcps,
         accept_out_of_range: c.scene.accept_out_of_range,
         tiling: match c.tiling {
             TilingArg::Blended => TilingChoice::Blended,
@@ -781,6 +787,7 @@ fn prepare(c: &PrepareCli) -> Result<(), Error> {
     opts.allow_upsample = c.scene.allow_upsample;
     opts.accept_product_mismatch = c.scene.accept_product_mismatch;
     opts.allow_public_cloud = c.scene.allow_public_cloud;
+    opts.warp_gcps = c.scene.warp_gcps;
     let stack = crate::scene::open_stack(&one_scene(&c.scene)?, &model, &opts)?;
     if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::plan::check_writable(dir)?;

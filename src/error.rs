@@ -170,7 +170,7 @@ pub enum SceneError {
     #[error("Sentinel-1 input {path}: {what}, then run again")]
     S1Units { path: PathBuf, what: String },
     #[error(
-        "scene {path} has ground control points but no geotransform (a Sentinel-1 GRD or another raster in its acquisition geometry); eoinfer reads map-projected rasters: project it first with `{command}`"
+        "scene {path} has ground control points but no geotransform (a Sentinel-1 GRD or another raster in its acquisition geometry); eoinfer reads map-projected rasters: project it first with `{command}`, or pass --warp-gcps to have it warped by its GCPs on the fly (with a warning)"
     )]
     GcpOnly { path: PathBuf, command: String },
     #[error("--bands names model band {key} twice; give each model band one scene band")]

@@ -65,6 +65,8 @@ pub struct PredictArgs {
     pub accept_product_mismatch: bool,
     /// `--allow-public-cloud`.
     pub allow_public_cloud: bool,
+    /// `--warp-gcps`.
+    pub warp_gcps: bool,
     /// `--accept-out-of-range`.
     pub accept_out_of_range: bool,
     /// `--tiling`.
@@ -541,6 +543,7 @@ fn job_plan(
             "allow_upsample": args.allow_upsample,
             "accept_product_mismatch": args.accept_product_mismatch,
             "allow_public_cloud": args.allow_public_cloud,
+            "warp_gcps": args.warp_gcps,
             "accept_out_of_range": args.accept_out_of_range,
             "crs": args.crs,
             "aoi_crs": args.aoi_crs,
@@ -1071,6 +1074,7 @@ impl PredictPlan {
         opts.allow_upsample = args.allow_upsample;
         opts.accept_product_mismatch = args.accept_product_mismatch;
         opts.allow_public_cloud = args.allow_public_cloud;
+        opts.warp_gcps = args.warp_gcps;
         let tiling = tiling_for(args, &model)?;
         let inputs = open_inputs(args, &model, &opts)?;
         let value_warnings = check_values(&inputs, &model, args.accept_out_of_range)?;

@@ -248,7 +248,32 @@ fn sentinel1_in_linear_power_or_in_its_acquisition_geometry_is_refused_with_the_
         &[
             "worldcereal_s1_20201101.tif has ground control points but no geotransform",
             "gdalwarp -t_srs EPSG:32631 -tps",
+            "--warp-gcps",
         ],
+    );
+    // Asked for, it is warped by its GCPs, with a warning.
+    let out = tempfile::tempdir().unwrap();
+    let o = eoinfer([
+        "predict",
+        "--model",
+        &s1_model(),
+        "--scene",
+        scene,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--warp-gcps",
+        "--accept-out-of-range",
+        "--json",
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&ok_stdout(&o)).unwrap();
+    assert_eq!(summary["counts"]["time_steps"], 12);
+    assert!(
+        summary["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("was warped by its 4 ground control points")),
+        "{}",
+        summary["warnings"]
     );
 }
 

@@ -23,8 +23,9 @@ use gdal::spatial_ref::SpatialRef;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// How to read a scene, from the command line.
+/// How to read a scene, from the command line (each flag stands on its own: no state machine).
 #[derive(Debug, Clone, Default)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct SceneOptions {
     /// `model band = scene band` pairs from `--bands`.
     pub band_map: Vec<(String, String)>,
@@ -49,6 +50,8 @@ pub struct SceneOptions {
     pub accept_product_mismatch: bool,
     /// `--allow-public-cloud`: read `/vsis3/` without a user-set `AWS_S3_ENDPOINT`.
     pub allow_public_cloud: bool,
+    /// `--warp-gcps`: read a raster georeferenced by GCPs only through a VRT warped by them.
+    pub warp_gcps: bool,
 }
 
 /// Refuses `/vsis3/` paths that would reach the public cloud: without `AWS_S3_ENDPOINT` (the
@@ -639,9 +642,23 @@ fn source_info(path: &str, band: usize) -> Result<SourceInfo, SceneError> {
 }
 
 /// For a raster georeferenced by ground control points only (Sentinel-1 GRD in its
-/// acquisition geometry), the `gdalwarp` command that projects it: to the UTM zone of its
-/// GCPs' centre when they are in longitude/latitude, else to the GCPs' own CRS.
+/// acquisition geometry), the `gdalwarp` command that projects it.
 fn gcp_warp_command(ds: &Dataset, path: &str) -> Option<String> {
+    let (target, _) = gcp_target(ds)?;
+    let stem = Path::new(path)
+        .file_stem()
+        .map_or_else(|| "scene".into(), |s| s.to_string_lossy().into_owned());
+    let dir = Path::new(path).parent().unwrap_or(Path::new(""));
+    let out = dir.join(format!("{stem}_projected.tif"));
+    Some(format!(
+        "gdalwarp -t_srs {target} -tps -r bilinear -co COMPRESS=DEFLATE {path} {}",
+        out.display()
+    ))
+}
+
+/// The CRS a GCP-only raster is projected to (the UTM zone of its GCPs' centre when they are
+/// in longitude/latitude, else the GCPs' own CRS) and its number of GCPs; `None` without GCPs.
+fn gcp_target(ds: &Dataset) -> Option<(String, usize)> {
     // SAFETY: the dataset handle is valid; GDAL owns the returned GCP array and WKT.
     let (count, gcps, wkt) = unsafe {
         let h = ds.c_dataset();
@@ -676,15 +693,61 @@ fn gcp_warp_command(ds: &Dataset, path: &str) -> Option<String> {
             .map_or_else(|_| "EPSG:<your CRS>".into(), |c| format!("EPSG:{c}")),
         None => "EPSG:<your CRS>".into(),
     };
-    let stem = Path::new(path)
-        .file_stem()
-        .map_or_else(|| "scene".into(), |s| s.to_string_lossy().into_owned());
-    let dir = Path::new(path).parent().unwrap_or(Path::new(""));
-    let out = dir.join(format!("{stem}_projected.tif"));
-    Some(format!(
-        "gdalwarp -t_srs {target} -tps -r bilinear -co COMPRESS=DEFLATE {path} {}",
-        out.display()
-    ))
+    Some((target, points.len()))
+}
+
+/// With `--warp-gcps`, every candidate file georeferenced by GCPs only is read through a VRT
+/// warped by its GCPs (thin plate spline, bilinear) to [`gcp_target`]'s CRS, with a warning.
+fn warp_gcp_candidates(
+    cands: &mut [Candidate],
+    warnings: &mut Vec<String>,
+) -> Result<(), SceneError> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(String, String)> = Vec::new();
+    for c in cands.iter_mut() {
+        if let Some((_, warped)) = done.iter().find(|(p, _)| *p == c.path) {
+            c.path.clone_from(warped);
+            continue;
+        }
+        let Ok(ds) = Dataset::open(&c.path) else {
+            continue;
+        };
+        if ds
+            .geo_transform()
+            .is_ok_and(|g| g != [0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+        {
+            continue;
+        }
+        let Some((target, n)) = gcp_target(&ds) else {
+            continue;
+        };
+        if target.contains('<') {
+            continue;
+        }
+        let stem = Path::new(&c.path)
+            .file_stem()
+            .map_or_else(|| "scene".into(), |s| s.to_string_lossy().into_owned());
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dst = format!(
+            "/vsimem/eoinfer-gcp-{}-{seq}/{stem}.vrt",
+            std::process::id()
+        );
+        let args: Vec<String> = ["-of", "VRT", "-t_srs", &target, "-tps", "-r", "bilinear"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        mosaic::gdalwarp(&c.path, &dst, &args).map_err(|message| SceneError::Gdal {
+            path: PathBuf::from(&c.path),
+            message: format!("warping by its GCPs failed: {message}"),
+        })?;
+        warnings.push(format!(
+            "--warp-gcps: {} has no geotransform; it was warped by its {n} ground control points (thin plate spline, bilinear) to {target}; for results you can repeat elsewhere, project it once with `gdalwarp -t_srs {target} -tps -r bilinear`",
+            c.path
+        ));
+        done.push((c.path.clone(), dst.clone()));
+        c.path = dst;
+    }
+    Ok(())
 }
 
 pub(crate) fn xml_escape(s: &str) -> String {
@@ -1258,6 +1321,10 @@ pub fn open_stack_request(
         .join(", ");
     check_band_map(req, opts)?;
     let mut warnings = described.notes.clone();
+    let mut cands = cands;
+    if opts.warp_gcps {
+        warp_gcp_candidates(&mut cands, &mut warnings)?;
+    }
     check_product(req, opts, described.product.as_ref(), scene, &mut warnings)?;
     let mut chosen = match_bands(req, opts, (&cands, is_folder), &scene_path, &available)?;
     let filled = fill_missing(req, &mut chosen)?;

@@ -114,16 +114,25 @@ fn warp(src: &str, dst: &str, aoi: &Aoi) -> Result<(), SceneError> {
     .iter()
     .map(|s| (*s).to_string())
     .collect();
+    gdalwarp(src, dst, &args)
+        .map_err(|m| gdal_err(src, format!("warping onto the AOI grid failed: {m}")))
+}
+
+/// Runs GDAL's warper (the `gdalwarp` program's library form) from `src` to `dst` with the
+/// program's `args`; the error is GDAL's message.
+pub(crate) fn gdalwarp(src: &str, dst: &str, args: &[String]) -> Result<(), String> {
     let mut list = gdal::cpl::CslStringList::new();
-    for a in &args {
-        list.add_string(a).map_err(|e| gdal_err(src, e))?;
+    for a in args {
+        list.add_string(a).map_err(|e| e.to_string())?;
     }
-    let ds = Dataset::open(src).map_err(|e| gdal_err(src, e))?;
-    let dst_c = std::ffi::CString::new(dst).map_err(|e| gdal_err(dst, e))?;
+    let ds = Dataset::open(src).map_err(|e| e.to_string())?;
+    let dst_c = std::ffi::CString::new(dst).map_err(|e| e.to_string())?;
+    // SAFETY: the options, the source handle and the output path live across the call; the
+    // output dataset is closed at once.
     unsafe {
         let opts = gdal_sys::GDALWarpAppOptionsNew(list.as_ptr(), std::ptr::null_mut());
         if opts.is_null() {
-            return Err(gdal_err(src, "gdalwarp options were refused"));
+            return Err("gdalwarp options were refused".into());
         }
         let mut srcs = [ds.c_dataset()];
         let mut usage = 0;
@@ -137,10 +146,12 @@ fn warp(src: &str, dst: &str, aoi: &Aoi) -> Result<(), SceneError> {
         );
         gdal_sys::GDALWarpAppOptionsFree(opts);
         if out.is_null() {
-            return Err(gdal_err(
-                src,
-                format!("warping onto the AOI grid failed: {}", gdal_last_error()),
-            ));
+            let said = crate::take_gdal_errors();
+            return Err(if said.is_empty() {
+                gdal_last_error()
+            } else {
+                said
+            });
         }
         gdal_sys::GDALClose(out);
     }
