@@ -160,9 +160,9 @@ pub enum SceneError {
         what: String,
     },
     #[error(
-        "{path} would be read from the public cloud (Amazon S3): AWS_S3_ENDPOINT is not set; set AWS_S3_ENDPOINT to your own object storage (e.g. AWS_S3_ENDPOINT=minio.local:9000 AWS_HTTPS=NO AWS_VIRTUAL_HOSTING=FALSE), or pass --allow-public-cloud to let data come from outside your servers"
+        "{path} would be read from the public cloud: {variable} is not set; point {variable} at your own object storage (e.g. AWS_S3_ENDPOINT=minio.local:9000 AWS_HTTPS=NO AWS_VIRTUAL_HOSTING=FALSE for /vsis3/), or pass --allow-public-cloud to let data come from outside your servers"
     )]
-    PublicCloud { path: String },
+    PublicCloud { path: String, variable: String },
     #[error(
         "the values of scene {path} lie far outside what the model was trained on: {what}; check the units (a stack still in DN needs --scale 0.0001 or its scale metadata; Sentinel-2 from baseline 04.00 needs --s2-offset -1000), or pass --accept-out-of-range to run anyway (with a warning)"
     )]

@@ -49,7 +49,8 @@ pub fn configure_gdal() {
             gdal::errors::CplErrType::Failure | gdal::errors::CplErrType::Fatal
         ) && !msg.trim().is_empty()
         {
-            GDAL_ERRORS.with(|e| {
+            // try_with: no panic across FFI while the thread's locals are torn down.
+            let _ = GDAL_ERRORS.try_with(|e| {
                 let mut e = e.borrow_mut();
                 if e.len() == 4 {
                     e.remove(0);

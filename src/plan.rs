@@ -860,6 +860,10 @@ fn open_inputs(
     model: &ModelSpec,
     opts: &SceneOptions,
 ) -> Result<Inputs, Error> {
+    // Before anything opens them (a series looks for dates in the files' metadata).
+    for s in &args.scenes {
+        crate::scene::check_public_cloud_path(s, opts.allow_public_cloud)?;
+    }
     let aoi = args
         .aoi
         .as_deref()

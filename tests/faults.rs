@@ -621,49 +621,6 @@ fn the_memory_limit_of_the_cgroup_refuses_a_batch_that_would_not_fit() {
     assert!(r.status.success(), "batch {max}: {}", stderr(&r));
 }
 
-/// A range-capable HTTP server (`RangeHTTPServer` in the reference venv) serving `dir` on a
-/// free loopback port; stopped when dropped.
-struct Server(Child, u16);
-
-impl Server {
-    fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(common::reference_python())
-            .args([
-                "-m",
-                "RangeHTTPServer",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the HTTP server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_scene_read_over_http_is_fingerprinted_by_size_and_last_modified() {
     let tmp = tempfile::tempdir().unwrap();
@@ -676,7 +633,7 @@ fn a_scene_read_over_http_is_fingerprinted_by_size_and_last_modified() {
         );
     };
     translate("DEFLATE");
-    let server = Server::start(&served);
+    let server = common::Server::start(&served);
     let url = format!("/vsicurl/http://127.0.0.1:{}/stack.tif", server.1);
     let out = tmp.path().join("out");
     let a: Vec<String> = [

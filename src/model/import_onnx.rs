@@ -128,6 +128,40 @@ fn read_onnx(onnx: &Path, ort_lib: Option<&Path>) -> Result<OnnxFacts, ModelErro
     })
 }
 
+/// The `standardization_parameters` (`mean`, `std` per channel); none gives mean 0, std 1
+/// with a note, a malformed one is an error.
+fn standardisation(
+    onnx: &Path,
+    std_params: Option<&Value>,
+    channels: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
+    let mean = numbers(std_params.and_then(|v| v.get("mean")));
+    let std = numbers(std_params.and_then(|v| v.get("std")));
+    match (std_params.is_some(), mean, std) {
+        (_, Some(m), Some(s))
+            if m.len() == channels
+                && s.len() == channels
+                && s.iter().all(|v| v.is_finite() && *v > 0.0) =>
+        {
+            Ok((m, s))
+        }
+        (false, _, _) => {
+            notes.push(
+                "no standardization_parameters: values / 255 go in unchanged (mean 0, std 1)"
+                    .into(),
+            );
+            Ok((vec![0.0; channels], vec![1.0; channels]))
+        }
+        (true, _, _) => Err(err(
+            onnx,
+            format!(
+                "its standardization_parameters need `mean` and `std` with {channels} numbers each (std above 0); fix the metadata"
+            ),
+        )),
+    }
+}
+
 /// What the metadata says, checked against the shapes; `bands` and `gsd` fill in.
 fn learn(
     onnx: &Path,
@@ -211,6 +245,14 @@ fn learn(
             notes.push("no tiles_size and a dynamic input size: tiles of 512 px".into());
             512
         });
+    if tile <= 0 || (input[2] > 0 && input[2] != tile) || (input[3] > 0 && input[3] != tile) {
+        return Err(err(
+            onnx,
+            format!(
+                "its tiles_size {tile} does not fit its input {input:?} (square tiles of at least 1 px, the input's height and width where fixed)"
+            ),
+        ));
+    }
     let overlap_pct = meta("tiles_overlap").and_then(|v| number(Some(&v)));
     if overlap_pct.is_none() {
         notes.push("no tiles_overlap: 10 % overlap".into());
@@ -248,19 +290,12 @@ fn learn(
                 .collect()
         }
     };
-    let std_params = meta("standardization_parameters");
-    let mean = numbers(std_params.as_ref().and_then(|v| v.get("mean")));
-    let std = numbers(std_params.as_ref().and_then(|v| v.get("std")));
-    let (mean, std) = match (mean, std) {
-        (Some(m), Some(s)) if m.len() == channels && s.len() == channels => (m, s),
-        _ => {
-            notes.push(
-                "no standardization_parameters: values / 255 go in unchanged (mean 0, std 1)"
-                    .into(),
-            );
-            (vec![0.0; channels], vec![1.0; channels])
-        }
-    };
+    let (mean, std) = standardisation(
+        onnx,
+        meta("standardization_parameters").as_ref(),
+        channels,
+        &mut notes,
+    )?;
     notes.push("the sensor and product level are not in the metadata: any scene is taken (its bands must carry the names above, e.g. a GeoTIFF's red/green/blue colour interpretation)".into());
     Ok(Learned {
         names,

@@ -186,16 +186,15 @@ pub fn write_checksum(path: &Path) -> Result<(), ModelError> {
     })?;
     let want = format!("1220{sha}");
     match asset.get("file:checksum").and_then(Value::as_str) {
-        Some(have) if have == want => return Ok(()),
+        Some(have) if have.eq_ignore_ascii_case(&want) => return Ok(()),
         Some(have) => {
-            return Err(ModelError::ShapeMismatch {
-                manifest: path.to_path_buf(),
-                onnx,
-                what: format!(
-                    "the ONNX file's sha256 is {sha}, the manifest records {}; --write-checksum adds a missing sum and never replaces one",
-                    have.trim_start_matches("1220")
+            return Err(invalid(
+                path,
+                format!(
+                    "it records the checksum {have} (multihash), but {} has sha256 {sha}; --write-checksum adds a missing sum and never replaces one: check which file is right, then fix or remove the recorded sum",
+                    onnx.display()
                 ),
-            });
+            ));
         }
         None => {}
     }

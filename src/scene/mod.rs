@@ -54,23 +54,56 @@ pub struct SceneOptions {
     pub warp_gcps: bool,
 }
 
-/// Refuses `/vsis3/` paths that would reach the public cloud: without `AWS_S3_ENDPOINT` (the
-/// user's own object storage) GDAL would go to Amazon S3.
-pub fn check_public_cloud(source: &SceneSource, opts: &SceneOptions) -> Result<(), SceneError> {
-    let endpoint = std::env::var("AWS_S3_ENDPOINT").is_ok_and(|v| !v.trim().is_empty());
-    if endpoint || opts.allow_public_cloud {
+/// GDAL's object-storage file systems and the variable that points each at the user's own
+/// storage (without it GDAL goes to the public cloud).
+const CLOUD_SYSTEMS: [(&str, &str); 6] = [
+    ("/vsis3", "AWS_S3_ENDPOINT"),
+    ("/vsigs", "CPL_GS_ENDPOINT"),
+    ("/vsioss", "OSS_ENDPOINT"),
+    ("/vsiaz", "AZURE_STORAGE_CONNECTION_STRING"),
+    ("/vsiadls", "AZURE_STORAGE_CONNECTION_STRING"),
+    ("/vsiswift", "SWIFT_STORAGE_URL"),
+];
+
+/// Whether a path is read from object storage (also inside `/vsizip/`, `/vsis3_streaming/`).
+fn is_cloud_path(p: &str) -> bool {
+    CLOUD_SYSTEMS.iter().any(|(prefix, _)| p.contains(prefix))
+}
+
+/// Refuses a path that would reach the public cloud: an object-storage file system whose
+/// endpoint variable is not set (`AWS_S3_ENDPOINT` for `/vsis3/`; for Azure a connection
+/// string with a `BlobEndpoint`), unless `--allow-public-cloud`.
+pub fn check_public_cloud_path(p: &str, allow: bool) -> Result<(), SceneError> {
+    if allow {
         return Ok(());
     }
-    let paths: Vec<String> = match source {
-        SceneSource::Path(p) => vec![p.clone()],
-        SceneSource::Files { files, .. } => files
-            .iter()
-            .map(|f| f.to_string_lossy().into_owned())
-            .collect(),
-    };
-    match paths.into_iter().find(|p| p.starts_with("/vsis3/")) {
-        Some(p) => Err(SceneError::PublicCloud { path: p }),
-        None => Ok(()),
+    for (prefix, var) in CLOUD_SYSTEMS {
+        if !p.contains(prefix) {
+            continue;
+        }
+        let value = std::env::var(var).unwrap_or_default();
+        let own = if var.starts_with("AZURE") {
+            value.contains("BlobEndpoint=")
+        } else {
+            !value.trim().is_empty()
+        };
+        if !own {
+            return Err(SceneError::PublicCloud {
+                path: p.to_string(),
+                variable: var.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`check_public_cloud_path`] for every file of a source.
+pub fn check_public_cloud(source: &SceneSource, opts: &SceneOptions) -> Result<(), SceneError> {
+    match source {
+        SceneSource::Path(p) => check_public_cloud_path(p, opts.allow_public_cloud),
+        SceneSource::Files { files, .. } => files.iter().try_for_each(|f| {
+            check_public_cloud_path(&f.to_string_lossy(), opts.allow_public_cloud)
+        }),
     }
 }
 
@@ -363,6 +396,8 @@ pub(crate) fn list_rasters(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 fn open_raster(path: &str) -> Result<Dataset, SceneError> {
+    // Only this open's own messages explain its failure.
+    let _ = crate::take_gdal_errors();
     let ds = Dataset::open(path).map_err(|e| {
         let said = crate::take_gdal_errors();
         SceneError::NotRaster {
@@ -389,8 +424,10 @@ fn is_gdal_connection(s: &str) -> bool {
             }))
 }
 
-/// The candidate of a STAC asset: one band, named by its file name, common name and key.
-fn item_candidate(f: &Path, meta: sensor::FileMeta, out: &mut Vec<Candidate>) {
+/// The candidate of a one-band file or STAC asset, named by its file name and common name;
+/// a Landsat `B5` is nir, not Sentinel-2's `B05`: such a file's own names are only --bands
+/// aliases, its common name is what it matches by.
+fn one_band_candidate(f: &Path, meta: sensor::FileMeta, out: &mut Vec<Candidate>) {
     let all = file_band_names(f);
     let mut names = if meta.foreign_band_numbers {
         Vec::new()
@@ -415,6 +452,14 @@ fn item_candidate(f: &Path, meta: sensor::FileMeta, out: &mut Vec<Candidate>) {
     });
 }
 
+/// The STAC Item a source was given as.
+fn source_item(source: &SceneSource) -> Option<(&Path, &serde_json::Value)> {
+    match source {
+        SceneSource::Files { item, .. } => item.as_deref().map(|(p, v)| (p.as_path(), v)),
+        SceneSource::Path(_) => None,
+    }
+}
+
 /// The candidates of one per-band file (a file of several bands: those with a description).
 /// A file GDAL cannot open is an error that names it and carries GDAL's reason.
 fn file_candidates(
@@ -425,31 +470,7 @@ fn file_candidates(
     let fs = f.to_string_lossy().into_owned();
     let ds = open_raster(&fs)?;
     if ds.raster_count() == 1 {
-        let all = file_band_names(f);
-        let label = all[0].clone();
-        // A Landsat `B5` is nir, not Sentinel-2's `B05`: its file's names are only --bands
-        // aliases, its common name is what it matches by.
-        let mut names: Vec<String> = if meta.foreign_band_numbers {
-            Vec::new()
-        } else {
-            all.clone()
-        };
-        names.extend(meta.common_name.iter().cloned());
-        let mut aliases = meta.aliases.clone();
-        if meta.foreign_band_numbers {
-            aliases.extend(all);
-        }
-        out.push(Candidate {
-            path: fs,
-            band: 1,
-            label: match &meta.common_name {
-                Some(c) if meta.foreign_band_numbers => format!("{label} ({c})"),
-                _ => label,
-            },
-            names,
-            aliases,
-            meta: meta.clone(),
-        });
+        one_band_candidate(f, meta.clone(), out);
     } else {
         for i in 1..=ds.raster_count() {
             let desc = ds
@@ -458,13 +479,22 @@ fn file_candidates(
                 .and_then(|b| b.description().ok())
                 .unwrap_or_default();
             if !desc.is_empty() {
+                // A Landsat stack's `B5` is not Sentinel-2's `B05`: --bands only.
+                let (names, aliases) = if meta.foreign_band_numbers {
+                    (Vec::new(), vec![desc.clone()])
+                } else {
+                    (vec![desc.clone()], Vec::new())
+                };
                 out.push(Candidate {
                     path: fs.clone(),
                     band: i,
                     label: format!("{desc} ({} band {i})", names_stem(f)),
-                    names: vec![desc],
-                    aliases: Vec::new(),
-                    meta: sensor::FileMeta::default(),
+                    names,
+                    aliases,
+                    meta: sensor::FileMeta {
+                        foreign_band_numbers: meta.foreign_band_numbers,
+                        ..sensor::FileMeta::default()
+                    },
                 });
             }
         }
@@ -515,7 +545,7 @@ fn candidates(
             if item.is_some() && is_gdal_connection(name) {
                 // A remote STAC asset is taken as one band and opened only if a model band is
                 // matched to it (each open costs requests).
-                item_candidate(f, meta, &mut out);
+                one_band_candidate(f, meta, &mut out);
             } else {
                 file_candidates(f, &meta, &mut out)?;
             }
@@ -868,6 +898,14 @@ fn match_bands(
                 by_name
             }
         };
+        // Object-storage copies (a STAC Item's `s3://` JP2 beside its https COG) only when
+        // nothing else holds the band.
+        let in_cloud = |c: &&Candidate| is_cloud_path(&c.path);
+        let matches: Vec<&Candidate> = if matches.iter().all(in_cloud) {
+            matches
+        } else {
+            matches.into_iter().filter(|c| !in_cloud(c)).collect()
+        };
         let mut best: Chosen = None;
         for c in matches {
             let info = source_info(&c.path, c.band)?;
@@ -1198,7 +1236,7 @@ fn band_rescale(
 /// with a warning; later: refused).
 fn s2_dn_offset(
     scene: &str,
-    (files, band): (&[&str], &str),
+    (files, band, item): (&[&str], &str, Option<(&Path, &serde_json::Value)>),
     opts: &SceneOptions,
     product: Option<&Product>,
     warnings: &mut Vec<String>,
@@ -1206,16 +1244,32 @@ fn s2_dn_offset(
     if let Some(o) = opts.s2_offset {
         return Ok((o, "--s2-offset".into()));
     }
+    if let Some(found) = item.and_then(|(p, v)| sentinel2::from_item(p, v)) {
+        return Ok(found);
+    }
     if let Some(found) = sentinel2::detect_offset(scene, files.iter().copied()) {
         return Ok(found);
     }
     let path = PathBuf::from(files.first().copied().unwrap_or(scene));
-    if product.is_none_or(|p| p.sensor != SENTINEL2) {
-        return Err(SceneError::NoScaling {
-            path,
-            band: band.to_string(),
-            why: "no sensor was recognised from the file names or metadata, and the files have no scale/offset".into(),
-        });
+    match product {
+        None => {
+            return Err(SceneError::NoScaling {
+                path,
+                band: band.to_string(),
+                why: "no sensor was recognised from the file names or metadata, and the files have no scale/offset".into(),
+            });
+        }
+        Some(p) if p.sensor != SENTINEL2 => {
+            return Err(SceneError::NoScaling {
+                path,
+                band: band.to_string(),
+                why: format!(
+                    "the scene is {} (recognised from {}), but no metadata gives this band's conversion",
+                    p.description, p.recognised_from
+                ),
+            });
+        }
+        Some(_) => {}
     }
     let date = files.iter().chain(std::iter::once(&scene)).find_map(|f| {
         Path::new(f)
@@ -1311,7 +1365,9 @@ pub fn open_stack_request(
     opts: &SceneOptions,
 ) -> Result<Stack, SceneError> {
     let scene = source.label();
-    check_public_cloud(source, opts)?;
+    if let SceneSource::Path(p) = source {
+        check_public_cloud_path(p, opts.allow_public_cloud)?;
+    }
     let (cands, is_folder, described) = candidates(source)?;
     let scene_path = PathBuf::from(scene);
     let available = cands
@@ -1342,6 +1398,9 @@ pub fn open_stack_request(
         });
     }
 
+    for (c, _) in &present {
+        check_public_cloud_path(&c.path, opts.allow_public_cloud)?;
+    }
     let (first, first_info) = present[0];
     for (c, info) in &present[1..] {
         if info.srs != first_info.srs {
@@ -1364,7 +1423,7 @@ pub fn open_stack_request(
     let s2 = if let Some((_, mb)) = s2_band {
         Some(s2_dn_offset(
             scene,
-            (&files, mb.label()),
+            (&files, mb.label(), source_item(source)),
             opts,
             described.product.as_ref(),
             &mut warnings,

@@ -169,10 +169,20 @@ fn landsat_common_name(mission: u8, n: u32) -> Option<&'static str> {
 
 fn landsat_instrument(id: &LandsatId) -> &'static str {
     match (id.sensor, id.mission) {
+        ('M', _) => "MSS",
         ('C' | 'O', 8 | 9) => "OLI",
         (_, 7) => "ETM+",
         (_, 4 | 5) => "TM",
         _ => "",
+    }
+}
+
+/// The sensor id manifests list: `landsat-8`, or `landsat-5-mss` for the MSS.
+fn landsat_sensor_id(id: &LandsatId) -> String {
+    if id.sensor == 'M' {
+        format!("landsat-{}-mss", id.mission)
+    } else {
+        format!("landsat-{}", id.mission)
     }
 }
 
@@ -361,6 +371,10 @@ fn describe_landsat(path: &Path, id: &LandsatId) -> (FileMeta, Product) {
     } else {
         Level::Toa
     };
+    // MSS bands (B1 green .. B4 nir) follow another table: such a product is named but its
+    // bands are matched only by --bands, and its sensor id (`landsat-5-mss`) fits no model
+    // made for TM, ETM+ or OLI.
+    let number = number.filter(|_| id.sensor != 'M');
     if let Some(n) = number {
         // A Level-2 product's own `Bn` would be surface reflectance only as SR_Bn.
         let reflective = !matches!(landsat_common_name(id.mission, n), Some("lwir") | None);
@@ -382,7 +396,7 @@ fn describe_landsat(path: &Path, id: &LandsatId) -> (FileMeta, Product) {
         "Level-1 top-of-atmosphere reflectance"
     };
     let product = Product {
-        sensor: format!("landsat-{}", id.mission),
+        sensor: landsat_sensor_id(id),
         description: format!(
             "Landsat {} {} Collection {} {level_words} ({})",
             id.mission,
@@ -403,13 +417,13 @@ fn describe_landsat(path: &Path, id: &LandsatId) -> (FileMeta, Product) {
 /// `T33UUU_20170216T102101_B02_10m` (L2A). Returns the level.
 fn sentinel2_safe_name(stem: &str) -> Option<Level> {
     let t: Vec<&str> = stem.split('_').collect();
-    let tile = t.first()?;
+    let tile = t.first()?.as_bytes();
     let ok_tile = tile.len() == 6
-        && tile.starts_with('T')
-        && tile[1..3].bytes().all(|b| b.is_ascii_digit())
-        && tile[3..].bytes().all(|b| b.is_ascii_uppercase());
-    let time = t.get(1)?;
-    let ok_time = time.len() == 15 && time.as_bytes()[8] == b'T';
+        && tile[0] == b'T'
+        && tile[1..3].iter().all(u8::is_ascii_digit)
+        && tile[3..].iter().all(u8::is_ascii_uppercase);
+    let time = t.get(1)?.as_bytes();
+    let ok_time = time.len() == 15 && time[8] == b'T';
     let band = t.get(2)?;
     if !(ok_tile && ok_time && (band.starts_with('B') || *band == "TCI")) {
         return None;
@@ -433,7 +447,19 @@ fn stac_asset_meta(item: &Value, key: &str, asset: &Value, source: &str) -> File
         let num = |keys: &[&str]| keys.iter().find_map(|k| rb.get(*k).and_then(Value::as_f64));
         let scale = num(&["scale", "raster:scale"]);
         let offset = num(&["offset", "raster:offset"]);
-        if scale.is_some() || offset.is_some() {
+        // A scale to radiance or temperature (a `unit` other than reflectance's) is no
+        // reflectance: left to the product's own rules (Landsat Level-1: the MTL).
+        let unit = rb
+            .get("unit")
+            .or_else(|| rb.get("raster:unit"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let not_reflectance = ["watt", "w/", "w m", "radiance", "kelvin", "celsius"]
+            .iter()
+            .any(|u| unit.contains(u))
+            || unit == "k";
+        if (scale.is_some() || offset.is_some()) && !not_reflectance {
             let (scale, offset) = (scale.unwrap_or(1.0), offset.unwrap_or(0.0));
             meta.linear = Some(Linear {
                 scale,
@@ -497,7 +523,7 @@ fn stac_product(item: &Value, source: &str) -> Option<Product> {
     }
     if let Some(l) = parse_landsat(id).or_else(|| parse_landsat(&format!("{id}_X"))) {
         return Some(Product {
-            sensor: format!("landsat-{}", l.mission),
+            sensor: landsat_sensor_id(&l),
             description: format!(
                 "Landsat {} {} Collection {} {}",
                 l.mission,
@@ -540,6 +566,9 @@ fn stac_mtl(item: &Path, assets: &serde_json::Map<String, Value>) -> Option<Mtl>
 /// `raster:bands`, its conversion from the Item's MTL asset (or the Collection 2 Level-2
 /// product definition).
 fn landsat_from_item(meta: &mut FileMeta, id: &LandsatId, key: &str, mtl: Option<&Mtl>) {
+    if id.sensor == 'M' {
+        return;
+    }
     let stem = key
         .rsplit_once('.')
         .map_or(key, |(s, _)| s)
@@ -568,6 +597,21 @@ fn landsat_from_item(meta: &mut FileMeta, id: &LandsatId, key: &str, mtl: Option
         }
         meta.nodata = meta.nodata.or(Some(0.0));
     }
+}
+
+/// Whether an asset's href is the file `f` (base name `name`): a local href resolved against
+/// the Item's folder is the same path; a remote one (the Item of files downloaded beside it)
+/// has the same base name.
+fn asset_names_file(base: &Path, href: &str, f: &str, name: &str) -> bool {
+    if href == f {
+        return true;
+    }
+    if href.contains("://") && !href.starts_with("file://") {
+        return href_name(href) == name;
+    }
+    let local = base.join(href.trim_start_matches("file://"));
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(&local) == canon(Path::new(f))
 }
 
 /// The base name of an asset href (`.../B02.tif?x=1` -> `B02.tif`).
@@ -667,6 +711,9 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
     for d in &dirs {
         items.extend(items_in(d));
     }
+    // Files an Item has described: the given Item first, then the first Item beside them;
+    // a later Item naming the same file does not override it.
+    let mut described: Vec<String> = Vec::new();
     for (path, doc) in &items {
         let source = path.display().to_string();
         let Some(assets) = doc.get("assets").and_then(Value::as_object) else {
@@ -678,7 +725,11 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
             .and_then(Value::as_str)
             .and_then(|id| parse_landsat(&format!("{id}_X")));
         let mut matched = false;
+        let base = path.parent().unwrap_or(Path::new("."));
         for (f, meta) in &mut out.files {
+            if described.contains(f) {
+                continue;
+            }
             let name = Path::new(f)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -686,8 +737,9 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
             if let Some((key, asset)) = assets.iter().find(|(_, a)| {
                 a.get("href")
                     .and_then(Value::as_str)
-                    .is_some_and(|h| href_name(h) == name || f.ends_with(h) || h == f)
+                    .is_some_and(|h| asset_names_file(base, h, f, &name))
             }) {
+                described.push(f.clone());
                 merge(meta, stac_asset_meta(doc, key, asset, &source));
                 if let Some(id) = &item_landsat {
                     landsat_from_item(meta, id, key, item_mtl.as_ref());
@@ -695,9 +747,8 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
                 matched = true;
             }
         }
-        // An Item describes the scene when it names its files, or when it is the Item of the
-        // folder the scene's files are in.
-        if matched || items.len() == 1 {
+        // An Item describes the scene only when it names its files.
+        if matched {
             if let Some(p) = stac_product(doc, &source) {
                 let from_files = out.product.as_ref().map(|x| x.sensor.clone());
                 if from_files.is_none() || from_files.as_deref() == Some(p.sensor.as_str()) {
@@ -741,6 +792,40 @@ mod tests {
         assert_eq!((c1.collection, c1.suffix.as_str()), (1, "B8"));
         assert!(parse_landsat("T33UUU_20170216T102101_B02").is_none());
         assert!(parse_landsat("LX08_L2SP_008059_20191201_20200825_02_T1_SR_B5").is_none());
+    }
+
+    #[test]
+    fn mss_bands_are_not_read_with_the_tm_table() {
+        let path = Path::new("/nowhere/LM05_L1GS_001001_19850524_20210918_02_T2_B1.TIF");
+        let id = parse_landsat("LM05_L1GS_001001_19850524_20210918_02_T2_B1").expect("id");
+        let (meta, product) = describe_landsat(path, &id);
+        assert_eq!(meta.common_name, None);
+        assert_eq!(product.sensor, "landsat-5-mss");
+        assert!(product.description.contains("MSS"));
+    }
+
+    #[test]
+    fn local_hrefs_name_their_own_file_and_remote_ones_the_base_name() {
+        let base = Path::new("/d");
+        assert!(asset_names_file(
+            base,
+            "sub/B02.tif",
+            "/d/sub/B02.tif",
+            "B02.tif"
+        ));
+        assert!(!asset_names_file(base, "2.tif", "/d/12.tif", "12.tif"));
+        assert!(asset_names_file(
+            base,
+            "https://x/y/B02.tif?sig=1",
+            "/e/B02.tif",
+            "B02.tif"
+        ));
+        assert!(!asset_names_file(
+            base,
+            "other/B02.tif",
+            "/d/B02.tif",
+            "B02.tif"
+        ));
     }
 
     #[test]

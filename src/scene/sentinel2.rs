@@ -22,8 +22,24 @@ fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 fn from_stac(path: &Path) -> Option<(f64, String)> {
     let text = std::fs::read_to_string(path).ok()?;
     let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    from_item(path, &doc)
+}
+
+/// The offset a STAC Item states (`s2:processing_baseline`, `earthsearch:boa_offset_applied`,
+/// or the `_N0400_` of its `s2:product_uri`).
+pub fn from_item(path: &Path, doc: &serde_json::Value) -> Option<(f64, String)> {
     let props = doc.get("properties")?;
-    let baseline = props.get("s2:processing_baseline")?.as_str()?;
+    let baseline = props
+        .get("s2:processing_baseline")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            props
+                .get("s2:product_uri")
+                .and_then(serde_json::Value::as_str)
+                .and_then(safe_name_baseline)
+        })?;
+    let baseline = baseline.as_str();
     if props
         .get("earthsearch:boa_offset_applied")
         .and_then(serde_json::Value::as_bool)
@@ -56,6 +72,19 @@ fn from_safe(path: &Path) -> Option<(f64, String)> {
         baseline_offset(baseline)?,
         format!("{}: PROCESSING_BASELINE {baseline}", path.display()),
     ))
+}
+
+/// The baseline in a SAFE product name (`S2A_MSIL1C_20170115T102101_N0204_R065_T33UUU`):
+/// `N0204` is 02.04.
+fn safe_name_baseline(name: &str) -> Option<String> {
+    if !name.contains("_MSIL") {
+        return None;
+    }
+    name.split(['_', '.', '/']).find_map(|t| {
+        let digits = t.strip_prefix('N')?;
+        (digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{}.{}", &digits[..2], &digits[2..]))
+    })
 }
 
 /// Finds the DN offset for a scene in its metadata: a STAC Item JSON beside the band files,
@@ -110,6 +139,20 @@ pub fn detect_offset<'a>(
             }
         }
     }
+    // The SAFE product name in the files' paths carries the baseline too.
+    for f in &gdal_files {
+        for part in Path::new(f).ancestors() {
+            let name = part
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some((b, o)) =
+                safe_name_baseline(&name).and_then(|b| baseline_offset(&b).map(|o| (b, o)))
+            {
+                return Some((o, format!("{name}: baseline {b} in the SAFE product name")));
+            }
+        }
+    }
     for f in gdal_files {
         if let Ok(ds) = gdal::Dataset::open(&f) {
             use gdal::Metadata;
@@ -136,6 +179,19 @@ mod tests {
         assert_eq!(baseline_offset("05.09"), Some(-1000.0));
         assert_eq!(baseline_offset("02.14"), Some(0.0));
         assert_eq!(baseline_offset("n/a"), None);
+    }
+
+    #[test]
+    fn safe_product_names_carry_the_baseline() {
+        assert_eq!(
+            safe_name_baseline("S2A_MSIL1C_20170115T102101_N0204_R065_T33UUU.SAFE"),
+            Some("02.04".into())
+        );
+        assert_eq!(
+            safe_name_baseline("S2B_MSIL2A_20230601T102559_N0509_R108_T32TMT_20230601T143102"),
+            Some("05.09".into())
+        );
+        assert_eq!(safe_name_baseline("T33UUU_20170216T102101_B02"), None);
     }
 
     #[test]

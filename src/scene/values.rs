@@ -183,10 +183,17 @@ pub fn check_s1(stack: &Stack, scaling: &[ValueScaling]) -> Result<(), SceneErro
             ValueScaling::ZScore { mean, stddev } => (mean - 2.0 * stddev, mean + 2.0 * stddev),
         };
         let wants_db = lo < 0.0 && f64::midpoint(lo, hi) < 0.0;
-        let looks_linear = s.range.0 >= 0.0 && s.median < 2.0;
-        let problem = if wants_db && looks_linear {
+        // Backscatter in dB is mostly negative; linear power and amplitude DN never are.
+        let mut sorted: Vec<f32> = per_band[k - 1]
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        sorted.sort_by(f32::total_cmp);
+        let p10 = f64::from(sorted[sorted.len() / 10]);
+        let problem = if wants_db && p10 >= 0.0 {
             Some((
-                "linear power",
+                "linear power or amplitude (90 % of its values are at least 0)",
                 "dB",
                 "10 x log10(value), e.g. gdal_calc.py -A in.tif --allBands=A --calc=\"10*log10(A)\" --outfile in_db.tif",
             ))
@@ -219,20 +226,29 @@ fn sample(stack: &Stack) -> Result<Vec<Vec<f32>>, SceneError> {
     let plane = w * h;
     let mut per_band: Vec<Vec<f32>> = vec![Vec::new(); stack.vrt_bands];
     let mut buf = vec![0.0_f32; stack.vrt_bands * plane];
+    // Window origins spread over the scene; a scene smaller than a window is read once.
+    let mut origins: Vec<(usize, usize)> = Vec::new();
     for gy in 0..SAMPLE_GRID {
         for gx in 0..SAMPLE_GRID {
-            let x = (stack.width - w) * (2 * gx + 1) / (2 * SAMPLE_GRID);
-            let y = (stack.height - h) * (2 * gy + 1) / (2 * SAMPLE_GRID);
-            let window = Window {
-                x: x as i64,
-                y: y as i64,
-                width: w,
-                height: h,
-            };
-            reader.read(window, &mut buf)?;
-            for (b, values) in per_band.iter_mut().enumerate() {
-                values.extend_from_slice(&buf[b * plane..(b + 1) * plane]);
+            let o = (
+                (stack.width - w) * (2 * gx + 1) / (2 * SAMPLE_GRID),
+                (stack.height - h) * (2 * gy + 1) / (2 * SAMPLE_GRID),
+            );
+            if !origins.contains(&o) {
+                origins.push(o);
             }
+        }
+    }
+    for (x, y) in origins {
+        let window = Window {
+            x: x as i64,
+            y: y as i64,
+            width: w,
+            height: h,
+        };
+        reader.read(window, &mut buf)?;
+        for (b, values) in per_band.iter_mut().enumerate() {
+            values.extend_from_slice(&buf[b * plane..(b + 1) * plane]);
         }
     }
     Ok(per_band)

@@ -251,3 +251,46 @@ pub fn fails(model: &Path, scene: &str, extra: &[&str], expect: &[&str]) -> Stri
     );
     err
 }
+
+/// A range-capable HTTP server (`RangeHTTPServer` in the reference venv) serving `dir` on a
+/// free loopback port; stopped when dropped.
+pub struct Server(pub std::process::Child, pub u16);
+
+impl Server {
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(reference_python())
+            .args([
+                "-m",
+                "RangeHTTPServer",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the HTTP server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
