@@ -56,26 +56,12 @@ fn product_id(dir: &Path) -> String {
 /// The scene's own CFMask bits on the run's grid: (cloud or dilated cloud, cloud shadow) per
 /// pixel, 255 where QA_PIXEL is fill.
 fn qa_on_grid(dir: &Path, classes: &Path, tmp: &Path) -> Vec<u8> {
-    let info = gdalinfo(classes);
-    let gt: Vec<f64> = info["geoTransform"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let (w, h) = (
-        info["size"][0].as_u64().unwrap() as f64,
-        info["size"][1].as_u64().unwrap() as f64,
-    );
+    let (ext, (w, h)) = extent(classes);
     let qa = dir.join(format!("{}_QA_PIXEL.TIF", product_id(dir)));
     let warped = tmp.join("qa.tif");
     let st = Command::new("gdalwarp")
         .args(["-q", "-overwrite", "-r", "near", "-te"])
-        .args(
-            [gt[0], gt[3] + h * gt[5], gt[0] + w * gt[1], gt[3]]
-                .iter()
-                .map(ToString::to_string),
-        )
+        .args(ext.iter().map(ToString::to_string))
         .args(["-ts", &w.to_string(), &h.to_string()])
         .arg(&qa)
         .arg(&warped)
@@ -645,6 +631,46 @@ fn a_constant_band_and_a_missing_checksum_are_warnings_naming_them() {
             .iter()
             .any(|w| w.contains("records no sha256") && w.contains("--write-checksum")),
         "{warnings:?}"
+    );
+    // Infinite values are masked and counted in a warning naming the band.
+    let floats = tmp.path().join("floats.tif");
+    bare_stack(&floats, "Float32", Some("0.0001"));
+    {
+        let ds = gdal::Dataset::open_ex(
+            &floats,
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        let (w, h) = band.size();
+        let mut buf = gdal::raster::Buffer::new((w, h / 2), vec![f32::INFINITY; w * (h / 2)]);
+        band.write((0, 0), (w, h / 2), &mut buf).unwrap();
+    }
+    let out = eoinfer([
+        "predict",
+        "--model",
+        &s(&m),
+        "--scene",
+        &s(&floats),
+        "--out",
+        &s(&tmp.path().join("inf")),
+        "--json",
+    ]);
+    let summary = json(&ok_stdout(&out));
+    assert!(
+        summary["warnings"].as_array().unwrap().iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.starts_with("band blue") && w.contains("holds infinite values")
+        }),
+        "{}",
+        summary["warnings"]
+    );
+    assert!(
+        summary["counts"]["pixels_valid"].as_u64().unwrap()
+            < summary["counts"]["pixels"].as_u64().unwrap()
     );
     // --write-checksum adds it; the next run has no such warning.
     ok(&eoinfer([

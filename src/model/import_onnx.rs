@@ -430,15 +430,7 @@ fn manifest_doc(
         },
         "links": [],
         "assets": {
-            "model": {
-                "href": href,
-                "title": format!("{stem}.onnx"),
-                "type": "application/octet-stream; application=onnx",
-                "roles": ["mlm:model", "mlm:weights", "data"],
-                "mlm:artifact_type": "onnx",
-                "file:checksum": format!("1220{sha}"),
-                "bands": band_defs
-            }
+            "model": crate::model::manifest::model_asset_json(href, &format!("{stem}.onnx"), sha, &band_defs)
         }
     });
     doc

@@ -127,6 +127,20 @@ pub(crate) fn value_scaling(path: &Path, input: &Value) -> Result<Vec<ValueScali
     Ok(scaling)
 }
 
+/// The `model` asset of a generated manifest: the ONNX file, its sha256 (multihash) and
+/// bands (STAC 1.1 puts band descriptions on assets).
+pub(crate) fn model_asset_json(href: &str, title: &str, sha256: &str, bands: &[Value]) -> Value {
+    serde_json::json!({
+        "href": href,
+        "title": title,
+        "type": "application/octet-stream; application=onnx",
+        "roles": ["mlm:model", "mlm:weights", "data"],
+        "mlm:artifact_type": "onnx",
+        "file:checksum": format!("1220{sha256}"),
+        "bands": bands
+    })
+}
+
 /// The asset with the role `mlm:model` (the ONNX file).
 pub(crate) fn model_asset(doc: &Value) -> Option<&Value> {
     doc.get("assets")?.as_object()?.values().find(|v| {

@@ -198,15 +198,12 @@ pub fn manifest_from_sidecar(
         },
         "links": [],
         "assets": {
-            "model": {
-                "href": onnx_href,
-                "title": format!("ukis-csmask model_{variant}.onnx"),
-                "type": "application/octet-stream; application=onnx",
-                "roles": ["mlm:model", "mlm:weights", "data"],
-                "mlm:artifact_type": "onnx",
-                "file:checksum": format!("1220{sha256}"),
-                "bands": band_defs
-            },
+            "model": crate::model::manifest::model_asset_json(
+                onnx_href,
+                &format!("ukis-csmask model_{variant}.onnx"),
+                sha256,
+                &band_defs
+            ),
             "sidecar": {
                 "href": onnx_href.replace(".onnx", ".json"),
                 "title": "ukis-csmask sidecar the manifest was generated from",

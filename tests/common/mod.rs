@@ -73,6 +73,28 @@ pub fn gdalinfo(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("gdalinfo json")
 }
 
+/// A raster's extent (min x, min y, max x, max y) and size in pixels, from gdalinfo.
+pub fn extent(path: &Path) -> ([f64; 4], (usize, usize)) {
+    let info = gdalinfo(path);
+    let gt: Vec<f64> = info["geoTransform"]
+        .as_array()
+        .expect("geoTransform")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let size = |i: usize| info["size"][i].as_u64().expect("size") as usize;
+    let (w, h) = (size(0), size(1));
+    (
+        [
+            gt[0],
+            gt[3] + h as f64 * gt[5],
+            gt[0] + w as f64 * gt[1],
+            gt[3],
+        ],
+        (w, h),
+    )
+}
+
 /// One band of a raster as u8, with its size.
 pub fn read_u8(path: &Path, band: usize) -> (Vec<u8>, usize, usize) {
     let ds = gdal::Dataset::open(path).expect("open raster");
