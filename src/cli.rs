@@ -232,6 +232,20 @@ pub struct SceneArgs {
     pub nodata: Option<f64>,
 }
 
+impl SceneArgs {
+    /// The input contract's flags.
+    fn read_flags(&self) -> crate::scene::ReadFlags {
+        crate::scene::ReadFlags {
+            scale: self.scale,
+            offset: self.offset,
+            allow_upsample: self.allow_upsample,
+            accept_product_mismatch: self.accept_product_mismatch,
+            allow_public_cloud: self.allow_public_cloud,
+            warp_gcps: self.warp_gcps,
+        }
+    }
+}
+
 /// `eoinfer predict`.
 #[derive(Debug, clap::Args)]
 #[allow(clippy::struct_excessive_bools)]
@@ -516,12 +530,7 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         resolution: c.scene.resolution,
         s2_offset: c.scene.s2_offset,
         nodata: c.scene.nodata,
-        scale: c.scene.scale,
-        offset: c.scene.offset,
-        allow_upsample: c.scene.allow_upsample,
-        accept_product_mismatch: c.scene.accept_product_mismatch,
-        allow_public_cloud: c.scene.allow_public_cloud,
-        warp_gcps: c.scene.warp_gcps,
+        read: c.scene.read_flags(),
         accept_out_of_range: c.scene.accept_out_of_range,
         tiling: match c.tiling {
             TilingArg::Blended => TilingChoice::Blended,
@@ -782,12 +791,7 @@ fn prepare(c: &PrepareCli) -> Result<(), Error> {
         c.scene.s2_offset,
         c.scene.nodata,
     )?;
-    opts.scale = c.scene.scale;
-    opts.offset = c.scene.offset;
-    opts.allow_upsample = c.scene.allow_upsample;
-    opts.accept_product_mismatch = c.scene.accept_product_mismatch;
-    opts.allow_public_cloud = c.scene.allow_public_cloud;
-    opts.warp_gcps = c.scene.warp_gcps;
+    opts.read = c.scene.read_flags();
     let stack = crate::scene::open_stack(&one_scene(&c.scene)?, &model, &opts)?;
     if let Some(dir) = c.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::plan::check_writable(dir)?;

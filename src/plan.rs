@@ -55,18 +55,8 @@ pub struct PredictArgs {
     pub s2_offset: Option<f64>,
     /// `--nodata`.
     pub nodata: Option<f64>,
-    /// `--scale`.
-    pub scale: Option<f64>,
-    /// `--offset`.
-    pub offset: Option<f64>,
-    /// `--allow-upsample`.
-    pub allow_upsample: bool,
-    /// `--accept-product-mismatch`.
-    pub accept_product_mismatch: bool,
-    /// `--allow-public-cloud`.
-    pub allow_public_cloud: bool,
-    /// `--warp-gcps`.
-    pub warp_gcps: bool,
+    /// The input contract's flags (`--scale`, `--offset`, `--allow-upsample`, ...).
+    pub read: crate::scene::ReadFlags,
     /// `--accept-out-of-range`.
     pub accept_out_of_range: bool,
     /// `--tiling`.
@@ -538,12 +528,7 @@ fn job_plan(
             "resolution": args.resolution,
             "s2_offset": args.s2_offset,
             "nodata": args.nodata,
-            "scale": args.scale,
-            "offset": args.offset,
-            "allow_upsample": args.allow_upsample,
-            "accept_product_mismatch": args.accept_product_mismatch,
-            "allow_public_cloud": args.allow_public_cloud,
-            "warp_gcps": args.warp_gcps,
+            "read": args.read,
             "accept_out_of_range": args.accept_out_of_range,
             "crs": args.crs,
             "aoi_crs": args.aoi_crs,
@@ -811,11 +796,8 @@ fn check_values(inputs: &Inputs, model: &ModelSpec, accept: bool) -> Result<Vec<
     };
     let mut warnings: Vec<String> = Vec::new();
     for stack in stacks {
-        for w in crate::scene::values::check_stack(stack, &model.scaling, float_scale, accept)? {
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
-        }
+        let found = crate::scene::values::check_stack(stack, &model.scaling, float_scale, accept)?;
+        crate::util::push_new(&mut warnings, found);
     }
     if let Some(s1) = model.encoder.as_ref().and_then(|e| e.sentinel1.as_ref()) {
         for step in &inputs.series {
@@ -862,7 +844,7 @@ fn open_inputs(
 ) -> Result<Inputs, Error> {
     // Before anything opens them (a series looks for dates in the files' metadata).
     for s in &args.scenes {
-        crate::scene::check_public_cloud_path(s, opts.allow_public_cloud)?;
+        crate::scene::check_public_cloud_path(s, opts.read.allow_public_cloud)?;
     }
     let aoi = args
         .aoi
@@ -1073,12 +1055,7 @@ impl PredictPlan {
             args.nodata,
         )?;
         opts.max_pixels = args.max_pixels;
-        opts.scale = args.scale;
-        opts.offset = args.offset;
-        opts.allow_upsample = args.allow_upsample;
-        opts.accept_product_mismatch = args.accept_product_mismatch;
-        opts.allow_public_cloud = args.allow_public_cloud;
-        opts.warp_gcps = args.warp_gcps;
+        opts.read = args.read;
         let tiling = tiling_for(args, &model)?;
         let inputs = open_inputs(args, &model, &opts)?;
         let value_warnings = check_values(&inputs, &model, args.accept_out_of_range)?;
@@ -1119,11 +1096,7 @@ impl PredictPlan {
                 source,
             })?;
         let mut warnings = inputs.warnings.clone();
-        for w in value_warnings {
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
-        }
+        crate::util::push_new(&mut warnings, value_warnings);
         if model.onnx_sha256.is_none() {
             let w = format!(
                 "the manifest {} records no sha256 of its ONNX file, so a damaged or replaced model would go unnoticed; add it with `eoinfer model check --model {} --write-checksum`",

@@ -324,6 +324,77 @@ fn landsat_level1_bands_are_toa_reflectance_from_the_mtl_and_the_panchromatic_ba
 }
 
 #[test]
+fn a_landsat_stack_in_one_file_matches_its_bands_only_through_band_mapping() {
+    // One file of a Landsat product holding B2, B3, B4, B5 and the panchromatic B8: its band
+    // descriptions are Landsat numbers, which must not match Sentinel-2's B02 .. B08.
+    let dir = shared_scene(SCENES[0]);
+    let id = product_id(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let vrt = tmp.path().join("stack.vrt");
+    let st = Command::new("gdalbuildvrt")
+        .args(["-q", "-separate"])
+        .arg(&vrt)
+        .args([2, 3, 4, 5, 4].map(|b| dir.join(format!("{id}_SR_B{b}.TIF"))))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let stack = tmp
+        .path()
+        .join(format!("{}_stack.tif", id.replace("_L2SP_", "_L1TP_")));
+    let st = Command::new("gdal_translate")
+        .args(["-q"])
+        .arg(&vrt)
+        .arg(&stack)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    {
+        let ds = gdal::Dataset::open_ex(
+            &stack,
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for (i, b) in ["B2", "B3", "B4", "B5", "B8"].iter().enumerate() {
+            gdal::Metadata::set_description(&mut ds.rasterband(i + 1).unwrap(), b).unwrap();
+        }
+    }
+    let model = manifest("ukis-csmask-4b-l1c.json");
+    let flags = [
+        "--resolution",
+        "445",
+        "--scale",
+        "0.00002",
+        "--offset",
+        "-0.1",
+    ];
+    fails(
+        &model,
+        &s(&stack),
+        &flags,
+        &["needs band blue", "5 (B8)", "--bands blue="],
+    );
+    let mut args = vec![
+        "predict".to_string(),
+        "--model".into(),
+        s(&model),
+        "--scene".into(),
+        s(&stack),
+        "--out".into(),
+        s(&tmp.path().join("out")),
+        "--bands".into(),
+        "blue=B2,green=B3,red=B4,nir=B5".into(),
+        "--json".into(),
+    ];
+    args.extend(flags.iter().map(|f| (*f).to_string()));
+    let summary = json(&ok_stdout(&eoinfer(&args)));
+    assert_eq!(summary["scene"]["sensor"]["sensor"], "landsat-8");
+    assert_eq!(summary["scene"]["bands"][3]["source_band"], 4);
+}
+
+#[test]
 fn a_model_for_another_product_is_refused_unless_accepted_with_a_warning() {
     let dir = shared_scene(SCENES[1]);
     // An L1C (top-of-atmosphere) model on Landsat surface reflectance.

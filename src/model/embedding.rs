@@ -373,6 +373,7 @@ impl EmbeddingSpec {
                 grid: None,
                 expect: crate::scene::Expectation::default(),
                 integer_input: None,
+                quantity: "Sentinel-1 backscatter in dB",
             })
     }
 
@@ -390,6 +391,7 @@ impl EmbeddingSpec {
             grid: None,
             expect: crate::scene::Expectation::default(),
             integer_input: None,
+            quantity: crate::scene::REFLECTANCE,
         }
     }
 }

@@ -23,9 +23,8 @@ use gdal::spatial_ref::SpatialRef;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// How to read a scene, from the command line (each flag stands on its own: no state machine).
+/// How to read a scene, from the command line.
 #[derive(Debug, Clone, Default)]
-#[allow(clippy::struct_excessive_bools)]
 pub struct SceneOptions {
     /// `model band = scene band` pairs from `--bands`.
     pub band_map: Vec<(String, String)>,
@@ -38,6 +37,14 @@ pub struct SceneOptions {
     /// The largest grid in pixels (`--max-pixels`; default
     /// [`crate::limits::DEFAULT_MAX_PIXELS`]).
     pub max_pixels: Option<u64>,
+    /// The flags of the input contract.
+    pub read: ReadFlags,
+}
+
+/// The flags that state what metadata does not, or accept what the contract refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct ReadFlags {
     /// `--scale`: stored value to reflectance multiplier for every band, overriding metadata.
     pub scale: Option<f64>,
     /// `--offset`: added after `--scale`.
@@ -95,16 +102,6 @@ pub fn check_public_cloud_path(p: &str, allow: bool) -> Result<(), SceneError> {
         }
     }
     Ok(())
-}
-
-/// [`check_public_cloud_path`] for every file of a source.
-pub fn check_public_cloud(source: &SceneSource, opts: &SceneOptions) -> Result<(), SceneError> {
-    match source {
-        SceneSource::Path(p) => check_public_cloud_path(p, opts.allow_public_cloud),
-        SceneSource::Files { files, .. } => files.iter().try_for_each(|f| {
-            check_public_cloud_path(&f.to_string_lossy(), opts.allow_public_cloud)
-        }),
-    }
 }
 
 /// The source of one `--scene` value: a STAC Item (`.json`) gives its assets, anything else
@@ -179,7 +176,13 @@ pub struct StackRequest {
     /// The model's statement of how integer pixels of one GDAL data type become its input
     /// (data type name, scale, source), used when no metadata of the scene says more.
     pub integer_input: Option<(String, f64, String)>,
+    /// What the values are, in the summary's words: [`REFLECTANCE`], or Sentinel-1
+    /// backscatter in dB (read as stored; the value check judges its units).
+    pub quantity: &'static str,
 }
+
+/// [`StackRequest::quantity`] of optical inputs.
+pub const REFLECTANCE: &str = "reflectance";
 
 /// The sensors and product level a model was made for, from its manifest.
 #[derive(Debug, Clone, Default)]
@@ -211,6 +214,7 @@ impl StackRequest {
                 grid: None,
                 expect: Expectation::default(),
                 integer_input: None,
+                quantity: REFLECTANCE,
             }
         };
         req.integer_input.clone_from(&spec.integer_input);
@@ -597,13 +601,27 @@ fn candidates(
         } else {
             format!("{i} ({desc})")
         };
+        // The bands of a Landsat stack (`B5` is nir, not Sentinel-2's `B05`) are matched
+        // through --bands only.
+        let foreign = described
+            .files
+            .get(scene)
+            .is_some_and(|m| m.foreign_band_numbers);
+        let (names, aliases) = if foreign {
+            (Vec::new(), names)
+        } else {
+            (names, Vec::new())
+        };
         out.push(Candidate {
             path: scene.to_string(),
             band: i,
             names,
-            aliases: Vec::new(),
+            aliases,
             label,
-            meta: sensor::FileMeta::default(),
+            meta: sensor::FileMeta {
+                foreign_band_numbers: foreign,
+                ..sensor::FileMeta::default()
+            },
         });
     }
     Ok((out, false, described))
@@ -1003,7 +1021,8 @@ fn stack_grid(
         .resolution
         .unwrap_or(if metric { req.gsd } else { finest });
     let unit = crs_unit(srs);
-    if metric && opts.resolution.is_none() && finest > 2.0 * resolution && !opts.allow_upsample {
+    if metric && opts.resolution.is_none() && finest > 2.0 * resolution && !opts.read.allow_upsample
+    {
         return Err(SceneError::Upsample {
             path: PathBuf::from(&first.path),
             native: finest,
@@ -1051,8 +1070,8 @@ fn stack_vrt(
     (chosen, filled): (&[Chosen], Vec<Option<String>>),
     (width, height, geo_transform): (usize, usize, [f64; 6]),
     srs_wkt: &str,
-    s2: Option<&(f64, String)>,
-) -> Result<(String, Vec<StackBand>, usize), SceneError> {
+    conversions: Vec<Conversion>,
+) -> (String, Vec<StackBand>, usize) {
     let resolution = geo_transform[1];
     let (minx, maxy) = (geo_transform[0], geo_transform[3]);
     let mut vrt = String::new();
@@ -1068,7 +1087,9 @@ fn stack_vrt(
     );
     let mut bands = Vec::new();
     let mut vrt_bands = 0;
-    for ((entry, mb), fill) in chosen.iter().zip(&req.bands).zip(filled) {
+    for (((entry, mb), fill), conversion) in
+        chosen.iter().zip(&req.bands).zip(filled).zip(conversions)
+    {
         let Some((c, info)) = entry else {
             bands.push(StackBand {
                 model_band: mb.label().to_string(),
@@ -1099,7 +1120,7 @@ fn stack_vrt(
                 None
             },
         );
-        let (rescale, scaling) = band_rescale(req, opts, (c, info), mb.label(), s2)?;
+        let (rescale, scaling) = conversion.unwrap_or((Rescale::IDENTITY, String::new()));
         let dst_x = (info.gt[0] - minx) / resolution;
         let dst_y = (maxy - info.gt[3]) / resolution;
         let dst_w = info.size.0 as f64 * info.gt[1] / resolution;
@@ -1130,23 +1151,12 @@ fn stack_vrt(
         });
     }
     vrt.push_str("</VRTDataset>\n");
-    Ok((vrt, bands, vrt_bands))
+    (vrt, bands, vrt_bands)
 }
 
-/// Whether band `c` is read as Sentinel-2 DN: integers with no conversion in any metadata.
-fn reads_as_s2_dn(
-    req: &StackRequest,
-    opts: &SceneOptions,
-    (c, info): (&Candidate, &SourceInfo),
-) -> bool {
-    opts.scale.is_none()
-        && opts.offset.is_none()
-        && c.meta.linear.is_none()
-        && c.meta.linear_missing.is_none()
-        && info.scale_offset.is_none()
-        && info.int_type
-        && !model_reads_integers(req, info)
-}
+/// A band's conversion to the model's units and where it came from; `None` for a band the
+/// scene lacks.
+type Conversion = Option<(Rescale, String)>;
 
 /// Whether the model's manifest says how integers of this band's data type become its input.
 fn model_reads_integers(req: &StackRequest, info: &SourceInfo) -> bool {
@@ -1159,14 +1169,14 @@ fn model_reads_integers(req: &StackRequest, info: &SourceInfo) -> bool {
 
 /// The conversion of one band's stored values to the model's units, and where it came from:
 /// `--scale`/`--offset`, the product's metadata (STAC `raster:bands`, MTL), the file's GDAL
-/// scale/offset, Sentinel-2 DN (`s2`), or floating-point reflectance as stored.
+/// scale/offset, the model's own integer encoding, or floating-point reflectance as stored.
+/// `None`: integers nothing converts, to be read as Sentinel-2 DN ([`s2_dn_offset`] decides).
 fn band_rescale(
     req: &StackRequest,
     opts: &SceneOptions,
     (c, info): (&Candidate, &SourceInfo),
     band: &str,
-    s2: Option<&(f64, String)>,
-) -> Result<(Rescale, String), SceneError> {
+) -> Result<Option<(Rescale, String)>, SceneError> {
     let fs = req.float_scale;
     let units = if (fs - 1.0).abs() > f64::EPSILON {
         format!(", times {fs} as the model takes it")
@@ -1175,15 +1185,15 @@ fn band_rescale(
     };
     let linear = |scale: f64, offset: f64, source: &str| {
         let r = Rescale::linear(scale, offset);
-        (
+        Some((
             Rescale::linear(scale * fs, offset * fs),
-            format!("reflectance = {}{units} [{source}]", r.formula()),
-        )
+            format!("{} = {}{units} [{source}]", req.quantity, r.formula()),
+        ))
     };
-    if opts.scale.is_some() || opts.offset.is_some() {
+    if opts.read.scale.is_some() || opts.read.offset.is_some() {
         return Ok(linear(
-            opts.scale.unwrap_or(1.0),
-            opts.offset.unwrap_or(0.0),
+            opts.read.scale.unwrap_or(1.0),
+            opts.read.offset.unwrap_or(0.0),
             "--scale/--offset",
         ));
     }
@@ -1208,26 +1218,75 @@ fn band_rescale(
         {
             return Ok(linear(*scale, 0.0, source));
         }
-        if let Some((offset, source)) = s2 {
-            let r = Rescale {
-                scale: req.dn_scale,
-                offset_dn: *offset,
-                add: 0.0,
-            };
-            return Ok((r, format!("Sentinel-2 DN: {} [{source}]", r.formula())));
-        }
-        return Err(SceneError::NoScaling {
-            path: PathBuf::from(&c.path),
-            band: band.to_string(),
-            why: "no sensor was recognised from the file names or metadata, and the file has no scale/offset".into(),
-        });
+        return Ok(None);
     }
-    Ok((
+    Ok(Some((
         Rescale::linear(fs, 0.0),
         format!(
-            "floating-point values taken as reflectance{units} [no scale metadata; values far outside 0..1 are refused]"
+            "floating-point values taken as {}{units} [no scale metadata; values far outside the model's range are refused]",
+            req.quantity
         ),
-    ))
+    )))
+}
+
+/// Each present band's conversion ([`band_rescale`]); bands nothing converts are Sentinel-2 DN
+/// with the offset of [`s2_dn_offset`], asked for once. Returns the conversions (`None` for a
+/// band the scene lacks) and where the Sentinel-2 offset came from.
+fn conversions(
+    (scene, source): (&str, &SceneSource),
+    req: &StackRequest,
+    opts: &SceneOptions,
+    chosen: &[Chosen],
+    product: Option<&Product>,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Conversion>, String), SceneError> {
+    let mut out = Vec::with_capacity(chosen.len());
+    let mut s2: Option<(f64, String)> = None;
+    let files: Vec<&str> = chosen
+        .iter()
+        .flatten()
+        .map(|(c, _)| c.path.as_str())
+        .collect();
+    for (entry, mb) in chosen.iter().zip(&req.bands) {
+        let Some((c, info)) = entry else {
+            out.push(None);
+            continue;
+        };
+        let conversion = if let Some(known) = band_rescale(req, opts, (c, info), mb.label())? {
+            known
+        } else if req.quantity != REFLECTANCE {
+            (
+                Rescale::IDENTITY,
+                format!(
+                    "integers taken as {} as stored [no scale metadata; values outside the model's range are refused]",
+                    req.quantity
+                ),
+            )
+        } else {
+            if s2.is_none() {
+                s2 = Some(s2_dn_offset(
+                    scene,
+                    (&files, mb.label(), source_item(source)),
+                    opts,
+                    product,
+                    warnings,
+                )?);
+            }
+            let (offset, from) = s2.clone().unwrap_or_default();
+            let r = Rescale {
+                scale: req.dn_scale,
+                offset_dn: offset,
+                add: 0.0,
+            };
+            (r, format!("Sentinel-2 DN: {} [{from}]", r.formula()))
+        };
+        out.push(Some(conversion));
+    }
+    let from = s2.map_or_else(
+        || "not used: no band is read as Sentinel-2 DN".to_string(),
+        |(_, from)| from,
+    );
+    Ok((out, from))
 }
 
 /// The Sentinel-2 DN offset of a scene whose integer bands carry no conversion: `--s2-offset`,
@@ -1345,7 +1404,7 @@ fn check_product(
         return Ok(());
     }
     let what = problems.join("; ");
-    if opts.accept_product_mismatch {
+    if opts.read.accept_product_mismatch {
         warnings.push(format!(
             "--accept-product-mismatch: {what}; the results may be wrong"
         ));
@@ -1366,7 +1425,7 @@ pub fn open_stack_request(
 ) -> Result<Stack, SceneError> {
     let scene = source.label();
     if let SceneSource::Path(p) = source {
-        check_public_cloud_path(p, opts.allow_public_cloud)?;
+        check_public_cloud_path(p, opts.read.allow_public_cloud)?;
     }
     let (cands, is_folder, described) = candidates(source)?;
     let scene_path = PathBuf::from(scene);
@@ -1378,7 +1437,7 @@ pub fn open_stack_request(
     check_band_map(req, opts)?;
     let mut warnings = described.notes.clone();
     let mut cands = cands;
-    if opts.warp_gcps {
+    if opts.read.warp_gcps {
         warp_gcp_candidates(&mut cands, &mut warnings)?;
     }
     check_product(req, opts, described.product.as_ref(), scene, &mut warnings)?;
@@ -1399,7 +1458,7 @@ pub fn open_stack_request(
     }
 
     for (c, _) in &present {
-        check_public_cloud_path(&c.path, opts.allow_public_cloud)?;
+        check_public_cloud_path(&c.path, opts.read.allow_public_cloud)?;
     }
     let (first, first_info) = present[0];
     for (c, info) in &present[1..] {
@@ -1415,26 +1474,14 @@ pub fn open_stack_request(
         stack_grid(req, opts, &present, &scene_path, &mut warnings)?;
     let resolution = geo_transform[1];
 
-    let files: Vec<&str> = present.iter().map(|(c, _)| c.path.as_str()).collect();
-    let s2_band = chosen.iter().zip(&req.bands).find(|(c, _)| {
-        c.as_ref()
-            .is_some_and(|(c, info)| reads_as_s2_dn(req, opts, (c, info)))
-    });
-    let s2 = if let Some((_, mb)) = s2_band {
-        Some(s2_dn_offset(
-            scene,
-            (&files, mb.label(), source_item(source)),
-            opts,
-            described.product.as_ref(),
-            &mut warnings,
-        )?)
-    } else {
-        None
-    };
-    let s2_offset_source = s2.as_ref().map_or_else(
-        || "not used: no band is read as Sentinel-2 DN".to_string(),
-        |(_, src)| src.clone(),
-    );
+    let (conversions, s2_offset_source) = conversions(
+        (scene, source),
+        req,
+        opts,
+        &chosen,
+        described.product.as_ref(),
+        &mut warnings,
+    )?;
 
     let srs_wkt = srs.to_wkt().map_err(|e| SceneError::Gdal {
         path: scene_path.clone(),
@@ -1446,8 +1493,8 @@ pub fn open_stack_request(
         (&chosen, filled),
         (width, height, geo_transform),
         &srs_wkt,
-        s2.as_ref(),
-    )?;
+        conversions,
+    );
     for w in &warnings {
         tracing::warn!("{w}");
     }

@@ -173,11 +173,7 @@ fn gdal_last_error() -> String {
 fn warnings_of(layers: &[(String, Stack)]) -> Vec<String> {
     let mut all: Vec<String> = Vec::new();
     for (_, s) in layers {
-        for w in &s.warnings {
-            if !all.contains(w) {
-                all.push(w.clone());
-            }
-        }
+        crate::util::push_new(&mut all, s.warnings.iter().cloned());
     }
     all
 }
@@ -185,7 +181,7 @@ fn warnings_of(layers: &[(String, Stack)]) -> Vec<String> {
 /// Refuses a scene whose pixels are more than 2x coarser than the AOI grid's (a metric CRS),
 /// unless `--resolution` or `--allow-upsample` was given.
 fn check_upsample(native: &Stack, opts: &SceneOptions, resolution: f64) -> Result<(), Error> {
-    if opts.resolution.is_some() || opts.allow_upsample {
+    if opts.resolution.is_some() || opts.read.allow_upsample {
         return Ok(());
     }
     let srs = SpatialRef::from_wkt(&native.srs_wkt).map_err(|e| gdal_err(&native.scene, e))?;

@@ -18,8 +18,8 @@ fn sources_of(stack: &Stack) -> Vec<String> {
     out
 }
 
-/// The error of a failed read: the file at fault (each source is opened and read through
-/// until GDAL complains) and GDAL's own reason.
+/// The error of a failed read: the file at fault (each source is opened, and a local one read
+/// through, until GDAL complains) and GDAL's own reason.
 fn read_error(
     scene: &str,
     sources: &[String],
@@ -33,6 +33,8 @@ fn read_error(
                 "GDAL cannot open it ({e}) {}",
                 crate::take_gdal_errors()
             )),
+            // A remote file is not read through in full to find the fault.
+            Ok(_) if f.starts_with("/vsi") => None,
             Ok(ds) => {
                 let (w, h) = ds.raster_size();
                 for i in 1..=ds.raster_count() {

@@ -390,27 +390,52 @@ fn describe_landsat(path: &Path, id: &LandsatId) -> (FileMeta, Product) {
     } else {
         meta.aliases = vec![id.suffix.clone()];
     }
-    let level_words = if id.level.starts_with("L2") {
-        "Level-2 surface reflectance"
+    let product = landsat_product(
+        id,
+        match &mtl {
+            Some(m) => format!("file names ({}) and {}", id.product_id, m.path.display()),
+            None => format!("file names ({}), no MTL file", id.product_id),
+        },
+    );
+    (meta, product)
+}
+
+/// The product a Landsat product id names.
+fn landsat_product(id: &LandsatId, recognised_from: String) -> Product {
+    let (level, words) = if id.level.starts_with("L2") {
+        (Level::Sr, "Level-2 surface reflectance")
     } else {
-        "Level-1 top-of-atmosphere reflectance"
+        (Level::Toa, "Level-1 top-of-atmosphere reflectance")
     };
-    let product = Product {
+    Product {
         sensor: landsat_sensor_id(id),
         description: format!(
-            "Landsat {} {} Collection {} {level_words} ({})",
+            "Landsat {} {} Collection {} {words} ({})",
             id.mission,
             landsat_instrument(id),
             id.collection,
             id.level
         ),
-        level: Some(product_level),
-        recognised_from: match &mtl {
-            Some(m) => format!("file names ({}) and {}", id.product_id, m.path.display()),
-            None => format!("file names ({}), no MTL file", id.product_id),
-        },
-    };
-    (meta, product)
+        level: Some(level),
+        recognised_from,
+    }
+}
+
+/// A Sentinel-2 product of `level` (when known).
+fn sentinel2_product(level: Option<Level>, recognised_from: String) -> Product {
+    Product {
+        sensor: SENTINEL2.into(),
+        description: format!(
+            "Sentinel-2 {}",
+            match level {
+                Some(Level::Sr) => "L2A surface reflectance",
+                Some(Level::Toa) => "L1C top-of-atmosphere reflectance",
+                None => "(level not stated)",
+            }
+        ),
+        level,
+        recognised_from,
+    }
 }
 
 /// A Sentinel-2 SAFE band file name: `T33UUU_20170216T102101_B02` (L1C) or
@@ -507,43 +532,11 @@ fn stac_product(item: &Value, source: &str) -> Option<Product> {
         } else {
             None
         };
-        return Some(Product {
-            sensor: "sentinel-2".into(),
-            description: format!(
-                "Sentinel-2 {}",
-                match level {
-                    Some(Level::Sr) => "L2A surface reflectance",
-                    Some(Level::Toa) => "L1C top-of-atmosphere reflectance",
-                    None => "(level not stated)",
-                }
-            ),
-            level,
-            recognised_from: format!("STAC Item {source}"),
-        });
+        return Some(sentinel2_product(level, format!("STAC Item {source}")));
     }
-    if let Some(l) = parse_landsat(id).or_else(|| parse_landsat(&format!("{id}_X"))) {
-        return Some(Product {
-            sensor: landsat_sensor_id(&l),
-            description: format!(
-                "Landsat {} {} Collection {} {}",
-                l.mission,
-                landsat_instrument(&l),
-                l.collection,
-                if l.level.starts_with("L2") {
-                    "Level-2 surface reflectance"
-                } else {
-                    "Level-1 top-of-atmosphere reflectance"
-                }
-            ),
-            level: Some(if l.level.starts_with("L2") {
-                Level::Sr
-            } else {
-                Level::Toa
-            }),
-            recognised_from: format!("STAC Item {source}"),
-        });
-    }
-    None
+    parse_landsat(id)
+        .or_else(|| parse_landsat(&format!("{id}_X")))
+        .map(|l| landsat_product(&l, format!("STAC Item {source}")))
 }
 
 /// The MTL file an Item links as an asset (`MTL.txt`, `MTL.json`), when it is local.
@@ -621,7 +614,23 @@ fn href_name(href: &str) -> &str {
 }
 
 /// STAC Items (`type` Feature with `assets`) in `dir`.
-fn items_in(dir: &Path) -> Vec<(PathBuf, Value)> {
+/// The STAC Items (JSON of `type` Feature with `assets`, under 4 MiB) in `dir`, read once per
+/// process: every time step of a series in one folder asks for them.
+pub(crate) fn items_in(dir: &Path) -> std::sync::Arc<Vec<(PathBuf, Value)>> {
+    type Cache = std::collections::HashMap<PathBuf, std::sync::Arc<Vec<(PathBuf, Value)>>>;
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(dir).cloned()) {
+        return found;
+    }
+    let items = std::sync::Arc::new(read_items(dir));
+    if let Ok(mut c) = cache.lock() {
+        c.insert(dir.to_path_buf(), items.clone());
+    }
+    items
+}
+
+fn read_items(dir: &Path) -> Vec<(PathBuf, Value)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -681,21 +690,13 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
             meta = m;
             out.product.get_or_insert(product);
         } else if let Some(level) = sentinel2_safe_name(&stem) {
-            out.product.get_or_insert(Product {
-                sensor: "sentinel-2".into(),
-                description: format!(
-                    "Sentinel-2 {}",
-                    match level {
-                        Level::Toa => "L1C top-of-atmosphere reflectance",
-                        Level::Sr => "L2A surface reflectance",
-                    }
-                ),
-                level: Some(level),
-                recognised_from: format!(
+            out.product.get_or_insert(sentinel2_product(
+                Some(level),
+                format!(
                     "SAFE band file names ({})",
                     p.file_name().unwrap_or_default().to_string_lossy()
                 ),
-            });
+            ));
         }
         out.files.insert(f.clone(), meta);
         if let Some(d) = p.parent() {
@@ -709,7 +710,7 @@ pub fn describe(files: &[String], item: Option<(&Path, &Value)>) -> Described {
         items.push((p.to_path_buf(), v.clone()));
     }
     for d in &dirs {
-        items.extend(items_in(d));
+        items.extend(items_in(d).iter().cloned());
     }
     // Files an Item has described: the given Item first, then the first Item beside them;
     // a later Item naming the same file does not override it.

@@ -17,14 +17,6 @@ fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(body[..body.find('<')?].trim())
 }
 
-/// From a STAC Item (Earth Search and others): `s2:processing_baseline`, and whether the
-/// offset was already applied (`earthsearch:boa_offset_applied`).
-fn from_stac(path: &Path) -> Option<(f64, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
-    from_item(path, &doc)
-}
-
 /// The offset a STAC Item states (`s2:processing_baseline`, `earthsearch:boa_offset_applied`,
 /// or the `_N0400_` of its `s2:product_uri`).
 pub fn from_item(path: &Path, doc: &serde_json::Value) -> Option<(f64, String)> {
@@ -124,19 +116,17 @@ pub fn detect_offset<'a>(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let found =
-                if name.starts_with("MTD_MSIL") && name.to_ascii_lowercase().ends_with(".xml") {
-                    from_safe(&p)
-                } else if name.to_ascii_lowercase().ends_with(".json")
-                    && p.metadata().is_ok_and(|m| m.len() < (1 << 20))
-                {
-                    from_stac(&p)
-                } else {
-                    None
-                };
-            if found.is_some() {
-                return found;
+            if name.starts_with("MTD_MSIL") && name.to_ascii_lowercase().ends_with(".xml") {
+                if let Some(found) = from_safe(&p) {
+                    return Some(found);
+                }
             }
+        }
+        if let Some(found) = super::sensor::items_in(dir)
+            .iter()
+            .find_map(|(p, doc)| from_item(p, doc))
+        {
+            return Some(found);
         }
     }
     // The SAFE product name in the files' paths carries the baseline too.

@@ -178,11 +178,13 @@ pub fn open_series(
     };
     let mut req = super::StackRequest::for_model(model);
     let mut req_s1 = enc.stack_request_s1();
-    // Sentinel-1 backscatter is read in dB as it is stored.
+    // Sentinel-1 backscatter is read in dB as it is stored (its request says so).
     let opts_s1 = SceneOptions {
-        s2_offset: Some(0.0),
-        scale: None,
-        offset: None,
+        read: crate::scene::ReadFlags {
+            scale: None,
+            offset: None,
+            ..opts.read
+        },
         ..opts.clone()
     };
     // Steps come sorted by date: scenes of one date are neighbours.
@@ -207,11 +209,7 @@ pub fn open_series(
             .collect::<Vec<_>>()
             .join(" + ");
         let (stack, mosaic) = open_date(&entries, &req, opts, aoi, name)?;
-        for w in &stack.warnings {
-            if !warnings.contains(w) {
-                warnings.push(w.clone());
-            }
-        }
+        crate::util::push_new(&mut warnings, stack.warnings.iter().cloned());
         if req.grid.is_none() {
             req.grid = Some(stack.grid());
         }

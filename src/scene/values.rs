@@ -24,6 +24,8 @@ pub struct BandSample {
     pub infinite: usize,
     /// Median of the finite values, in the model's units.
     pub median: f64,
+    /// Their 10th percentile.
+    pub p10: f64,
     /// Smallest and largest finite value.
     pub range: (f64, f64),
 }
@@ -38,6 +40,7 @@ pub fn summarise(values: &[f32]) -> Option<BandSample> {
             finite: 0,
             infinite,
             median: f64::NAN,
+            p10: f64::NAN,
             range: (f64::NAN, f64::NAN),
         });
     }
@@ -46,6 +49,7 @@ pub fn summarise(values: &[f32]) -> Option<BandSample> {
         finite: finite.len(),
         infinite,
         median: f64::from(finite[finite.len() / 2]),
+        p10: f64::from(finite[finite.len() / 10]),
         range: (f64::from(finite[0]), f64::from(finite[finite.len() - 1])),
     })
 }
@@ -184,14 +188,7 @@ pub fn check_s1(stack: &Stack, scaling: &[ValueScaling]) -> Result<(), SceneErro
         };
         let wants_db = lo < 0.0 && f64::midpoint(lo, hi) < 0.0;
         // Backscatter in dB is mostly negative; linear power and amplitude DN never are.
-        let mut sorted: Vec<f32> = per_band[k - 1]
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        sorted.sort_by(f32::total_cmp);
-        let p10 = f64::from(sorted[sorted.len() / 10]);
-        let problem = if wants_db && p10 >= 0.0 {
+        let problem = if wants_db && s.p10 >= 0.0 {
             Some((
                 "linear power or amplitude (90 % of its values are at least 0)",
                 "dB",
