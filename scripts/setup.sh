@@ -31,6 +31,32 @@ fi
 
 scripts/fetch-assets.sh
 
+# s2cloudless (Sentinel Hub, CC BY-SA 4.0): its LightGBM model converted to ONNX from the pinned
+# PyPI package by models/s2cloudless/convert.py, once; the result must be byte-identical to the
+# file models/s2cloudless.json records (sha256), else it is not used.
+s2c_onnx=models/s2cloudless/s2cloudless.onnx
+s2c_sha=e28387c1d7d6b77eb9f494e4d3896d3749593dbb7f5752f9fda1830e68f018d1
+s2c_venv=.venv-s2cloudless
+if [ ! -f "$s2c_onnx" ] || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c_sha" ]; then
+  if ! "$s2c_venv/bin/python" -c 'import lightgbm, onnxmltools' >/dev/null 2>&1; then
+    echo "building $s2c_venv (s2cloudless -> ONNX conversion)" >&2
+    rm -rf "$s2c_venv"
+    python3 -m venv "$s2c_venv"
+    "$s2c_venv/bin/python" -m pip install --quiet --no-deps -r models/s2cloudless/requirements.txt
+  fi
+  echo "converting s2cloudless to ONNX ($s2c_onnx)" >&2
+  rm -f "$s2c_onnx"
+  "$s2c_venv/bin/python" models/s2cloudless/convert.py --no-check "$s2c_onnx.tmp" >/dev/null
+  got=$(sha256sum "$s2c_onnx.tmp" | cut -d' ' -f1)
+  if [ "$got" != "$s2c_sha" ]; then
+    rm -f "$s2c_onnx.tmp"
+    echo "error: the s2cloudless conversion gave sha256 $got, not $s2c_sha (models/s2cloudless.json);" >&2
+    echo "check the pinned versions in models/s2cloudless/requirements.txt" >&2
+    exit 1
+  fi
+  mv "$s2c_onnx.tmp" "$s2c_onnx"
+fi
+
 if [ "${1:-}" = "--reference" ]; then
   # Real QGIS for the analyst-output tests (PyQGIS, headless).
   if ! /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1; then
@@ -54,5 +80,16 @@ if [ "${1:-}" = "--reference" ]; then
       .cache/wheels/ukis_csmask-1.0.0-py3-none-any.whl
     "$venv/bin/python" -c 'import ukis_csmask.mask, tifffile'
     echo "$want" > "$stamp"
+  fi
+
+  # s2cloudless's own Python (OpenCV, sentinelhub) for the s2cloudless fidelity tests.
+  s2c_stamp="$s2c_venv/.verify-installed"
+  s2c_want=$(cat models/s2cloudless/requirements.txt models/s2cloudless/requirements-verify.txt | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$s2c_stamp" ] || [ "$(cat "$s2c_stamp")" != "$s2c_want" ]; then
+    echo "installing s2cloudless's reference dependencies into $s2c_venv" >&2
+    "$s2c_venv/bin/python" -m pip install --quiet --no-deps -r models/s2cloudless/requirements.txt \
+      -r models/s2cloudless/requirements-verify.txt
+    "$s2c_venv/bin/python" -c 'from s2cloudless import S2PixelCloudDetector; import tifffile'
+    echo "$s2c_want" > "$s2c_stamp"
   fi
 fi

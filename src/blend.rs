@@ -17,8 +17,11 @@ pub struct FinishedRows {
     /// Class per pixel (`rows * width`), [`CLASS_NODATA`] where no valid input.
     pub classes: Vec<u8>,
     /// Per class, probability 0..=255 per pixel (`classes * rows * width`, class-major);
-    /// 0 where no valid input. Empty when probabilities are not kept.
+    /// 0 where no valid input. Empty when probabilities are not kept or kept as floats.
     pub probs: Vec<u8>,
+    /// The same as float32 probabilities 0..=1, NaN where no valid input, for an accumulator
+    /// [`BandAccumulator::with_decisions`] set to floats. Empty otherwise.
+    pub probs_f32: Vec<f32>,
 }
 
 /// Finished rows of a continuous output (embeddings): weighted means per channel.
@@ -43,6 +46,11 @@ pub struct BandAccumulator {
     cap: usize,
     base: usize,
     keep_probs: bool,
+    /// The leading channels whose argmax is the class; the rest are the probabilities
+    /// reported (all channels do both when it equals `classes`).
+    decide: usize,
+    /// Probabilities handed on as float32 rather than 0..=255.
+    float_probs: bool,
     sums: Vec<f32>,
     weights: Vec<f32>,
     valid: Vec<bool>,
@@ -67,9 +75,31 @@ impl BandAccumulator {
             cap,
             base: 0,
             keep_probs,
+            decide: classes,
+            float_probs: false,
             sums: vec![0.0; cap * width * classes],
             weights: vec![0.0; cap * width],
             valid: vec![false; cap * width],
+        }
+    }
+
+    /// The class is the argmax of the first `decide` channels only, and the probabilities
+    /// handed on are the channels after them (a per-pixel model's mask decides, its
+    /// probabilities are reported); `float_probs`: as float32 in
+    /// [`FinishedRows::probs_f32`].
+    #[must_use]
+    pub fn with_decisions(mut self, decide: usize, float_probs: bool) -> Self {
+        self.decide = decide.clamp(1, self.classes);
+        self.float_probs = float_probs;
+        self
+    }
+
+    /// The probability channels handed on.
+    fn reported(&self) -> std::ops::Range<usize> {
+        if self.decide < self.classes {
+            self.decide..self.classes
+        } else {
+            0..self.classes
         }
     }
 
@@ -202,12 +232,15 @@ impl BandAccumulator {
         );
         let w = self.width;
         let k = self.classes;
+        let reported = self.reported();
+        let kr = reported.len();
         let mut classes = vec![CLASS_NODATA; n * w];
-        let mut probs = if self.keep_probs {
-            vec![0_u8; k * n * w]
-        } else {
-            Vec::new()
-        };
+        let (bytes, floats) = (
+            self.keep_probs && !self.float_probs,
+            self.keep_probs && self.float_probs,
+        );
+        let mut probs = vec![0_u8; if bytes { kr * n * w } else { 0 }];
+        let mut probs_f32 = vec![f32::NAN; if floats { kr * n * w } else { 0 }];
         for r in 0..n {
             for x in 0..w {
                 let p = r * w + x;
@@ -217,14 +250,21 @@ impl BandAccumulator {
                 }
                 let mut best = 0;
                 let mut best_v = f32::NEG_INFINITY;
-                for c in 0..k {
+                for c in 0..self.decide {
                     let v = self.sums[(r * k + c) * w + x];
                     if v > best_v {
                         best_v = v;
                         best = c;
                     }
-                    if self.keep_probs {
-                        probs[(c * n + r) * w + x] = quantise(v / total);
+                }
+                if self.keep_probs {
+                    for (j, c) in reported.clone().enumerate() {
+                        let v = self.sums[(r * k + c) * w + x] / total;
+                        if floats {
+                            probs_f32[(j * n + r) * w + x] = v;
+                        } else {
+                            probs[(j * n + r) * w + x] = quantise(v);
+                        }
                     }
                 }
                 classes[p] = best as u8;
@@ -237,6 +277,7 @@ impl BandAccumulator {
             rows: n,
             classes,
             probs,
+            probs_f32,
         })
     }
 
@@ -432,6 +473,34 @@ mod tests {
         acc.add(win, &[0.9, 0.9, 0.1, 0.1], &[1.0, 1.0], &[true, false]);
         let f = acc.flush_until(1).expect("rows");
         assert_eq!(f.classes, vec![0, CLASS_NODATA]);
+    }
+
+    #[test]
+    fn decision_channels_decide_and_the_others_are_reported_as_floats() {
+        // Channels [1 - m, m, 1 - p, p] of a per-pixel model: the mask decides even where
+        // the probability says otherwise; the probabilities come out as float32.
+        let mut acc = BandAccumulator::new(3, 1, 4, 1, true).with_decisions(2, true);
+        let win = Window {
+            x: 0,
+            y: 0,
+            width: 3,
+            height: 1,
+        };
+        let (m, p) = ([1.0, 0.0, 0.0], [0.3, 0.7, 0.2]);
+        let mut data = Vec::new();
+        data.extend(m.iter().map(|v| 1.0 - v));
+        data.extend(m);
+        data.extend(p.iter().map(|v| 1.0 - v));
+        data.extend(p);
+        acc.add(win, &data, &[0.5, 1.0, 1.0], &[true, true, false]);
+        acc.add(win, &data, &[0.25, 1.0, 1.0], &[true, true, false]);
+        let f = acc.flush_until(1).expect("rows");
+        assert_eq!(f.classes, vec![1, 0, CLASS_NODATA]);
+        assert!(f.probs.is_empty());
+        assert_eq!(f.probs_f32.len(), 6);
+        assert!((f.probs_f32[3] - 0.3).abs() < 1e-7 && (f.probs_f32[4] - 0.7).abs() < 1e-7);
+        assert!((f.probs_f32[0] - 0.7).abs() < 1e-7);
+        assert!(f.probs_f32[2].is_nan() && f.probs_f32[5].is_nan());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod normalize;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod postprocess;
 pub mod scene;
 pub mod source;
 pub mod tta;

@@ -247,7 +247,7 @@ impl OutShape {
         let (width, height, gt) = plan.job.out_grid();
         let factor = plan.job.out_factor();
         let (channels, means) = match plan.job.head {
-            HeadPlan::Classes => (plan.model.classes.len(), false),
+            HeadPlan::Classes => (plan.model.blend_channels(), false),
             HeadPlan::Embeddings { dim, .. } => (dim, true),
             HeadPlan::Regression { .. } => (1, true),
             HeadPlan::Classification => (plan.model.classes.len(), true),
@@ -593,7 +593,11 @@ fn run_blocks(
         std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
             let (seq_ref, segs_ref) = (&sequence, &segments);
             let reader = s.spawn(move || read_stage(plan, seq_ref, segs_ref, &tx_read));
-            let infer = s.spawn(move || infer_stage(model, batch, &rx_read, &tx_inf));
+            let pixel = plan
+                .model
+                .pixel
+                .map(|m| (m, (plan.job.grid.width, plan.job.grid.height)));
+            let infer = s.spawn(move || infer_stage(model, batch, pixel, &rx_read, &tx_inf));
             let blend = blend_stage(
                 plan, &grid, &segments, &sequence, parts, &rx_inf, &mut sink, &progress,
             );
@@ -832,10 +836,13 @@ fn non_finite(model: &Model, tile: &crate::grid::Tile, value: f32) -> crate::err
 }
 
 /// The inference stage: batches of tiles with valid pixels through the model; the model's
-/// output replaces each tile's input. Tiles pass on in order.
+/// output replaces each tile's input (a per-pixel model's probabilities: with the mask that
+/// `pixel`, its post-processing and the scene's size, makes of them, and only the pixels
+/// whose mask the tile knows exactly stay valid). Tiles pass on in order.
 fn infer_stage(
     mut model: Model,
     batch: usize,
+    pixel: Option<(crate::postprocess::MaskSpec, (usize, usize))>,
     rx: &crossbeam_channel::Receiver<(usize, TileMsg)>,
     tx: &crossbeam_channel::Sender<(usize, TileMsg)>,
 ) -> Result<Duration, Error> {
@@ -861,6 +868,20 @@ fn infer_stage(
                 let values = &out[k * per..(k + 1) * per];
                 if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
                     return Err(non_finite(&model, &pending[i].1.tile, *bad).into());
+                }
+                if let Some((spec, scene)) = &pixel {
+                    let msg = &mut pending[i].1;
+                    let (channels, known) = crate::postprocess::pixel_tile(
+                        values,
+                        &msg.valid,
+                        msg.tile.window,
+                        *scene,
+                        spec,
+                    );
+                    msg.data = channels;
+                    msg.valid = known;
+                    msg.s1 = Vec::new();
+                    continue;
                 }
                 pending[i].1.data = values.to_vec();
                 pending[i].1.s1 = Vec::new();
@@ -1164,7 +1185,8 @@ impl Segment {
             shape.channels,
             shape.tile,
             plan.probabilities && !shape.means,
-        );
+        )
+        .with_decisions(plan.model.classes.len(), plan.model.pixel.is_some());
         let restored = carry.is_some_and(|c| acc.restore(c)) && acc.base() == blocks[0].rows.0;
         if !restored {
             if carry.is_some() {
@@ -1316,7 +1338,10 @@ impl Segment {
             BlockOut::Classes {
                 classes: part(0, RasterKind::Classes)?,
                 probs: if plan.probabilities {
-                    Some(part(1, RasterKind::Probabilities)?)
+                    Some(part(
+                        1,
+                        RasterKind::probabilities(plan.model.pixel.is_some()),
+                    )?)
                 } else {
                     None
                 },
@@ -1549,6 +1574,26 @@ impl Segment {
     }
 }
 
+/// Rows `off..off + n` of each of the `k` probability bands of `f` (empty stays empty).
+fn rows_of<T: Copy>(
+    all: &[T],
+    k: usize,
+    f: &FinishedRows,
+    off: usize,
+    n: usize,
+    width: usize,
+) -> Vec<T> {
+    if all.is_empty() {
+        return Vec::new();
+    }
+    (0..k)
+        .flat_map(|c| {
+            let band = &all[c * f.rows * width..(c + 1) * f.rows * width];
+            band[off * width..(off + n) * width].iter().copied()
+        })
+        .collect()
+}
+
 /// Writes the rows `lo..hi` of finished class rows into block `ob` (masked by its AOI mask)
 /// and counts its classes.
 fn route_classes(
@@ -1564,21 +1609,25 @@ fn route_classes(
     let n = hi - lo;
     let off = lo - f.y;
     let mut classes = f.classes[off * width..(off + n) * width].to_vec();
-    let mut probs = Vec::new();
-    if plan.probabilities {
-        for c in 0..k {
-            let band = &f.probs[c * f.rows * width..(c + 1) * f.rows * width];
-            probs.extend_from_slice(&band[off * width..(off + n) * width]);
-        }
-    }
+    let (mut probs, mut probs_f32) = if plan.probabilities {
+        (
+            rows_of(&f.probs, k, f, off, n, width),
+            rows_of(&f.probs_f32, k, f, off, n, width),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     if let Some(mask) = &ob.mask {
         let from = (lo - b.rows.0) * width;
         for (p, &m) in mask[from..from + n * width].iter().enumerate() {
             if m == 0 {
                 classes[p] = crate::blend::CLASS_NODATA;
-                if plan.probabilities {
-                    for c in 0..k {
-                        probs[c * n * width + p] = 0;
+                for c in 0..k {
+                    if let Some(v) = probs.get_mut(c * n * width + p) {
+                        *v = 0;
+                    }
+                    if let Some(v) = probs_f32.get_mut(c * n * width + p) {
+                        *v = f32::NAN;
                     }
                 }
             }
@@ -1596,7 +1645,11 @@ fn route_classes(
     };
     sink.write_rows(y_in, n, &classes)?;
     if let Some(p) = probs_sink.as_mut() {
-        p.write_rows(y_in, n, &probs)?;
+        if plan.model.pixel.is_some() {
+            p.write_rows(y_in, n, &probs_f32)?;
+        } else {
+            p.write_rows(y_in, n, &probs)?;
+        }
     }
     for &c in &classes {
         if usize::from(c) < k {
@@ -1608,6 +1661,7 @@ fn route_classes(
         rows: n,
         classes,
         probs: Vec::new(),
+        probs_f32: Vec::new(),
     };
     crate::output::parquet::count_rows(&mut ob.records, &rows, width);
     Ok(())
@@ -1886,6 +1940,16 @@ fn model_info(job: &JobPlan) -> BTreeMap<String, String> {
         ("onnx".to_string(), job.model.onnx.display().to_string()),
         ("sha256".to_string(), job.model.onnx_sha256.clone()),
     ])
+    .into_iter()
+    .chain(
+        [
+            ("license", &job.model.license),
+            ("attribution", &job.model.attribution),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))),
+    )
+    .collect()
 }
 
 /// Reads `<dir>/<name>.plan.json` (name: the only plan in the folder when not given).
@@ -2165,7 +2229,7 @@ fn merge_classes(
             size,
             &grid.geo_transform,
             &grid.srs_wkt,
-            RasterKind::Probabilities,
+            RasterKind::probabilities(job.model.float_probabilities),
             classes,
             &part_probs,
         )?;
@@ -2227,9 +2291,14 @@ fn merge_classes(
         (part_classes.clone(), final_classes.clone()),
         (part_tiles, final_tiles),
     ];
+    let top = if job.model.float_probabilities {
+        1.0
+    } else {
+        255.0
+    };
     moves.extend(crate::output::qgis::write_styles(
         &final_classes,
-        job.probabilities.then_some(final_probs.as_path()),
+        job.probabilities.then_some((final_probs.as_path(), top)),
         final_vectors.as_deref(),
         classes,
         &mut temps,
@@ -2242,7 +2311,7 @@ fn merge_classes(
         }
         layers.push(ProjectLayer::Classes(final_classes.clone()));
         if job.probabilities {
-            layers.push(ProjectLayer::Probabilities(final_probs.clone()));
+            layers.push(ProjectLayer::Probabilities(final_probs.clone(), top));
         }
         let text = crate::output::qgis::project(name, &layers, classes, &grid.srs_wkt, grid.epsg);
         moves.push(crate::output::qgis::stage_text(
@@ -2457,7 +2526,11 @@ pub(crate) fn write_item(
             path: out.join(format!("{name}.probs.tif")),
             media_type: COG,
             roles: &["data"],
-            title: "class probabilities (uint8, scale 1/255)".into(),
+            title: if job.model.float_probabilities {
+                "class probabilities (float32, NaN = no data)".into()
+            } else {
+                "class probabilities (uint8, scale 1/255)".into()
+            },
         });
         assets.push(Asset {
             key: "probabilities_style",
@@ -2481,6 +2554,8 @@ pub(crate) fn write_item(
         model_manifest: &job.model.manifest,
         model_id: &job.model.id,
         onnx_sha256: &job.model.onnx_sha256,
+        license: job.model.license.as_deref(),
+        attribution: job.model.attribution.as_deref(),
         inputs: job.inputs.clone(),
         input_reading: serde_json::json!({
             "sensor": job.stack.get("sensor"),

@@ -276,6 +276,15 @@ pub struct PlanModel {
     pub onnx_sha256: String,
     /// Classes.
     pub classes: Vec<crate::model::ClassInfo>,
+    /// Probabilities are written as float32 (a per-pixel model's), not as 0..=255.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub float_probabilities: bool,
+    /// The model's licence and attribution, for the summary and the STAC Item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// See `license`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
 }
 
 /// The plan document `<out>/<name>.plan.json`: everything that decides a run's outputs (grid,
@@ -519,6 +528,9 @@ fn job_plan(
             onnx: model.onnx.clone(),
             onnx_sha256,
             classes: model.classes.clone(),
+            float_probabilities: model.pixel.is_some(),
+            license: model.license.clone(),
+            attribution: model.attribution.clone(),
         },
         tiling,
         tile_size: model.tile_size,
@@ -968,6 +980,29 @@ fn tiling_for(args: &PredictArgs, model: &ModelSpec) -> Result<Tiling, Error> {
             fraction: model.reference_fraction.unwrap_or(0.2),
         },
     };
+    if let Some(mask) = model.pixel {
+        let need = 2 * mask.reach();
+        let ok = match tiling {
+            Tiling::Blended { overlap } => overlap >= need && overlap < model.tile_size,
+            Tiling::Reference { .. } => false,
+        };
+        if !ok {
+            return Err(crate::error::SceneError::Series {
+                what: format!(
+                    "{}'s mask averages over {} px and dilates by {} px, so its tiles must overlap by at least {need} px (blended tiling, smaller than the tile size {}); this run asks for {}. Leave out --overlap / --tiling, or pass --overlap {need} or more",
+                    model.id,
+                    mask.average_over,
+                    mask.dilation_size,
+                    model.tile_size,
+                    match tiling {
+                        Tiling::Blended { overlap } => format!("--overlap {overlap}"),
+                        Tiling::Reference { .. } => "--tiling reference".to_string(),
+                    }
+                ),
+            }
+            .into());
+        }
+    }
     if p > 1 {
         let tile = model.tile_size;
         if tile % p != 0 || tile / p < 2 {

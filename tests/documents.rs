@@ -45,7 +45,8 @@ fn assert_all_valid(ok: bool, report: &Value) {
     assert!(ok, "validate_stac.py failed:\n{pretty}");
 }
 
-const MANIFESTS: [&str; 8] = [
+const MANIFESTS: [&str; 9] = [
+    "s2cloudless.json",
     "ukis-csmask-4b-l1c.json",
     "ukis-csmask-4b-l2a.json",
     "ukis-csmask-6b-l1c.json",

@@ -85,6 +85,14 @@ pub struct ModelSpec {
     /// A time-series encoder's own settings (`eoinfer:kind` = `embedding`): patch size,
     /// embedding size, time steps, Sentinel-1 input, head. `None` for a single-date model.
     pub encoder: Option<crate::model::embedding::EmbeddingSpec>,
+    /// A per-pixel model (`eoinfer:kind` = `pixel`: input `[pixels, bands]`, output one
+    /// probability per pixel) and the mask its `eoinfer:post_processing` makes of the
+    /// probabilities (class 1 where masked).
+    pub pixel: Option<crate::postprocess::MaskSpec>,
+    /// The model's licence (STAC `license`), carried into every run's summary and Item.
+    pub license: Option<String>,
+    /// The attribution its licence asks for (`eoinfer:attribution`), carried likewise.
+    pub attribution: Option<String>,
 }
 
 fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
@@ -262,6 +270,63 @@ fn sensors_of(props: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// The probability mask of a per-pixel model (`eoinfer:kind` = `pixel`, input `[batch,
+/// bands]`), `None` for an image model (input `[batch, bands, height, width]`).
+fn pixel_kind(
+    path: &Path,
+    props: &Value,
+    dim_order: &[&str],
+    rank: usize,
+) -> Result<Option<crate::postprocess::MaskSpec>, ModelError> {
+    if props.get("eoinfer:kind").and_then(Value::as_str) == Some("pixel") {
+        if dim_order != ["batch", "bands"] || rank != 2 {
+            return Err(invalid(
+                path,
+                format!("a per-pixel model's input dim_order {dim_order:?} is not [batch, bands]"),
+            ));
+        }
+        return mask_spec(path, props).map(Some);
+    }
+    if dim_order != ["batch", "bands", "height", "width"] || rank != 4 {
+        return Err(invalid(
+            path,
+            format!("input dim_order {dim_order:?} is not [batch, bands, height, width]"),
+        ));
+    }
+    Ok(None)
+}
+
+/// The `classification:classes` of an `mlm:output` entry.
+fn classes_of(path: &Path, output: &Value) -> Result<Vec<ClassInfo>, ModelError> {
+    let classes_json = output
+        .get("classification:classes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(path, "`mlm:output[0].classification:classes` is missing"))?;
+    let mut classes = Vec::new();
+    for c in classes_json {
+        let value = c
+            .get("value")
+            .and_then(Value::as_u64)
+            .filter(|&v| v < 255)
+            .ok_or_else(|| invalid(path, "a class has no `value` in 0..=254"))?;
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(path, "a class has no `name`"))?;
+        let color = c
+            .get("color_hint")
+            .and_then(Value::as_str)
+            .and_then(parse_hex_color)
+            .unwrap_or([128, 128, 128]);
+        classes.push(ClassInfo {
+            value: value as u8,
+            name: name.to_string(),
+            color,
+        });
+    }
+    Ok(classes)
+}
+
 fn shape_of(v: &Value) -> Option<Vec<i64>> {
     v.as_array()?.iter().map(Value::as_i64).collect()
 }
@@ -328,6 +393,9 @@ impl ModelSpec {
             integer_input: props.and_then(integer_input),
             reference_fraction: None,
             encoder: Some(enc),
+            pixel: None,
+            license: license_of(props),
+            attribution: attribution_of(props),
         }
     }
 
@@ -421,45 +489,22 @@ impl ModelSpec {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        if dim_order != ["batch", "bands", "height", "width"] || input_shape.len() != 4 {
-            return Err(invalid(
-                path,
-                format!("input dim_order {dim_order:?} is not [batch, bands, height, width]"),
-            ));
-        }
+        let pixel = pixel_kind(path, props, &dim_order, input_shape.len())?;
 
-        let classes_json = output
-            .get("classification:classes")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid(path, "`mlm:output[0].classification:classes` is missing"))?;
-        let mut classes = Vec::new();
-        for c in classes_json {
-            let value = c
-                .get("value")
-                .and_then(Value::as_u64)
-                .filter(|&v| v < 255)
-                .ok_or_else(|| invalid(path, "a class has no `value` in 0..=254"))?;
-            let name = c
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(path, "a class has no `name`"))?;
-            let color = c
-                .get("color_hint")
-                .and_then(Value::as_str)
-                .and_then(parse_hex_color)
-                .unwrap_or([128, 128, 128]);
-            classes.push(ClassInfo {
-                value: value as u8,
-                name: name.to_string(),
-                color,
-            });
-        }
+        let classes = classes_of(path, output)?;
         if classes
             .iter()
             .enumerate()
             .any(|(i, c)| usize::from(c.value) != i)
         {
             return Err(invalid(path, "class values must be 0, 1, 2, ... in order"));
+        }
+        if pixel.is_some() && (classes.len() != 2 || output_shape.get(1) != Some(&1)) {
+            return Err(invalid(
+                path,
+                "a per-pixel model with a probability mask has two classes (0 not masked, 1 \
+                 masked) and one output value per pixel (result shape [-1, 1])",
+            ));
         }
         let softmax = output
             .pointer("/post_processing_function/expression")
@@ -481,8 +526,17 @@ impl ModelSpec {
             .map(str::to_string);
 
         let num = |k: &str| props.get(k).and_then(Value::as_f64);
-        let tile_size =
-            num("eoinfer:tile_size").map_or(input_shape[3].max(1) as usize, |v| v as usize);
+        let tile_size = num("eoinfer:tile_size").map_or(
+            if pixel.is_some() {
+                256
+            } else {
+                input_shape[3].max(1) as usize
+            },
+            |v| v as usize,
+        );
+        // A per-pixel mask is exact only `reach` px inside a tile: neighbours overlap by
+        // twice that at least.
+        let min_overlap = pixel.map_or(0, |m| 2 * m.reach());
         Ok(Self {
             manifest: path.to_path_buf(),
             id,
@@ -495,7 +549,9 @@ impl ModelSpec {
             classes,
             softmax,
             tile_size,
-            overlap: num("eoinfer:overlap").map_or(tile_size / 8, |v| v as usize),
+            overlap: num("eoinfer:overlap")
+                .map_or(tile_size / 8, |v| v as usize)
+                .max(min_overlap),
             gsd: num("eoinfer:gsd").or_else(|| num("gsd")).unwrap_or(10.0),
             sensors: sensors_of(Some(props)),
             product_level: props
@@ -509,8 +565,78 @@ impl ModelSpec {
                 .pointer("/eoinfer:reference_tiling/overlap_fraction")
                 .and_then(Value::as_f64),
             encoder: None,
+            pixel,
+            license: license_of(Some(props)),
+            attribution: attribution_of(Some(props)),
         })
     }
+
+    /// Channels a tile's output adds to the blend: the classes, and for a per-pixel model
+    /// with a mask the mask's two decision channels before the two probability channels.
+    #[must_use]
+    pub fn blend_channels(&self) -> usize {
+        if self.pixel.is_some() {
+            2 * self.classes.len()
+        } else {
+            self.classes.len()
+        }
+    }
+}
+
+/// STAC `license` of a manifest's properties.
+fn license_of(props: Option<&Value>) -> Option<String> {
+    props?.get("license")?.as_str().map(str::to_string)
+}
+
+/// `eoinfer:attribution` of a manifest's properties.
+fn attribution_of(props: Option<&Value>) -> Option<String> {
+    props?
+        .get("eoinfer:attribution")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `eoinfer:post_processing` of a per-pixel model: `{"type": "probability-mask", "threshold":
+/// 0.4, "average_over": 4, "dilation_size": 2}` (s2cloudless's `get_mask_from_prob`).
+fn mask_spec(path: &Path, props: &Value) -> Result<crate::postprocess::MaskSpec, ModelError> {
+    let pp = props.get("eoinfer:post_processing").ok_or_else(|| {
+        invalid(
+            path,
+            "a per-pixel model (eoinfer:kind \"pixel\") needs `eoinfer:post_processing` \
+             ({\"type\": \"probability-mask\", \"threshold\": ..., \"average_over\": ..., \"dilation_size\": ...})",
+        )
+    })?;
+    let kind = pp.get("type").and_then(Value::as_str);
+    if kind != Some("probability-mask") {
+        return Err(invalid(
+            path,
+            format!("eoinfer:post_processing type {kind:?} is not supported (probability-mask)"),
+        ));
+    }
+    let threshold = pp
+        .get("threshold")
+        .and_then(Value::as_f64)
+        .filter(|t| (0.0..1.0).contains(t))
+        .ok_or_else(|| invalid(path, "eoinfer:post_processing.threshold must be in [0, 1)"))?;
+    let radius = |k: &str| -> Result<usize, ModelError> {
+        pp.get(k)
+            .and_then(Value::as_u64)
+            .filter(|&r| r <= 64)
+            .map(|r| r as usize)
+            .ok_or_else(|| {
+                invalid(
+                    path,
+                    format!(
+                        "eoinfer:post_processing.{k} must be a whole number of pixels, 0 to 64"
+                    ),
+                )
+            })
+    };
+    Ok(crate::postprocess::MaskSpec {
+        threshold: threshold as f32,
+        average_over: radius("average_over")?,
+        dilation_size: radius("dilation_size")?,
+    })
 }
 
 #[cfg(test)]

@@ -210,9 +210,14 @@ pub struct Segmenter {
     pub(crate) onnx: PathBuf,
     bands: usize,
     tile: usize,
+    /// Output planes per tile: the classes, or 1 for a per-pixel model (its probability).
     classes: usize,
     softmax: bool,
     tta: crate::tta::Tta,
+    /// A per-pixel model: tiles go in as `[pixels, bands]` rows.
+    pixel: bool,
+    /// The `[pixels, bands]` batch of a per-pixel model (reused).
+    rows: Vec<f32>,
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -273,32 +278,60 @@ impl Segmenter {
                 spec.bands.len()
             )));
         }
-        if out_shape[1] >= 0 && out_shape[1] as usize != spec.classes.len() {
-            return Err(mismatch(format!(
-                "the ONNX model gives {} classes, the manifest lists {}",
-                out_shape[1],
-                spec.classes.len()
-            )));
-        }
-        for (what, dim) in [("height", in_shape[2]), ("width", in_shape[3])] {
-            if dim >= 0 && dim as usize != spec.tile_size {
+        let pixel = spec.pixel.is_some();
+        if pixel {
+            if in_shape.len() != 2 || out_shape.len() != 2 || out_shape[1] > 1 {
                 return Err(mismatch(format!(
-                    "the ONNX input {what} is fixed at {dim}, the tile size asked for is {}; \
-                     --tile-size needs a model whose input height and width are dynamic \
-                     (make one with scripts/onnx_dynamic_hw.py)",
-                    spec.tile_size
+                    "a per-pixel model takes [pixels, bands] and gives [pixels, 1]; the ONNX \
+                     model takes {in_shape:?} and gives {out_shape:?}"
                 )));
             }
+        } else {
+            Self::check_image_shapes(spec, &in_shape, &out_shape).map_err(mismatch)?;
         }
         Ok(Self {
             session,
             onnx: spec.onnx.clone(),
             bands: spec.bands.len(),
             tile: spec.tile_size,
-            classes: spec.classes.len(),
+            classes: if pixel { 1 } else { spec.classes.len() },
             softmax: spec.softmax,
             tta: crate::tta::Tta::None,
+            pixel,
+            rows: Vec::new(),
         })
+    }
+
+    /// An image model's class count and tile size against its ONNX shapes (NCHW).
+    fn check_image_shapes(
+        spec: &ModelSpec,
+        in_shape: &[i64],
+        out_shape: &[i64],
+    ) -> Result<(), String> {
+        if in_shape.len() != 4 || out_shape.len() != 4 {
+            return Err(format!(
+                "an image model takes and gives [batch, channels, height, width]; the ONNX \
+                 model takes {in_shape:?} and gives {out_shape:?}"
+            ));
+        }
+        if out_shape[1] >= 0 && out_shape[1] as usize != spec.classes.len() {
+            return Err(format!(
+                "the ONNX model gives {} classes, the manifest lists {}",
+                out_shape[1],
+                spec.classes.len()
+            ));
+        }
+        for (what, dim) in [("height", in_shape[2]), ("width", in_shape[3])] {
+            if dim >= 0 && dim as usize != spec.tile_size {
+                return Err(format!(
+                    "the ONNX input {what} is fixed at {dim}, the tile size asked for is {}; \
+                     --tile-size needs a model whose input height and width are dynamic \
+                     (make one with scripts/onnx_dynamic_hw.py)",
+                    spec.tile_size
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Averages the model over flips / rotations of each tile (`--tta`).
@@ -326,6 +359,9 @@ impl Segmenter {
             path: self.onnx.clone(),
             message: m,
         };
+        if self.pixel {
+            return self.run_pixels(input, batch, out);
+        }
         // The batch as an NCHW array: its length is checked against the shape here.
         let nchw =
             ndarray::ArrayView4::from_shape((batch, self.bands, self.tile, self.tile), input)
@@ -344,6 +380,59 @@ impl Segmenter {
             out,
         )
         .map_err(err)
+    }
+
+    /// A per-pixel model's run: the NCHW batch as `[pixels, bands]` rows, the output (one
+    /// probability per pixel) back as one plane per tile.
+    fn run_pixels(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        out: Option<&mut Vec<f32>>,
+    ) -> Result<(), ModelError> {
+        let err = |m: String| ModelError::Inference {
+            path: self.onnx.clone(),
+            message: m,
+        };
+        let (c, plane) = (self.bands, self.tile * self.tile);
+        if input.len() != batch * c * plane {
+            return Err(err(format!(
+                "batch of {} values for {batch} tiles of {c} bands",
+                input.len()
+            )));
+        }
+        self.rows.clear();
+        self.rows.resize(batch * plane * c, 0.0);
+        for b in 0..batch {
+            let tile = &input[b * c * plane..(b + 1) * c * plane];
+            let rows = &mut self.rows[b * plane * c..(b + 1) * plane * c];
+            for (k, band) in tile.chunks_exact(plane).enumerate() {
+                for (i, &v) in band.iter().enumerate() {
+                    rows[i * c + k] = v;
+                }
+            }
+        }
+        let view = ndarray::ArrayView2::from_shape((batch * plane, c), &self.rows)
+            .map_err(|e| err(e.to_string()))?;
+        let tensor = TensorRef::from_array_view(view).map_err(|e| err(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .map_err(|e| err(e.to_string()))?;
+        let probs = outputs[0]
+            .try_extract_array::<f32>()
+            .map_err(|e| err(e.to_string()))?;
+        if probs.len() != batch * plane {
+            return Err(err(format!(
+                "the model gave {} values for {} pixels",
+                probs.len(),
+                batch * plane
+            )));
+        }
+        if let Some(out) = out {
+            out.extend(probs.iter().copied());
+        }
+        Ok(())
     }
 
     /// Runs a batch (`batch * bands * tile * tile` values, NCHW) and returns class

@@ -32,18 +32,18 @@ pub fn style_path(raster: &Path) -> PathBuf {
 /// returns the renames that put them beside the final rasters.
 pub fn write_styles(
     classes_tif: &Path,
-    probs_tif: Option<&Path>,
+    probs_tif: Option<(&Path, f64)>,
     polygons: Option<&Path>,
     classes: &[ClassInfo],
     temps: &mut TempFiles,
 ) -> Result<Vec<(PathBuf, PathBuf)>, OutputError> {
     let mut moves = Vec::new();
     let mut styles = vec![(style_path(classes_tif), class_map_style(classes))];
-    if let Some(p) = probs_tif {
+    if let Some((p, top)) = probs_tif {
         // The first class after the background one (usually the class of interest).
         styles.push((
             style_path(p),
-            probability_style(classes, classes.len().min(2)),
+            probability_style(classes, classes.len().min(2), top),
         ));
     }
     if let Some(p) = polygons {
@@ -97,26 +97,27 @@ fn class_renderer(classes: &[ClassInfo]) -> String {
 }
 
 /// A style for a probabilities raster: band `band` (1-based, one band per class) shown with a
-/// ramp from transparent (0) to the class's colour (255 = probability 1).
+/// ramp from transparent (0) to the class's colour (`top`, the stored value of probability 1:
+/// 255 for uint8 probabilities, 1 for float32 ones).
 #[must_use]
-pub fn probability_style(classes: &[ClassInfo], band: usize) -> String {
+pub fn probability_style(classes: &[ClassInfo], band: usize, top: f64) -> String {
     format!(
         "{HEAD}{}{PIPE_TAIL}{TAIL}",
-        probability_renderer(classes, band)
+        probability_renderer(classes, band, top)
     )
 }
 
-fn probability_renderer(classes: &[ClassInfo], band: usize) -> String {
+fn probability_renderer(classes: &[ClassInfo], band: usize, top: f64) -> String {
     let class = &classes[band.clamp(1, classes.len().max(1)) - 1];
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "    <rasterrenderer type=\"singlebandpseudocolor\" band=\"{band}\" opacity=\"1\" alphaBand=\"-1\" classificationMin=\"0\" classificationMax=\"255\" nodataColor=\"\">\n      <rasterTransparency/>"
+        "    <rasterrenderer type=\"singlebandpseudocolor\" band=\"{band}\" opacity=\"1\" alphaBand=\"-1\" classificationMin=\"0\" classificationMax=\"{top}\" nodataColor=\"\">\n      <rasterTransparency/>"
     );
     s.push_str(MIN_MAX);
     let _ = writeln!(
         s,
-        "      <rastershader>\n        <colorrampshader colorRampType=\"INTERPOLATED\" classificationMode=\"1\" clip=\"0\" minimumValue=\"0\" maximumValue=\"255\" labelPrecision=\"0\">\n          <item value=\"0\" label=\"{name} 0 %\" color=\"#ffffff\" alpha=\"0\"/>\n          <item value=\"255\" label=\"{name} 100 %\" color=\"{color}\" alpha=\"255\"/>\n        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>",
+        "      <rastershader>\n        <colorrampshader colorRampType=\"INTERPOLATED\" classificationMode=\"1\" clip=\"0\" minimumValue=\"0\" maximumValue=\"{top}\" labelPrecision=\"0\">\n          <item value=\"0\" label=\"{name} 0 %\" color=\"#ffffff\" alpha=\"0\"/>\n          <item value=\"{top}\" label=\"{name} 100 %\" color=\"{color}\" alpha=\"255\"/>\n        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>",
         name = xml_escape(&class.name),
         color = hex(class.color)
     );
@@ -194,8 +195,8 @@ pub fn polygon_style(classes: &[ClassInfo]) -> String {
 pub enum ProjectLayer {
     /// The class map.
     Classes(PathBuf),
-    /// The probabilities.
-    Probabilities(PathBuf),
+    /// The probabilities, and the stored value of probability 1 (255 or 1).
+    Probabilities(PathBuf, f64),
     /// The polygons (GeoPackage, FlatGeobuf or GeoParquet).
     Polygons(PathBuf),
 }
@@ -234,14 +235,14 @@ pub fn project(
                 format!("<pipe>\n{}{PIPE_TAIL}</pipe>\n", class_renderer(classes)),
                 "",
             ),
-            ProjectLayer::Probabilities(p) => (
+            ProjectLayer::Probabilities(p, top) => (
                 "raster",
                 "probabilities",
                 format!("./{}", file_name(p)),
                 "gdal",
                 format!(
                     "<pipe>\n{}{PIPE_TAIL}</pipe>\n",
-                    probability_renderer(classes, classes.len().min(2))
+                    probability_renderer(classes, classes.len().min(2), *top)
                 ),
                 "",
             ),
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn probability_styles_ramp_to_the_class_colour() {
-        let q = probability_style(&classes(), 2);
+        let q = probability_style(&classes(), 2, 255.0);
         assert!(q.contains("band=\"2\""));
         assert!(q.contains("color=\"#ffffff\" alpha=\"255\""));
         assert!(q.contains("cloud &amp; haze 100 %"));

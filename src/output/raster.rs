@@ -19,6 +19,9 @@ pub enum RasterKind {
     Classes,
     /// One uint8 band per class, probability * 255.
     Probabilities,
+    /// One float32 band per class, the probability, NaN = no data (a per-pixel model's:
+    /// its probabilities are compared with the reference to 1e-5).
+    ProbabilitiesFloat,
     /// One float32 band per embedding dimension, NaN = no data.
     Embeddings,
     /// One float32 band of a predicted value (a regression head).
@@ -53,11 +56,33 @@ impl std::fmt::Debug for RasterSink {
     }
 }
 
+impl RasterKind {
+    /// The probabilities raster: float32 or uint8.
+    #[must_use]
+    pub fn probabilities(float: bool) -> Self {
+        if float {
+            RasterKind::ProbabilitiesFloat
+        } else {
+            RasterKind::Probabilities
+        }
+    }
+
+    /// Whether its pixels are float32.
+    fn is_float(self) -> bool {
+        matches!(
+            self,
+            RasterKind::Embeddings | RasterKind::Values | RasterKind::ProbabilitiesFloat
+        )
+    }
+}
+
 /// Bands of a raster output: one class band, or one band per class.
 fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
     match kind {
         RasterKind::Classes | RasterKind::Values => 1,
-        RasterKind::Probabilities | RasterKind::Embeddings => classes.len(),
+        RasterKind::Probabilities | RasterKind::ProbabilitiesFloat | RasterKind::Embeddings => {
+            classes.len()
+        }
     }
 }
 
@@ -109,19 +134,19 @@ impl RasterSink {
         classes: &[ClassInfo],
     ) -> Result<Self, OutputError> {
         let bands = band_count(kind, classes);
-        let ds = staging_dataset_with::<u8>(
-            path,
-            (width, rows, bands),
-            gt,
-            srs_wkt,
-            &[
-                ("INTERLEAVE", "BAND"),
-                ("PHOTOMETRIC", "MINISBLACK"),
-                ("COMPRESS", "DEFLATE"),
-                ("ZLEVEL", "1"),
-                ("BIGTIFF", "IF_SAFER"),
-            ],
-        )?;
+        let mut creation = vec![
+            ("INTERLEAVE", "BAND"),
+            ("PHOTOMETRIC", "MINISBLACK"),
+            ("COMPRESS", "DEFLATE"),
+            ("ZLEVEL", "1"),
+            ("BIGTIFF", "IF_SAFER"),
+        ];
+        let ds = if kind.is_float() {
+            creation.push(("PREDICTOR", "3"));
+            staging_dataset_with::<f32>(path, (width, rows, bands), gt, srs_wkt, &creation)?
+        } else {
+            staging_dataset_with::<u8>(path, (width, rows, bands), gt, srs_wkt, &creation)?
+        };
         let mut sink = Self::describe(ds, path, kind, classes, width)?;
         sink.written = Some(Written {
             hashes: (0..sink.bands).map(|_| sha2::Sha256::new()).collect(),
@@ -169,7 +194,7 @@ impl RasterSink {
         // Read back in chunks of rows, so memory does not grow with the block.
         let chunk = (4 << 20) / width.max(1);
         let chunk = chunk.clamp(1, w.height.max(1));
-        let embeddings = self_kind == RasterKind::Embeddings;
+        let embeddings = self_kind.is_float();
         let mut bytes = vec![0_u8; width * chunk];
         let mut floats = vec![0_f32; if embeddings { width * chunk } else { 0 }];
         for (b, h) in w.hashes.into_iter().enumerate() {
@@ -246,13 +271,18 @@ impl RasterSink {
                     .map_err(|e| gerr(staging, e))?;
             }
             RasterKind::Values => {}
-            RasterKind::Probabilities | RasterKind::Embeddings => {
+            RasterKind::Probabilities | RasterKind::ProbabilitiesFloat | RasterKind::Embeddings => {
                 for (i, c) in classes.iter().enumerate() {
                     let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
                     band.set_description(&c.name)
                         .map_err(|e| gerr(staging, e))?;
-                    band.set_scale(1.0 / 255.0).map_err(|e| gerr(staging, e))?;
-                    band.set_offset(0.0).map_err(|e| gerr(staging, e))?;
+                    if kind == RasterKind::ProbabilitiesFloat {
+                        band.set_no_data_value(Some(f64::NAN))
+                            .map_err(|e| gerr(staging, e))?;
+                    } else {
+                        band.set_scale(1.0 / 255.0).map_err(|e| gerr(staging, e))?;
+                        band.set_offset(0.0).map_err(|e| gerr(staging, e))?;
+                    }
                     band.set_metadata_item("CLASS_VALUE", &c.value.to_string(), "")
                         .map_err(|e| gerr(staging, e))?;
                 }
@@ -358,13 +388,12 @@ pub(crate) fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result
         let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gerr(target, e))?;
         let resampling = match kind {
             RasterKind::Classes => "MODE",
-            RasterKind::Probabilities | RasterKind::Embeddings | RasterKind::Values => "AVERAGE",
+            RasterKind::Probabilities
+            | RasterKind::ProbabilitiesFloat
+            | RasterKind::Embeddings
+            | RasterKind::Values => "AVERAGE",
         };
-        let predictor = if matches!(kind, RasterKind::Embeddings | RasterKind::Values) {
-            "YES"
-        } else {
-            "NO"
-        };
+        let predictor = if kind.is_float() { "YES" } else { "NO" };
         // COG is pixel-interleaved for several bands (GDAL 3.6): a block holds every band, so
         // embedding maps (D bands) get small blocks.
         let blocksize = if kind == RasterKind::Embeddings {
@@ -488,8 +517,9 @@ pub fn cog_from_parts(
     let esc = xml_escape;
     let mut xml = vrt_header((width, height), gt, srs_wkt);
     let bands = band_count(kind, classes);
+    let data_type = if kind.is_float() { "Float32" } else { "Byte" };
     for b in 1..=bands {
-        let _ = write!(xml, "<VRTRasterBand dataType=\"Byte\" band=\"{b}\">");
+        let _ = write!(xml, "<VRTRasterBand dataType=\"{data_type}\" band=\"{b}\">");
         match kind {
             RasterKind::Classes => {
                 let _ = write!(
@@ -520,6 +550,15 @@ pub fn cog_from_parts(
                 xml.push_str("</ColorTable>");
             }
             RasterKind::Values => {}
+            RasterKind::ProbabilitiesFloat => {
+                let c = &classes[b - 1];
+                let _ = write!(
+                    xml,
+                    "<Description>{}</Description><NoDataValue>nan</NoDataValue><Metadata><MDI key=\"CLASS_VALUE\">{}</MDI></Metadata>",
+                    esc(&c.name),
+                    c.value,
+                );
+            }
             RasterKind::Probabilities | RasterKind::Embeddings => {
                 let c = &classes[b - 1];
                 let _ = write!(

@@ -63,6 +63,11 @@ pub struct RunItem<'a> {
     pub inputs: Vec<(String, Option<String>)>,
     /// How the input was read: the sensor recognised and each band's conversion.
     pub input_reading: Value,
+    /// The model's licence and the attribution it asks for (they apply to the outputs a
+    /// share-alike licence covers).
+    pub license: Option<&'a str>,
+    /// See `license`.
+    pub attribution: Option<&'a str>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> OutputError {
@@ -136,6 +141,12 @@ pub fn item_json(item: &RunItem<'_>, path: &Path, created: &str) -> Result<Value
     });
     if item.epsg.is_none() {
         props["proj:wkt2"] = Value::String(item.srs_wkt.to_string());
+    }
+    if let Some(l) = item.license {
+        props["eoinfer:model"]["license"] = Value::String(l.to_string());
+    }
+    if let Some(a) = item.attribution {
+        props["eoinfer:model"]["attribution"] = Value::String(a.to_string());
     }
     match (&item.start, &item.end) {
         (Some(s), Some(e)) if s != e => {
