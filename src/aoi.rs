@@ -101,6 +101,22 @@ pub(crate) fn dense_box(b: [f64; 4], n: usize) -> String {
     format!("POLYGON (({}))", coords.join(", "))
 }
 
+/// The bounding box in longitude / latitude (minx, miny, maxx, maxy) of an AOI value (a
+/// vector file's features, a WKT polygon, a bounding box).
+pub fn lonlat_bbox(value: &str) -> Result<[f64; 4], AoiError> {
+    let (geom, srs) = read(value, None)?;
+    let mut g = geom.clone();
+    let mut ll = wgs84();
+    ll.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    g.set_spatial_ref(srs);
+    let g = g.transform_to(&ll).map_err(|e| AoiError::Parse {
+        aoi: value.to_string(),
+        message: format!("cannot be transformed to longitude / latitude: {e}"),
+    })?;
+    let e = g.envelope();
+    Ok([e.MinX, e.MinY, e.MaxX, e.MaxY])
+}
+
 /// Reads `--aoi` into one polygon (the union of a file's features) and its CRS.
 fn read(value: &str, aoi_crs: Option<&str>) -> Result<(Geometry, SpatialRef), AoiError> {
     let parse = |m: String| AoiError::Parse {

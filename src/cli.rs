@@ -42,6 +42,10 @@ pub enum Command {
     /// Model manifests.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Scheduled monitoring: find new acquisitions, run the models over regions, keep
+    /// per-region time series, raise alerts (`monitor init` writes an example config).
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// List the model manifests in a folder: task, inputs, sizes, whether the ONNX file is there.
     Models {
         /// Folder with the manifests (searched two levels deep).
@@ -50,6 +54,34 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `eoinfer monitor ...`.
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Write a commented example configuration.
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "monitor.toml")]
+        config: PathBuf,
+    },
+    /// Run one cycle: new acquisitions -> models -> time series -> alerts. Exit 0 when done
+    /// (also when nothing was new, or another cycle is running and on_overlap is skip), 1 when
+    /// some acquisitions failed (retried next cycle), 2 on a bad config.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the cycle's report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the state: acquisitions done and failed, dates, alerts, undelivered alerts (JSON).
+    Status {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -1072,6 +1104,54 @@ fn list_models(dir: &std::path::Path, json: bool) {
 }
 
 /// Runs one parsed command line.
+fn monitor_command(c: &MonitorCommand) -> Result<(), Error> {
+    match c {
+        MonitorCommand::Init { config } => {
+            crate::monitor::init(config)?;
+            tracing::info!(config = %config.display(), "example configuration written; edit it, then `eoinfer monitor run --config {}`", config.display());
+            Ok(())
+        }
+        MonitorCommand::Status { config } => {
+            let v = crate::monitor::status(config)?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }
+        MonitorCommand::Run { config, json } => {
+            let r = crate::monitor::run(config)?;
+            if r.already_running {
+                eprintln!(
+                    "eoinfer monitor: {}: already running (another cycle holds the lock); nothing done",
+                    r.name
+                );
+            } else {
+                tracing::info!(
+                    monitor = %r.name,
+                    listed = r.listed,
+                    processed = r.processed.len(),
+                    failed = r.failed.len(),
+                    alerts_new = r.alerts_new,
+                    delivered = r.delivered,
+                    backlog = r.backlog,
+                    seconds = r.seconds,
+                    "cycle done"
+                );
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            }
+            if r.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(crate::error::MonitorError::ItemsFailed {
+                    failed: r.failed.len(),
+                    processed: r.processed.len(),
+                }
+                .into())
+            }
+        }
+    }
+}
+
 pub fn run(cli: &Cli) -> Result<(), Error> {
     crate::configure_gdal();
     match &cli.command {
@@ -1083,6 +1163,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Zonal(c) => zonal(c),
         Command::Prepare(c) => prepare(c),
         Command::Model(c) => model_command(c),
+        Command::Monitor(c) => monitor_command(c),
         Command::Models { dir, json } => {
             list_models(dir, *json);
             Ok(())

@@ -406,6 +406,25 @@ pub enum LimitError {
     },
 }
 
+/// Errors of `eoinfer monitor`.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("monitor configuration {path}: {what}")]
+    Config { path: PathBuf, what: String },
+    #[error("monitor source: {what}")]
+    Source { what: String },
+    #[error("monitor state {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{failed} acquisition(s) failed this cycle ({processed} processed); they are retried on the next cycle (see `eoinfer monitor status`)"
+    )]
+    ItemsFailed { failed: usize, processed: usize },
+}
+
 /// Any error of a run, sorted by where it arose.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -425,12 +444,17 @@ pub enum Error {
     Limit(#[from] LimitError),
     #[error("a pipeline stage stopped unexpectedly: {0}")]
     Pipeline(&'static str),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
 }
 
 impl Error {
     /// Process exit code for this error: 2 for bad input and fatal errors.
     #[must_use]
     pub fn exit_code(&self) -> i32 {
-        2
+        match self {
+            Error::Monitor(MonitorError::ItemsFailed { .. }) => 1,
+            _ => 2,
+        }
     }
 }

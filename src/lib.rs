@@ -20,6 +20,7 @@ pub mod journal;
 pub mod limits;
 pub mod lock;
 pub mod model;
+pub mod monitor;
 pub mod normalize;
 pub mod output;
 pub mod pipeline;

@@ -1558,7 +1558,12 @@ impl Segment {
                         BlockOut::Classes { classes, probs } => {
                             classes.write_rows(y_in, rows, &vec![crate::blend::CLASS_NODATA; n])?;
                             if let Some(p) = probs.as_mut() {
-                                p.write_rows(y_in, rows, &vec![0_u8; n * shape.channels])?;
+                                let k = plan.model.classes.len();
+                                if plan.model.pixel.is_some() {
+                                    p.write_rows(y_in, rows, &vec![f32::NAN; n * k])?;
+                                } else {
+                                    p.write_rows(y_in, rows, &vec![0_u8; n * k])?;
+                                }
                             }
                         }
                         BlockOut::Embeddings(sink) => {
@@ -1941,6 +1946,15 @@ fn model_info(job: &JobPlan) -> BTreeMap<String, String> {
         ("sha256".to_string(), job.model.onnx_sha256.clone()),
     ])
     .into_iter()
+    .chain(job.model.mask.map(|m| {
+        (
+            "post_processing".to_string(),
+            format!(
+                "probability mask: disk average over {} px, above {}, dilated by {} px",
+                m.average_over, m.threshold, m.dilation_size
+            ),
+        )
+    }))
     .chain(
         [
             ("license", &job.model.license),

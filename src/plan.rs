@@ -279,6 +279,9 @@ pub struct PlanModel {
     /// Probabilities are written as float32 (a per-pixel model's), not as 0..=255.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub float_probabilities: bool,
+    /// A per-pixel model's probability mask (threshold and radii decide the class map).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<crate::postprocess::MaskSpec>,
     /// The model's licence and attribution, for the summary and the STAC Item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
@@ -529,6 +532,7 @@ fn job_plan(
             onnx_sha256,
             classes: model.classes.clone(),
             float_probabilities: model.pixel.is_some(),
+            mask: model.pixel,
             license: model.license.clone(),
             attribution: model.attribution.clone(),
         },
@@ -746,7 +750,7 @@ fn check_memory(
         tile: model.tile_size as u64,
         read_bands: stack.vrt_bands as u64,
         bands: model.bands.len() as u64,
-        classes: model.classes.len() as u64,
+        classes: model.blend_channels() as u64,
         batch: batch as u64,
         runs_per_tile: args.tta.variants().len() as u64,
         gdal_cache: crate::block_cache_bytes(stack, read_width(stack.width, args, model, 1)),
@@ -968,7 +972,13 @@ fn tiling_for(args: &PredictArgs, model: &ModelSpec) -> Result<Tiling, Error> {
     let p = model.unit();
     let tiling = match args.tiling {
         TilingChoice::Blended => Tiling::Blended {
-            overlap: args.overlap.unwrap_or(model.overlap),
+            // A per-pixel mask needs twice its reach, also with a smaller --tile-size.
+            overlap: args.overlap.unwrap_or_else(|| {
+                model
+                    .overlap
+                    .min(model.tile_size / 8)
+                    .max(model.pixel.map_or(model.overlap, |m| 2 * m.reach()))
+            }),
         },
         TilingChoice::Reference if p > 1 => {
             return Err(crate::error::SceneError::Series {
@@ -1038,6 +1048,11 @@ fn check_options(args: &PredictArgs, model: &ModelSpec) -> Result<(), Error> {
     {
         return refuse(
             "--tta applies to outputs per pixel (class maps and values); embeddings and window labels are not averaged over flips",
+        );
+    }
+    if args.tta != crate::tta::Tta::None && model.pixel.is_some() {
+        return refuse(
+            "--tta does not apply to a per-pixel model: its output does not change when a tile is flipped or rotated",
         );
     }
     let per_pixel_classes = matches!(model.head_kind(), None | Some(EncoderHead::Segmentation));

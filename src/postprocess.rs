@@ -51,27 +51,31 @@ fn reflect(i: isize, n: usize) -> usize {
 }
 
 /// The mean of `p` (`w * h`, row-major) over a disk of radius `r` around each pixel, the
-/// border mirrored; float32 like OpenCV's `filter2D` with `ddepth = -1`.
+/// border mirrored; only pixels that are `valid` count (all, when `valid` is empty), and a
+/// pixel with none in its disk gets 0. Summed in f64, stored as float32.
 #[must_use]
-pub fn average_disk(p: &[f32], (w, h): (usize, usize), r: usize) -> Vec<f32> {
+pub fn average_disk(p: &[f32], valid: &[bool], (w, h): (usize, usize), r: usize) -> Vec<f32> {
     debug_assert_eq!(p.len(), w * h);
     if r == 0 {
         return p.to_vec();
     }
     let offsets = disk(r);
-    let weight = 1.0 / offsets.len() as f64;
     let mut out = vec![0.0_f32; w * h];
     for y in 0..h {
         for x in 0..w {
-            let sum: f64 = offsets
-                .iter()
-                .map(|&(dx, dy)| {
-                    let sx = reflect(x as isize + dx, w);
-                    let sy = reflect(y as isize + dy, h);
-                    f64::from(p[sy * w + sx])
-                })
-                .sum();
-            out[y * w + x] = (sum * weight) as f32;
+            let (mut sum, mut n) = (0.0_f64, 0_usize);
+            for &(dx, dy) in &offsets {
+                let s = reflect(y as isize + dy, h) * w + reflect(x as isize + dx, w);
+                if valid.is_empty() || valid[s] {
+                    sum += f64::from(p[s]);
+                    n += 1;
+                }
+            }
+            out[y * w + x] = if n == 0 {
+                0.0
+            } else {
+                (sum * (1.0 / n as f64)) as f32
+            };
         }
     }
     out
@@ -100,10 +104,16 @@ pub fn dilate_disk(mask: &[bool], (w, h): (usize, usize), r: usize) -> Vec<bool>
     out
 }
 
-/// The mask of a probability plane: averaged, thresholded, dilated.
+/// The mask of a probability plane: averaged (over the `valid` pixels; all when empty),
+/// thresholded, dilated.
 #[must_use]
-pub fn mask_from_probability(p: &[f32], size: (usize, usize), spec: &MaskSpec) -> Vec<bool> {
-    let averaged = average_disk(p, size, spec.average_over);
+pub fn mask_from_probability(
+    p: &[f32],
+    valid: &[bool],
+    size: (usize, usize),
+    spec: &MaskSpec,
+) -> Vec<bool> {
+    let averaged = average_disk(p, valid, size, spec.average_over);
     let mask: Vec<bool> = averaged.iter().map(|&v| v > spec.threshold).collect();
     dilate_disk(&mask, size, spec.dilation_size)
 }
@@ -117,8 +127,8 @@ pub fn mask_from_probability(p: &[f32], size: (usize, usize), spec: &MaskSpec) -
 /// Where it is another tile's (the scene goes on), pixels closer to it than
 /// [`MaskSpec::reach`] are left to the neighbouring tile (returned invalid): with tiles that
 /// overlap by at least twice the reach, every pixel's mask comes from a tile that sees all its
-/// neighbours, so the blended mask equals the whole-scene mask. Invalid input pixels count
-/// as probability 0 in the averaging.
+/// neighbours, so the blended mask equals the whole-scene mask. Invalid input pixels (nodata)
+/// are left out of the averaging (a cloud beside a swath edge is not diluted by it).
 #[must_use]
 pub fn pixel_tile(
     p: &[f32],
@@ -140,13 +150,15 @@ pub fn pixel_tile(
     let (y0, y1, inner_top, inner_bottom) = span(window.y, th, scene.1);
     let (sw, sh) = (x1 - x0, y1 - y0);
     let mut sub = vec![0.0_f32; sw * sh];
+    let mut sub_valid = vec![false; sw * sh];
     for y in 0..sh {
         for x in 0..sw {
             let t = (y0 + y) * tw + x0 + x;
-            sub[y * sw + x] = if valid[t] { p[t] } else { 0.0 };
+            sub[y * sw + x] = p[t];
+            sub_valid[y * sw + x] = valid[t];
         }
     }
-    let mask = mask_from_probability(&sub, (sw, sh), spec);
+    let mask = mask_from_probability(&sub, &sub_valid, (sw, sh), spec);
     let reach = spec.reach();
     let mut out = vec![0.0_f32; 4 * plane];
     let mut known = vec![false; plane];
@@ -189,7 +201,7 @@ mod tests {
         };
         let (w, h) = (70, 45);
         let p = field(w, h);
-        let whole = mask_from_probability(&p, (w, h), &spec);
+        let whole = mask_from_probability(&p, &[], (w, h), &spec);
         // 32 px tiles overlapping by 2 * reach = 12 px, the last shifted inward (blended
         // tiling); a tile's mask counts only where it is known.
         let grid = crate::grid::TileGrid::new(
@@ -250,7 +262,7 @@ mod tests {
         };
         let (w, h) = (10, 7);
         let p = field(w, h);
-        let whole = mask_from_probability(&p, (w, h), &spec);
+        let whole = mask_from_probability(&p, &[], (w, h), &spec);
         let win = crate::grid::Window {
             x: 0,
             y: 0,
@@ -297,12 +309,17 @@ mod tests {
     fn averaging_at_a_corner_counts_the_mirrored_pixels() {
         // 3 x 1 plane [1, 0, 0], r = 1: the disk is the pixel, left, right, up, down; up and
         // down mirror to the pixel itself.
-        let a = average_disk(&[1.0, 0.0, 0.0], (3, 1), 1);
+        let a = average_disk(&[1.0, 0.0, 0.0], &[], (3, 1), 1);
         // x=0: itself 1, left mirrors to x=0 (1), right 0, up 1, down 1 -> 4/5.
         assert!((a[0] - 0.8).abs() < 1e-7);
         // x=1: left 1, itself 0, right 0, up 0, down 0 -> 1/5.
         assert!((a[1] - 0.2).abs() < 1e-7);
         assert!((a[2] - 0.0).abs() < 1e-7);
+        // Nodata does not dilute: with x=1 invalid, x=0 averages 1, 1, 1, 1 (itself, its
+        // mirror and up / down) -> 1; x=2 averages 0s only; x=1 itself is left out.
+        let b = average_disk(&[1.0, 0.5, 0.0], &[true, false, true], (3, 1), 1);
+        assert!((b[0] - 1.0).abs() < 1e-7 && b[2].abs() < 1e-7);
+        assert!((b[1] - 0.5).abs() < 1e-7);
     }
 
     #[test]
@@ -313,14 +330,14 @@ mod tests {
             dilation_size: 1,
         };
         let p = [0.4, 0.41, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let m = mask_from_probability(&p, (3, 3), &spec);
+        let m = mask_from_probability(&p, &[], (3, 3), &spec);
         // Only (1, 0) is above 0.4; dilation by the 5-pixel disk.
         assert_eq!(
             m,
             vec![true, true, true, false, true, false, false, false, false]
         );
         assert_eq!(spec.reach(), 1);
-        let none = mask_from_probability(&[0.0; 9], (3, 3), &spec);
+        let none = mask_from_probability(&[0.0; 9], &[], (3, 3), &spec);
         assert!(none.iter().all(|v| !v));
     }
 }

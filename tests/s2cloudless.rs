@@ -203,4 +203,10 @@ fn a_per_pixel_model_refuses_tiles_that_overlap_less_than_its_mask_reaches() {
         &["--resolution", "20", "--tiling", "reference"],
         &["--tiling reference", "at least 12 px"],
     );
+    fails(
+        &model,
+        &s(&demo_scene()),
+        &["--tta", "flip"],
+        &["--tta does not apply to a per-pixel model"],
+    );
 }

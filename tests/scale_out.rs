@@ -608,7 +608,7 @@ fn the_kubernetes_manifests_validate_offline_and_a_broken_one_does_not() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
-    assert_eq!(manifests.len(), 3);
+    assert_eq!(manifests.len(), 4);
     let out = Command::new(&validate)
         .arg("--strict")
         .args(&manifests)
@@ -617,7 +617,7 @@ fn the_kubernetes_manifests_validate_offline_and_a_broken_one_does_not() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches("passed").count(), 3, "{text}");
+    assert_eq!(text.matches("passed").count(), 4, "{text}");
     // The Indexed Job's completions match --shard auto/N.
     let job = std::fs::read_to_string(root().join("deploy/kubernetes/predict-job.yaml")).unwrap();
     assert!(job.contains("completionMode: Indexed"));

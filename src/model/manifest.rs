@@ -290,7 +290,9 @@ fn pixel_kind(
     if dim_order != ["batch", "bands", "height", "width"] || rank != 4 {
         return Err(invalid(
             path,
-            format!("input dim_order {dim_order:?} is not [batch, bands, height, width]"),
+            format!(
+                "input dim_order {dim_order:?} is not [batch, bands, height, width] (a per-pixel model, [batch, bands], declares \"eoinfer:kind\": \"pixel\")"
+            ),
         ));
     }
     Ok(None)
@@ -510,6 +512,12 @@ impl ModelSpec {
             .pointer("/post_processing_function/expression")
             .and_then(Value::as_str)
             .is_some_and(|e| e.contains("softmax"));
+        if pixel.is_some() && softmax {
+            return Err(invalid(
+                path,
+                "a per-pixel model gives one probability per pixel; a softmax post-processing function does not apply",
+            ));
+        }
 
         let asset =
             model_asset(doc).ok_or_else(|| invalid(path, "no asset with role `mlm:model`"))?;

@@ -49,18 +49,44 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// cuDNN's convolution algorithm search for the CUDA device, from `EOINFER_CUDA_CONV_SEARCH`:
+/// `exhaustive` (ONNX Runtime's default: every algorithm benchmarked for each new input
+/// shape), `heuristic` (cuDNN's heuristics) or `default` (one fixed algorithm).
+pub fn cuda_conv_search() -> Result<&'static str, String> {
+    match std::env::var("EOINFER_CUDA_CONV_SEARCH") {
+        Err(_) => Ok("exhaustive"),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "exhaustive" => Ok("exhaustive"),
+            "heuristic" => Ok("heuristic"),
+            "default" => Ok("default"),
+            other => Err(format!(
+                "EOINFER_CUDA_CONV_SEARCH={other}: use exhaustive, heuristic or default"
+            )),
+        },
+    }
+}
+
 #[cfg(feature = "cuda")]
 pub(crate) fn execution_providers(
     device: Device,
 ) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+    use ort::ep::cuda::ConvAlgorithmSearch;
     Ok(match device {
         Device::Cpu => Vec::new(),
-        Device::Cuda(n) => vec![
-            ort::ep::CUDA::default()
-                .with_device_id(n)
-                .build()
-                .error_on_failure(),
-        ],
+        Device::Cuda(n) => {
+            let search = match cuda_conv_search()? {
+                "heuristic" => ConvAlgorithmSearch::Heuristic,
+                "default" => ConvAlgorithmSearch::Default,
+                _ => ConvAlgorithmSearch::Exhaustive,
+            };
+            vec![
+                ort::ep::CUDA::default()
+                    .with_device_id(n)
+                    .with_conv_algorithm_search(search)
+                    .build()
+                    .error_on_failure(),
+            ]
+        }
     })
 }
 

@@ -47,6 +47,8 @@ pub enum Attr {
 /// Per-region accumulation.
 #[derive(Debug, Clone, Default)]
 struct Acc {
+    /// Pixels inside the region on the raster, valid or not.
+    inside: u64,
     pixels: u64,
     counts: Vec<u64>,
     sum: Vec<f64>,
@@ -360,6 +362,7 @@ pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, 
                 .map_err(|e| serr(raster, e))?
                 .data()
                 .to_vec();
+            acc.inside += mask.iter().filter(|&&m| m != 0).count() as u64;
             if mask.iter().any(|&m| m != 0) {
                 for b in 0..n_bands {
                     let vals = ds
@@ -414,6 +417,22 @@ enum Col {
 }
 
 impl Table {
+    /// Per region (in region order): its pixels on the raster, of them the valid ones, and
+    /// the pixels of each class (empty for continuous rasters).
+    #[must_use]
+    pub fn class_counts(&self) -> Vec<(u64, u64, Vec<u64>)> {
+        self.accs
+            .iter()
+            .map(|a| (a.inside, a.pixels, a.counts.clone()))
+            .collect()
+    }
+
+    /// The raster's CRS as PROJJSON (the CRS of [`Self::wkb`]).
+    #[must_use]
+    pub fn projjson(&self) -> &str {
+        &self.projjson
+    }
+
     fn columns(&self) -> Vec<Col> {
         let mut cols = Vec::new();
         match &self.kind {

@@ -280,19 +280,27 @@ pub struct Server(pub std::process::Child, pub u16);
 
 impl Server {
     pub fn start(dir: &Path) -> Self {
+        Self::python(dir, |port| {
+            vec![
+                "-m".into(),
+                "RangeHTTPServer".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+            ]
+        })
+    }
+
+    /// A Python server of the reference environment started in `dir` with `args(port)` on a
+    /// free loopback port.
+    pub fn python(dir: &Path, args: impl Fn(u16) -> Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(reference_python())
-            .args([
-                "-m",
-                "RangeHTTPServer",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(args(port))
             .current_dir(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

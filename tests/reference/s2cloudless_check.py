@@ -73,6 +73,7 @@ def main() -> None:
     print(json.dumps({
         "pixels": int(ref_p.size),
         "finite": bool(np.isfinite(got_p).all()),
+        "not_finite": int((~np.isfinite(got_p)).sum()),
         "max_abs": float(np.nanmax(diff)),
         "mean_abs": float(np.nanmean(diff)),
         "mask_differ": int((got_m != ref_m).sum()),

@@ -1,0 +1,358 @@
+//! The monitor's configuration file (TOML): regions, source, models, rules and alert sinks,
+//! read once and checked before anything runs (a bad config is exit code 2, naming the key).
+
+use crate::error::MonitorError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// What a second cycle started while one runs does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Exit 0 at once, saying a cycle is already running (friendly to cron).
+    #[default]
+    Skip,
+    /// Wait for the running cycle to finish, then run.
+    Wait,
+}
+
+/// The regions watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regions {
+    /// A vector file GDAL opens (GeoPackage, GeoJSON, GeoParquet through GDAL, Shapefile).
+    pub path: PathBuf,
+    /// The attribute that names each region.
+    pub id_column: String,
+}
+
+/// Where new acquisitions come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Source {
+    /// A folder of scene files: one file (or one STAC Item JSON) per acquisition.
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// File-name pattern (`*` and `?`), default `*.tif`.
+        #[serde(default = "default_pattern")]
+        pattern: String,
+        /// A file counts as complete when its size and modification time are the same in two
+        /// looks this many seconds apart (default 2), or when `<file>.done` exists.
+        #[serde(default = "default_settle")]
+        settle_seconds: f64,
+    },
+    /// A STAC API (`/search`).
+    StacApi {
+        /// The API's root URL, e.g. `http://stac.internal:8080`.
+        url: String,
+        /// Collections searched.
+        collections: Vec<String>,
+        /// Only acquisitions from this date on (`YYYY-MM-DD`).
+        #[serde(default)]
+        start: Option<String>,
+        /// Items whose acquisition is older than this many days before the newest processed
+        /// one are not asked for again (late arrivals within it are caught); default 30.
+        #[serde(default = "default_lookback")]
+        lookback_days: u32,
+        /// A STAC API `query` object, e.g. `{ "eo:cloud_cover" = { lt = 80 } }`.
+        #[serde(default)]
+        query: Option<toml::Table>,
+        /// Environment variable holding a bearer token for the API (never logged).
+        #[serde(default)]
+        token_env: Option<String>,
+    },
+}
+
+fn default_pattern() -> String {
+    "*.tif".into()
+}
+fn default_settle() -> f64 {
+    2.0
+}
+fn default_lookback() -> u32 {
+    30
+}
+fn default_max_items() -> usize {
+    50
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+/// One model run on every new acquisition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// A short name: columns of the time series are prefixed with it.
+    pub name: String,
+    /// The model's manifest.
+    pub manifest: PathBuf,
+    /// Output pixel size (default: the model's).
+    #[serde(default)]
+    pub resolution: Option<f64>,
+    /// `--bands` mapping.
+    #[serde(default)]
+    pub bands: Option<String>,
+}
+
+/// A rule that raises alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Rule {
+    /// The share of a region that is valid and not in `classes` (default cloud and cloud
+    /// shadow) of `model`'s class map is below `threshold` (0..1).
+    CloudFreeShareBelow {
+        /// The cloud model's name.
+        model: String,
+        /// Alert below this share (0..1).
+        threshold: f64,
+        /// Classes that are not clear.
+        #[serde(default = "default_cloud_classes")]
+        classes: Vec<String>,
+    },
+}
+
+fn default_cloud_classes() -> Vec<String> {
+    vec!["cloud".into(), "cloud_shadow".into()]
+}
+
+/// Alert sinks besides the files.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// POST each alert's JSON here (no default: alerts leave the machine only when asked).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Environment variable holding a bearer token for the webhook (never logged).
+    #[serde(default)]
+    pub webhook_token_env: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The monitor's name (the state and outputs are in `out`).
+    pub name: String,
+    /// Output folder: `state.sqlite`, `timeseries.parquet`, `alerts.*`, `runs/`.
+    pub out: PathBuf,
+    /// A second cycle while one runs: `skip` (exit 0) or `wait`.
+    #[serde(default)]
+    pub on_overlap: Overlap,
+    /// At most this many new acquisitions per cycle (a long backlog is worked off over cycles).
+    #[serde(default = "default_max_items")]
+    pub max_items_per_cycle: usize,
+    /// A failed acquisition is retried on later cycles up to this many attempts in all.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Threads per model run (0 = all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// The regions.
+    pub regions: Regions,
+    /// The source.
+    pub source: Source,
+    /// The models (at least one).
+    pub models: Vec<Model>,
+    /// Alert rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Alert sinks.
+    #[serde(default)]
+    pub alerts: Alerts,
+}
+
+impl Config {
+    /// Reads `path`; relative paths in it are taken from its folder.
+    pub fn load(path: &Path) -> Result<Self, MonitorError> {
+        let bad = |what: String| MonitorError::Config {
+            path: path.to_path_buf(),
+            what,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = abs.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rel(&mut c.out);
+        rel(&mut c.regions.path);
+        if let Source::Folder { path, .. } = &mut c.source {
+            rel(path);
+        }
+        for m in &mut c.models {
+            rel(&mut m.manifest);
+        }
+        c.check().map_err(bad)?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err("`models`: name at least one model ([[models]] name, manifest)".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.models {
+            let ok = !m.name.is_empty()
+                && m.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(format!(
+                    "models.name {:?}: letters, digits, '_' and '-' only (it names columns and folders)",
+                    m.name
+                ));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(format!("models.name {:?} is given twice", m.name));
+            }
+            if !m.manifest.is_file() {
+                return Err(format!(
+                    "models.manifest {} (model {:?}) does not exist",
+                    m.manifest.display(),
+                    m.name
+                ));
+            }
+        }
+        if !self.regions.path.exists() {
+            return Err(format!(
+                "regions.path {} does not exist",
+                self.regions.path.display()
+            ));
+        }
+        if self.max_items_per_cycle == 0 || self.max_attempts == 0 {
+            return Err("max_items_per_cycle and max_attempts must be at least 1".into());
+        }
+        for r in &self.rules {
+            match r {
+                Rule::CloudFreeShareBelow {
+                    model, threshold, ..
+                } => {
+                    if !names.contains(model.as_str()) {
+                        return Err(format!(
+                            "rules: model {model:?} is not one of the [[models]] ({names:?})"
+                        ));
+                    }
+                    if !(0.0..=1.0).contains(threshold) {
+                        return Err(format!(
+                            "rules: threshold {threshold} must be a share from 0 to 1"
+                        ));
+                    }
+                }
+            }
+        }
+        match &self.source {
+            Source::Folder {
+                path,
+                settle_seconds,
+                ..
+            } => {
+                if !path.is_dir() {
+                    return Err(format!("source.path {} is not a folder", path.display()));
+                }
+                if !(0.0..=3600.0).contains(settle_seconds) {
+                    return Err("source.settle_seconds must be 0 to 3600".into());
+                }
+            }
+            Source::StacApi {
+                url, collections, ..
+            } => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("source.url {url:?} is not an http(s) URL"));
+                }
+                if collections.is_empty() {
+                    return Err("source.collections: name at least one collection".into());
+                }
+            }
+        }
+        if let Some(u) = &self.alerts.webhook_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("alerts.webhook_url {u:?} is not an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The commented example `monitor init` writes.
+pub const EXAMPLE: &str = r#"# eoinfer monitor configuration. Run a cycle with `eoinfer monitor run --config monitor.toml`
+# (from cron, a systemd timer or a Kubernetes CronJob); `eoinfer monitor status` shows the state.
+# Relative paths are taken from this file's folder.
+
+name = "reservoirs"
+# State (state.sqlite), time series (timeseries.parquet), alerts (alerts.geojson,
+# alerts.parquet) and each acquisition's model outputs (runs/) go here.
+out = "monitor-out"
+# A cycle started while another runs: "skip" (exit 0, "already running") or "wait".
+on_overlap = "skip"
+# At most this many new acquisitions per cycle; a long backlog is worked off over cycles.
+max_items_per_cycle = 50
+# A failed acquisition is retried on later cycles, up to this many attempts in all.
+max_attempts = 3
+
+[regions]
+# Polygons with an id attribute (GeoPackage, GeoJSON, Shapefile, ...).
+path = "regions.geojson"
+id_column = "id"
+
+[source]
+# A folder of scenes: one GeoTIFF (or STAC Item .json) per acquisition, its date in the name
+# (YYYYMMDD or YYYY-MM-DD). A file counts once its size and time stay the same for
+# settle_seconds, or once <file>.done exists.
+type = "folder"
+path = "incoming"
+pattern = "*.tif"
+settle_seconds = 2
+
+# Or a STAC API on your own servers (nothing else is contacted):
+# [source]
+# type = "stac-api"
+# url = "http://stac.internal:8080"
+# collections = ["sentinel-2-l1c"]
+# start = "2025-01-01"
+# lookback_days = 30
+# query = { "eo:cloud_cover" = { lt = 80 } }
+# token_env = "STAC_TOKEN"        # a bearer token from this environment variable
+
+[[models]]
+name = "clouds"
+manifest = "models/s2cloudless.json"
+# resolution = 160
+
+[[rules]]
+# Alert when less than half of a region is valid and cloud-free on an acquisition.
+type = "cloud-free-share-below"
+model = "clouds"
+threshold = 0.5
+# classes = ["cloud", "cloud_shadow"]
+
+[alerts]
+# POST each alert as JSON (with an Idempotency-Key header) to a receiver you run:
+# webhook_url = "http://alerts.internal:9000/eoinfer"
+# webhook_token_env = "ALERT_TOKEN"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses() {
+        let c: Config = toml::from_str(EXAMPLE).expect("example config");
+        assert_eq!(c.models.len(), 1);
+        assert!(matches!(c.source, Source::Folder { .. }));
+        assert_eq!(c.on_overlap, Overlap::Skip);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = EXAMPLE.replace("max_attempts = 3", "max_attempt = 3");
+        let e = toml::from_str::<Config>(&text).expect_err("typo");
+        assert!(e.to_string().contains("max_attempt"), "{e}");
+    }
+}

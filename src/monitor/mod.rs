@@ -1,0 +1,482 @@
+//! Scheduled monitoring (`eoinfer monitor`): one cycle finds the acquisitions a source offers
+//! that are not processed yet, runs the configured models on them over the regions (the same
+//! runner as `predict`, on the regions' AOI grid, one observation per date), records per-region
+//! statistics in the state database, raises alerts by rule, and rewrites the time series and
+//! alert files from the state. Cycles are locked (an overlapping one exits or waits) and
+//! idempotent: a killed cycle leaves every acquisition done or to do, never half.
+
+pub mod config;
+pub mod http;
+pub mod outputs;
+pub mod source;
+pub mod state;
+
+use crate::error::MonitorError;
+use config::{Config, Overlap, Rule};
+use source::Acquisition;
+use state::{Alert, Observation, State};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// What a cycle did (`--json` prints it).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CycleReport {
+    /// The monitor's name.
+    pub name: String,
+    /// Another cycle held the lock (and `on_overlap` is `skip`): nothing was done.
+    pub already_running: bool,
+    /// Acquisitions the source offered.
+    pub listed: usize,
+    /// Files the source skipped, with why (incomplete, undated).
+    pub skipped: Vec<String>,
+    /// Acquisitions processed this cycle.
+    pub processed: Vec<String>,
+    /// Acquisitions that failed this cycle, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// New alerts.
+    pub alerts_new: usize,
+    /// Alerts delivered to the webhook this cycle, and deliveries that failed (retried later).
+    pub delivered: usize,
+    /// See `delivered`.
+    pub delivery_failed: usize,
+    /// More new acquisitions than `max_items_per_cycle` were offered: the rest wait.
+    pub backlog: usize,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Writes the commented example configuration to `path` (refusing to overwrite).
+pub fn init(path: &Path) -> Result<(), MonitorError> {
+    if path.exists() {
+        return Err(MonitorError::Config {
+            path: path.to_path_buf(),
+            what: "exists already; remove it or name another file".into(),
+        });
+    }
+    crate::util::write_atomic(path, config::EXAMPLE.as_bytes()).map_err(|e| MonitorError::Config {
+        path: path.to_path_buf(),
+        what: format!("cannot be written: {e}"),
+    })
+}
+
+/// The state's counts (`monitor status`).
+pub fn status(config: &Path) -> Result<serde_json::Value, MonitorError> {
+    let c = Config::load(config)?;
+    if !c.out.join("state.sqlite").is_file() {
+        return Ok(serde_json::json!({"name": c.name, "cycles_run": false}));
+    }
+    let s = State::open(&c.out)?;
+    let mut v = s.counts()?;
+    v["name"] = c.name.into();
+    Ok(v)
+}
+
+/// The acquisitions to process this cycle, grouped by date: every date with an acquisition
+/// that is new, changed or failed (under the attempt limit), with all of that date's
+/// acquisitions (they are mosaicked into one observation). At most `cap` to-do
+/// acquisitions; the number left waiting is returned too.
+fn to_do(
+    state: &State,
+    listed: &[Acquisition],
+    cap: usize,
+    attempts: u32,
+) -> Result<(BTreeMap<String, Vec<Acquisition>>, usize), MonitorError> {
+    let mut todo = Vec::new();
+    for a in listed {
+        let pending = match state.item(&a.id)? {
+            None => true,
+            Some(r) if r.updated != a.updated => true,
+            Some(r) => r.status == "failed" && r.attempts < attempts,
+        };
+        if pending {
+            todo.push(a);
+        }
+    }
+    let backlog = todo.len().saturating_sub(cap);
+    let dates: std::collections::BTreeSet<&str> =
+        todo.iter().take(cap).map(|a| a.date.as_str()).collect();
+    let mut groups: BTreeMap<String, Vec<Acquisition>> = BTreeMap::new();
+    for a in listed.iter().filter(|a| dates.contains(a.date.as_str())) {
+        groups.entry(a.date.clone()).or_default().push(a.clone());
+    }
+    Ok((groups, backlog))
+}
+
+/// Runs one model over a date's acquisitions on the regions' grid; the class map's path.
+fn run_model(
+    c: &Config,
+    m: &config::Model,
+    date: &str,
+    group: &[Acquisition],
+    env: &ort::environment::Environment,
+) -> Result<std::path::PathBuf, crate::Error> {
+    let key: String = crate::util::sha256_hex(
+        group
+            .iter()
+            .fold(String::new(), |mut s, a| {
+                let _ = writeln!(s, "{}\n{}", a.id, a.updated);
+                s
+            })
+            .as_bytes(),
+    )
+    .chars()
+    .take(12)
+    .collect();
+    let out = c.out.join("runs").join(date).join(key);
+    let args = crate::plan::PredictArgs {
+        model: m.manifest.clone(),
+        scenes: group.iter().map(|a| a.scene.clone()).collect(),
+        aoi: Some(c.regions.path.display().to_string()),
+        out: out.clone(),
+        name: Some(m.name.clone()),
+        resolution: m.resolution,
+        bands: m.bands.clone(),
+        batch_size: 4,
+        threads: c.threads,
+        ..Default::default()
+    };
+    let plan = crate::plan::PredictPlan::build(&args)?;
+    let model = plan.open_model(env)?;
+    plan.check_checksum()?;
+    crate::pipeline::predict(&plan, model)?;
+    Ok(out.join(format!("{}.classes.tif", m.name)))
+}
+
+/// Per-region observations of one class map.
+fn observe(
+    c: &Config,
+    model: &str,
+    date: &str,
+    group: &[Acquisition],
+    classes_tif: &Path,
+) -> Result<(Vec<Observation>, Vec<state::RegionRow>), crate::Error> {
+    let table = crate::output::zonal::zonal(classes_tif, &c.regions.path, false)?;
+    let crate::output::zonal::Kind::Classes(names) = &table.kind else {
+        return Err(MonitorError::Source {
+            what: format!("{} is not a class map", classes_tif.display()),
+        }
+        .into());
+    };
+    let col = table
+        .attr_names
+        .iter()
+        .position(|n| n == &c.regions.id_column)
+        .ok_or_else(|| MonitorError::Config {
+            path: c.regions.path.clone(),
+            what: format!(
+                "has no attribute {:?} (regions.id_column); it has {:?}",
+                c.regions.id_column, table.attr_names
+            ),
+        })?;
+    let items = group
+        .iter()
+        .map(|a| a.id.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut obs = Vec::new();
+    let mut regions = Vec::new();
+    for (i, (inside, valid, counts)) in table.class_counts().into_iter().enumerate() {
+        let region = match &table.attrs[i][col] {
+            crate::output::zonal::Attr::Int(Some(v)) => v.to_string(),
+            crate::output::zonal::Attr::Real(Some(v)) => v.to_string(),
+            crate::output::zonal::Attr::Text(Some(v)) => v.clone(),
+            _ => format!("#{i}"),
+        };
+        regions.push((
+            region.clone(),
+            table.wkb[i].clone(),
+            table.projjson().to_string(),
+        ));
+        obs.push(Observation {
+            region,
+            date: date.to_string(),
+            model: model.to_string(),
+            items: items.clone(),
+            region_pixels: inside,
+            valid_pixels: valid,
+            classes: names.clone(),
+            counts,
+            pixel_area: table.pixel_area,
+            output: classes_tif.display().to_string(),
+        });
+    }
+    Ok((obs, regions))
+}
+
+/// The clear (valid and not `cloudy`) share of the region in an observation.
+#[must_use]
+pub fn clear_share(o: &Observation, cloudy: &[String]) -> f64 {
+    if o.region_pixels == 0 {
+        return 0.0;
+    }
+    let cloud: u64 = o
+        .classes
+        .iter()
+        .zip(&o.counts)
+        .filter(|(n, _)| cloudy.contains(n))
+        .map(|(_, c)| c)
+        .sum();
+    o.valid_pixels.saturating_sub(cloud) as f64 / o.region_pixels as f64
+}
+
+/// The alerts the rules raise on a date's observations.
+fn alerts_of(rules: &[Rule], obs: &[Observation]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for r in rules {
+        match r {
+            Rule::CloudFreeShareBelow {
+                model,
+                threshold,
+                classes,
+            } => {
+                for o in obs.iter().filter(|o| &o.model == model) {
+                    let share = clear_share(o, classes);
+                    if share < *threshold {
+                        let rule = "cloud-free-share-below";
+                        let key = crate::util::sha256_hex(
+                            format!("{rule}|{}|{}|{model}|{threshold}", o.region, o.date)
+                                .as_bytes(),
+                        )[..24]
+                            .to_string();
+                        out.push(Alert {
+                            key,
+                            region: o.region.clone(),
+                            date: o.date.clone(),
+                            rule: rule.into(),
+                            model: model.clone(),
+                            value: share,
+                            threshold: *threshold,
+                            message: format!(
+                                "region {} on {}: {:.1} % valid and cloud-free ({model}), below {:.1} %",
+                                o.region,
+                                o.date,
+                                share * 100.0,
+                                threshold * 100.0
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Processes one date: every model, then one transaction with its rows and alerts.
+fn process_date(
+    c: &Config,
+    state: &mut State,
+    date: &str,
+    group: &[Acquisition],
+    env: &ort::environment::Environment,
+) -> Result<usize, crate::Error> {
+    let mut obs = Vec::new();
+    let mut regions = Vec::new();
+    for m in &c.models {
+        let classes = run_model(c, m, date, group, env)?;
+        let (o, r) = observe(c, &m.name, date, group, &classes)?;
+        obs.extend(o);
+        regions = r;
+    }
+    let alerts = alerts_of(&c.rules, &obs);
+    let n = alerts.len();
+    state.commit_date(
+        group,
+        &obs,
+        &regions,
+        &alerts,
+        c.alerts.webhook_url.is_some(),
+    )?;
+    Ok(n)
+}
+
+/// Runs one monitoring cycle of the configuration at `config`.
+pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
+    let t0 = std::time::Instant::now();
+    let c = Config::load(config)?;
+    for m in &c.models {
+        let spec = crate::model::ModelSpec::load(&m.manifest)?;
+        if spec
+            .head_kind()
+            .is_some_and(|h| h != crate::model::embedding::EncoderHead::Segmentation)
+        {
+            return Err(MonitorError::Config {
+                path: config.to_path_buf(),
+                what: format!(
+                    "model {:?} ({}) does not write a class map; this version of the monitor runs class-map models",
+                    m.name,
+                    m.manifest.display()
+                ),
+            }
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&c.out).map_err(|e| MonitorError::Config {
+        path: c.out.clone(),
+        what: format!("the output folder cannot be made: {e}"),
+    })?;
+    let mut report = CycleReport {
+        name: c.name.clone(),
+        ..CycleReport::default()
+    };
+    let lock_path = c.out.join(".monitor.lock");
+    let _lock = match c.on_overlap {
+        Overlap::Skip => {
+            let Some(l) = crate::lock::Held::try_take(&lock_path, crate::lock::Mode::Exclusive)?
+            else {
+                tracing::info!(monitor = %c.name, "already running: another cycle holds {}", lock_path.display());
+                report.already_running = true;
+                return Ok(report);
+            };
+            l
+        }
+        Overlap::Wait => crate::lock::Held::wait(&lock_path, crate::lock::Mode::Exclusive)?,
+    };
+    let mut state = State::open(&c.out)?;
+    let bbox = crate::aoi::lonlat_bbox(&c.regions.path.display().to_string())?;
+    let from = match &c.source {
+        config::Source::StacApi {
+            start,
+            lookback_days,
+            ..
+        } => {
+            let back = state
+                .newest_done()?
+                .and_then(|d| days_before(&d, *lookback_days));
+            match (start.clone(), back) {
+                (Some(s), Some(b)) => Some(s.max(b)),
+                (s, b) => s.or(b),
+            }
+        }
+        config::Source::Folder { .. } => None,
+    };
+    let listing = source::list(
+        &c.source,
+        bbox,
+        from.as_deref(),
+        c.max_items_per_cycle.saturating_mul(20).max(1000),
+        &c.out.join("items"),
+    )?;
+    report.listed = listing.acquisitions.len();
+    report.skipped = listing.skipped;
+    let (groups, backlog) = to_do(
+        &state,
+        &listing.acquisitions,
+        c.max_items_per_cycle,
+        c.max_attempts,
+    )?;
+    report.backlog = backlog;
+    if !groups.is_empty() {
+        let ort_lib = crate::model::runtime::find_runtime(None)?;
+        let env = crate::model::runtime::init_runtime(&ort_lib)?;
+        for (date, group) in &groups {
+            tracing::info!(monitor = %c.name, date = %date, acquisitions = group.len(), "processing");
+            match process_date(&c, &mut state, date, group, &env) {
+                Ok(n) => {
+                    report.alerts_new += n;
+                    report.processed.extend(group.iter().map(|a| a.id.clone()));
+                }
+                Err(e) => {
+                    let reason = error_chain(&e);
+                    tracing::warn!(monitor = %c.name, date = %date, "failed: {reason}");
+                    state.fail(group, &reason)?;
+                    report
+                        .failed
+                        .extend(group.iter().map(|a| (a.id.clone(), reason.clone())));
+                }
+            }
+        }
+    }
+    outputs::write_all(&c, &state)?;
+    if let Some(url) = &c.alerts.webhook_url {
+        let token = c
+            .alerts
+            .webhook_token_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok());
+        let (ok, failed) = outputs::deliver(&state, url, token.as_deref())?;
+        report.delivered = ok;
+        report.delivery_failed = failed;
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// An error with its causes, in one line.
+fn error_chain(e: &crate::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The date `days` before `date` (`YYYY-MM-DD`), by the proleptic Gregorian calendar.
+fn days_before(date: &str, days: u32) -> Option<String> {
+    let d = crate::scene::timeseries::parse_date(date)?;
+    // Days since 1970-01-01 and back (Howard Hinnant's civil-date algorithms).
+    let (y, m, dd) = (i64::from(d.year), i64::from(d.month), i64::from(d.day));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let z = era * 146_097 + doe - 719_468 - i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!("{year:04}-{month:02}-{day:02}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_go_back_across_months_years_and_leap_days() {
+        assert_eq!(days_before("2015-07-11", 30).as_deref(), Some("2015-06-11"));
+        assert_eq!(days_before("2024-03-01", 1).as_deref(), Some("2024-02-29"));
+        assert_eq!(days_before("2023-01-05", 10).as_deref(), Some("2022-12-26"));
+        assert_eq!(days_before("2020-02-01", 0).as_deref(), Some("2020-02-01"));
+    }
+
+    #[test]
+    fn the_clear_share_counts_valid_pixels_outside_the_cloud_classes() {
+        let o = Observation {
+            region: "a".into(),
+            date: "2020-01-01".into(),
+            model: "m".into(),
+            items: "i".into(),
+            region_pixels: 100,
+            valid_pixels: 80,
+            classes: vec!["clear".into(), "cloud".into(), "cloud_shadow".into()],
+            counts: vec![50, 20, 10],
+            pixel_area: 1.0,
+            output: String::new(),
+        };
+        let cloudy = vec!["cloud".to_string(), "cloud_shadow".to_string()];
+        assert!((clear_share(&o, &cloudy) - 0.5).abs() < 1e-12);
+        let a = alerts_of(
+            &[Rule::CloudFreeShareBelow {
+                model: "m".into(),
+                threshold: 0.6,
+                classes: cloudy,
+            }],
+            &[o],
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].key.len(), 24);
+    }
+}

@@ -1,0 +1,404 @@
+//! The monitor's state: an SQLite database in the output folder (items seen, processed and
+//! failed; per-region observations; alerts and their delivery outbox). An acquisition's rows,
+//! its status and its alerts are written in one transaction once its outputs are complete, so
+//! a cycle killed at any point leaves every acquisition either done or to do.
+
+use crate::error::MonitorError;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS items (
+  id TEXT PRIMARY KEY, updated TEXT NOT NULL, date TEXT NOT NULL, scene TEXT NOT NULL,
+  status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, processed_at TEXT);
+CREATE TABLE IF NOT EXISTS observations (
+  region TEXT NOT NULL, date TEXT NOT NULL, model TEXT NOT NULL, items TEXT NOT NULL,
+  region_pixels INTEGER NOT NULL, valid_pixels INTEGER NOT NULL, classes TEXT NOT NULL,
+  counts TEXT NOT NULL, pixel_area REAL NOT NULL, output TEXT NOT NULL,
+  PRIMARY KEY (region, date, model));
+CREATE TABLE IF NOT EXISTS regions (
+  region TEXT PRIMARY KEY, wkb BLOB NOT NULL, projjson TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+  key TEXT PRIMARY KEY, region TEXT NOT NULL, date TEXT NOT NULL, rule TEXT NOT NULL,
+  model TEXT NOT NULL, value REAL NOT NULL, threshold REAL NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+  key TEXT PRIMARY KEY, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  next_try INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+";
+
+/// A region's id, geometry (WKB) and the PROJJSON of the geometry's CRS.
+pub type RegionRow = (String, Vec<u8>, String);
+
+/// The open state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// An acquisition's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    /// `updated` when last processed or failed.
+    pub updated: String,
+    /// `done` or `failed`.
+    pub status: String,
+    /// Failed attempts with this `updated`.
+    pub attempts: u32,
+}
+
+/// One region's statistics of one model's output on one date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Region id.
+    pub region: String,
+    /// Date `YYYY-MM-DD`.
+    pub date: String,
+    /// Model name.
+    pub model: String,
+    /// The acquisitions mosaicked into it (ids, comma-separated).
+    pub items: String,
+    /// Pixels of the region on the output grid.
+    pub region_pixels: u64,
+    /// Of them, pixels with a valid class.
+    pub valid_pixels: u64,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Pixels per class.
+    pub counts: Vec<u64>,
+    /// Pixel area in m².
+    pub pixel_area: f64,
+    /// The class map it was computed from.
+    pub output: String,
+}
+
+/// An alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Idempotency key: the same alert always has the same key.
+    pub key: String,
+    /// Region id.
+    pub region: String,
+    /// Date.
+    pub date: String,
+    /// Rule (`cloud-free-share-below`).
+    pub rule: String,
+    /// The model the rule reads.
+    pub model: String,
+    /// The measured value.
+    pub value: f64,
+    /// The rule's threshold.
+    pub threshold: f64,
+    /// A sentence for people.
+    pub message: String,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl State {
+    /// Opens (creating) `<out>/state.sqlite`.
+    pub fn open(out: &Path) -> Result<Self, MonitorError> {
+        let path = out.join("state.sqlite");
+        let conn = Connection::open(&path).map_err(|source| MonitorError::State {
+            path: path.clone(),
+            source,
+        })?;
+        let s = Self { conn, path };
+        s.conn
+            .execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; {SCHEMA}"
+            ))
+            .map_err(|e| s.err(e))?;
+        Ok(s)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> MonitorError {
+        MonitorError::State {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The row of acquisition `id`.
+    pub fn item(&self, id: &str) -> Result<Option<ItemRow>, MonitorError> {
+        self.conn
+            .query_row(
+                "SELECT updated, status, attempts FROM items WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(ItemRow {
+                        updated: r.get(0)?,
+                        status: r.get(1)?,
+                        attempts: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest date processed.
+    pub fn newest_done(&self) -> Result<Option<String>, MonitorError> {
+        self.conn
+            .query_row(
+                "SELECT max(date) FROM items WHERE status = 'done'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a date's acquisitions as done, with the observations and alerts they gave,
+    /// in one transaction (replacing the date's earlier rows).
+    pub fn commit_date(
+        &mut self,
+        items: &[crate::monitor::source::Acquisition],
+        observations: &[Observation],
+        regions: &[RegionRow],
+        alerts: &[Alert],
+        deliver: bool,
+    ) -> Result<(), MonitorError> {
+        let path = self.path.clone();
+        let err = |source| MonitorError::State {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let stamp = now_secs().to_string();
+        for a in items {
+            tx.execute(
+                "INSERT INTO items (id, updated, date, scene, status, attempts, error, processed_at)
+                 VALUES (?1, ?2, ?3, ?4, 'done', 0, NULL, ?5)
+                 ON CONFLICT(id) DO UPDATE SET updated = ?2, date = ?3, scene = ?4,
+                 status = 'done', attempts = 0, error = NULL, processed_at = ?5",
+                params![a.id, a.updated, a.date, a.scene, stamp],
+            )
+            .map_err(err)?;
+        }
+        for (region, wkb, projjson) in regions {
+            tx.execute(
+                "INSERT OR REPLACE INTO regions (region, wkb, projjson) VALUES (?1, ?2, ?3)",
+                params![region, wkb, projjson],
+            )
+            .map_err(err)?;
+        }
+        for o in observations {
+            tx.execute(
+                "INSERT OR REPLACE INTO observations
+                 (region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    o.region,
+                    o.date,
+                    o.model,
+                    o.items,
+                    o.region_pixels as i64,
+                    o.valid_pixels as i64,
+                    serde_json::to_string(&o.classes).unwrap_or_default(),
+                    serde_json::to_string(&o.counts).unwrap_or_default(),
+                    o.pixel_area,
+                    o.output
+                ],
+            )
+            .map_err(err)?;
+        }
+        for a in alerts {
+            let new = tx
+                .execute(
+                    "INSERT OR IGNORE INTO alerts (key, region, date, rule, model, value, threshold, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![a.key, a.region, a.date, a.rule, a.model, a.value, a.threshold, a.message],
+                )
+                .map_err(err)?;
+            if new > 0 && deliver {
+                tx.execute(
+                    "INSERT OR IGNORE INTO outbox (key, payload) VALUES (?1, ?2)",
+                    params![a.key, alert_json(a).to_string()],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records a failed attempt of `items` with the reason.
+    pub fn fail(
+        &mut self,
+        items: &[crate::monitor::source::Acquisition],
+        reason: &str,
+    ) -> Result<(), MonitorError> {
+        let path = self.path.clone();
+        let err = |source| MonitorError::State {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for a in items {
+            tx.execute(
+                "INSERT INTO items (id, updated, date, scene, status, attempts, error, processed_at)
+                 VALUES (?1, ?2, ?3, ?4, 'failed', 1, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET
+                   attempts = CASE WHEN items.updated = ?2 AND items.status = 'failed' THEN items.attempts + 1 ELSE 1 END,
+                   updated = ?2, date = ?3, scene = ?4, status = 'failed', error = ?5, processed_at = ?6",
+                params![a.id, a.updated, a.date, a.scene, reason, now_secs().to_string()],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Every observation, by region, date and model.
+    pub fn observations(&self) -> Result<Vec<Observation>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output
+                 FROM observations ORDER BY region, date, model",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let classes: String = r.get(6)?;
+                let counts: String = r.get(7)?;
+                Ok(Observation {
+                    region: r.get(0)?,
+                    date: r.get(1)?,
+                    model: r.get(2)?,
+                    items: r.get(3)?,
+                    region_pixels: r.get::<_, i64>(4)? as u64,
+                    valid_pixels: r.get::<_, i64>(5)? as u64,
+                    classes: serde_json::from_str(&classes).unwrap_or_default(),
+                    counts: serde_json::from_str(&counts).unwrap_or_default(),
+                    pixel_area: r.get(8)?,
+                    output: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Region geometries (WKB and the PROJJSON of their CRS).
+    pub fn regions(&self) -> Result<Vec<RegionRow>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT region, wkb, projjson FROM regions ORDER BY region")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every alert, by date and region.
+    pub fn alerts(&self) -> Result<Vec<Alert>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT key, region, date, rule, model, value, threshold, message FROM alerts ORDER BY date, region, rule, key",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Alert {
+                    key: r.get(0)?,
+                    region: r.get(1)?,
+                    date: r.get(2)?,
+                    rule: r.get(3)?,
+                    model: r.get(4)?,
+                    value: r.get(5)?,
+                    threshold: r.get(6)?,
+                    message: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Alerts waiting for delivery whose next try is due: (key, payload, attempts).
+    pub fn due(&self) -> Result<Vec<(String, String, u32)>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT key, payload, attempts FROM outbox WHERE delivered = 0 AND next_try <= ?1 ORDER BY key",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([now_secs()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records a delivery attempt: delivered, or failed with the reason and a later try
+    /// (back-off doubling from 1 minute, at most 1 hour).
+    pub fn delivered(&self, key: &str, result: Result<(), String>) -> Result<(), MonitorError> {
+        match result {
+            Ok(()) => self
+                .conn
+                .execute(
+                    "UPDATE outbox SET delivered = 1, attempts = attempts + 1, last_error = NULL WHERE key = ?1",
+                    [key],
+                )
+                .map(|_| ())
+                .map_err(|e| self.err(e)),
+            Err(reason) => {
+                let attempts: u32 = self
+                    .conn
+                    .query_row("SELECT attempts FROM outbox WHERE key = ?1", [key], |r| {
+                        r.get(0)
+                    })
+                    .map_err(|e| self.err(e))?;
+                let wait = (60_i64 << attempts.min(6)).min(3600);
+                self.conn
+                    .execute(
+                        "UPDATE outbox SET attempts = attempts + 1, next_try = ?2, last_error = ?3 WHERE key = ?1",
+                        params![key, now_secs() + wait, reason],
+                    )
+                    .map(|_| ())
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    /// Counts for `monitor status`: items by status, observations, alerts, undelivered.
+    pub fn counts(&self) -> Result<serde_json::Value, MonitorError> {
+        let one = |sql: &str| -> Result<i64, MonitorError> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let mut failed = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, attempts, error FROM items WHERE status = 'failed' ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "attempts": r.get::<_, i64>(1)?, "error": r.get::<_, Option<String>>(2)?}))
+            })
+            .map_err(|e| self.err(e))?;
+        for r in rows {
+            failed.push(r.map_err(|e| self.err(e))?);
+        }
+        Ok(serde_json::json!({
+            "items_done": one("SELECT count(*) FROM items WHERE status = 'done'")?,
+            "items_failed": failed,
+            "dates": one("SELECT count(DISTINCT date) FROM observations")?,
+            "observations": one("SELECT count(*) FROM observations")?,
+            "alerts": one("SELECT count(*) FROM alerts")?,
+            "alerts_undelivered": one("SELECT count(*) FROM outbox WHERE delivered = 0")?,
+            "newest_date": self.newest_done()?,
+        }))
+    }
+}
+
+/// The JSON of an alert as files and webhooks carry it.
+#[must_use]
+pub fn alert_json(a: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "key": a.key, "region": a.region, "date": a.date, "rule": a.rule, "model": a.model,
+        "value": a.value, "threshold": a.threshold, "message": a.message,
+    })
+}

@@ -1,0 +1,398 @@
+//! `eoinfer monitor`: cycles over a folder of real scenes (the eo-learn Slovenia series) with
+//! s2cloudless, state and idempotency, the time series and alerts read by DuckDB, the lock,
+//! failed acquisitions, and webhook delivery to a listener on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DATES: [&str; 5] = ["20150711", "20150731", "20150820", "20150830", "20150909"];
+
+fn slovenia() -> PathBuf {
+    shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100")
+}
+
+/// A monitor folder: two regions (the west and east halves of the Slovenia scene, in its UTM
+/// zone), an empty `incoming/` and a config (s2cloudless at 10 m, the scene's own grid).
+fn setup(dir: &Path, extra: &str) -> PathBuf {
+    setup_with(dir, "", extra)
+}
+
+/// [`setup`] with top-level keys `top` and trailing tables `extra`.
+fn setup_with(dir: &Path, top: &str, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    std::fs::write(
+        dir.join("regions.geojson"),
+        r#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::32633"}},
+"features":[
+{"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
+{"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#,
+    )
+    .unwrap();
+    let config = dir.join("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "slovenia"
+out = "out"
+{top}
+[regions]
+path = "regions.geojson"
+id_column = "id"
+[source]
+type = "folder"
+path = "incoming"
+pattern = "*_13band.tif"
+settle_seconds = 0.2
+[[models]]
+name = "clouds"
+manifest = "{}"
+resolution = 10
+[[rules]]
+type = "cloud-free-share-below"
+model = "clouds"
+threshold = 0.5
+{extra}"#,
+            manifest("s2cloudless.json").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn add(dir: &Path, date: &str) {
+    let name = format!("S2_L1C_{date}_13band.tif");
+    std::fs::copy(slovenia().join(&name), dir.join("incoming").join(&name)).unwrap();
+}
+
+fn cycle(config: &Path) -> (Output, serde_json::Value) {
+    let o = eoinfer([
+        "monitor",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+fn processed(v: &serde_json::Value) -> usize {
+    v["processed"].as_array().map_or(0, Vec::len)
+}
+
+/// DuckDB over a GeoParquet file: rows of `sql` (with `{f}` the file) as JSON.
+fn duckdb(file: &Path, sql: &str) -> serde_json::Value {
+    let q = sql.replace("{f}", &format!("'{}'", file.display()));
+    let script = format!(
+        "import duckdb, json, geopandas\ngeopandas.read_parquet({:?})\nprint(json.dumps(duckdb.sql({q:?}).fetchall()))",
+        file.display().to_string()
+    );
+    let o = Command::new(reference_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Per date and region, whether Sentinel Hub's own CLM (in the `*_CLP_CLM.tif` beside the
+/// scenes) calls less than half of the region clear: the dates the rule must alert on.
+fn cloudy_by_clm() -> Vec<(String, String)> {
+    let script = r#"
+import subprocess, sys, tempfile, os, json
+import numpy as np, tifffile
+out = []
+for d in sys.argv[2:]:
+    src = os.path.join(sys.argv[1], f"S2_L1C_{d}_CLP_CLM.tif")
+    with tempfile.TemporaryDirectory() as t:
+        p = os.path.join(t, "p.tif")
+        subprocess.run(["gdal_translate", "-q", "-co", "COMPRESS=NONE", "-co", "INTERLEAVE=BAND", src, p], check=True)
+        clm = tifffile.imread(p)[1]
+    # The regions' halves on the scene's 10 m grid (x0 465181.05, ~9.995 m): x < 465680 is west.
+    split = int(round((465680 - 465181.052) / 9.994792220071540))
+    for name, part in (("west", clm[:, :split]), ("east", clm[:, split:])):
+        if (part < 0.5).mean() < 0.5:
+            out.append([f"{d[:4]}-{d[4:6]}-{d[6:]}", name])
+print(json.dumps(out))
+"#;
+    let o = Command::new(root().join(".venv-s2cloudless/bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(slovenia())
+        .args(DATES)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
+    let mut v = v;
+    v.sort();
+    v
+}
+
+#[test]
+fn cycles_process_exactly_the_new_acquisitions_and_alert_on_the_cloudy_dates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = setup(dir, "");
+    for d in &DATES[..3] {
+        add(dir, d);
+    }
+    // Cycle 1: 3 acquisitions; cycle 2: nothing new; cycle 3: the 2 added.
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 3, "{v}");
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 0, "{v}");
+    assert_eq!(v["alerts_new"], 0);
+    let series = dir.join("out/timeseries.parquet");
+    let before = std::fs::read(&series).unwrap();
+    for d in &DATES[3..] {
+        add(dir, d);
+    }
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 2, "{v}");
+    assert_ne!(std::fs::read(&series).unwrap(), before);
+
+    // One row per region per date, readable by DuckDB and geopandas.
+    let rows = duckdb(
+        &series,
+        "select region, date from {f} order by region, date",
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 10, "{rows}");
+    let share = duckdb(
+        &series,
+        "select min(clouds_valid_share), max(clouds_valid_share) from {f}",
+    );
+    assert_eq!(share, serde_json::json!([[1.0, 1.0]]));
+
+    // Alerts on exactly the dates Sentinel Hub's CLM calls cloudy for each region.
+    let expected = cloudy_by_clm();
+    assert!(!expected.is_empty());
+    let alerts = duckdb(
+        &dir.join("out/alerts.parquet"),
+        "select date, region from {f} order by date, region",
+    );
+    let got: Vec<(String, String)> = serde_json::from_value(alerts).unwrap();
+    assert_eq!(got, expected);
+    let geojson: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/alerts.geojson")).unwrap())
+            .unwrap();
+    assert_eq!(
+        geojson["features"].as_array().unwrap().len(),
+        expected.len()
+    );
+
+    // A rerun changes nothing: no new alert, the same files.
+    let alerts_before = std::fs::read(dir.join("out/alerts.geojson")).unwrap();
+    let series_before = std::fs::read(&series).unwrap();
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!((processed(&v), v["alerts_new"].as_u64()), (0, Some(0)));
+    assert_eq!(
+        std::fs::read(dir.join("out/alerts.geojson")).unwrap(),
+        alerts_before
+    );
+    assert_eq!(std::fs::read(&series).unwrap(), series_before);
+
+    // A replaced file (new size and time) is processed again, its rows replaced.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let name = format!("S2_L1C_{}_13band.tif", DATES[0]);
+    let f = dir.join("incoming").join(&name);
+    std::fs::copy(slovenia().join(&name), &f).unwrap();
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 1, "{v}");
+    let rows = duckdb(&series, "select count(*) from {f}");
+    assert_eq!(rows, serde_json::json!([[10]]));
+
+    let status = ok_stdout(&eoinfer([
+        "monitor",
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["items_done"], 5);
+    assert_eq!(status["dates"], 5);
+}
+
+#[test]
+fn an_overlapping_cycle_exits_0_saying_it_is_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path(), "");
+    add(tmp.path(), DATES[0]);
+    std::fs::create_dir_all(tmp.path().join("out")).unwrap();
+    // Another cycle holds the lock (flock(1) takes the same kind of lock as eoinfer).
+    let mut holder = Command::new("flock")
+        .args(["-x", "--no-fork"])
+        .arg(tmp.path().join("out/.monitor.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (o, v) = cycle(&config);
+    let err = ok(&o);
+    assert!(err.contains("already running"), "{err}");
+    assert_eq!(v["already_running"], true);
+    assert_eq!(processed(&v), 0);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 1);
+}
+
+#[test]
+fn a_corrupt_acquisition_fails_alone_with_its_reason_and_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = setup_with(dir, "max_attempts = 2", "");
+    add(dir, DATES[0]);
+    // A truncated copy of another date.
+    let name = format!("S2_L1C_{}_13band.tif", DATES[1]);
+    let bytes = std::fs::read(slovenia().join(&name)).unwrap();
+    std::fs::write(dir.join("incoming").join(&name), &bytes[..bytes.len() / 3]).unwrap();
+    let (o, v) = cycle(&config);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(processed(&v), 1, "{v}");
+    let failed = v["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0][0], name.as_str());
+    assert!(failed[0][1].as_str().unwrap().contains(&name), "{v}");
+    // Retried on the next cycle (attempt 2 of 2), then left alone.
+    let (o, v) = cycle(&config);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1);
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(v["failed"].as_array().unwrap().len(), 0);
+    let status = ok_stdout(&eoinfer([
+        "monitor",
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["items_failed"][0]["attempts"], 2);
+}
+
+#[test]
+fn alerts_reach_the_webhook_once_each_with_their_key_and_failed_posts_are_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("hook/received.jsonl");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let script = root().join("tests/reference/webhook_listener.py");
+    let server = Server::python(dir, |port| {
+        vec![
+            script.display().to_string(),
+            port.to_string(),
+            log.display().to_string(),
+        ]
+    });
+    let config = setup(
+        dir,
+        &format!(
+            "[alerts]\nwebhook_url = \"http://127.0.0.1:{}/alerts\"\nwebhook_token_env = \"EOINFER_TEST_TOKEN\"\n",
+            server.1
+        ),
+    );
+    for d in &DATES[..3] {
+        add(dir, d);
+    }
+    // The receiver is down at first: the alerts wait in the outbox.
+    std::fs::write(dir.join("hook/FAIL"), "").unwrap();
+    let run = |config: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+            .args(["monitor", "run", "--json", "--config"])
+            .arg(config)
+            .env("EOINFER_TEST_TOKEN", "s3cret")
+            .env_remove("ORT_DYLIB_PATH")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o, v)
+    };
+    let (o, v) = run(&config);
+    let err = ok(&o);
+    assert!(!err.contains("s3cret"), "the token is never logged");
+    let alerts = v["alerts_new"].as_u64().unwrap();
+    assert!(alerts > 0);
+    assert_eq!(v["delivery_failed"].as_u64(), Some(alerts));
+    assert!(!log.exists());
+    // Back up: the due alerts are delivered (their back-off is over once it is reset here,
+    // as a later cycle would find it).
+    std::fs::remove_file(dir.join("hook/FAIL")).unwrap();
+    let db = dir.join("out/state.sqlite");
+    let o = Command::new(root().join(".venv-s2cloudless/bin/python"))
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('update outbox set next_try = 0'); c.commit()",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let (o, v) = run(&config);
+    ok(&o);
+    assert_eq!(v["delivered"].as_u64(), Some(alerts));
+    // Once more: nothing is sent again.
+    let (o, v) = run(&config);
+    ok(&o);
+    assert_eq!(v["delivered"].as_u64(), Some(0));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, alerts);
+    let mut keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len() as u64, alerts, "each alert key once");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["authorized"] == true && l["body"]["key"] == l["key"])
+    );
+}
+
+#[test]
+fn init_writes_an_example_and_a_bad_config_names_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("monitor.toml");
+    ok(&eoinfer([
+        "monitor",
+        "init",
+        "--config",
+        path.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("[[models]]") && text.contains("cloud-free-share-below"));
+    // It refuses to overwrite.
+    let o = eoinfer(["monitor", "init", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    // A typo is named.
+    let config = setup_with(tmp.path(), "max_atempts = 2", "");
+    let (o, _) = cycle(&config);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("max_atempts") && err.contains("monitor.toml"),
+        "{err}"
+    );
+}
