@@ -13,7 +13,8 @@
 # scenes/s2_l1c_timeseries_eolearn_slovenia_101x100. When the bundle .gpu/b exists (see
 # .gpu/RUN.md) its eoinfer (cuda build), ONNX Runtime GPU, GDAL libraries and data are used.
 # Environment: GPU_BUNDLE (.gpu/b), EOINFER, ORT_DYLIB_PATH, PY (python3 with numpy),
-# GPU_CHECK_DEVICE (cuda:0), GPU_CHECK_QUICK (small sizes), GPU_CHECK_TIMEOUT (s per step, 150).
+# GPU_CHECK_DEVICE (cuda:0), GPU_CHECK_QUICK (small sizes), GPU_CHECK_TIMEOUT (s per step, 150),
+# GPU_CHECK_STEPS (the steps to run, default "1 2 3 4 5 6").
 set -u
 cd "$(dirname "$0")/.."
 DEV=${GPU_CHECK_DEVICE:-cuda:0}
@@ -55,6 +56,8 @@ TABLE=$W/rows.md
 : >"$TABLE"
 row() { echo "| $* |" >>"$TABLE"; echo "ROW | $*"; }
 step() { echo; echo "=== $* ($(date +%T))"; }
+STEPS=" ${GPU_CHECK_STEPS:-1 2 3 4 5 6} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 
 # Sizes: the cloud model (30 m, 256 px tiles) is run at a finer --resolution to get enough tiles
 # for a GPU (3 tiles at 30 m on the demo scene, 98 at 5 m, 128 at 4.5 m, 512 at 2.2 m). The
@@ -186,6 +189,7 @@ else:
 EOF
 }
 
+if want 1; then
 # 1. Cloud model end to end, CPU vs GPU: class maps and probabilities compared.
 step "1 cloud predict cpu vs $DEV (resolution $RP m)"
 predict "ukis-6b-l1c @${RP}m" cpu "$W/cloud-cpu" --model $CLOUD --scene $DEMO --resolution $RP --probabilities --batch-size 16
@@ -200,6 +204,9 @@ else
   row "$P_ROW | -"
 fi
 
+fi
+
+if want 2; then
 # 2. Cloud model, ONNX Runtime alone (tiles in memory), several batch sizes.
 step "2 cloud bench-model"
 bench "ukis-6b-l1c @${RB_CPU}m" cpu 256 30 --model $CLOUD --scene $DEMO --resolution "$RB_CPU" --batch-size 16
@@ -208,6 +215,9 @@ for bs in $BATCHES; do
 done
 [ "$QUICK" = 1 ] || bench "ukis-6b-l1c-dynamic 512px @${RB}m" "$DEV" 512 30 --model $CLOUDD --scene $DEMO --resolution "$RB" --tile-size 512 --batch-size 32
 
+fi
+
+if want 3; then
 # 3. OlmoEarth v1 Nano, T=1 (the demo scene is one date, L1C: --accept-product-mismatch; the
 # numbers are for timing only), 64 px tiles (the manifest's) and 128 px tiles.
 step "3 olmoearth nano bench-model (T=1)"
@@ -218,6 +228,9 @@ for bs in $OBATCHES; do
 done
 [ "$QUICK" = 1 ] || bench2 "olmoearth-v1-nano T=1 128px b512" "$DEV" 128 10 3.75 1.875 $OLMOARGS --tile-size 128 --overlap 0 --batch-size 512
 
+fi
+
+if want 4; then
 # 4. OlmoEarth v1 Nano embeddings of the 5-date Slovenia series, CPU vs GPU.
 step "4 olmoearth nano predict (T=5) cpu vs $DEV"
 predict "olmoearth-v1-nano T=5" cpu "$W/olmo-cpu" --model $OLMO --scene $SERIES --batch-size 16
@@ -231,6 +244,9 @@ else
   row "$P_ROW | -"
 fi
 
+fi
+
+if want 5; then
 # 5. PyTorch reference (same encoder construction, random inputs), fp32 and bf16 autocast.
 step "5 pytorch olmoearth nano"
 TDEV=cuda; [ "$DEV" = cpu ] && TDEV=cpu
@@ -248,6 +264,26 @@ for line in open(sys.argv[1]):
           f" | {d['images_per_s']:.1f} | {km2:.1f} | {d['ms_per_batch']:.2f} ms/batch | {agree}")
 EOF
 while read -r l; do row "$l"; done <"$W/r"
+
+fi
+
+# 6. cuDNN's convolution algorithm search (EOINFER_CUDA_CONV_SEARCH): ONNX Runtime's default
+# benchmarks every algorithm for each new input shape (exhaustive); heuristic asks cuDNN's
+# heuristics; default takes one fixed algorithm. The cloud model, batch 32, steady rates, and
+# the end-to-end run with each against the CPU's class map.
+if want 6; then
+step "6 cuDNN convolution algorithm search"
+[ -f "$W/cloud-cpu/run.classes.tif" ] || predict "ukis-6b-l1c @${RP}m" cpu "$W/cloud-cpu" --model $CLOUD --scene $DEMO --resolution $RP --probabilities --batch-size 16
+for S in exhaustive heuristic default; do
+  EOINFER_CUDA_CONV_SEARCH=$S bench2 "ukis-6b-l1c b32 conv-search=$S" "$DEV" 256 30 "$RS" "$RB" --model $CLOUD --scene $DEMO --batch-size 32
+  EOINFER_CUDA_CONV_SEARCH=$S predict "ukis-6b-l1c @${RP}m conv-search=$S" "$DEV" "$W/cloud-$S" --model $CLOUD --scene $DEMO --resolution $RP --probabilities --batch-size 16
+  if [ "$P_OK" = 1 ] && [ -f "$W/cloud-cpu/run.classes.tif" ]; then
+    row "$P_ROW | classes $(compare "$W/cloud-cpu/run.classes.tif" "$W/cloud-$S/run.classes.tif" 2>&1 | tail -1)"
+  else
+    row "$P_ROW | -"
+  fi
+done
+fi
 
 step "table"
 {

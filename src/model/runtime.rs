@@ -50,14 +50,16 @@ impl std::fmt::Display for Device {
 }
 
 /// cuDNN's convolution algorithm search for the CUDA device, from `EOINFER_CUDA_CONV_SEARCH`:
-/// `exhaustive` (ONNX Runtime's default: every algorithm benchmarked for each new input
-/// shape), `heuristic` (cuDNN's heuristics) or `default` (one fixed algorithm).
+/// `heuristic` (the default: cuDNN's heuristics; measured on an H200, the cloud model's run
+/// took 11.6 s instead of 21.1 s with the same class map), `exhaustive` (ONNX Runtime's own
+/// default: every algorithm benchmarked for each new input shape) or `default` (one fixed
+/// algorithm).
 pub fn cuda_conv_search() -> Result<&'static str, String> {
     match std::env::var("EOINFER_CUDA_CONV_SEARCH") {
-        Err(_) => Ok("exhaustive"),
+        Err(_) => Ok("heuristic"),
         Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" | "exhaustive" => Ok("exhaustive"),
-            "heuristic" => Ok("heuristic"),
+            "exhaustive" => Ok("exhaustive"),
+            "" | "heuristic" => Ok("heuristic"),
             "default" => Ok("default"),
             other => Err(format!(
                 "EOINFER_CUDA_CONV_SEARCH={other}: use exhaustive, heuristic or default"
@@ -75,9 +77,9 @@ pub(crate) fn execution_providers(
         Device::Cpu => Vec::new(),
         Device::Cuda(n) => {
             let search = match cuda_conv_search()? {
-                "heuristic" => ConvAlgorithmSearch::Heuristic,
+                "exhaustive" => ConvAlgorithmSearch::Exhaustive,
                 "default" => ConvAlgorithmSearch::Default,
-                _ => ConvAlgorithmSearch::Exhaustive,
+                _ => ConvAlgorithmSearch::Heuristic,
             };
             vec![
                 ort::ep::CUDA::default()
