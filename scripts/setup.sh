@@ -92,4 +92,29 @@ if [ "${1:-}" = "--reference" ]; then
     "$s2c_venv/bin/python" -c 'from s2cloudless import S2PixelCloudDetector; import tifffile'
     echo "$s2c_want" > "$s2c_stamp"
   fi
+
+  # A real STAC API for the monitor tests (tests/reference/stac_api.py): PostgreSQL 15 + PostGIS
+  # from Debian, pgstac and stac-fastapi-pgstac from PyPI. The tests run their own throw-away
+  # cluster on free loopback ports; the system cluster Debian may create and start on install
+  # (15/main, port 5432) is left as it is and nothing uses it.
+  if [ ! -x /usr/lib/postgresql/15/bin/initdb ] \
+    || [ ! -f /usr/share/postgresql/15/extension/postgis.control ]; then
+    echo "installing Debian packages: postgresql-15 postgresql-15-postgis-3 (STAC API, for tests)" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      postgresql-15 postgresql-15-postgis-3 >/dev/null
+  fi
+  stac_venv=.venv-stacapi
+  stac_stamp="$stac_venv/.installed"
+  stac_want=$(sha256sum tests/reference/stacapi-requirements.txt | cut -d' ' -f1)
+  if [ ! -f "$stac_stamp" ] || [ "$(cat "$stac_stamp")" != "$stac_want" ]; then
+    echo "building $stac_venv (pgstac + stac-fastapi-pgstac, for the monitor tests)" >&2
+    rm -rf "$stac_venv"
+    python3 -m venv "$stac_venv"
+    "$stac_venv/bin/python" -m pip install --quiet --no-deps -r tests/reference/stacapi-requirements.txt
+    "$stac_venv/bin/python" -c 'import pypgstac.migrate, pypgstac.load, psycopg, uvicorn, asyncpg, stac_fastapi.pgstac.config'
+    echo "$stac_want" > "$stac_stamp"
+  fi
 fi

@@ -1,0 +1,216 @@
+//! `eoinfer monitor` against a real STAC API on loopback: stac-fastapi-pgstac on PostgreSQL +
+//! PostGIS (tests/reference/stac_api.py), its Items describing the Slovenia series, their
+//! assets served by a range-capable HTTP server and read through GDAL's `/vsicurl/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The STAC API launcher; stopped (stdin closed, then waited for) when dropped.
+struct StacApi {
+    child: Option<Child>,
+    url: String,
+    pg_port: u64,
+    work: PathBuf,
+}
+
+impl StacApi {
+    fn start(work: &Path, items: &Path) -> Self {
+        let mut child = Command::new(stacapi_python())
+            .arg(root().join("tests/reference/stac_api.py"))
+            .arg(work)
+            .arg(items.join("collection.json"))
+            .arg(items.join("items.ndjson"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("the STAC API did not start ({e}): {line:?}"));
+        Self {
+            child: Some(child),
+            url: v["url"].as_str().unwrap().to_string(),
+            pg_port: v["pg_port"].as_u64().unwrap(),
+            work: work.to_path_buf(),
+        }
+    }
+
+    fn add(&self, items: &Path) {
+        let o = Command::new(stacapi_python())
+            .arg(root().join("tests/reference/stac_api.py"))
+            .arg("--add")
+            .arg(self.pg_port.to_string())
+            .arg(&self.work)
+            .arg(items.join("items.ndjson"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for StacApi {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            drop(c.stdin.take());
+            let _ = c.wait();
+        }
+    }
+}
+
+fn stacapi_python() -> PathBuf {
+    let p = root().join(".venv-stacapi/bin/python");
+    assert!(
+        p.is_file(),
+        "{} missing: run `make test` (scripts/setup.sh --reference builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Items for `dates` in `out` (collection.json, items.ndjson), one asset per band, the band
+/// files written into `bands` (served at `base`).
+fn items(out: &Path, bands: &Path, base: &str, dates: &[&str]) {
+    let o = Command::new(reference_python())
+        .arg(root().join("tests/reference/slovenia_items.py"))
+        .arg("--per-band")
+        .arg(bands)
+        .arg(out)
+        .arg(base)
+        .args(dates)
+        .env(
+            "EOINFER_SLOVENIA_DIR",
+            shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100"),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn cycle(config: &Path) -> serde_json::Value {
+    let o = eoinfer([
+        "monitor",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&o);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn processed(v: &serde_json::Value) -> Vec<String> {
+    v["processed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_stac_api_on_loopback_feeds_the_monitor_new_items_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bands = dir.join("bands");
+    std::fs::create_dir_all(&bands).unwrap();
+    let assets = Server::start(&bands);
+    let base = format!("http://127.0.0.1:{}", assets.1);
+    items(
+        &dir.join("first"),
+        &bands,
+        &base,
+        &["20150711", "20150731", "20150820"],
+    );
+    items(&dir.join("more"), &bands, &base, &["20150830", "20150909"]);
+    let api = StacApi::start(&dir.join("pg"), &dir.join("first"));
+
+    std::fs::write(
+        dir.join("regions.geojson"),
+        r#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::32633"}},
+"features":[
+{"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
+{"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#,
+    )
+    .unwrap();
+    let config = dir.join("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "slovenia-stac"
+out = "out"
+[regions]
+path = "regions.geojson"
+id_column = "id"
+[source]
+type = "stac-api"
+url = "{}"
+collections = ["s2-l1c-slovenia"]
+start = "2015-01-01"
+[[models]]
+name = "clouds"
+manifest = "{}"
+resolution = 10
+[[rules]]
+type = "cloud-free-share-below"
+model = "clouds"
+threshold = 0.5
+"#,
+            api.url,
+            manifest("s2cloudless.json").display()
+        ),
+    )
+    .unwrap();
+
+    // Cycle 1: the 3 Items in the catalogue; cycle 2: nothing new; 2 Items added; cycle 3: 2.
+    let v = cycle(&config);
+    let mut p = processed(&v);
+    p.sort();
+    assert_eq!(
+        p,
+        ["S2_L1C_20150711", "S2_L1C_20150731", "S2_L1C_20150820"],
+        "{v}"
+    );
+    let v = cycle(&config);
+    assert!(processed(&v).is_empty(), "{v}");
+    // Asked from 30 days (lookback_days) before the newest processed date, 2015-08-20.
+    assert_eq!(v["listed"], 2);
+    api.add(&dir.join("more"));
+    let v = cycle(&config);
+    let mut p = processed(&v);
+    p.sort();
+    assert_eq!(p, ["S2_L1C_20150830", "S2_L1C_20150909"], "{v}");
+
+    // One row per region and date; alerts on the two cloudy dates for both regions.
+    let status = ok_stdout(&eoinfer([
+        "monitor",
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["observations"], 10, "{status}");
+    assert_eq!(status["alerts"], 4, "{status}");
+    let alerts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/alerts.geojson")).unwrap())
+            .unwrap();
+    let mut dates: Vec<&str> = alerts["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["date"].as_str().unwrap())
+        .collect();
+    dates.sort_unstable();
+    dates.dedup();
+    assert_eq!(dates, ["2015-07-31", "2015-08-20"]);
+    drop(api);
+}
