@@ -421,22 +421,10 @@ fn error_chain(e: &crate::Error) -> String {
 /// The date `days` before `date` (`YYYY-MM-DD`), by the proleptic Gregorian calendar.
 fn days_before(date: &str, days: u32) -> Option<String> {
     let d = crate::scene::timeseries::parse_date(date)?;
-    // Days since 1970-01-01 and back (Howard Hinnant's civil-date algorithms).
-    let (y, m, dd) = (i64::from(d.year), i64::from(d.month), i64::from(d.day));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let z = era * 146_097 + doe - 719_468 - i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let days =
+        crate::util::days_from_civil(i64::from(d.year), i64::from(d.month), i64::from(d.day))
+            - i64::from(days);
+    let (year, month, day) = crate::util::civil_from_days(days);
     Some(format!("{year:04}-{month:02}-{day:02}"))
 }
 
