@@ -25,14 +25,7 @@ fn setup(dir: &Path, extra: &str) -> PathBuf {
 /// [`setup`] with top-level keys `top` and trailing tables `extra`.
 fn setup_with(dir: &Path, top: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
-    std::fs::write(
-        dir.join("regions.geojson"),
-        r#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::32633"}},
-"features":[
-{"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
-{"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("regions.geojson"), SLOVENIA_REGIONS).unwrap();
     let config = dir.join("monitor.toml");
     std::fs::write(
         &config,
@@ -395,4 +388,30 @@ fn init_writes_an_example_and_a_bad_config_names_the_key() {
         err.contains("max_atempts") && err.contains("monitor.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn regions_without_unique_ids_are_refused_before_any_row_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path(), "");
+    add(tmp.path(), DATES[0]);
+    // Both halves called "west": their rows would merge into one series.
+    std::fs::write(
+        tmp.path().join("regions.geojson"),
+        SLOVENIA_REGIONS.replace(r#""id":"east""#, r#""id":"west""#),
+    )
+    .unwrap();
+    let (o, _) = cycle(&config);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(r#""west""#) && err.contains("unique"), "{err}");
+    let status = ok_stdout(&eoinfer([
+        "monitor",
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["items_done"], 0);
+    assert_eq!(status["observations"], 0);
 }

@@ -134,14 +134,7 @@ fn a_stac_api_on_loopback_feeds_the_monitor_new_items_only() {
     items(&dir.join("more"), &bands, &base, &["20150830", "20150909"]);
     let api = StacApi::start(&dir.join("pg"), &dir.join("first"));
 
-    std::fs::write(
-        dir.join("regions.geojson"),
-        r#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::32633"}},
-"features":[
-{"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
-{"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("regions.geojson"), SLOVENIA_REGIONS).unwrap();
     let config = dir.join("monitor.toml");
     std::fs::write(
         &config,

@@ -450,17 +450,7 @@ impl Segmenter {
         let probs = outputs[0]
             .try_extract_array::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        if probs.len() != batch * plane {
-            return Err(err(format!(
-                "the model gave {} values for {} pixels",
-                probs.len(),
-                batch * plane
-            )));
-        }
-        if let Some(out) = out {
-            out.extend(probs.iter().copied());
-        }
-        Ok(())
+        crate::model::encoder::copy_output(&probs, &[batch * plane, 1], out).map_err(err)
     }
 
     /// Runs a batch (`batch * bands * tile * tile` values, NCHW) and returns class

@@ -177,12 +177,33 @@ fn observe(
     let mut obs = Vec::new();
     let mut regions = Vec::new();
     for (i, (inside, valid, counts)) in table.class_counts().into_iter().enumerate() {
+        // A missing or repeated id would merge regions' rows in the time series: refused.
         let region = match &table.attrs[i][col] {
             crate::output::zonal::Attr::Int(Some(v)) => v.to_string(),
             crate::output::zonal::Attr::Real(Some(v)) => v.to_string(),
-            crate::output::zonal::Attr::Text(Some(v)) => v.clone(),
-            _ => format!("#{i}"),
+            crate::output::zonal::Attr::Text(Some(v)) if !v.is_empty() => v.clone(),
+            _ => {
+                return Err(MonitorError::Config {
+                    path: c.regions.path.clone(),
+                    what: format!(
+                        "region {} (in file order) has no {:?} (regions.id_column); give every region an id",
+                        i + 1,
+                        c.regions.id_column
+                    ),
+                }
+                .into());
+            }
         };
+        if obs.iter().any(|o: &Observation| o.region == region) {
+            return Err(MonitorError::Config {
+                path: c.regions.path.clone(),
+                what: format!(
+                    "the region id {region:?} ({:?}) is given to more than one region; ids must be unique",
+                    c.regions.id_column
+                ),
+            }
+            .into());
+        }
         regions.push((
             region.clone(),
             table.wkb[i].clone(),
@@ -377,6 +398,8 @@ pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
                     report.alerts_new += n;
                     report.processed.extend(group.iter().map(|a| a.id.clone()));
                 }
+                // A bad configuration (regions without unique ids) stops the cycle: exit 2.
+                Err(e @ crate::Error::Monitor(MonitorError::Config { .. })) => return Err(e),
                 Err(e) => {
                     let reason = error_chain(&e);
                     tracing::warn!(monitor = %c.name, date = %date, "failed: {reason}");

@@ -92,6 +92,14 @@ pub struct Alert {
     pub message: String,
 }
 
+/// The error of a database operation on the state at `path`.
+fn state_err(path: &Path) -> impl Fn(rusqlite::Error) -> MonitorError + Copy + '_ {
+    move |source| MonitorError::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -116,10 +124,7 @@ impl State {
     }
 
     fn err(&self, source: rusqlite::Error) -> MonitorError {
-        MonitorError::State {
-            path: self.path.clone(),
-            source,
-        }
+        state_err(&self.path)(source)
     }
 
     /// The row of acquisition `id`.
@@ -162,10 +167,7 @@ impl State {
         deliver: bool,
     ) -> Result<(), MonitorError> {
         let path = self.path.clone();
-        let err = |source| MonitorError::State {
-            path: path.clone(),
-            source,
-        };
+        let err = state_err(&path);
         let tx = self.conn.transaction().map_err(err)?;
         let stamp = now_secs().to_string();
         for a in items {
@@ -231,10 +233,7 @@ impl State {
         reason: &str,
     ) -> Result<(), MonitorError> {
         let path = self.path.clone();
-        let err = |source| MonitorError::State {
-            path: path.clone(),
-            source,
-        };
+        let err = state_err(&path);
         let tx = self.conn.transaction().map_err(err)?;
         for a in items {
             tx.execute(

@@ -324,3 +324,10 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+/// Two regions, the west and east halves of the Slovenia series' scene (EPSG:32633), with an
+/// `id` attribute, as GeoJSON (for the monitor tests).
+pub const SLOVENIA_REGIONS: &str = r#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::32633"}},
+"features":[
+{"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
+{"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#;
