@@ -413,6 +413,8 @@ pub enum MonitorError {
     Config { path: PathBuf, what: String },
     #[error("monitor source: {what}")]
     Source { what: String },
+    #[error("change detection on {path}: {what}")]
+    Change { path: PathBuf, what: String },
     #[error("monitor state {path}: {source}")]
     State {
         path: PathBuf,

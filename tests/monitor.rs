@@ -415,3 +415,272 @@ fn regions_without_unique_ids_are_refused_before_any_row_is_written() {
     assert_eq!(status["items_done"], 0);
     assert_eq!(status["observations"], 0);
 }
+
+/// A second model masked by the first, and change rules on both.
+const CHANGE_MODELS: &str = r#"
+[[models]]
+name = "csm"
+manifest = "MANIFEST"
+resolution = 10
+mask = "clouds"
+[[rules]]
+type = "class-transition"
+model = "clouds"
+from = ["clear"]
+to = ["cloud"]
+min_area_m2 = 500
+[[rules]]
+type = "class-transition"
+model = "csm"
+[[rules]]
+type = "class-fraction-change"
+model = "csm"
+class = "cloud_shadow"
+threshold = 0.0001
+"#;
+
+/// Runs `tests/reference/check_change.py` (an independent numpy recomputation) on a model.
+fn check_change(out: &Path, args: &[&str]) -> serde_json::Value {
+    let o = Command::new(reference_python())
+        .arg(root().join("tests/reference/check_change.py"))
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn change_is_judged_per_pixel_against_its_previous_valid_observation_with_a_cloud_mask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let models = CHANGE_MODELS.replace(
+        "MANIFEST",
+        &manifest("ukis-csmask-6b-l1c.json").display().to_string(),
+    );
+    let config = setup(dir, &models);
+    // Two cycles: the previous valid observations of the second come from the first.
+    for d in &DATES[..2] {
+        add(dir, d);
+    }
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 2, "{v}");
+    for d in &DATES[2..] {
+        add(dir, d);
+    }
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 3, "{v}");
+    let out = dir.join("out");
+
+    // Against numpy, from the class maps alone: every change map, every previous-valid map,
+    // every region's counts. s2cloudless's "cloud" (1) masks the ukis-csmask map.
+    let clouds = check_change(&out, &["clouds"]);
+    assert_eq!(clouds["mismatches"], serde_json::json!([]), "{clouds}");
+    assert_eq!(clouds["dates"], 5);
+    assert!(
+        clouds["pixels_changed"].as_u64().unwrap() > 1000,
+        "{clouds}"
+    );
+    let csm = check_change(&out, &["csm", "clouds", "1"]);
+    assert_eq!(csm["mismatches"], serde_json::json!([]), "{csm}");
+    assert!(csm["pixels_compared"].as_u64().unwrap() > 0, "{csm}");
+    assert!(
+        csm["pixels_compared"].as_u64().unwrap() < clouds["pixels_compared"].as_u64().unwrap(),
+        "the mask leaves pixels out: {csm} {clouds}"
+    );
+
+    // The transition alerts: value = changed area, geometry = exactly the changed pixels.
+    let script = format!(
+        "import geopandas, json\ng = geopandas.read_parquet({:?})\ng = g[(g.rule == 'class-transition') & (g.model == 'clouds')]\nprint(json.dumps([[r.value, round(r.geometry.area, 3), r.quicklook] for r in g.itertuples()]))",
+        out.join("alerts.parquet").display().to_string()
+    );
+    let o = Command::new(reference_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alerts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = alerts.as_array().unwrap();
+    assert!(!rows.is_empty(), "{alerts}");
+    for r in rows {
+        assert_eq!(r[0].as_f64().unwrap(), r[1].as_f64().unwrap(), "{r}");
+        assert!(r[0].as_f64().unwrap() >= 500.0, "{r}");
+        let png = std::fs::read(out.join(r[2].as_str().unwrap())).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+    // The changed pixels per region and date, as the state counts them, are the alerts'.
+    let expected = duckdb(
+        &out.join("timeseries.parquet"),
+        "select count(*) from {f} where clouds_changed_share > 0",
+    );
+    assert!(expected[0][0].as_u64().unwrap() >= rows.len() as u64);
+    // The time series carries the change columns.
+    let cols = duckdb(
+        &out.join("timeseries.parquet"),
+        "select min(csm_compared_share) >= 0, max(csm_compared_share) <= 1, count(clouds_changed_share) from {f}",
+    );
+    assert_eq!(cols, serde_json::json!([[true, true, 10]]));
+}
+
+/// A monitor folder with the change rules and a webhook listener (its log in `hook/`).
+fn setup_with_listener(dir: &Path) -> (PathBuf, Server, PathBuf) {
+    let log = dir.join("hook/received.jsonl");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let script = root().join("tests/reference/webhook_listener.py");
+    let server = Server::python(dir, |port| {
+        vec![
+            script.display().to_string(),
+            port.to_string(),
+            log.display().to_string(),
+        ]
+    });
+    let models = CHANGE_MODELS.replace(
+        "MANIFEST",
+        &manifest("ukis-csmask-6b-l1c.json").display().to_string(),
+    );
+    let config = setup(
+        dir,
+        &format!(
+            "{models}\n[alerts]\nwebhook_url = \"http://127.0.0.1:{}/alerts\"\n",
+            server.1
+        ),
+    );
+    (config, server, log)
+}
+
+fn spawn_cycle(config: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_eoinfer"))
+        .args(["monitor", "run", "--json", "--config"])
+        .arg(config)
+        .env_remove("ORT_DYLIB_PATH")
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most 2 minutes) until `done` holds, the child still running.
+fn wait_until(child: &mut std::process::Child, what: &str, done: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the cycle ended before {what}"
+        );
+        assert!(t0.elapsed().as_secs() < 120, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The state's tables and the time series and alert files, with the folder's own path and
+/// the processing times taken out: what two runs of the same history must agree on.
+fn final_state(dir: &Path) -> serde_json::Value {
+    let out = dir.join("out");
+    let script = r#"
+import sqlite3, sys, json, duckdb, re
+out, d = sys.argv[1], sys.argv[2]
+# The run folders are named by the acquisitions' ids and file times (which differ between two
+# copies of the same history): compared without.
+norm = lambda v: re.sub(r"runs/([0-9-]+)/[0-9a-f]{12}/", r"runs/\1/RUN/", str(v).replace(d, "DIR"))
+c = sqlite3.connect(out + "/state.sqlite")
+tables = {}
+for t, cols in [("items", "id, date, scene, status, attempts, error"),
+                ("observations", "*"), ("changes", "*"), ("regions", "region, hex(wkb)"),
+                ("alerts", "key, region, date, rule, model, value, threshold, message, hex(geometry), quicklook"),
+                ("outbox", "key, payload, delivered")]:
+    tables[t] = [[norm(v) for v in r] for r in c.execute(f"SELECT {cols} FROM {t} ORDER BY 1, 2")]
+for f in ["timeseries", "alerts"]:
+    tables[f + ".parquet"] = [[str(v) for v in r] for r in duckdb.sql(f"SELECT * FROM '{out}/{f}.parquet' ORDER BY 1, 2, 3").fetchall()]
+print(json.dumps(tables))
+"#;
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(&out)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn received_keys(log: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_cycle_killed_mid_model_or_between_commit_and_post_reruns_to_the_same_state() {
+    // The uninterrupted history: 3 dates, then 2.
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let (config_a, _server_a, log_a) = setup_with_listener(&a);
+    for d in &DATES[..3] {
+        add(&a, d);
+    }
+    ok(&cycle(&config_a).0);
+    for d in &DATES[3..] {
+        add(&a, d);
+    }
+    ok(&cycle(&config_a).0);
+    let expected = final_state(&a);
+    let expected_keys = received_keys(&log_a);
+    assert!(!expected_keys.is_empty());
+
+    // The same history, cycle 3 killed twice.
+    let b = tmp.path().join("b");
+    let (config_b, _server_b, log_b) = setup_with_listener(&b);
+    for d in &DATES[..3] {
+        add(&b, d);
+    }
+    ok(&cycle(&config_b).0);
+    for d in &DATES[3..] {
+        add(&b, d);
+    }
+    // 1. kill -9 while the models run on the first new date.
+    let mut child = spawn_cycle(&config_b);
+    let runs = b.join("out/runs/2015-08-30");
+    wait_until(&mut child, "the first new date's run", || {
+        std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // 2. The rerun commits both dates, then blocks posting an alert to the listener (which
+    //    holds it unread): kill -9 there, between the commit and the delivery.
+    std::fs::write(b.join("hook/HOLD"), "").unwrap();
+    let mut child = spawn_cycle(&config_b);
+    wait_until(&mut child, "the webhook POST", || {
+        b.join("hook/HELD").exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(b.join("hook/HOLD")).unwrap();
+    // 3. The next cycle processes nothing new and delivers what was left.
+    let (o, v) = cycle(&config_b);
+    ok(&o);
+    assert_eq!(processed(&v), 0, "{v}");
+    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
+
+    let got = final_state(&b);
+    for (table, rows) in expected.as_object().unwrap() {
+        assert_eq!(&got[table], rows, "table {table} differs");
+    }
+    assert_eq!(received_keys(&log_b), expected_keys, "each alert key once");
+}

@@ -79,6 +79,9 @@ fn default_max_items() -> usize {
 fn default_attempts() -> u32 {
     3
 }
+fn default_change_lookback() -> usize {
+    10
+}
 
 /// One model run on every new acquisition.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +97,14 @@ pub struct Model {
     /// `--bands` mapping.
     #[serde(default)]
     pub bands: Option<String>,
+    /// Another model (a cloud mask, listed before this one, or this model itself) whose
+    /// `mask_classes` pixels are not used for change of this model's map.
+    #[serde(default)]
+    pub mask: Option<String>,
+    /// The mask model's classes that mask a pixel (default: those of `cloud`, `cloud_shadow`
+    /// it has).
+    #[serde(default)]
+    pub mask_classes: Option<Vec<String>>,
 }
 
 /// A rule that raises alerts.
@@ -111,6 +122,66 @@ pub enum Rule {
         #[serde(default = "default_cloud_classes")]
         classes: Vec<String>,
     },
+    /// Pixels of a region whose class changed (against each pixel's previous valid
+    /// observation) from one of `from` to one of `to` (empty: any) cover at least
+    /// `min_area_m2`.
+    ClassTransition {
+        /// The model whose class map is compared.
+        model: String,
+        /// Classes changed from (empty: any).
+        #[serde(default)]
+        from: Vec<String>,
+        /// Classes changed to (empty: any).
+        #[serde(default)]
+        to: Vec<String>,
+        /// Alert when the changed area is at least this (m²; default 0: any changed pixel).
+        #[serde(default)]
+        min_area_m2: f64,
+        /// Judge only when at least this share of the region was compared (0..1, default 0).
+        #[serde(default)]
+        min_compared_share: f64,
+    },
+    /// The share of `class` among a region's compared pixels changed (against each pixel's
+    /// previous valid observation) by at least `threshold` (0..1, either direction).
+    ClassFractionChange {
+        /// The model whose class map is compared.
+        model: String,
+        /// The class.
+        class: String,
+        /// Alert when |now - before| is at least this (0..1).
+        threshold: f64,
+        /// Judge only when at least this share of the region was compared (0..1, default 0).
+        #[serde(default)]
+        min_compared_share: f64,
+    },
+}
+
+impl Rule {
+    /// The model the rule reads.
+    #[must_use]
+    pub fn model(&self) -> &str {
+        match self {
+            Self::CloudFreeShareBelow { model, .. }
+            | Self::ClassTransition { model, .. }
+            | Self::ClassFractionChange { model, .. } => model,
+        }
+    }
+
+    /// Whether the rule needs per-pixel change of its model.
+    #[must_use]
+    pub fn needs_change(&self) -> bool {
+        !matches!(self, Self::CloudFreeShareBelow { .. })
+    }
+
+    /// The rule's name in alerts.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CloudFreeShareBelow { .. } => "cloud-free-share-below",
+            Self::ClassTransition { .. } => "class-transition",
+            Self::ClassFractionChange { .. } => "class-fraction-change",
+        }
+    }
 }
 
 fn default_cloud_classes() -> Vec<String> {
@@ -149,6 +220,10 @@ pub struct Config {
     /// Threads per model run (0 = all cores).
     #[serde(default)]
     pub threads: usize,
+    /// For change, each pixel's previous valid observation is looked for in at most this many
+    /// earlier dates (default 10).
+    #[serde(default = "default_change_lookback")]
+    pub change_lookback_dates: usize,
     /// The regions.
     pub regions: Regions,
     /// The source.
@@ -228,23 +303,65 @@ impl Config {
         if self.max_items_per_cycle == 0 || self.max_attempts == 0 {
             return Err("max_items_per_cycle and max_attempts must be at least 1".into());
         }
+        for (i, m) in self.models.iter().enumerate() {
+            if let Some(mask) = &m.mask {
+                let before = self.models[..=i].iter().any(|o| &o.name == mask);
+                if !before {
+                    return Err(format!(
+                        "models.mask {mask:?} (model {:?}) must name a model listed before it, or itself",
+                        m.name
+                    ));
+                }
+            } else if m.mask_classes.is_some() {
+                return Err(format!(
+                    "models.mask_classes (model {:?}) needs models.mask",
+                    m.name
+                ));
+            }
+        }
         for r in &self.rules {
+            let model = r.model();
+            if !names.contains(model) {
+                return Err(format!(
+                    "rules: model {model:?} is not one of the [[models]] ({names:?})"
+                ));
+            }
+            let share = |what: &str, v: f64| {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "rules ({}): {what} {v} must be a share from 0 to 1",
+                        r.name()
+                    ))
+                }
+            };
             match r {
-                Rule::CloudFreeShareBelow {
-                    model, threshold, ..
+                Rule::CloudFreeShareBelow { threshold, .. } => share("threshold", *threshold)?,
+                Rule::ClassTransition {
+                    min_area_m2,
+                    min_compared_share,
+                    ..
                 } => {
-                    if !names.contains(model.as_str()) {
+                    share("min_compared_share", *min_compared_share)?;
+                    if !(min_area_m2.is_finite() && *min_area_m2 >= 0.0) {
                         return Err(format!(
-                            "rules: model {model:?} is not one of the [[models]] ({names:?})"
-                        ));
-                    }
-                    if !(0.0..=1.0).contains(threshold) {
-                        return Err(format!(
-                            "rules: threshold {threshold} must be a share from 0 to 1"
+                            "rules (class-transition): min_area_m2 {min_area_m2} must be 0 or more"
                         ));
                     }
                 }
+                Rule::ClassFractionChange {
+                    threshold,
+                    min_compared_share,
+                    ..
+                } => {
+                    share("threshold", *threshold)?;
+                    share("min_compared_share", *min_compared_share)?;
+                }
             }
+        }
+        if self.change_lookback_dates == 0 {
+            return Err("change_lookback_dates must be at least 1".into());
         }
         match &self.source {
             Source::Folder {
@@ -324,12 +441,40 @@ name = "clouds"
 manifest = "models/s2cloudless.json"
 # resolution = 160
 
+# A second model's class map, with the clouds model as its mask: pixels it calls cloud (or
+# cloud shadow) are not used when that map's change is judged.
+# [[models]]
+# name = "landcover"
+# manifest = "models/my-landcover.json"
+# resolution = 160
+# mask = "clouds"
+# mask_classes = ["cloud"]
+
 [[rules]]
 # Alert when less than half of a region is valid and cloud-free on an acquisition.
 type = "cloud-free-share-below"
 model = "clouds"
 threshold = 0.5
 # classes = ["cloud", "cloud_shadow"]
+
+# Change is judged per pixel against that pixel's previous valid observation (at most
+# change_lookback_dates earlier dates, default 10). Each change rule writes a change map
+# (runs/<date>/.../<model>.change.tif: from * 100 + to, 0 unchanged), the previous valid
+# classes (<model>.previous.tif), the polygon of the changed pixels in the alert, and a
+# before/after quicklook PNG (quicklooks/).
+# [[rules]]
+# type = "class-transition"
+# model = "landcover"
+# from = ["forest"]              # empty or left out: any class
+# to = ["bare", "grassland"]
+# min_area_m2 = 5000
+# min_compared_share = 0.3       # judge only when 30 % of the region could be compared
+#
+# [[rules]]
+# type = "class-fraction-change"
+# model = "landcover"
+# class = "water"
+# threshold = 0.1                # the share of water among compared pixels moved 10 points
 
 [alerts]
 # POST each alert as JSON (with an Idempotency-Key header) to a receiver you run:

@@ -5,6 +5,7 @@
 //! alert files from the state. Cycles are locked (an overlapping one exits or waits) and
 //! idempotent: a killed cycle leaves every acquisition done or to do, never half.
 
+pub mod change;
 pub mod config;
 pub mod http;
 pub mod outputs;
@@ -14,10 +15,10 @@ pub mod state;
 use crate::error::MonitorError;
 use config::{Config, Overlap, Rule};
 use source::Acquisition;
-use state::{Alert, Observation, State};
+use state::{Alert, Change, Observation, State};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a cycle did (`--json` prints it).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -275,13 +276,287 @@ fn alerts_of(rules: &[Rule], obs: &[Observation]) -> Vec<Alert> {
                                 share * 100.0,
                                 threshold * 100.0
                             ),
+                            geometry: None,
+                            quicklook: None,
                         });
                     }
                 }
             }
+            // Judged per pixel, by `change_of`.
+            Rule::ClassTransition { .. } | Rule::ClassFractionChange { .. } => {}
         }
     }
     out
+}
+
+/// The class values of a mask model's map that mask a pixel.
+fn masked_values(m: &config::Model, mask_tif: &Path) -> Result<Vec<u8>, crate::Error> {
+    let ds = gdal::Dataset::open(mask_tif).map_err(|e| MonitorError::Change {
+        path: mask_tif.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let band = ds.rasterband(1).map_err(|e| MonitorError::Change {
+        path: mask_tif.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let names = crate::output::vectors::category_names(&band);
+    let id = |n: &str| names.iter().position(|c| c == n).map(|i| i as u8);
+    let mask = m.mask.clone().unwrap_or_default();
+    if let Some(list) = &m.mask_classes {
+        return list
+            .iter()
+            .map(|n| {
+                id(n).ok_or_else(|| {
+                    MonitorError::Config {
+                        path: mask_tif.to_path_buf(),
+                        what: format!(
+                            "models.mask_classes of {:?}: the mask model {mask:?} has no class {n:?}; it has {names:?}",
+                            m.name
+                        ),
+                    }
+                    .into()
+                })
+            })
+            .collect();
+    }
+    let v: Vec<u8> = ["cloud", "cloud_shadow"]
+        .iter()
+        .filter_map(|n| id(n))
+        .collect();
+    if v.is_empty() {
+        return Err(MonitorError::Config {
+            path: mask_tif.to_path_buf(),
+            what: format!(
+                "the mask model {mask:?} of {:?} has no class cloud or cloud_shadow (it has {names:?}); name the classes that mask in models.mask_classes",
+                m.name
+            ),
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+/// The class values of `names` in `classes` (a config error naming the rule otherwise).
+fn class_ids(
+    rule: &Rule,
+    classes: &[String],
+    names: &[String],
+) -> Result<Vec<usize>, MonitorError> {
+    names
+        .iter()
+        .map(|n| {
+            classes
+                .iter()
+                .position(|c| c == n)
+                .ok_or_else(|| MonitorError::Config {
+                    path: PathBuf::from(rule.model()),
+                    what: format!(
+                        "rule {}: model {:?} has no class {n:?}; it has {classes:?}",
+                        rule.name(),
+                        rule.model()
+                    ),
+                })
+        })
+        .collect()
+}
+
+/// A file name made of a region id.
+fn file_part(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A change rule's judgement: value, threshold, message, and which change codes it counts.
+type Judged = (f64, f64, String, Box<dyn Fn(u16) -> bool>);
+
+/// Judges a change rule on one region's comparison (None: no alert).
+fn judge(
+    rule: &Rule,
+    classes: &[String],
+    rc: &change::RegionChange,
+    o: &Observation,
+    compared_share: f64,
+) -> Result<Option<Judged>, MonitorError> {
+    let judged = |min: f64| rc.compared > 0 && compared_share >= min;
+    let n = classes.len();
+    let (region, date, model) = (&o.region, &o.date, &o.model);
+    Ok(Some(match rule {
+        Rule::ClassTransition {
+            from,
+            to,
+            min_area_m2,
+            min_compared_share,
+            ..
+        } => {
+            let (f, t) = (
+                class_ids(rule, classes, from)?,
+                class_ids(rule, classes, to)?,
+            );
+            let pixels = rc.transitions(n, &f, &t);
+            let area = pixels as f64 * o.pixel_area;
+            if !judged(*min_compared_share) || pixels == 0 || area < *min_area_m2 {
+                return Ok(None);
+            }
+            let any = |l: &[String]| {
+                if l.is_empty() {
+                    "any class".to_string()
+                } else {
+                    l.join(" or ")
+                }
+            };
+            let message = format!(
+                "region {region} on {date}: {area:.0} m² ({pixels} px) changed from {} to {} ({}, against each pixel's previous valid observation), at least {min_area_m2:.0} m²",
+                any(from),
+                any(to),
+                model
+            );
+            let hit = move |code: u16| {
+                let (a, b) = (usize::from(code / 100), usize::from(code % 100));
+                code != 0 && (f.is_empty() || f.contains(&a)) && (t.is_empty() || t.contains(&b))
+            };
+            (area, *min_area_m2, message, Box::new(hit))
+        }
+        Rule::ClassFractionChange {
+            class,
+            threshold,
+            min_compared_share,
+            ..
+        } => {
+            let k = class_ids(rule, classes, std::slice::from_ref(class))?[0];
+            let v = rc.fraction_change(n, k);
+            if !judged(*min_compared_share) || v.abs() < *threshold {
+                return Ok(None);
+            }
+            let message = format!(
+                "region {region} on {date}: the share of {class} among the {} compared pixels changed by {:+.1} points ({}), at least {:.1}",
+                rc.compared,
+                v * 100.0,
+                model,
+                threshold * 100.0
+            );
+            let hit = move |code: u16| {
+                code != 0 && (usize::from(code / 100) == k || usize::from(code % 100) == k)
+            };
+            (v, *threshold, message, Box::new(hit))
+        }
+        Rule::CloudFreeShareBelow { .. } => return Ok(None),
+    }))
+}
+
+/// Per-pixel change of model `m`'s map on `date` against each pixel's previous valid
+/// observation (the change map and previous classes beside the map), its rows per region,
+/// and the alerts of the change rules on it, each with the changed area and a quicklook.
+fn change_of(
+    c: &Config,
+    state: &State,
+    m: &config::Model,
+    date: &str,
+    maps: &BTreeMap<String, PathBuf>,
+    obs: &[Observation],
+    regions: &[state::RegionRow],
+) -> Result<(Vec<Change>, Vec<Alert>), crate::Error> {
+    let classes_tif = &maps[&m.name];
+    let mask = match &m.mask {
+        Some(mm) => Some((mm.clone(), masked_values(m, &maps[mm])?)),
+        None => None,
+    };
+    let current = change::Map {
+        date: date.to_string(),
+        classes: classes_tif.clone(),
+        mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
+    };
+    let mut earlier = Vec::new();
+    for (d, out) in state.maps_before(&m.name, date, c.change_lookback_dates)? {
+        let mask = match &mask {
+            // A date without the mask's map cannot tell clouds: not used.
+            Some((mm, v)) => match state.map_of(mm, &d)? {
+                Some(p) => Some((PathBuf::from(p), v.clone())),
+                None => continue,
+            },
+            None => None,
+        };
+        earlier.push(change::Map {
+            date: d,
+            classes: PathBuf::from(out),
+            mask,
+        });
+    }
+    let dir = classes_tif.parent().unwrap_or(Path::new("."));
+    let change_tif = dir.join(format!("{}.change.tif", m.name));
+    let previous_tif = dir.join(format!("{}.previous.tif", m.name));
+    let wkbs: Vec<Vec<u8>> = regions.iter().map(|r| r.1.clone()).collect();
+    let det = change::detect(&current, &earlier, &wkbs, &change_tif, &previous_tif)?;
+    let n = det.classes.len();
+    let mut changes = Vec::new();
+    let mut alerts = Vec::new();
+    for ((region, wkb, _), rc) in regions.iter().zip(&det.regions) {
+        changes.push(Change {
+            region: region.clone(),
+            date: date.to_string(),
+            model: m.name.clone(),
+            compared: rc.compared,
+            changed: rc.transitions(n, &[], &[]),
+            matrix: rc.matrix.clone(),
+            dates_used: det.dates_used.clone(),
+            output: change_tif.display().to_string(),
+        });
+        let Some(o) = obs
+            .iter()
+            .find(|o| &o.region == region && o.model == m.name)
+        else {
+            continue;
+        };
+        let compared_share = if o.region_pixels == 0 {
+            0.0
+        } else {
+            rc.compared as f64 / o.region_pixels as f64
+        };
+        for rule in c
+            .rules
+            .iter()
+            .filter(|r| r.needs_change() && r.model() == m.name)
+        {
+            let Some((value, threshold, message, hit)) =
+                judge(rule, &det.classes, rc, o, compared_share)?
+            else {
+                continue;
+            };
+            let key = crate::util::sha256_hex(
+                format!("{}|{region}|{date}|{rule:?}", rule.name()).as_bytes(),
+            )[..24]
+                .to_string();
+            let geometry = change::changed_area(&change_tif, wkb, &*hit)?;
+            let rel = format!("quicklooks/{date}/{}-{}.png", file_part(region), &key[..8]);
+            change::render_quicklook(
+                classes_tif,
+                &previous_tif,
+                &change_tif,
+                wkb,
+                &*hit,
+                &c.out.join(&rel),
+            )?;
+            alerts.push(Alert {
+                key,
+                region: region.clone(),
+                date: date.to_string(),
+                rule: rule.name().into(),
+                model: m.name.clone(),
+                value,
+                threshold,
+                message,
+                geometry,
+                quicklook: Some(rel),
+            });
+        }
+    }
+    Ok((changes, alerts))
 }
 
 /// Processes one date: every model, then one transaction with its rows and alerts.
@@ -294,17 +569,31 @@ fn process_date(
 ) -> Result<usize, crate::Error> {
     let mut obs = Vec::new();
     let mut regions = Vec::new();
+    let mut maps = BTreeMap::new();
     for m in &c.models {
         let classes = run_model(c, m, date, group, env)?;
         let (o, r) = observe(c, &m.name, date, group, &classes)?;
         obs.extend(o);
         regions = r;
+        maps.insert(m.name.clone(), classes);
     }
-    let alerts = alerts_of(&c.rules, &obs);
+    let mut alerts = alerts_of(&c.rules, &obs);
+    let mut changes = Vec::new();
+    for m in &c.models {
+        if c.rules
+            .iter()
+            .any(|r| r.needs_change() && r.model() == m.name)
+        {
+            let (ch, a) = change_of(c, state, m, date, &maps, &obs, &regions)?;
+            changes.extend(ch);
+            alerts.extend(a);
+        }
+    }
     let n = alerts.len();
     state.commit_date(
         group,
         &obs,
+        &changes,
         &regions,
         &alerts,
         c.alerts.webhook_url.is_some(),

@@ -124,6 +124,11 @@ fn timeseries(
     projjson: &str,
 ) -> Result<(), crate::Error> {
     let obs = state.observations()?;
+    let changes: BTreeMap<(String, String, String), crate::monitor::state::Change> = state
+        .changes()?
+        .into_iter()
+        .map(|ch| ((ch.region.clone(), ch.date.clone(), ch.model.clone()), ch))
+        .collect();
     // One row per region and date; per model its class shares and areas.
     let mut rows: BTreeMap<(String, String), Vec<&crate::monitor::state::Observation>> =
         BTreeMap::new();
@@ -148,7 +153,7 @@ fn timeseries(
             Rule::CloudFreeShareBelow { model, classes, .. } if model == &m.name => {
                 Some(classes.clone())
             }
-            Rule::CloudFreeShareBelow { .. } => None,
+            _ => None,
         });
         names.push((m.name.clone(), classes.join("\u{1f}"), cloudy));
     }
@@ -184,6 +189,36 @@ fn timeseries(
             reals.push((
                 format!("{model}_clear_share"),
                 col(&|o| crate::monitor::clear_share(o, cloudy)),
+            ));
+        }
+        if changes.keys().any(|k| &k.2 == model) {
+            let change =
+                |k: &(String, String)| changes.get(&(k.0.clone(), k.1.clone(), model.clone()));
+            reals.push((
+                format!("{model}_compared_share"),
+                keys.iter()
+                    .map(|k| {
+                        let (o, ch) = (pick(k)?, change(k)?);
+                        Some(if o.region_pixels == 0 {
+                            0.0
+                        } else {
+                            ch.compared as f64 / o.region_pixels as f64
+                        })
+                    })
+                    .collect(),
+            ));
+            reals.push((
+                format!("{model}_changed_share"),
+                keys.iter()
+                    .map(|k| {
+                        let ch = change(k)?;
+                        Some(if ch.compared == 0 {
+                            0.0
+                        } else {
+                            ch.changed as f64 / ch.compared as f64
+                        })
+                    })
+                    .collect(),
             ));
         }
         for (ci, cname) in classes.iter().enumerate() {
@@ -233,14 +268,21 @@ fn alerts(
             list.iter().map(|a| Some(a.threshold)).collect(),
         ),
         Column::Text("message".into(), text(&|a| a.message.clone())),
+        Column::Text(
+            "quicklook".into(),
+            text(&|a| a.quicklook.clone().unwrap_or_default()),
+        ),
     ];
+    // The changed area for change rules, the region otherwise.
     let wkb: Vec<Vec<u8>> = list
         .iter()
         .map(|a| {
-            regions
-                .get(&a.region)
-                .map(|(w, _)| w.clone())
-                .unwrap_or_default()
+            a.geometry.clone().unwrap_or_else(|| {
+                regions
+                    .get(&a.region)
+                    .map(|(w, _)| w.clone())
+                    .unwrap_or_default()
+            })
         })
         .collect();
     write_geoparquet(&c.out.join("alerts.parquet"), &cols, &wkb, projjson)?;

@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS regions (
 CREATE TABLE IF NOT EXISTS alerts (
   key TEXT PRIMARY KEY, region TEXT NOT NULL, date TEXT NOT NULL, rule TEXT NOT NULL,
   model TEXT NOT NULL, value REAL NOT NULL, threshold REAL NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+  region TEXT NOT NULL, date TEXT NOT NULL, model TEXT NOT NULL, compared INTEGER NOT NULL,
+  changed INTEGER NOT NULL, matrix TEXT NOT NULL, dates_used TEXT NOT NULL, output TEXT NOT NULL,
+  PRIMARY KEY (region, date, model));
 CREATE TABLE IF NOT EXISTS outbox (
   key TEXT PRIMARY KEY, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
   next_try INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0, last_error TEXT);
@@ -90,6 +94,32 @@ pub struct Alert {
     pub threshold: f64,
     /// A sentence for people.
     pub message: String,
+    /// The changed area (MultiPolygon WKB in the regions' CRS) for change rules; the region
+    /// otherwise.
+    pub geometry: Option<Vec<u8>>,
+    /// The before/after quicklook PNG, relative to the output folder.
+    pub quicklook: Option<String>,
+}
+
+/// One region's change of one model's map on one date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Region id.
+    pub region: String,
+    /// Date.
+    pub date: String,
+    /// Model name.
+    pub model: String,
+    /// Pixels compared with their previous valid observation.
+    pub compared: u64,
+    /// Of them, pixels whose class changed.
+    pub changed: u64,
+    /// Transition counts (`from * n + to`).
+    pub matrix: Vec<u64>,
+    /// The earlier dates the previous classes came from.
+    pub dates_used: Vec<String>,
+    /// The change map.
+    pub output: String,
 }
 
 /// The error of a database operation on the state at `path`.
@@ -120,6 +150,26 @@ impl State {
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; {SCHEMA}"
             ))
             .map_err(|e| s.err(e))?;
+        // Columns added since the first schema.
+        for (table, column, ty) in [
+            ("alerts", "geometry", "BLOB"),
+            ("alerts", "quicklook", "TEXT"),
+        ] {
+            let has: bool = s
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                    [column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| s.err(e))?
+                > 0;
+            if !has {
+                s.conn
+                    .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                    .map_err(|e| s.err(e))?;
+            }
+        }
         Ok(s)
     }
 
@@ -162,6 +212,7 @@ impl State {
         &mut self,
         items: &[crate::monitor::source::Acquisition],
         observations: &[Observation],
+        changes: &[Change],
         regions: &[RegionRow],
         alerts: &[Alert],
         deliver: bool,
@@ -207,12 +258,30 @@ impl State {
             )
             .map_err(err)?;
         }
+        for ch in changes {
+            tx.execute(
+                "INSERT OR REPLACE INTO changes
+                 (region, date, model, compared, changed, matrix, dates_used, output)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    ch.region,
+                    ch.date,
+                    ch.model,
+                    ch.compared as i64,
+                    ch.changed as i64,
+                    serde_json::to_string(&ch.matrix).unwrap_or_default(),
+                    serde_json::to_string(&ch.dates_used).unwrap_or_default(),
+                    ch.output
+                ],
+            )
+            .map_err(err)?;
+        }
         for a in alerts {
             let new = tx
                 .execute(
-                    "INSERT OR IGNORE INTO alerts (key, region, date, rule, model, value, threshold, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![a.key, a.region, a.date, a.rule, a.model, a.value, a.threshold, a.message],
+                    "INSERT OR IGNORE INTO alerts (key, region, date, rule, model, value, threshold, message, geometry, quicklook)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![a.key, a.region, a.date, a.rule, a.model, a.value, a.threshold, a.message, a.geometry, a.quicklook],
                 )
                 .map_err(err)?;
             if new > 0 && deliver {
@@ -279,6 +348,68 @@ impl State {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Every change row, by region, date and model.
+    pub fn changes(&self) -> Result<Vec<Change>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT region, date, model, compared, changed, matrix, dates_used, output
+                 FROM changes ORDER BY region, date, model",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let matrix: String = r.get(5)?;
+                let used: String = r.get(6)?;
+                Ok(Change {
+                    region: r.get(0)?,
+                    date: r.get(1)?,
+                    model: r.get(2)?,
+                    compared: r.get::<_, i64>(3)? as u64,
+                    changed: r.get::<_, i64>(4)? as u64,
+                    matrix: serde_json::from_str(&matrix).unwrap_or_default(),
+                    dates_used: serde_json::from_str(&used).unwrap_or_default(),
+                    output: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The class maps of `model` on the dates before `date`, newest first (at most `limit`).
+    pub fn maps_before(
+        &self,
+        model: &str,
+        date: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, MonitorError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT date, output FROM observations WHERE model = ?1 AND date < ?2
+                 ORDER BY date DESC LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![model, date, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The class map of `model` on `date`, if observed.
+    pub fn map_of(&self, model: &str, date: &str) -> Result<Option<String>, MonitorError> {
+        self.conn
+            .query_row(
+                "SELECT output FROM observations WHERE model = ?1 AND date = ?2 LIMIT 1",
+                params![model, date],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Region geometries (WKB and the PROJJSON of their CRS).
     pub fn regions(&self) -> Result<Vec<RegionRow>, MonitorError> {
         let mut st = self
@@ -296,7 +427,7 @@ impl State {
         let mut st = self
             .conn
             .prepare(
-                "SELECT key, region, date, rule, model, value, threshold, message FROM alerts ORDER BY date, region, rule, key",
+                "SELECT key, region, date, rule, model, value, threshold, message, geometry, quicklook FROM alerts ORDER BY date, region, rule, key",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -310,6 +441,8 @@ impl State {
                     value: r.get(5)?,
                     threshold: r.get(6)?,
                     message: r.get(7)?,
+                    geometry: r.get(8)?,
+                    quicklook: r.get(9)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -399,5 +532,6 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
     serde_json::json!({
         "key": a.key, "region": a.region, "date": a.date, "rule": a.rule, "model": a.model,
         "value": a.value, "threshold": a.threshold, "message": a.message,
+        "quicklook": a.quicklook,
     })
 }

@@ -5,6 +5,7 @@ pub mod embeddings;
 pub mod heads;
 pub mod parquet;
 pub mod qgis;
+pub mod quicklook;
 pub mod raster;
 pub mod stac;
 pub mod stack;

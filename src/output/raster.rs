@@ -93,7 +93,7 @@ fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
     }
 }
 
-fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
+pub(crate) fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
     let mut o = RasterCreationOptions::new();
     for (k, v) in items {
         // Keys and values are plain ASCII literals; a failure here is a programming error.
@@ -102,7 +102,7 @@ fn options(items: &[(&str, &str)]) -> RasterCreationOptions {
     o
 }
 
-fn staging_dataset_with<T: gdal::raster::GdalType>(
+pub(crate) fn staging_dataset_with<T: gdal::raster::GdalType>(
     staging: &Path,
     (width, height, bands): (usize, usize, usize),
     geo_transform: &[f64; 6],

@@ -83,6 +83,9 @@ fn verr(path: &Path, e: impl std::fmt::Display) -> OutputError {
 #[must_use]
 pub fn category_names(band: &gdal::raster::RasterBand<'_>) -> Vec<String> {
     let mut names = Vec::new();
+    // GeoTIFF loads the `.aux.xml` lazily, on the first georeferencing or nodata query, and
+    // the category names do not trigger it (GDAL 3.6): ask for nodata first.
+    let _ = band.no_data_value();
     unsafe {
         let list = gdal_sys::GDALGetRasterCategoryNames(band.c_rasterband());
         if list.is_null() {
