@@ -97,14 +97,16 @@ if [ "${1:-}" = "--reference" ]; then
   # from Debian, pgstac and stac-fastapi-pgstac from PyPI. The tests run their own throw-away
   # cluster on free loopback ports; the system cluster Debian may create and start on install
   # (15/main, port 5432) is left as it is and nothing uses it.
+  # `ip` and `unshare` run the monitor test inside a network namespace with only loopback.
   if [ ! -x /usr/lib/postgresql/15/bin/initdb ] \
-    || [ ! -f /usr/share/postgresql/15/extension/postgis.control ]; then
-    echo "installing Debian packages: postgresql-15 postgresql-15-postgis-3 (STAC API, for tests)" >&2
+    || [ ! -f /usr/share/postgresql/15/extension/postgis.control ] \
+    || ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+    echo "installing Debian packages: postgresql-15 postgresql-15-postgis-3 iproute2 util-linux (STAC API, network namespace, for tests)" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      postgresql-15 postgresql-15-postgis-3 >/dev/null
+      postgresql-15 postgresql-15-postgis-3 iproute2 util-linux >/dev/null
   fi
   stac_venv=.venv-stacapi
   stac_stamp="$stac_venv/.installed"

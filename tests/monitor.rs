@@ -684,3 +684,89 @@ fn a_cycle_killed_mid_model_or_between_commit_and_post_reruns_to_the_same_state(
     }
     assert_eq!(received_keys(&log_b), expected_keys, "each alert key once");
 }
+
+#[test]
+fn an_embedding_model_gets_mean_embeddings_and_a_cosine_change_against_each_patch_s_previous_valid_one()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let models = format!(
+        r#"
+[[models]]
+name = "oe"
+manifest = "{}"
+resolution = 10
+mask = "clouds"
+[[rules]]
+type = "embedding-change"
+model = "oe"
+threshold = 0.07
+"#,
+        root()
+            .join("models/olmoearth/olmoearth-v1-nano.json")
+            .display()
+    );
+    let config = setup(dir, &models);
+    for d in &DATES {
+        add(dir, d);
+    }
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 5, "{v}");
+    let out = dir.join("out");
+
+    // Against numpy, from the embedding maps and s2cloudless's masks alone.
+    let check = Command::new(reference_python())
+        .arg(root().join("tests/reference/check_embchange.py"))
+        .arg(&out)
+        .args(["oe", "0.07", "clouds", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(s["mismatches"], serde_json::json!([]), "{s}");
+    assert_eq!(s["dates"], 5);
+    let (compared, changed) = (
+        s["patches_compared"].as_u64().unwrap(),
+        s["patches_changed"].as_u64().unwrap(),
+    );
+    assert!(0 < changed && changed < compared, "{s}");
+
+    // The two cloudy dates compare nothing (s2cloudless masks every patch); the clear ones do.
+    let rows = duckdb(
+        &out.join("timeseries.parquet"),
+        "select date, min(oe_compared_share), max(oe_compared_share), count(oe_mean_distance), count(oe_mean_embedding_0), count(oe_mean_embedding_127) from {f} group by date order by date",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            ["2015-07-11", 0.0, 0.0, 0, 2, 2],
+            ["2015-07-31", 0.0, 0.0, 0, 2, 2],
+            ["2015-08-20", 0.0, 0.0, 0, 2, 2],
+            ["2015-08-30", 1.0, 1.0, 2, 2, 2],
+            ["2015-09-09", 1.0, 1.0, 2, 2, 2]
+        ])
+    );
+    // The alerts: the area of the changed patches, their outline, a quicklook.
+    let script = format!(
+        "import geopandas, json\ng = geopandas.read_parquet({:?})\nprint(json.dumps([[r.rule, r.value, round(r.geometry.area, 3), r.quicklook] for r in g.itertuples()]))",
+        out.join("alerts.parquet").display().to_string()
+    );
+    let o = Command::new(reference_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alerts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let alerts = alerts.as_array().unwrap();
+    assert!(!alerts.is_empty());
+    for a in alerts.iter().filter(|a| a[0] == "embedding-change") {
+        assert_eq!(a[1].as_f64().unwrap(), a[2].as_f64().unwrap(), "{a}");
+        let png = std::fs::read(out.join(a[3].as_str().unwrap())).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+}

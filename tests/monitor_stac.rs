@@ -120,7 +120,12 @@ fn processed(v: &serde_json::Value) -> Vec<String> {
 #[test]
 fn a_stac_api_on_loopback_feeds_the_monitor_new_items_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+    scenario(tmp.path(), "");
+}
+
+/// The whole scenario against the STAC API: 3 Items, nothing new, 2 more. `extra` is added to
+/// the config.
+fn scenario(dir: &Path, extra: &str) {
     let bands = dir.join("bands");
     std::fs::create_dir_all(&bands).unwrap();
     let assets = Server::start(&bands);
@@ -157,6 +162,7 @@ resolution = 10
 type = "cloud-free-share-below"
 model = "clouds"
 threshold = 0.5
+{extra}
 "#,
             api.url,
             manifest("s2cloudless.json").display()
@@ -206,4 +212,86 @@ threshold = 0.5
     dates.dedup();
     assert_eq!(dates, ["2015-07-31", "2015-08-20"]);
     drop(api);
+}
+
+#[test]
+fn a_whole_monitoring_history_runs_inside_a_network_namespace_with_only_loopback() {
+    // This test binary again, inside a new network namespace (root: `unshare -n`), running
+    // only the test below.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test creates a network namespace (`unshare -n`) and needs root, as CI runs"
+    );
+    let o = Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inside_a_network_namespace",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("EOINFER_IN_NETNS", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by a_whole_monitoring_history_runs_inside_a_network_namespace_with_only_loopback"]
+fn inside_a_network_namespace() {
+    assert_eq!(
+        std::env::var("EOINFER_IN_NETNS").as_deref(),
+        Ok("1"),
+        "run through a_whole_monitoring_history_runs_inside_a_network_namespace_with_only_loopback"
+    );
+    // Only loopback, brought up here; nothing beyond it is reachable.
+    let o = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo:"), "{links}");
+    let outside: std::net::SocketAddr = "1.1.1.1:443".parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&outside, std::time::Duration::from_secs(2)).is_err()
+    );
+    // PostgreSQL, the STAC API, the asset server and the webhook listener all start in here.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("hook/received.jsonl");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let script = root().join("tests/reference/webhook_listener.py");
+    let hook = Server::python(dir, |port| {
+        vec![
+            script.display().to_string(),
+            port.to_string(),
+            log.display().to_string(),
+        ]
+    });
+    scenario(
+        dir,
+        &format!(
+            "[alerts]\nwebhook_url = \"http://127.0.0.1:{}/alerts\"\n",
+            hook.1
+        ),
+    );
+    let mut keys: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+        .collect();
+    assert_eq!(keys.len(), 4, "the 4 alerts, each once: {keys:?}");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 4);
 }

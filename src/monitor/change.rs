@@ -128,20 +128,20 @@ pub fn fill_previous(previous: &mut [u8], earlier: &[u8], earlier_ok: &[bool]) -
     left
 }
 
-fn cerr(path: &Path, what: impl std::fmt::Display) -> MonitorError {
+pub(super) fn cerr(path: &Path, what: impl std::fmt::Display) -> MonitorError {
     MonitorError::Change {
         path: path.to_path_buf(),
         what: what.to_string(),
     }
 }
 
-struct Grid {
-    size: (usize, usize),
-    gt: [f64; 6],
-    wkt: String,
+pub(super) struct Grid {
+    pub(super) size: (usize, usize),
+    pub(super) gt: [f64; 6],
+    pub(super) wkt: String,
 }
 
-fn grid_of(ds: &Dataset, path: &Path) -> Result<Grid, MonitorError> {
+pub(super) fn grid_of(ds: &Dataset, path: &Path) -> Result<Grid, MonitorError> {
     Ok(Grid {
         size: ds.raster_size(),
         gt: ds.geo_transform().map_err(|e| cerr(path, e))?,
@@ -150,7 +150,7 @@ fn grid_of(ds: &Dataset, path: &Path) -> Result<Grid, MonitorError> {
 }
 
 impl Grid {
-    fn same(&self, o: &Self) -> bool {
+    pub(super) fn same(&self, o: &Self) -> bool {
         let tol = self.gt[1].abs() * 1e-6;
         self.size == o.size
             && self.wkt == o.wkt
@@ -214,7 +214,7 @@ impl Opened {
 }
 
 /// A region's pixel window on the grid: (x0, y0, width, height), None if outside.
-fn window(
+pub(super) fn window(
     g: &Geometry,
     gt: &[f64; 6],
     (w, h): (usize, usize),
@@ -236,7 +236,7 @@ fn window(
 }
 
 /// The region's pixels (1 inside) over `rows` rows from `y` of its window.
-fn burn(
+pub(super) fn burn(
     g: &Geometry,
     gt: &[f64; 6],
     (x0, w): (usize, usize),
@@ -417,7 +417,7 @@ pub fn detect(
         describe(&change_ds, &previous_ds, &classes, &palette, &change_stage)?;
     }
     for (stage, target) in [(&change_stage, change_tif), (&previous_stage, previous_tif)] {
-        publish(stage, target)?;
+        publish(stage, target, crate::output::raster::RasterKind::Classes)?;
     }
     drop(stages);
     Ok(Detected {
@@ -434,10 +434,14 @@ pub fn detect(
 }
 
 /// Copies a staged map to a COG at `target` (a temporary name, renamed when complete).
-fn publish(stage: &Path, target: &Path) -> Result<(), crate::Error> {
+pub(super) fn publish(
+    stage: &Path,
+    target: &Path,
+    kind: crate::output::raster::RasterKind,
+) -> Result<(), crate::Error> {
     let src = Dataset::open(stage).map_err(|e| cerr(stage, e))?;
     let part = crate::util::partial_name(target);
-    crate::output::raster::cog_copy(&src, crate::output::raster::RasterKind::Classes, &part)?;
+    crate::output::raster::cog_copy(&src, kind, &part)?;
     // The category names travel in the sidecar GDAL writes beside the copy: renamed first.
     let aux = crate::output::raster::aux_path(&part);
     if aux.exists() {
@@ -491,7 +495,7 @@ impl Block<'_> {
 }
 
 /// Staging files removed when dropped (done or failed).
-struct Stages(Vec<PathBuf>);
+pub(super) struct Stages(pub(super) Vec<PathBuf>);
 
 impl Drop for Stages {
     fn drop(&mut self) {
@@ -572,9 +576,25 @@ pub fn changed_area(
         .zip(&inside)
         .map(|(&c, &m)| u8::from(m != 0 && c != NOT_COMPARED && hit(c)))
         .collect();
+    polygonize_marks(marks, (x0, y0, ww, wh), &grid.gt, change_tif)
+}
+
+/// The outline of the pixels marked 1 in a window `(x0, y0, width, height)` of a grid as a
+/// MultiPolygon (WKB), None when none is marked.
+pub(super) fn polygonize_marks(
+    marks: Vec<u8>,
+    (x0, y0, ww, wh): (usize, usize, usize, usize),
+    gt: &[f64; 6],
+    change_tif: &Path,
+) -> Result<Option<Vec<u8>>, crate::Error> {
     if !marks.contains(&1) {
         return Ok(None);
     }
+    let grid = Grid {
+        size: (0, 0),
+        gt: *gt,
+        wkt: String::new(),
+    };
     let e = |x: gdal::errors::GdalError| cerr(change_tif, x);
     let mem = DriverManager::get_driver_by_name("MEM").map_err(e)?;
     let mut mds = mem

@@ -97,6 +97,25 @@ pub struct Model {
     /// `--bands` mapping.
     #[serde(default)]
     pub bands: Option<String>,
+    /// `--s2-offset`: the offset of Sentinel-2 L1C/L2A digital numbers when the scenes'
+    /// metadata does not say (e.g. -1000 from processing baseline 04.00).
+    #[serde(default)]
+    pub s2_offset: Option<f64>,
+    /// `--scale` and `--offset`: stored value to reflectance, overriding metadata.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: Option<f64>,
+    /// `--nodata`: the scenes' nodata value when their metadata does not say.
+    #[serde(default)]
+    pub nodata: Option<f64>,
+    /// `--device`: `cpu` (default) or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// `--batch-size` (default 4).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Another model (a cloud mask, listed before this one, or this model itself) whose
     /// `mask_classes` pixels are not used for change of this model's map.
     #[serde(default)]
@@ -154,6 +173,21 @@ pub enum Rule {
         #[serde(default)]
         min_compared_share: f64,
     },
+    /// For an embedding model: patches of a region whose embedding moved by more than
+    /// `threshold` in `1 - cosine` (against each patch's previous valid observation) cover at
+    /// least `min_area_m2`.
+    EmbeddingChange {
+        /// The embedding model.
+        model: String,
+        /// `1 - cosine` above this is a change (0..2).
+        threshold: f64,
+        /// Alert when the changed area is at least this (m²; default 0: any changed patch).
+        #[serde(default)]
+        min_area_m2: f64,
+        /// Judge only when at least this share of the region was compared (0..1, default 0).
+        #[serde(default)]
+        min_compared_share: f64,
+    },
 }
 
 impl Rule {
@@ -163,7 +197,8 @@ impl Rule {
         match self {
             Self::CloudFreeShareBelow { model, .. }
             | Self::ClassTransition { model, .. }
-            | Self::ClassFractionChange { model, .. } => model,
+            | Self::ClassFractionChange { model, .. }
+            | Self::EmbeddingChange { model, .. } => model,
         }
     }
 
@@ -180,6 +215,7 @@ impl Rule {
             Self::CloudFreeShareBelow { .. } => "cloud-free-share-below",
             Self::ClassTransition { .. } => "class-transition",
             Self::ClassFractionChange { .. } => "class-fraction-change",
+            Self::EmbeddingChange { .. } => "embedding-change",
         }
     }
 }
@@ -303,22 +339,7 @@ impl Config {
         if self.max_items_per_cycle == 0 || self.max_attempts == 0 {
             return Err("max_items_per_cycle and max_attempts must be at least 1".into());
         }
-        for (i, m) in self.models.iter().enumerate() {
-            if let Some(mask) = &m.mask {
-                let before = self.models[..=i].iter().any(|o| &o.name == mask);
-                if !before {
-                    return Err(format!(
-                        "models.mask {mask:?} (model {:?}) must name a model listed before it, or itself",
-                        m.name
-                    ));
-                }
-            } else if m.mask_classes.is_some() {
-                return Err(format!(
-                    "models.mask_classes (model {:?}) needs models.mask",
-                    m.name
-                ));
-            }
-        }
+        self.check_model_options()?;
         for r in &self.rules {
             let model = r.model();
             if !names.contains(model) {
@@ -358,6 +379,24 @@ impl Config {
                     share("threshold", *threshold)?;
                     share("min_compared_share", *min_compared_share)?;
                 }
+                Rule::EmbeddingChange {
+                    threshold,
+                    min_area_m2,
+                    min_compared_share,
+                    ..
+                } => {
+                    share("min_compared_share", *min_compared_share)?;
+                    if !(0.0..=2.0).contains(threshold) {
+                        return Err(format!(
+                            "rules (embedding-change): threshold {threshold} is 1 - cosine, from 0 to 2"
+                        ));
+                    }
+                    if !(min_area_m2.is_finite() && *min_area_m2 >= 0.0) {
+                        return Err(format!(
+                            "rules (embedding-change): min_area_m2 {min_area_m2} must be 0 or more"
+                        ));
+                    }
+                }
             }
         }
         if self.change_lookback_dates == 0 {
@@ -390,6 +429,39 @@ impl Config {
         if let Some(u) = &self.alerts.webhook_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(format!("alerts.webhook_url {u:?} is not an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Each model's device, batch size and mask.
+    fn check_model_options(&self) -> Result<(), String> {
+        for (i, m) in self.models.iter().enumerate() {
+            if let Some(d) = &m.device {
+                d.parse::<crate::model::Device>()
+                    .map_err(|e| format!("models.device of {:?}: {e}", m.name))?;
+            }
+            if m.batch_size == Some(0) {
+                return Err(format!(
+                    "models.batch_size of {:?} must be at least 1",
+                    m.name
+                ));
+            }
+            if let Some(mask) = &m.mask {
+                let before = self.models[..=i].iter().any(|o| &o.name == mask);
+                if !before {
+                    return Err(format!(
+                        "models.mask {mask:?} (model {:?}) must name a model listed before it, or itself",
+                        m.name
+                    ));
+                }
+            } else if m.mask_classes.is_some() {
+                return Err(format!(
+                    "models.mask_classes (model {:?}) needs models.mask",
+                    m.name
+                ));
             }
         }
         Ok(())
@@ -440,6 +512,8 @@ settle_seconds = 2
 name = "clouds"
 manifest = "models/s2cloudless.json"
 # resolution = 160
+# What the scenes' metadata may not say (as `eoinfer predict` takes them): s2_offset = -1000,
+# scale = 0.0001, offset = 0, nodata = 0. And where it runs: device = "cuda:0", batch_size = 4.
 
 # A second model's class map, with the clouds model as its mask: pixels it calls cloud (or
 # cloud shadow) are not used when that map's change is judged.
@@ -469,6 +543,16 @@ threshold = 0.5
 # to = ["bare", "grassland"]
 # min_area_m2 = 5000
 # min_compared_share = 0.3       # judge only when 30 % of the region could be compared
+#
+# For an embedding model (e.g. OlmoEarth): patches whose embedding moved by more than
+# `threshold` in 1 - cosine against their previous valid observation (the change map holds
+# 1 - cosine per patch; the quicklook shows before and after in the first three principal
+# components of the region's embeddings).
+# [[rules]]
+# type = "embedding-change"
+# model = "olmoearth"
+# threshold = 0.2
+# min_area_m2 = 10000
 #
 # [[rules]]
 # type = "class-fraction-change"

@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod config;
+pub mod embchange;
 pub mod http;
 pub mod outputs;
 pub mod source;
@@ -45,6 +46,9 @@ pub struct CycleReport {
     pub backlog: usize,
     /// Seconds.
     pub seconds: f64,
+    /// Of them, seconds in the models' runs (`predict` on each date): the rest is the
+    /// monitor's own work (listing, statistics, change, alerts, state, files, webhook).
+    pub model_seconds: f64,
 }
 
 /// Writes the commented example configuration to `path` (refusing to overwrite).
@@ -104,10 +108,43 @@ fn to_do(
     Ok((groups, backlog))
 }
 
-/// Runs one model over a date's acquisitions on the regions' grid; the class map's path.
+/// What a model writes, and the monitor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A class map (`<name>.classes.tif`): class shares, transitions.
+    Classes,
+    /// An embedding map (`<name>.embeddings.tif`): mean embeddings, `1 - cosine` change.
+    Embeddings,
+    /// A value map (`<name>.values.tif`): mean and standard deviation.
+    Values,
+}
+
+impl Output {
+    /// The output of a model's manifest.
+    #[must_use]
+    pub fn of(spec: &crate::model::ModelSpec) -> Self {
+        use crate::model::embedding::EncoderHead;
+        match spec.head_kind() {
+            Some(EncoderHead::Embeddings) => Self::Embeddings,
+            Some(EncoderHead::Regression) => Self::Values,
+            Some(EncoderHead::Segmentation | EncoderHead::Classification) | None => Self::Classes,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Classes => "classes",
+            Self::Embeddings => "embeddings",
+            Self::Values => "values",
+        }
+    }
+}
+
+/// Runs one model over a date's acquisitions on the regions' grid; its map's path.
 fn run_model(
     c: &Config,
     m: &config::Model,
+    output: Output,
     date: &str,
     group: &[Acquisition],
     env: &ort::environment::Environment,
@@ -133,7 +170,24 @@ fn run_model(
         name: Some(m.name.clone()),
         resolution: m.resolution,
         bands: m.bands.clone(),
-        batch_size: 4,
+        s2_offset: m.s2_offset,
+        nodata: m.nodata,
+        read: crate::scene::ReadFlags {
+            scale: m.scale,
+            offset: m.offset,
+            ..Default::default()
+        },
+        device: m
+            .device
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|what| MonitorError::Config {
+                path: m.manifest.clone(),
+                what,
+            })?
+            .unwrap_or_default(),
+        batch_size: m.batch_size.unwrap_or(4),
         threads: c.threads,
         ..Default::default()
     };
@@ -141,7 +195,7 @@ fn run_model(
     let model = plan.open_model(env)?;
     plan.check_checksum()?;
     crate::pipeline::predict(&plan, model)?;
-    Ok(out.join(format!("{}.classes.tif", m.name)))
+    Ok(out.join(format!("{}.{}.tif", m.name, output.suffix())))
 }
 
 /// Per-region observations of one class map.
@@ -153,12 +207,11 @@ fn observe(
     classes_tif: &Path,
 ) -> Result<(Vec<Observation>, Vec<state::RegionRow>), crate::Error> {
     let table = crate::output::zonal::zonal(classes_tif, &c.regions.path, false)?;
-    let crate::output::zonal::Kind::Classes(names) = &table.kind else {
-        return Err(MonitorError::Source {
-            what: format!("{} is not a class map", classes_tif.display()),
-        }
-        .into());
+    let (names, continuous) = match &table.kind {
+        crate::output::zonal::Kind::Classes(names) => (names, false),
+        crate::output::zonal::Kind::Continuous(names) => (names, true),
     };
+    let stats = table.band_stats();
     let col = table
         .attr_names
         .iter()
@@ -178,6 +231,17 @@ fn observe(
     let mut obs = Vec::new();
     let mut regions = Vec::new();
     for (i, (inside, valid, counts)) in table.class_counts().into_iter().enumerate() {
+        // A value or embedding map: valid where every band is (its first band's count).
+        let (valid, means, stds) = if continuous {
+            let s = &stats[i];
+            (
+                s.iter().map(|b| b.0).min().unwrap_or(0),
+                s.iter().map(|b| b.1).collect(),
+                s.iter().map(|b| b.2).collect(),
+            )
+        } else {
+            (valid, Vec::new(), Vec::new())
+        };
         // A missing or repeated id would merge regions' rows in the time series: refused.
         let region = match &table.attrs[i][col] {
             crate::output::zonal::Attr::Int(Some(v)) => v.to_string(),
@@ -221,6 +285,8 @@ fn observe(
             counts,
             pixel_area: table.pixel_area,
             output: classes_tif.display().to_string(),
+            means,
+            stds,
         });
     }
     Ok((obs, regions))
@@ -282,8 +348,10 @@ fn alerts_of(rules: &[Rule], obs: &[Observation]) -> Vec<Alert> {
                     }
                 }
             }
-            // Judged per pixel, by `change_of`.
-            Rule::ClassTransition { .. } | Rule::ClassFractionChange { .. } => {}
+            // Judged per pixel, by `change_of` and `embedding_change_of`.
+            Rule::ClassTransition { .. }
+            | Rule::ClassFractionChange { .. }
+            | Rule::EmbeddingChange { .. } => {}
         }
     }
     out
@@ -446,8 +514,154 @@ fn judge(
             };
             (v, *threshold, message, Box::new(hit))
         }
-        Rule::CloudFreeShareBelow { .. } => return Ok(None),
+        Rule::CloudFreeShareBelow { .. } | Rule::EmbeddingChange { .. } => return Ok(None),
     }))
+}
+
+/// The earlier maps of model `m` before `date` (newest first, at most the look-back), each
+/// with its date's mask map; dates without the mask's map are left out.
+fn earlier_maps(
+    c: &Config,
+    state: &State,
+    m: &config::Model,
+    date: &str,
+    mask: Option<&(String, Vec<u8>)>,
+) -> Result<Vec<change::Map>, MonitorError> {
+    let mut earlier = Vec::new();
+    for (d, out) in state.maps_before(&m.name, date, c.change_lookback_dates)? {
+        let mask = match mask {
+            // A date without the mask's map cannot tell clouds: not used.
+            Some((mm, v)) => match state.map_of(mm, &d)? {
+                Some(p) => Some((PathBuf::from(p), v.clone())),
+                None => continue,
+            },
+            None => None,
+        };
+        earlier.push(change::Map {
+            date: d,
+            classes: PathBuf::from(out),
+            mask,
+        });
+    }
+    Ok(earlier)
+}
+
+/// Per-patch `1 - cosine` change of embedding model `m`'s map on `date` against each patch's
+/// previous valid observation (the distance map and previous embeddings beside the map), its
+/// rows per region, and the alerts of the embedding-change rules, each with the changed area
+/// and a quicklook.
+fn embedding_change_of(
+    c: &Config,
+    state: &State,
+    m: &config::Model,
+    date: &str,
+    maps: &BTreeMap<String, PathBuf>,
+    obs: &[Observation],
+    regions: &[state::RegionRow],
+) -> Result<(Vec<Change>, Vec<Alert>), crate::Error> {
+    let emb_tif = &maps[&m.name];
+    let mask = match &m.mask {
+        Some(mm) => Some((mm.clone(), masked_values(m, &maps[mm])?)),
+        None => None,
+    };
+    let current = change::Map {
+        date: date.to_string(),
+        classes: emb_tif.clone(),
+        mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
+    };
+    let earlier = earlier_maps(c, state, m, date, mask.as_ref())?;
+    let dir = emb_tif.parent().unwrap_or(Path::new("."));
+    let change_tif = dir.join(format!("{}.change.tif", m.name));
+    let previous_tif = dir.join(format!("{}.previous.tif", m.name));
+    let wkbs: Vec<Vec<u8>> = regions.iter().map(|r| r.1.clone()).collect();
+    let det = embchange::detect(&current, &earlier, &wkbs, &change_tif, &previous_tif)?;
+    let rules: Vec<&Rule> = c
+        .rules
+        .iter()
+        .filter(|r| matches!(r, Rule::EmbeddingChange { .. }) && r.model() == m.name)
+        .collect();
+    let lowest = rules
+        .iter()
+        .filter_map(|r| match r {
+            Rule::EmbeddingChange { threshold, .. } => Some(*threshold),
+            _ => None,
+        })
+        .fold(f64::INFINITY, f64::min);
+    let mut changes = Vec::new();
+    let mut alerts = Vec::new();
+    for ((region, wkb, _), &(compared, sum)) in regions.iter().zip(&det.regions) {
+        let (changed, _) = embchange::changed(&change_tif, wkb, lowest)?;
+        changes.push(Change {
+            region: region.clone(),
+            date: date.to_string(),
+            model: m.name.clone(),
+            compared,
+            changed,
+            matrix: Vec::new(),
+            dates_used: det.dates_used.clone(),
+            output: change_tif.display().to_string(),
+            mean_distance: (compared > 0).then(|| sum / compared as f64),
+        });
+        let Some(o) = obs
+            .iter()
+            .find(|o| &o.region == region && o.model == m.name)
+        else {
+            continue;
+        };
+        let compared_share = if o.region_pixels == 0 {
+            0.0
+        } else {
+            compared as f64 / o.region_pixels as f64
+        };
+        for rule in &rules {
+            let Rule::EmbeddingChange {
+                threshold,
+                min_area_m2,
+                min_compared_share,
+                ..
+            } = rule
+            else {
+                continue;
+            };
+            if compared == 0 || compared_share < *min_compared_share {
+                continue;
+            }
+            let (patches, geometry) = embchange::changed(&change_tif, wkb, *threshold)?;
+            let area = patches as f64 * o.pixel_area;
+            if patches == 0 || area < *min_area_m2 {
+                continue;
+            }
+            let key = crate::util::sha256_hex(
+                format!("{}|{region}|{date}|{rule:?}", rule.name()).as_bytes(),
+            )[..24]
+                .to_string();
+            let rel = format!("quicklooks/{date}/{}-{}.png", file_part(region), &key[..8]);
+            embchange::render_quicklook(
+                &current,
+                &previous_tif,
+                &change_tif,
+                wkb,
+                *threshold,
+                &c.out.join(&rel),
+            )?;
+            alerts.push(Alert {
+                key,
+                region: region.clone(),
+                date: date.to_string(),
+                rule: rule.name().into(),
+                model: m.name.clone(),
+                value: area,
+                threshold: *min_area_m2,
+                message: format!(
+                    "region {region} on {date}: {area:.0} m² ({patches} patches) of embedding change above {threshold} (1 - cosine, {}, against each patch's previous valid observation), at least {min_area_m2:.0} m²",
+                    m.name
+                ),
+                geometry,
+                quicklook: Some(rel),
+            });
+        }
+    }
+    Ok((changes, alerts))
 }
 
 /// Per-pixel change of model `m`'s map on `date` against each pixel's previous valid
@@ -472,22 +686,7 @@ fn change_of(
         classes: classes_tif.clone(),
         mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
     };
-    let mut earlier = Vec::new();
-    for (d, out) in state.maps_before(&m.name, date, c.change_lookback_dates)? {
-        let mask = match &mask {
-            // A date without the mask's map cannot tell clouds: not used.
-            Some((mm, v)) => match state.map_of(mm, &d)? {
-                Some(p) => Some((PathBuf::from(p), v.clone())),
-                None => continue,
-            },
-            None => None,
-        };
-        earlier.push(change::Map {
-            date: d,
-            classes: PathBuf::from(out),
-            mask,
-        });
-    }
+    let earlier = earlier_maps(c, state, m, date, mask.as_ref())?;
     let dir = classes_tif.parent().unwrap_or(Path::new("."));
     let change_tif = dir.join(format!("{}.change.tif", m.name));
     let previous_tif = dir.join(format!("{}.previous.tif", m.name));
@@ -506,6 +705,7 @@ fn change_of(
             matrix: rc.matrix.clone(),
             dates_used: det.dates_used.clone(),
             output: change_tif.display().to_string(),
+            mean_distance: None,
         });
         let Some(o) = obs
             .iter()
@@ -562,16 +762,21 @@ fn change_of(
 /// Processes one date: every model, then one transaction with its rows and alerts.
 fn process_date(
     c: &Config,
+    outputs: &BTreeMap<String, Output>,
     state: &mut State,
     date: &str,
     group: &[Acquisition],
     env: &ort::environment::Environment,
+    model_seconds: &mut f64,
 ) -> Result<usize, crate::Error> {
     let mut obs = Vec::new();
     let mut regions = Vec::new();
     let mut maps = BTreeMap::new();
     for m in &c.models {
-        let classes = run_model(c, m, date, group, env)?;
+        let t = std::time::Instant::now();
+        let classes = run_model(c, m, outputs[&m.name], date, group, env);
+        *model_seconds += t.elapsed().as_secs_f64();
+        let classes = classes?;
         let (o, r) = observe(c, &m.name, date, group, &classes)?;
         obs.extend(o);
         regions = r;
@@ -584,7 +789,11 @@ fn process_date(
             .iter()
             .any(|r| r.needs_change() && r.model() == m.name)
         {
-            let (ch, a) = change_of(c, state, m, date, &maps, &obs, &regions)?;
+            let (ch, a) = if outputs[&m.name] == Output::Embeddings {
+                embedding_change_of(c, state, m, date, &maps, &obs, &regions)?
+            } else {
+                change_of(c, state, m, date, &maps, &obs, &regions)?
+            };
             changes.extend(ch);
             alerts.extend(a);
         }
@@ -601,27 +810,54 @@ fn process_date(
     Ok(n)
 }
 
+/// What each model writes; rules and masks that need another kind of map are refused.
+fn outputs_of(c: &Config, config: &Path) -> Result<BTreeMap<String, Output>, crate::Error> {
+    let mut outputs = BTreeMap::new();
+    for m in &c.models {
+        let spec = crate::model::ModelSpec::load(&m.manifest)?;
+        outputs.insert(m.name.clone(), Output::of(&spec));
+    }
+    let bad = |what: String| -> crate::Error {
+        MonitorError::Config {
+            path: config.to_path_buf(),
+            what,
+        }
+        .into()
+    };
+    for m in &c.models {
+        if let Some(mask) = &m.mask {
+            if outputs[mask] != Output::Classes {
+                return Err(bad(format!(
+                    "models.mask of {:?}: {mask:?} does not write a class map (a mask is a cloud model's class map)",
+                    m.name
+                )));
+            }
+        }
+    }
+    for r in &c.rules {
+        let want = match r {
+            Rule::EmbeddingChange { .. } => Output::Embeddings,
+            _ => Output::Classes,
+        };
+        let got = outputs[r.model()];
+        if got != want {
+            return Err(bad(format!(
+                "rule {} reads a {} map, but model {:?} writes {} (rules for embeddings: embedding-change; for class maps: cloud-free-share-below, class-transition, class-fraction-change)",
+                r.name(),
+                want.suffix(),
+                r.model(),
+                got.suffix()
+            )));
+        }
+    }
+    Ok(outputs)
+}
+
 /// Runs one monitoring cycle of the configuration at `config`.
 pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
     let t0 = std::time::Instant::now();
     let c = Config::load(config)?;
-    for m in &c.models {
-        let spec = crate::model::ModelSpec::load(&m.manifest)?;
-        if spec
-            .head_kind()
-            .is_some_and(|h| h != crate::model::embedding::EncoderHead::Segmentation)
-        {
-            return Err(MonitorError::Config {
-                path: config.to_path_buf(),
-                what: format!(
-                    "model {:?} ({}) does not write a class map; this version of the monitor runs class-map models",
-                    m.name,
-                    m.manifest.display()
-                ),
-            }
-            .into());
-        }
-    }
+    let outputs = outputs_of(&c, config)?;
     std::fs::create_dir_all(&c.out).map_err(|e| MonitorError::Config {
         path: c.out.clone(),
         what: format!("the output folder cannot be made: {e}"),
@@ -682,13 +918,26 @@ pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
         let env = crate::model::runtime::init_runtime(&ort_lib)?;
         for (date, group) in &groups {
             tracing::info!(monitor = %c.name, date = %date, acquisitions = group.len(), "processing");
-            match process_date(&c, &mut state, date, group, &env) {
+            match process_date(
+                &c,
+                &outputs,
+                &mut state,
+                date,
+                group,
+                &env,
+                &mut report.model_seconds,
+            ) {
                 Ok(n) => {
                     report.alerts_new += n;
                     report.processed.extend(group.iter().map(|a| a.id.clone()));
                 }
-                // A bad configuration (regions without unique ids) stops the cycle: exit 2.
-                Err(e @ crate::Error::Monitor(MonitorError::Config { .. })) => return Err(e),
+                // A bad configuration (regions without unique ids) stops the cycle: exit 2; so
+                // does the state database failing, which is not the acquisition's fault.
+                Err(
+                    e @ crate::Error::Monitor(
+                        MonitorError::Config { .. } | MonitorError::State { .. },
+                    ),
+                ) => return Err(e),
                 Err(e) => {
                     let reason = error_chain(&e);
                     tracing::warn!(monitor = %c.name, date = %date, "failed: {reason}");
@@ -765,6 +1014,8 @@ mod tests {
             counts: vec![50, 20, 10],
             pixel_area: 1.0,
             output: String::new(),
+            means: Vec::new(),
+            stds: Vec::new(),
         };
         let cloudy = vec!["cloud".to_string(), "cloud_shadow".to_string()];
         assert!((clear_share(&o, &cloudy) - 0.5).abs() < 1e-12);

@@ -191,35 +191,8 @@ fn timeseries(
                 col(&|o| crate::monitor::clear_share(o, cloudy)),
             ));
         }
-        if changes.keys().any(|k| &k.2 == model) {
-            let change =
-                |k: &(String, String)| changes.get(&(k.0.clone(), k.1.clone(), model.clone()));
-            reals.push((
-                format!("{model}_compared_share"),
-                keys.iter()
-                    .map(|k| {
-                        let (o, ch) = (pick(k)?, change(k)?);
-                        Some(if o.region_pixels == 0 {
-                            0.0
-                        } else {
-                            ch.compared as f64 / o.region_pixels as f64
-                        })
-                    })
-                    .collect(),
-            ));
-            reals.push((
-                format!("{model}_changed_share"),
-                keys.iter()
-                    .map(|k| {
-                        let ch = change(k)?;
-                        Some(if ch.compared == 0 {
-                            0.0
-                        } else {
-                            ch.changed as f64 / ch.compared as f64
-                        })
-                    })
-                    .collect(),
-            ));
+        if change_and_band_columns(model, &classes, &keys, &pick, &changes, &obs, &mut reals) {
+            continue;
         }
         for (ci, cname) in classes.iter().enumerate() {
             let n = crate::output::parquet::column_name(cname);
@@ -247,6 +220,89 @@ fn timeseries(
     cols.extend(reals.into_iter().map(|(n, v)| Column::Real(n, v)));
     write_geoparquet(&c.out.join("timeseries.parquet"), &cols, &wkb, projjson)?;
     Ok(())
+}
+
+/// Appends `model`'s change columns (compared and changed shares, mean distance) and, for a
+/// value or embedding map, its per-band means (and, for values, standard deviations); whether
+/// it is such a map.
+fn change_and_band_columns<'a>(
+    model: &String,
+    classes: &[&str],
+    keys: &[&(String, String)],
+    pick: &dyn Fn(&(String, String)) -> Option<&'a crate::monitor::state::Observation>,
+    changes: &BTreeMap<(String, String, String), crate::monitor::state::Change>,
+    obs: &[crate::monitor::state::Observation],
+    reals: &mut Vec<(String, Vec<Option<f64>>)>,
+) -> bool {
+    if changes.keys().any(|k| &k.2 == model) {
+        let change = |k: &(String, String)| changes.get(&(k.0.clone(), k.1.clone(), model.clone()));
+        reals.push((
+            format!("{model}_compared_share"),
+            keys.iter()
+                .map(|k| {
+                    let (o, ch) = (pick(k)?, change(k)?);
+                    Some(if o.region_pixels == 0 {
+                        0.0
+                    } else {
+                        ch.compared as f64 / o.region_pixels as f64
+                    })
+                })
+                .collect(),
+        ));
+        reals.push((
+            format!("{model}_changed_share"),
+            keys.iter()
+                .map(|k| {
+                    let ch = change(k)?;
+                    Some(if ch.compared == 0 {
+                        0.0
+                    } else {
+                        ch.changed as f64 / ch.compared as f64
+                    })
+                })
+                .collect(),
+        ));
+    }
+    if changes
+        .iter()
+        .any(|(k, ch)| &k.2 == model && ch.mean_distance.is_some())
+    {
+        reals.push((
+            format!("{model}_mean_distance"),
+            keys.iter()
+                .map(|k| {
+                    changes
+                        .get(&(k.0.clone(), k.1.clone(), model.clone()))
+                        .and_then(|ch| ch.mean_distance)
+                })
+                .collect(),
+        ));
+    }
+    // A value or embedding map: per band its mean (and, for values, standard deviation).
+    let continuous = obs.iter().any(|o| &o.model == model && !o.means.is_empty());
+    if continuous {
+        let embeddings = classes.iter().all(|n| n.starts_with("embedding_"));
+        for (bi, bname) in classes.iter().enumerate() {
+            let n = crate::output::parquet::column_name(bname);
+            let stat = |v: &Vec<f64>| v.get(bi).copied().filter(|x| x.is_finite());
+            reals.push((
+                format!("{model}_mean_{n}"),
+                keys.iter()
+                    .map(|k| pick(k).and_then(|o| stat(&o.means)))
+                    .collect(),
+            ));
+            if !embeddings {
+                reals.push((
+                    format!("{model}_std_{n}"),
+                    keys.iter()
+                        .map(|k| pick(k).and_then(|o| stat(&o.stds)))
+                        .collect(),
+                ));
+            }
+        }
+        return true;
+    }
+    false
 }
 
 fn alerts(

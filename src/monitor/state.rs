@@ -71,8 +71,13 @@ pub struct Observation {
     pub counts: Vec<u64>,
     /// Pixel area in m².
     pub pixel_area: f64,
-    /// The class map it was computed from.
+    /// The class map (or value or embedding map) it was computed from.
     pub output: String,
+    /// For value and embedding maps: per band the mean over the region's valid pixels (then
+    /// `classes` holds the band names and `counts` is empty).
+    pub means: Vec<f64>,
+    /// For value maps: per band the standard deviation.
+    pub stds: Vec<f64>,
 }
 
 /// An alert.
@@ -120,6 +125,8 @@ pub struct Change {
     pub dates_used: Vec<String>,
     /// The change map.
     pub output: String,
+    /// For embedding models: the mean `1 - cosine` of the compared patches.
+    pub mean_distance: Option<f64>,
 }
 
 /// The error of a database operation on the state at `path`.
@@ -154,6 +161,9 @@ impl State {
         for (table, column, ty) in [
             ("alerts", "geometry", "BLOB"),
             ("alerts", "quicklook", "TEXT"),
+            ("observations", "means", "TEXT"),
+            ("observations", "stds", "TEXT"),
+            ("changes", "mean_distance", "REAL"),
         ] {
             let has: bool = s
                 .conn
@@ -241,8 +251,8 @@ impl State {
         for o in observations {
             tx.execute(
                 "INSERT OR REPLACE INTO observations
-                 (region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 (region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output, means, stds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     o.region,
                     o.date,
@@ -253,7 +263,9 @@ impl State {
                     serde_json::to_string(&o.classes).unwrap_or_default(),
                     serde_json::to_string(&o.counts).unwrap_or_default(),
                     o.pixel_area,
-                    o.output
+                    o.output,
+                    json_floats(&o.means),
+                    json_floats(&o.stds)
                 ],
             )
             .map_err(err)?;
@@ -261,8 +273,8 @@ impl State {
         for ch in changes {
             tx.execute(
                 "INSERT OR REPLACE INTO changes
-                 (region, date, model, compared, changed, matrix, dates_used, output)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (region, date, model, compared, changed, matrix, dates_used, output, mean_distance)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     ch.region,
                     ch.date,
@@ -271,7 +283,8 @@ impl State {
                     ch.changed as i64,
                     serde_json::to_string(&ch.matrix).unwrap_or_default(),
                     serde_json::to_string(&ch.dates_used).unwrap_or_default(),
-                    ch.output
+                    ch.output,
+                    ch.mean_distance
                 ],
             )
             .map_err(err)?;
@@ -323,7 +336,7 @@ impl State {
         let mut st = self
             .conn
             .prepare(
-                "SELECT region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output
+                "SELECT region, date, model, items, region_pixels, valid_pixels, classes, counts, pixel_area, output, means, stds
                  FROM observations ORDER BY region, date, model",
             )
             .map_err(|e| self.err(e))?;
@@ -342,6 +355,8 @@ impl State {
                     counts: serde_json::from_str(&counts).unwrap_or_default(),
                     pixel_area: r.get(8)?,
                     output: r.get(9)?,
+                    means: floats(r.get::<_, Option<String>>(10)?),
+                    stds: floats(r.get::<_, Option<String>>(11)?),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -353,7 +368,7 @@ impl State {
         let mut st = self
             .conn
             .prepare(
-                "SELECT region, date, model, compared, changed, matrix, dates_used, output
+                "SELECT region, date, model, compared, changed, matrix, dates_used, output, mean_distance
                  FROM changes ORDER BY region, date, model",
             )
             .map_err(|e| self.err(e))?;
@@ -370,6 +385,7 @@ impl State {
                     matrix: serde_json::from_str(&matrix).unwrap_or_default(),
                     dates_used: serde_json::from_str(&used).unwrap_or_default(),
                     output: r.get(7)?,
+                    mean_distance: r.get(8)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -524,6 +540,25 @@ impl State {
             "newest_date": self.newest_done()?,
         }))
     }
+}
+
+/// Floats as a JSON array (NaN, a band without valid pixels, as null).
+fn json_floats(v: &[f64]) -> String {
+    serde_json::to_string(
+        &v.iter()
+            .map(|x| x.is_finite().then_some(*x))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default()
+}
+
+/// The floats of [`json_floats`] (null as NaN).
+fn floats(text: Option<String>) -> Vec<f64> {
+    text.and_then(|t| serde_json::from_str::<Vec<Option<f64>>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| x.unwrap_or(f64::NAN))
+        .collect()
 }
 
 /// The JSON of an alert as files and webhooks carry it.

@@ -427,6 +427,28 @@ impl Table {
             .collect()
     }
 
+    /// Per region (in region order), per band of a continuous raster: valid pixels, mean and
+    /// standard deviation (scale and offset applied).
+    #[must_use]
+    pub fn band_stats(&self) -> Vec<Vec<(u64, f64, f64)>> {
+        self.accs
+            .iter()
+            .map(|a| {
+                (0..a.n.len())
+                    .map(|b| {
+                        let n = a.n[b];
+                        if n == 0 {
+                            return (0, f64::NAN, f64::NAN);
+                        }
+                        let mean = a.sum[b] / n as f64;
+                        let var = (a.sum2[b] / n as f64 - mean * mean).max(0.0);
+                        (n, mean, var.sqrt())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The raster's CRS as PROJJSON (the CRS of [`Self::wkb`]).
     #[must_use]
     pub fn projjson(&self) -> &str {
