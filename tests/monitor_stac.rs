@@ -77,13 +77,25 @@ fn stacapi_python() -> PathBuf {
     p
 }
 
-/// Items for `dates` in `out` (collection.json, items.ndjson), one asset per band, the band
-/// files written into `bands` (served at `base`).
-fn items(out: &Path, bands: &Path, base: &str, dates: &[&str]) {
-    let o = Command::new(reference_python())
-        .arg(root().join("tests/reference/slovenia_items.py"))
-        .arg("--per-band")
-        .arg(bands)
+/// Items for `dates` in `out` (collection.json, items.ndjson): with `per_band` one asset per
+/// band, the band files written into `bands` (served at `base`); else one 13-band asset per
+/// Item (its bands listed in `eo:bands`), the scene files copied into `bands`.
+fn items(out: &Path, bands: &Path, base: &str, dates: &[&str], per_band: bool) {
+    let mut cmd = Command::new(reference_python());
+    cmd.arg(root().join("tests/reference/slovenia_items.py"));
+    if per_band {
+        cmd.arg("--per-band").arg(bands);
+    } else {
+        for d in dates {
+            let name = format!("S2_L1C_{d}_13band.tif");
+            std::fs::copy(
+                shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100").join(&name),
+                bands.join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let o = cmd
         .arg(out)
         .arg(base)
         .args(dates)
@@ -135,8 +147,17 @@ fn scenario(dir: &Path, extra: &str) {
         &bands,
         &base,
         &["20150711", "20150731", "20150820"],
+        true,
     );
-    items(&dir.join("more"), &bands, &base, &["20150830", "20150909"]);
+    // The later Items carry one multi-band asset each, read remotely band by band as their
+    // `eo:bands` list them.
+    items(
+        &dir.join("more"),
+        &bands,
+        &base,
+        &["20150830", "20150909"],
+        false,
+    );
     let api = StacApi::start(&dir.join("pg"), &dir.join("first"));
 
     std::fs::write(dir.join("regions.geojson"), SLOVENIA_REGIONS).unwrap();

@@ -456,6 +456,45 @@ fn one_band_candidate(f: &Path, meta: sensor::FileMeta, out: &mut Vec<Candidate>
     });
 }
 
+/// The candidates of a multi-band STAC asset, one per band its Item lists, named by the
+/// Item (`name`, common name), with each band's own scale, offset and fill value.
+fn asset_band_candidates(f: &Path, meta: &sensor::FileMeta, out: &mut Vec<Candidate>) {
+    let stem = names_stem(f);
+    for (i, b) in meta.asset_bands.iter().enumerate() {
+        let mut names: Vec<String> = Vec::new();
+        if !meta.foreign_band_numbers {
+            names.extend(b.name.iter().cloned());
+        }
+        names.extend(b.common_name.iter().cloned());
+        let mut aliases: Vec<String> = meta
+            .aliases
+            .iter()
+            .map(|a| format!("{a}:{}", i + 1))
+            .collect();
+        if meta.foreign_band_numbers {
+            aliases.extend(b.name.iter().cloned());
+        }
+        let own = b.name.clone().unwrap_or_else(|| format!("band {}", i + 1));
+        out.push(Candidate {
+            path: f.to_string_lossy().into_owned(),
+            band: i + 1,
+            label: match &b.common_name {
+                Some(c) => format!("{own} ({c}, {stem} band {})", i + 1),
+                None => format!("{own} ({stem} band {})", i + 1),
+            },
+            names,
+            aliases,
+            meta: sensor::FileMeta {
+                common_name: b.common_name.clone(),
+                linear: b.linear.clone(),
+                nodata: b.nodata,
+                foreign_band_numbers: meta.foreign_band_numbers,
+                ..sensor::FileMeta::default()
+            },
+        });
+    }
+}
+
 /// The STAC Item a source was given as.
 fn source_item(source: &SceneSource) -> Option<(&Path, &serde_json::Value)> {
     match source {
@@ -547,9 +586,14 @@ fn candidates(
         for (f, name) in files.iter().zip(&names) {
             let meta = described.files.get(name).cloned().unwrap_or_default();
             if item.is_some() && is_gdal_connection(name) {
-                // A remote STAC asset is taken as one band and opened only if a model band is
-                // matched to it (each open costs requests).
-                one_band_candidate(f, meta, &mut out);
+                // A remote STAC asset is taken as the bands its Item lists (one, or one per
+                // `eo:bands` entry) and opened only if a model band is matched to it (each
+                // open costs requests).
+                if meta.asset_bands.len() > 1 {
+                    asset_band_candidates(f, &meta, &mut out);
+                } else {
+                    one_band_candidate(f, meta, &mut out);
+                }
             } else {
                 file_candidates(f, &meta, &mut out)?;
             }

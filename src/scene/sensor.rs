@@ -90,6 +90,22 @@ pub struct FileMeta {
     /// The file's own band number is not a Sentinel-2 band id (Landsat `B5` is nir, not
     /// Sentinel-2's red edge `B05`): the file-name rules must not match it by number.
     pub foreign_band_numbers: bool,
+    /// A STAC asset of several bands: per band (in the file's order) what its `eo:bands` /
+    /// `bands` and `raster:bands` entries say (the fields above hold the first band's).
+    pub asset_bands: Vec<AssetBand>,
+}
+
+/// One band of a multi-band STAC asset.
+#[derive(Debug, Clone, Default)]
+pub struct AssetBand {
+    /// Its common name.
+    pub common_name: Option<String>,
+    /// Its name (`B04`).
+    pub name: Option<String>,
+    /// Its conversion to reflectance.
+    pub linear: Option<Linear>,
+    /// Its fill value.
+    pub nodata: Option<f64>,
 }
 
 /// What the metadata beside a scene's files says.
@@ -460,56 +476,103 @@ fn sentinel2_safe_name(stem: &str) -> Option<Level> {
     }
 }
 
+/// What a STAC asset's `raster:bands` entry `rb` says: the conversion to reflectance and the
+/// fill value.
+fn raster_band_meta(
+    rb: &Value,
+    key: &str,
+    i: usize,
+    source: &str,
+) -> (Option<Linear>, Option<f64>) {
+    let num = |keys: &[&str]| keys.iter().find_map(|k| rb.get(*k).and_then(Value::as_f64));
+    let scale = num(&["scale", "raster:scale"]);
+    let offset = num(&["offset", "raster:offset"]);
+    // A scale to radiance or temperature (a `unit` other than reflectance's) is no
+    // reflectance: left to the product's own rules (Landsat Level-1: the MTL).
+    let unit = rb
+        .get("unit")
+        .or_else(|| rb.get("raster:unit"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let not_reflectance = ["watt", "w/", "w m", "radiance", "kelvin", "celsius"]
+        .iter()
+        .any(|u| unit.contains(u))
+        || unit == "k";
+    let linear = ((scale.is_some() || offset.is_some()) && !not_reflectance).then(|| Linear {
+        scale: scale.unwrap_or(1.0),
+        offset: offset.unwrap_or(0.0),
+        source: if i == 0 {
+            format!("STAC Item {source} asset `{key}` raster:bands scale/offset")
+        } else {
+            format!("STAC Item {source} asset `{key}` raster:bands[{i}] scale/offset")
+        },
+    });
+    (linear, num(&["nodata"]))
+}
+
+/// The `i`-th `eo:bands` / `bands` entry of an asset (an index into the Item's own
+/// `eo:bands` resolved): (common name, name).
+fn asset_band_names(
+    item: &Value,
+    asset: &Value,
+    i: usize,
+) -> Option<(Option<String>, Option<String>)> {
+    let band = asset
+        .pointer(&format!("/eo:bands/{i}"))
+        .or_else(|| asset.pointer(&format!("/bands/{i}")));
+    let band = match band {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|k| item.pointer(&format!("/properties/eo:bands/{k}"))),
+        other => other,
+    }?;
+    Some((
+        ["common_name", "eo:common_name"]
+            .iter()
+            .find_map(|k| band.get(*k).and_then(Value::as_str))
+            .map(str::to_string),
+        band.get("name").and_then(Value::as_str).map(str::to_string),
+    ))
+}
+
 /// A STAC Item's facts about one asset.
 fn stac_asset_meta(item: &Value, key: &str, asset: &Value, source: &str) -> FileMeta {
     let mut meta = FileMeta::default();
     let stem = key.rsplit_once('.').map_or(key, |(s, _)| s);
     meta.aliases.push(stem.to_string());
-    let raster = asset
-        .pointer("/raster:bands/0")
-        .or_else(|| asset.pointer("/bands/0"));
-    if let Some(rb) = raster {
-        let num = |keys: &[&str]| keys.iter().find_map(|k| rb.get(*k).and_then(Value::as_f64));
-        let scale = num(&["scale", "raster:scale"]);
-        let offset = num(&["offset", "raster:offset"]);
-        // A scale to radiance or temperature (a `unit` other than reflectance's) is no
-        // reflectance: left to the product's own rules (Landsat Level-1: the MTL).
-        let unit = rb
-            .get("unit")
-            .or_else(|| rb.get("raster:unit"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let not_reflectance = ["watt", "w/", "w m", "radiance", "kelvin", "celsius"]
-            .iter()
-            .any(|u| unit.contains(u))
-            || unit == "k";
-        if (scale.is_some() || offset.is_some()) && !not_reflectance {
-            let (scale, offset) = (scale.unwrap_or(1.0), offset.unwrap_or(0.0));
-            meta.linear = Some(Linear {
-                scale,
-                offset,
-                source: format!("STAC Item {source} asset `{key}` raster:bands scale/offset"),
-            });
-        }
-        meta.nodata = num(&["nodata"]);
-    }
-    let band = asset
-        .pointer("/eo:bands/0")
-        .or_else(|| asset.pointer("/bands/0"));
-    let band = match band {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|i| item.pointer(&format!("/properties/eo:bands/{i}"))),
-        other => other,
+    let raster = |i: usize| {
+        asset
+            .pointer(&format!("/raster:bands/{i}"))
+            .or_else(|| asset.pointer(&format!("/bands/{i}")))
     };
-    if let Some(b) = band {
-        meta.common_name = ["common_name", "eo:common_name"]
-            .iter()
-            .find_map(|k| b.get(*k).and_then(Value::as_str))
-            .map(str::to_string);
-        if let Some(name) = b.get("name").and_then(Value::as_str) {
-            meta.aliases.push(name.to_string());
+    if let Some(rb) = raster(0) {
+        (meta.linear, meta.nodata) = raster_band_meta(rb, key, 0, source);
+    }
+    if let Some((common, name)) = asset_band_names(item, asset, 0) {
+        meta.common_name = common;
+        if let Some(name) = name {
+            meta.aliases.push(name);
+        }
+    }
+    let n = ["/eo:bands", "/bands", "/raster:bands"]
+        .iter()
+        .filter_map(|p| asset.pointer(p).and_then(Value::as_array).map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    if n > 1 {
+        for i in 0..n {
+            let (common_name, name) = asset_band_names(item, asset, i).unwrap_or_default();
+            let (linear, nodata) = raster(i)
+                .map(|rb| raster_band_meta(rb, key, i, source))
+                .unwrap_or((None, None));
+            meta.asset_bands.push(AssetBand {
+                common_name,
+                name,
+                // A band without its own entry takes the first band's.
+                linear: linear.or_else(|| meta.linear.clone()),
+                nodata: nodata.or(meta.nodata),
+            });
         }
     }
     meta
@@ -670,6 +733,9 @@ fn merge(into: &mut FileMeta, from: FileMeta) {
         into.nodata = from.nodata;
     }
     into.foreign_band_numbers |= from.foreign_band_numbers;
+    if !from.asset_bands.is_empty() {
+        into.asset_bands = from.asset_bands;
+    }
 }
 
 /// Describes the files of a scene from their names and the metadata beside them (MTL files,
@@ -780,6 +846,36 @@ pub const SENTINEL2: &str = "sentinel-2";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_band_asset_lists_each_band_with_its_own_scale() {
+        let item = serde_json::json!({"properties": {}});
+        let asset = serde_json::json!({
+            "href": "http://x/s.tif",
+            "eo:bands": [{"name": "B02", "common_name": "blue"}, {"name": "B03", "common_name": "green"}],
+            "raster:bands": [{"scale": 0.0001, "offset": -0.1, "nodata": 0}, {"scale": 0.0002}],
+        });
+        let m = stac_asset_meta(&item, "data", &asset, "item.json");
+        assert_eq!(m.common_name.as_deref(), Some("blue"));
+        assert_eq!(m.asset_bands.len(), 2);
+        let b = &m.asset_bands[1];
+        assert_eq!(
+            (b.name.as_deref(), b.common_name.as_deref()),
+            (Some("B03"), Some("green"))
+        );
+        let l = b.linear.as_ref().expect("scale");
+        assert_eq!((l.scale, l.offset), (0.0002, 0.0));
+        assert!(l.source.contains("raster:bands[1]"));
+        // The second band has no nodata of its own: the first band's.
+        assert_eq!(b.nodata, Some(0.0));
+        // One band: no per-band list.
+        let one = serde_json::json!({"eo:bands": [{"name": "B04", "common_name": "red"}]});
+        assert!(
+            stac_asset_meta(&item, "red", &one, "i")
+                .asset_bands
+                .is_empty()
+        );
+    }
 
     #[test]
     fn landsat_product_ids_split_into_fields() {
