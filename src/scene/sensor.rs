@@ -563,9 +563,8 @@ fn stac_asset_meta(item: &Value, key: &str, asset: &Value, source: &str) -> File
     if n > 1 {
         for i in 0..n {
             let (common_name, name) = asset_band_names(item, asset, i).unwrap_or_default();
-            let (linear, nodata) = raster(i)
-                .map(|rb| raster_band_meta(rb, key, i, source))
-                .unwrap_or((None, None));
+            let (linear, nodata) =
+                raster(i).map_or((None, None), |rb| raster_band_meta(rb, key, i, source));
             meta.asset_bands.push(AssetBand {
                 common_name,
                 name,
