@@ -316,3 +316,116 @@ fn inside_a_network_namespace() {
     keys.dedup();
     assert_eq!(keys.len(), 4);
 }
+
+/// Writes a static catalog into `root/catalog/` (catalog.json -> s2/collection.json -> one
+/// Item file per line of each `items.ndjson` in `from`, all links relative) with the Items'
+/// asset hrefs made relative to their files (the assets are in `root`, served at `base`).
+fn static_catalog(root: &Path, base: &str, from: &[&Path]) {
+    let script = r#"
+import json, os, sys
+root, base, sources = sys.argv[1], sys.argv[2], sys.argv[3:]
+cat = os.path.join(root, "catalog")
+os.makedirs(os.path.join(cat, "s2", "items"), exist_ok=True)
+links = []
+for src in sources:
+    for line in open(os.path.join(src, "items.ndjson")):
+        item = json.loads(line)
+        for a in item["assets"].values():
+            a["href"] = a["href"].replace(base + "/", "../../../")
+        item["links"] = [{"rel": "collection", "href": "../collection.json"}]
+        json.dump(item, open(os.path.join(cat, "s2", "items", item["id"] + ".json"), "w"))
+        links.append({"rel": "item", "href": "./items/" + item["id"] + ".json", "type": "application/geo+json"})
+coll = json.load(open(os.path.join(sources[0], "collection.json")))
+coll["links"] = [{"rel": "root", "href": "../catalog.json"}] + links
+json.dump(coll, open(os.path.join(cat, "s2", "collection.json"), "w"))
+json.dump({"type": "Catalog", "stac_version": "1.1.0", "id": "local", "description": "test",
+           "links": [{"rel": "child", "href": "./s2/collection.json"}]},
+          open(os.path.join(cat, "catalog.json"), "w"))
+"#;
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(root)
+        .arg(base)
+        .args(from)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_static_stac_catalog_over_http_feeds_the_monitor_new_items_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bands = dir.join("bands");
+    std::fs::create_dir_all(&bands).unwrap();
+    let assets = Server::start(&bands);
+    let base = format!("http://127.0.0.1:{}", assets.1);
+    items(
+        &dir.join("first"),
+        &bands,
+        &base,
+        &["20150711", "20150731", "20150820"],
+        true,
+    );
+    items(
+        &dir.join("more"),
+        &bands,
+        &base,
+        &["20150830", "20150909"],
+        false,
+    );
+    static_catalog(&bands, &base, &[&dir.join("first")]);
+    std::fs::write(dir.join("regions.geojson"), SLOVENIA_REGIONS).unwrap();
+    let config = dir.join("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "slovenia-catalog"
+out = "out"
+[regions]
+path = "regions.geojson"
+id_column = "id"
+[source]
+type = "stac-catalog"
+url = "{base}/catalog/catalog.json"
+collections = ["s2-l1c-slovenia"]
+[[models]]
+name = "clouds"
+manifest = "{}"
+resolution = 10
+[[rules]]
+type = "cloud-free-share-below"
+model = "clouds"
+threshold = 0.5
+"#,
+            manifest("s2cloudless.json").display()
+        ),
+    )
+    .unwrap();
+    let sorted = |v: &serde_json::Value| {
+        let mut p = processed(v);
+        p.sort();
+        p
+    };
+    let v = cycle(&config);
+    assert_eq!(
+        sorted(&v),
+        ["S2_L1C_20150711", "S2_L1C_20150731", "S2_L1C_20150820"],
+        "{v}"
+    );
+    let v = cycle(&config);
+    assert!(processed(&v).is_empty(), "{v}");
+    assert_eq!(v["listed"], 3);
+    static_catalog(&bands, &base, &[&dir.join("first"), &dir.join("more")]);
+    let v = cycle(&config);
+    assert_eq!(sorted(&v), ["S2_L1C_20150830", "S2_L1C_20150909"], "{v}");
+    let status = ok_stdout(&eoinfer([
+        "monitor",
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["observations"], 10, "{status}");
+    assert_eq!(status["alerts"], 4, "{status}");
+}

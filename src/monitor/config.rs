@@ -62,6 +62,21 @@ pub enum Source {
         #[serde(default)]
         token_env: Option<String>,
     },
+    /// A static STAC catalog: a root `catalog.json` (or collection) whose `child` and `item`
+    /// links are followed, on disk or over http(s).
+    StacCatalog {
+        /// The root document: a path (relative to this file) or an http(s) URL.
+        url: String,
+        /// Only Items of these collections (default: all).
+        #[serde(default)]
+        collections: Vec<String>,
+        /// Only acquisitions from this date on (`YYYY-MM-DD`).
+        #[serde(default)]
+        start: Option<String>,
+        /// Environment variable holding a bearer token for an http(s) catalog (never logged).
+        #[serde(default)]
+        token_env: Option<String>,
+    },
 }
 
 fn default_pattern() -> String {
@@ -293,8 +308,14 @@ impl Config {
         };
         rel(&mut c.out);
         rel(&mut c.regions.path);
-        if let Source::Folder { path, .. } = &mut c.source {
-            rel(path);
+        match &mut c.source {
+            Source::Folder { path, .. } => rel(path),
+            Source::StacCatalog { url, .. } if !crate::monitor::source::is_http(url) => {
+                let mut p = PathBuf::from(&*url);
+                rel(&mut p);
+                *url = p.display().to_string();
+            }
+            _ => {}
         }
         for m in &mut c.models {
             rel(&mut m.manifest);
@@ -425,6 +446,13 @@ impl Config {
                     return Err("source.collections: name at least one collection".into());
                 }
             }
+            Source::StacCatalog { url, .. } => {
+                if !crate::monitor::source::is_http(url) && !Path::new(url).is_file() {
+                    return Err(format!(
+                        "source.url {url:?}: no such file (a static catalog's root catalog.json, or an http(s) URL)"
+                    ));
+                }
+            }
         }
         if let Some(u) = &self.alerts.webhook_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -497,6 +525,13 @@ type = "folder"
 path = "incoming"
 pattern = "*.tif"
 settle_seconds = 2
+
+# Or a static STAC catalog (its child and item links followed), on disk or on your own server:
+# [source]
+# type = "stac-catalog"
+# url = "catalog/catalog.json"    # or "http://files.internal/catalog/catalog.json"
+# collections = ["sentinel-2-l2a"]
+# start = "2025-01-01"
 
 # Or a STAC API on your own servers (nothing else is contacted):
 # [source]

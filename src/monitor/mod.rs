@@ -895,6 +895,7 @@ pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
                 (s, b) => s.or(b),
             }
         }
+        config::Source::StacCatalog { start, .. } => start.clone(),
         config::Source::Folder { .. } => None,
     };
     let listing = source::list(

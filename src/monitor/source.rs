@@ -198,17 +198,7 @@ fn stac_api(
                 .or(when)
                 .unwrap_or_default()
                 .to_string();
-            let safe: String = id
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let file = items_dir.join(format!("{safe}.json"));
+            let file = items_dir.join(format!("{}.json", safe_name(id)));
             let text = serde_json::to_string_pretty(item).unwrap_or_default();
             crate::util::write_atomic(&file, text.as_bytes())
                 .map_err(|e| err(format!("{}: {e}", file.display())))?;
@@ -237,6 +227,210 @@ fn stac_api(
             });
     }
     Ok(out)
+}
+
+/// Whether `s` is an http(s) URL.
+#[must_use]
+pub fn is_http(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// `href` resolved against the document at `base` (a path or URL): absolute hrefs as they
+/// are, relative ones against `base`'s folder with `.` and `..` applied.
+#[must_use]
+pub fn resolve(base: &str, href: &str) -> String {
+    if is_http(href) || href.contains("://") {
+        return href.to_string();
+    }
+    if is_http(base) {
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let host_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        if let Some(abs) = href.strip_prefix('/') {
+            return format!("{}/{abs}", &base[..host_end]);
+        }
+        let dir = &base[host_end
+            ..base
+                .rfind('/')
+                .filter(|&i| i >= host_end)
+                .unwrap_or(host_end)];
+        let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        for seg in href.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        return format!("{}/{}", &base[..host_end], parts.join("/"));
+    }
+    if href.starts_with('/') {
+        return href.to_string();
+    }
+    let mut out = PathBuf::from(Path::new(base).parent().unwrap_or(Path::new("")));
+    for seg in href.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    out.display().to_string()
+}
+
+/// Walks a static STAC catalog from `root` (its `child` and `item` links, Items inline in
+/// ItemCollections too): the Items of `collections` (all if empty) dated from `from` on whose
+/// bounding box meets `bbox`. Each Item is saved under `items_dir` with its asset hrefs made
+/// absolute; its `updated` stamp is the Item's own, else a hash of its JSON (a changed Item is
+/// processed again).
+fn stac_catalog(
+    root: &str,
+    collections: &[String],
+    bbox: [f64; 4],
+    from: Option<&str>,
+    token: Option<&str>,
+    cap: usize,
+    items_dir: &Path,
+) -> Result<Vec<Acquisition>, MonitorError> {
+    let err = |what: String| MonitorError::Source { what };
+    let load = |href: &str| -> Result<Value, MonitorError> {
+        let text = if is_http(href) {
+            crate::monitor::http::request("GET", href, None, token, &[])
+                .map_err(|e| err(format!("STAC catalog {href}: {e}")))?
+        } else {
+            std::fs::read_to_string(href).map_err(|e| err(format!("STAC catalog {href}: {e}")))?
+        };
+        serde_json::from_str(&text).map_err(|e| err(format!("STAC catalog {href}: not JSON: {e}")))
+    };
+    std::fs::create_dir_all(items_dir).map_err(|e| err(format!("{}: {e}", items_dir.display())))?;
+    let mut queue = std::collections::VecDeque::from([root.to_string()]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while let Some(href) = queue.pop_front() {
+        if !seen.insert(href.clone()) || seen.len() > 100_000 || out.len() >= cap {
+            continue;
+        }
+        let doc = load(&href)?;
+        let mut items: Vec<Value> = Vec::new();
+        match doc.get("type").and_then(Value::as_str) {
+            Some("Feature") => items.push(doc.clone()),
+            Some("FeatureCollection") => {
+                items.extend(
+                    doc.get("features")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            _ => {}
+        }
+        for l in doc
+            .get("links")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let rel = l.get("rel").and_then(Value::as_str).unwrap_or_default();
+            if let (true, Some(h)) = (
+                rel == "child" || rel == "item",
+                l.get("href").and_then(Value::as_str),
+            ) {
+                queue.push_back(resolve(&href, h));
+            }
+        }
+        for mut item in items {
+            if let Some(a) = catalog_item(&mut item, &href, collections, bbox, from) {
+                let file = items_dir.join(format!("{}.json", safe_name(&a.id)));
+                let text = serde_json::to_string_pretty(&item).unwrap_or_default();
+                crate::util::write_atomic(&file, text.as_bytes())
+                    .map_err(|e| err(format!("{}: {e}", file.display())))?;
+                out.push(Acquisition {
+                    scene: file.display().to_string(),
+                    ..a
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An Item of a static catalog, if it passes the filters: its acquisition (the scene filled
+/// in by the caller), its asset hrefs made absolute against `href`.
+fn catalog_item(
+    item: &mut Value,
+    href: &str,
+    collections: &[String],
+    bbox: [f64; 4],
+    from: Option<&str>,
+) -> Option<Acquisition> {
+    let id = item.get("id").and_then(Value::as_str)?.to_string();
+    let props = item.get("properties")?;
+    let when = props
+        .get("datetime")
+        .and_then(Value::as_str)
+        .or_else(|| props.get("start_datetime").and_then(Value::as_str))?
+        .to_string();
+    let date = day(&when)?;
+    if from.is_some_and(|f| date.as_str() < f) {
+        return None;
+    }
+    let collection = item
+        .get("collection")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !collections.is_empty() && !collections.iter().any(|c| c == collection) {
+        return None;
+    }
+    if let Some(b) = item.get("bbox").and_then(Value::as_array) {
+        let v: Vec<f64> = b.iter().filter_map(Value::as_f64).collect();
+        let (w, s, e, n) = match v.len() {
+            4 => (v[0], v[1], v[2], v[3]),
+            6 => (v[0], v[1], v[3], v[4]),
+            _ => (-180.0, -90.0, 180.0, 90.0),
+        };
+        if e < bbox[0] || w > bbox[2] || n < bbox[1] || s > bbox[3] {
+            return None;
+        }
+    }
+    let updated = match props.get("updated").and_then(Value::as_str) {
+        Some(u) => u.to_string(),
+        None => format!(
+            "sha256:{}",
+            crate::util::sha256_hex(item.to_string().as_bytes())
+        ),
+    };
+    if let Some(assets) = item.get_mut("assets").and_then(Value::as_object_mut) {
+        for a in assets.values_mut() {
+            if let Some(h) = a.get("href").and_then(Value::as_str) {
+                let abs = resolve(href, h);
+                a["href"] = Value::String(abs);
+            }
+        }
+    }
+    Some(Acquisition {
+        date,
+        id,
+        updated,
+        scene: String::new(),
+    })
+}
+
+/// A file name made of an Item id.
+fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// What a source offers now: the acquisitions, and files skipped with the reason.
@@ -283,6 +477,26 @@ pub fn list(
                 Vec::new(),
             )
         }
+        Source::StacCatalog {
+            url,
+            collections,
+            token_env,
+            ..
+        } => {
+            let token = token_env.as_ref().and_then(|v| std::env::var(v).ok());
+            (
+                stac_catalog(
+                    url,
+                    collections,
+                    bbox,
+                    from,
+                    token.as_deref(),
+                    cap,
+                    items_dir,
+                )?,
+                Vec::new(),
+            )
+        }
     };
     acquisitions.sort();
     acquisitions.dedup_by(|a, b| a.id == b.id);
@@ -303,6 +517,28 @@ mod tests {
         assert!(wildcard("S2_*_13band.tif", "S2_L1C_20150711_13band.tif"));
         assert!(wildcard("a?c", "abc") && !wildcard("a?c", "abbc"));
         assert!(wildcard("*", ""));
+    }
+
+    #[test]
+    fn catalog_hrefs_resolve_against_their_document() {
+        let b = "http://h:8/cat/s2/collection.json";
+        assert_eq!(
+            resolve(b, "./items/a.json"),
+            "http://h:8/cat/s2/items/a.json"
+        );
+        assert_eq!(resolve(b, "../../B01.tif"), "http://h:8/B01.tif");
+        assert_eq!(resolve(b, "/x/y.tif"), "http://h:8/x/y.tif");
+        assert_eq!(resolve(b, "https://o/z.tif"), "https://o/z.tif");
+        assert_eq!(resolve("http://h", "a.json"), "http://h/a.json");
+        assert_eq!(
+            resolve("/d/cat/catalog.json", "./s2/c.json"),
+            "/d/cat/s2/c.json"
+        );
+        assert_eq!(
+            resolve("/d/cat/s2/items/i.json", "../../../B01.tif"),
+            "/d/B01.tif"
+        );
+        assert_eq!(resolve("/d/cat/catalog.json", "/abs/x.tif"), "/abs/x.tif");
     }
 
     #[test]
