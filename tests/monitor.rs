@@ -770,3 +770,94 @@ threshold = 0.07
         assert_eq!(&png[1..4], b"PNG");
     }
 }
+
+#[test]
+fn change_against_a_baseline_period_compares_every_date_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = setup_with(
+        dir,
+        r#"change_baseline = { start = "2015-07-01", end = "2015-07-31" }"#,
+        r#"
+[[rules]]
+type = "class-transition"
+model = "clouds"
+"#,
+    );
+    for d in &DATES {
+        add(dir, d);
+    }
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 5, "{v}");
+    let out = dir.join("out");
+    let check = Command::new(reference_python())
+        .arg(root().join("tests/reference/check_change.py"))
+        .arg(&out)
+        .arg("clouds")
+        .env("BASELINE", "2015-07-01,2015-07-31")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(s["mismatches"], serde_json::json!([]), "{s}");
+    // The later dates take their previous classes from the baseline period only.
+    let used = duckdb_state(
+        &out,
+        "SELECT DISTINCT date, dates_used FROM changes WHERE date > '2015-07-31' ORDER BY date",
+    );
+    for row in used.as_array().unwrap() {
+        let d: Vec<String> = serde_json::from_str(row[1].as_str().unwrap()).unwrap();
+        assert!(d.iter().all(|x| x.as_str() <= "2015-07-31"), "{row}");
+        assert!(!d.is_empty(), "{row}");
+    }
+}
+
+/// Rows of `sql` on the state database, as JSON.
+fn duckdb_state(out: &Path, sql: &str) -> serde_json::Value {
+    let script = format!(
+        "import sqlite3, json, sys\nc = sqlite3.connect(sys.argv[1])\nprint(json.dumps(c.execute({sql:?}).fetchall()))"
+    );
+    let o = Command::new(reference_python())
+        .args(["-c", &script])
+        .arg(out.join("state.sqlite"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_token_file_others_can_read_is_refused_before_any_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = dir.join("alert.token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Port 9 (discard) refuses: deliveries fail and wait in the outbox.
+    let config = setup(
+        dir,
+        "[alerts]\nwebhook_url = \"http://127.0.0.1:9/alerts\"\nwebhook_token_file = \"alert.token\"\n",
+    );
+    add(dir, DATES[1]);
+    let (o, _) = cycle(&config);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("chmod 600") && err.contains("alert.token"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"));
+    assert!(!dir.join("out/state.sqlite").exists(), "nothing was done");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (o, v) = cycle(&config);
+    let err = ok(&o);
+    assert!(!err.contains("s3cret"));
+    assert_eq!(processed(&v), 1, "{v}");
+    assert!(v["delivery_failed"].as_u64().unwrap() > 0, "{v}");
+}

@@ -61,6 +61,9 @@ pub enum Source {
         /// Environment variable holding a bearer token for the API (never logged).
         #[serde(default)]
         token_env: Option<String>,
+        /// Or a file holding it, readable by its owner only (mode 600 or 400).
+        #[serde(default)]
+        token_file: Option<PathBuf>,
     },
     /// A static STAC catalog: a root `catalog.json` (or collection) whose `child` and `item`
     /// links are followed, on disk or over http(s).
@@ -76,6 +79,9 @@ pub enum Source {
         /// Environment variable holding a bearer token for an http(s) catalog (never logged).
         #[serde(default)]
         token_env: Option<String>,
+        /// Or a file holding it, readable by its owner only (mode 600 or 400).
+        #[serde(default)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -249,6 +255,19 @@ pub struct Alerts {
     /// Environment variable holding a bearer token for the webhook (never logged).
     #[serde(default)]
     pub webhook_token_env: Option<String>,
+    /// Or a file holding it, readable by its owner only (mode 600 or 400).
+    #[serde(default)]
+    pub webhook_token_file: Option<PathBuf>,
+}
+
+/// A baseline period for change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// First day.
+    pub start: String,
+    /// Last day.
+    pub end: String,
 }
 
 /// The whole configuration.
@@ -275,6 +294,10 @@ pub struct Config {
     /// earlier dates (default 10).
     #[serde(default = "default_change_lookback")]
     pub change_lookback_dates: usize,
+    /// Judge change against a fixed baseline period instead: each pixel's newest valid
+    /// observation between `start` and `end` (inclusive, `YYYY-MM-DD`).
+    #[serde(default)]
+    pub change_baseline: Option<Baseline>,
     /// The regions.
     pub regions: Regions,
     /// The source.
@@ -308,12 +331,26 @@ impl Config {
         };
         rel(&mut c.out);
         rel(&mut c.regions.path);
+        if let Some(f) = &mut c.alerts.webhook_token_file {
+            rel(f);
+        }
         match &mut c.source {
             Source::Folder { path, .. } => rel(path),
-            Source::StacCatalog { url, .. } if !crate::monitor::source::is_http(url) => {
-                let mut p = PathBuf::from(&*url);
-                rel(&mut p);
-                *url = p.display().to_string();
+            Source::StacApi {
+                token_file: Some(f),
+                ..
+            } => rel(f),
+            Source::StacCatalog {
+                url, token_file, ..
+            } => {
+                if let Some(f) = token_file {
+                    rel(f);
+                }
+                if !crate::monitor::source::is_http(url) {
+                    let mut p = PathBuf::from(&*url);
+                    rel(&mut p);
+                    *url = p.display().to_string();
+                }
             }
             _ => {}
         }
@@ -423,6 +460,15 @@ impl Config {
         if self.change_lookback_dates == 0 {
             return Err("change_lookback_dates must be at least 1".into());
         }
+        if let Some(b) = &self.change_baseline {
+            let ok = |d: &str| crate::monitor::source::date_in_name(d).as_deref() == Some(d);
+            if !ok(&b.start) || !ok(&b.end) || b.start > b.end {
+                return Err(format!(
+                    "change_baseline: start {:?} and end {:?} must be dates YYYY-MM-DD, start first",
+                    b.start, b.end
+                ));
+            }
+        }
         match &self.source {
             Source::Folder {
                 path,
@@ -496,6 +542,37 @@ impl Config {
     }
 }
 
+/// A secret (a bearer token) from the environment variable `env` or the file `file`; a file
+/// others can read is refused. Never logged.
+pub fn secret(
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+) -> Result<Option<String>, MonitorError> {
+    if let Some(v) = env {
+        if let Ok(t) = std::env::var(v) {
+            return Ok(Some(t));
+        }
+    }
+    let Some(f) = file else { return Ok(None) };
+    let bad = |what: String| MonitorError::Config {
+        path: f.clone(),
+        what,
+    };
+    let meta =
+        std::fs::metadata(f).map_err(|e| bad(format!("the token file cannot be read: {e}")))?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "the token file is readable by others (mode {:o}); make it readable by its owner only: chmod 600 {}",
+            mode & 0o777,
+            f.display()
+        )));
+    }
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| bad(format!("the token file cannot be read: {e}")))?;
+    Ok(Some(text.trim().to_string()))
+}
+
 /// The commented example `monitor init` writes.
 pub const EXAMPLE: &str = r#"# eoinfer monitor configuration. Run a cycle with `eoinfer monitor run --config monitor.toml`
 # (from cron, a systemd timer or a Kubernetes CronJob); `eoinfer monitor status` shows the state.
@@ -542,6 +619,7 @@ settle_seconds = 2
 # lookback_days = 30
 # query = { "eo:cloud_cover" = { lt = 80 } }
 # token_env = "STAC_TOKEN"        # a bearer token from this environment variable
+# token_file = "/etc/eoinfer/stac.token"   # or from a file only its owner can read (chmod 600)
 
 [[models]]
 name = "clouds"
@@ -567,7 +645,9 @@ threshold = 0.5
 # classes = ["cloud", "cloud_shadow"]
 
 # Change is judged per pixel against that pixel's previous valid observation (at most
-# change_lookback_dates earlier dates, default 10). Each change rule writes a change map
+# change_lookback_dates earlier dates, default 10), or, with
+#   change_baseline = { start = "2024-06-01", end = "2024-08-31" }
+# (a top-level key), against its newest valid observation in that baseline period. Each change rule writes a change map
 # (runs/<date>/.../<model>.change.tif: from * 100 + to, 0 unchanged), the previous valid
 # classes (<model>.previous.tif), the polygon of the changed pixels in the alert, and a
 # before/after quicklook PNG (quicklooks/).
@@ -598,7 +678,7 @@ threshold = 0.5
 [alerts]
 # POST each alert as JSON (with an Idempotency-Key header) to a receiver you run:
 # webhook_url = "http://alerts.internal:9000/eoinfer"
-# webhook_token_env = "ALERT_TOKEN"
+# webhook_token_env = "ALERT_TOKEN"     # or webhook_token_file = "/etc/eoinfer/alert.token"
 "#;
 
 #[cfg(test)]

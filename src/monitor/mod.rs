@@ -528,7 +528,16 @@ fn earlier_maps(
     mask: Option<&(String, Vec<u8>)>,
 ) -> Result<Vec<change::Map>, MonitorError> {
     let mut earlier = Vec::new();
-    for (d, out) in state.maps_before(&m.name, date, c.change_lookback_dates)? {
+    let candidates = match &c.change_baseline {
+        // Against a fixed period: its dates before this one, newest first.
+        Some(b) => state
+            .maps_before(&m.name, date, usize::MAX >> 1)?
+            .into_iter()
+            .filter(|(d, _)| d.as_str() >= b.start.as_str() && d.as_str() <= b.end.as_str())
+            .collect(),
+        None => state.maps_before(&m.name, date, c.change_lookback_dates)?,
+    };
+    for (d, out) in candidates {
         let mask = match mask {
             // A date without the mask's map cannot tell clouds: not used.
             Some((mm, v)) => match state.map_of(mm, &d)? {
@@ -858,6 +867,11 @@ pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
     let t0 = std::time::Instant::now();
     let c = Config::load(config)?;
     let outputs = outputs_of(&c, config)?;
+    // Read (and its file's permissions checked) before any work: a bad token file is exit 2.
+    let webhook_token = config::secret(
+        c.alerts.webhook_token_env.as_ref(),
+        c.alerts.webhook_token_file.as_ref(),
+    )?;
     std::fs::create_dir_all(&c.out).map_err(|e| MonitorError::Config {
         path: c.out.clone(),
         what: format!("the output folder cannot be made: {e}"),
@@ -952,12 +966,7 @@ pub fn run(config: &Path) -> Result<CycleReport, crate::Error> {
     }
     outputs::write_all(&c, &state)?;
     if let Some(url) = &c.alerts.webhook_url {
-        let token = c
-            .alerts
-            .webhook_token_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok());
-        let (ok, failed) = outputs::deliver(&state, url, token.as_deref())?;
+        let (ok, failed) = outputs::deliver(&state, url, webhook_token.as_deref())?;
         report.delivered = ok;
         report.delivery_failed = failed;
     }

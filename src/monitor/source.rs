@@ -460,9 +460,10 @@ pub fn list(
             collections,
             query,
             token_env,
+            token_file,
             ..
         } => {
-            let token = token_env.as_ref().and_then(|v| std::env::var(v).ok());
+            let token = crate::monitor::config::secret(token_env.as_ref(), token_file.as_ref())?;
             (
                 stac_api(
                     url,
@@ -481,9 +482,10 @@ pub fn list(
             url,
             collections,
             token_env,
+            token_file,
             ..
         } => {
-            let token = token_env.as_ref().and_then(|v| std::env::var(v).ok());
+            let token = crate::monitor::config::secret(token_env.as_ref(), token_file.as_ref())?;
             (
                 stac_catalog(
                     url,

@@ -9,9 +9,12 @@ of MASK_VALUE in MASK_MODEL's map of that date); a pixel valid now with a previo
 compared, code from * 100 + to (0 unchanged), 65535 otherwise. Checks the change map and the
 previous-valid map pixel for pixel, and per region (pixel centres inside its polygon) the
 compared and changed counts and the transition matrix in the state. Prints a JSON summary.
+With BASELINE=start,end in the environment, the previous class comes from the newest valid
+date in that period instead.
 """
 
 import json
+import os
 import sqlite3
 import sys
 
@@ -47,7 +50,13 @@ for i, date in enumerate(dates):
         m, _, _ = read(masks[date])
         ok &= (m != 255) & ~np.isin(m, mask_values)
     prev = np.full(shape, 255, np.uint8)
-    for earlier in reversed(dates[max(0, i - 10):i]):
+    baseline = os.environ.get("BASELINE")
+    if baseline:
+        start, end = baseline.split(",")
+        candidates = [d for d in dates[:i] if start <= d <= end]
+    else:
+        candidates = dates[max(0, i - 10):i]
+    for earlier in reversed(candidates):
         if mask_model and earlier not in masks:
             continue
         c, _, _ = read(own[earlier])
