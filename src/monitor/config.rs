@@ -352,7 +352,7 @@ impl Config {
                     *url = p.display().to_string();
                 }
             }
-            _ => {}
+            Source::StacApi { .. } => {}
         }
         for m in &mut c.models {
             rel(&mut m.manifest);
