@@ -25,12 +25,13 @@ test:
 
 # The benchmark (about 55 minutes on 2 cores): eoinfer vs ONNX Runtime alone vs ukis-csmask's
 # Python pipeline on a Sentinel-2 tile-sized scene, scaling to 4 tiles, tiling quality; then
-# OlmoEarth v1 Nano end to end vs bench-model on 1, 4 and 12 dates (JPEG 2000 and GeoTIFF).
-# Writes BENCHMARKS.md. Micro-benchmarks of the pure stages: cargo bench --bench stages.
+# OlmoEarth v1 Nano end to end vs bench-model on 1, 4 and 12 dates (JPEG 2000 and GeoTIFF);
+# then a monitoring cycle's overhead over its model runs (about 5 minutes). Writes BENCHMARKS.md. Micro-benchmarks of the pure stages: cargo bench --bench stages.
 bench: build
 	scripts/setup.sh --reference
 	.venv-reference/bin/python scripts/bench.py
 	.venv-reference/bin/python scripts/bench_series.py
+	.venv-reference/bin/python scripts/bench_monitor.py --out BENCHMARKS.md
 
 lint:
 	$(CARGO) fmt --check
