@@ -21,11 +21,20 @@ struct StacApi {
 
 impl StacApi {
     fn start(work: &Path, items: &Path) -> Self {
+        Self::start_with(
+            work,
+            &items.join("collection.json"),
+            &items.join("items.ndjson"),
+        )
+    }
+
+    /// With the collections (one JSON or ndjson) and Items files named.
+    fn start_with(work: &Path, collections: &Path, items: &Path) -> Self {
         let mut child = Command::new(stacapi_python())
             .arg(root().join("tests/reference/stac_api.py"))
             .arg(work)
-            .arg(items.join("collection.json"))
-            .arg(items.join("items.ndjson"))
+            .arg(collections)
+            .arg(items)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -428,4 +437,249 @@ threshold = 0.5
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["observations"], 10, "{status}");
     assert_eq!(status["alerts"], 4, "{status}");
+}
+
+/// `shared/scenes` folder `name`.
+fn scene_dir(name: &str) -> PathBuf {
+    shared_scene(name)
+}
+
+/// The real Earth Search Item of T29RKH and the Landsat 8 C2 L2 Item, their asset hrefs
+/// pointed at `base/t29rkh/` and `base/landsat/` (served from `bands`), appended to
+/// `items.ndjson` in `out`, and their collections to `collections.ndjson` there.
+fn other_items(out: &Path, bands: &Path, base: &str) {
+    std::os::unix::fs::symlink(
+        scene_dir("s2_l2a_T29RKH_20200219_earthsearch").join("original_cogs"),
+        bands.join("t29rkh"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        scene_dir("landsat8_c2l2_008059_20191201"),
+        bands.join("landsat"),
+    )
+    .unwrap();
+    let script = r#"
+import json, os, sys
+out, base, s2, ls = sys.argv[1:5]
+# The https assets held in the local folders are served from here instead (as from the
+# user's own mirror); the rest keep their hrefs (Earth Search's s3:// JP2 copies are only a
+# fallback eoinfer does not take while a COG holds the band).
+def moved(path, folder, local, to_disk=False):
+    item = json.load(open(path))
+    for a in item["assets"].values():
+        name = a["href"].rsplit("/", 1)[-1]
+        if a["href"].startswith("http") and os.path.exists(os.path.join(local, name)):
+            a["href"] = os.path.join(local, name) if to_disk else f"{base}/{folder}/{name}"
+    return item
+s2_item, ls_item = "S2A_29RKH_20200219_0_L2A.json", "LC08_L2SP_008059_20191201_20200825_02_T1_SR_stac.json"
+items = [moved(os.path.join(s2, s2_item), "t29rkh", s2),
+         moved(os.path.join(ls, ls_item), "landsat", ls)]
+# The same Items with their assets on disk: what `predict` reads without HTTP.
+json.dump(moved(os.path.join(s2, s2_item), "", s2, True), open(os.path.join(out, "t29rkh-local.json"), "w"))
+json.dump(moved(os.path.join(ls, ls_item), "", ls, True), open(os.path.join(out, "landsat-local.json"), "w"))
+with open(os.path.join(out, "items.ndjson"), "a") as f:
+    for i in items:
+        f.write(json.dumps(i) + "\n")
+first = json.load(open(os.path.join(out, "collection.json")))
+with open(os.path.join(out, "collections.ndjson"), "w") as f:
+    f.write(json.dumps(first) + "\n")
+    for i in items:
+        c = dict(first, id=i["collection"], title=i["collection"], links=[])
+        c["extent"] = {"spatial": {"bbox": [i["bbox"]]}, "temporal": {"interval": [[None, None]]}}
+        f.write(json.dumps(c) + "\n")
+"#;
+    let o = Command::new(reference_python())
+        .args(["-c", script])
+        .arg(out)
+        .arg(base)
+        .arg(scene_dir("s2_l2a_T29RKH_20200219_earthsearch").join("original_cogs"))
+        .arg(scene_dir("landsat8_c2l2_008059_20191201"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A monitor config in `dir/<name>/` watching one square region (`epsg`, `[x0, y0, x1, y1]`)
+/// with the 6-band L2A cloud mask at `resolution`.
+fn square_monitor(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    collection: &str,
+    epsg: u32,
+    b: [f64; 4],
+    resolution: f64,
+) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("regions.geojson"),
+        format!(
+            r#"{{"type":"FeatureCollection","crs":{{"type":"name","properties":{{"name":"urn:ogc:def:crs:EPSG::{epsg}"}}}},"features":[{{"type":"Feature","properties":{{"id":"{name}"}},"geometry":{{"type":"Polygon","coordinates":[[[{x0},{y0}],[{x1},{y0}],[{x1},{y1}],[{x0},{y1}],[{x0},{y0}]]]}}}}]}}"#,
+            x0 = b[0],
+            y0 = b[1],
+            x1 = b[2],
+            y1 = b[3]
+        ),
+    )
+    .unwrap();
+    let config = d.join("monitor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "{name}"
+out = "out"
+[regions]
+path = "regions.geojson"
+id_column = "id"
+[source]
+type = "stac-api"
+url = "{url}"
+collections = ["{collection}"]
+start = "2013-01-01"
+[[models]]
+name = "csm"
+manifest = "{}"
+resolution = {resolution}
+[[rules]]
+type = "cloud-free-share-below"
+model = "csm"
+threshold = 0.5
+"#,
+            manifest("ukis-csmask-6b-l2a.json").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Band 1 of a raster as numbers (rasterio).
+fn pixels(tif: &Path) -> serde_json::Value {
+    let o = Command::new(reference_python())
+        .args([
+            "-c",
+            "import rasterio, sys, json; d = rasterio.open(sys.argv[1]); print(json.dumps([list(d.shape), d.read(1).ravel().tolist()]))",
+        ])
+        .arg(tif)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn one_stac_api_serves_sentinel_2_and_landsat_items_each_monitor_takes_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bands = dir.join("bands");
+    std::fs::create_dir_all(&bands).unwrap();
+    let assets = Server::start(&bands);
+    let base = format!("http://127.0.0.1:{}", assets.1);
+    let cat = dir.join("catalogue");
+    items(&cat, &bands, &base, &["20150711", "20150731"], true);
+    other_items(&cat, &bands, &base);
+    let api = StacApi::start_with(
+        &dir.join("pg"),
+        &cat.join("collections.ndjson"),
+        &cat.join("items.ndjson"),
+    );
+    let url = api.url.clone();
+
+    // A region in T29RKH (UTM 29N, 100 m data) and one in the Landsat scene (UTM 18N).
+    let s2 = square_monitor(
+        dir,
+        "t29rkh",
+        &url,
+        "sentinel-2-l2a",
+        32629,
+        [250_000.0, 2_700_000.0, 270_000.0, 2_720_000.0],
+        100.0,
+    );
+    let ls = square_monitor(
+        dir,
+        "landsat",
+        &url,
+        "landsat-c2l2-sr",
+        32618,
+        [500_000.0, 100_000.0, 545_000.0, 145_000.0],
+        450.0,
+    );
+    for (config, id) in [
+        (&s2, "S2A_29RKH_20200219_0_L2A"),
+        (&ls, "LC08_L2SP_008059_20191201_20200825_02_T1"),
+    ] {
+        let v = cycle(config);
+        assert_eq!(processed(&v), [id], "{v}");
+        let v = cycle(config);
+        assert!(processed(&v).is_empty(), "{v}");
+    }
+    // Each class map is the one `predict` makes from the same files on disk.
+    for (config, scene, resolution) in [
+        (&s2, cat.join("t29rkh-local.json"), "100"),
+        (&ls, cat.join("landsat-local.json"), "450"),
+    ] {
+        let folder = config.parent().unwrap();
+        let local = folder.join("local");
+        ok(&eoinfer([
+            "predict",
+            "--model",
+            manifest("ukis-csmask-6b-l2a.json").to_str().unwrap(),
+            "--scene",
+            scene.to_str().unwrap(),
+            "--aoi",
+            folder.join("regions.geojson").to_str().unwrap(),
+            "--resolution",
+            resolution,
+            "--name",
+            "csm",
+            "--batch-size",
+            "4",
+            "--out",
+            local.to_str().unwrap(),
+        ]));
+        let run = std::fs::read_dir(folder.join("out/runs"))
+            .unwrap()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .next()
+            .unwrap()
+            .path();
+        assert_eq!(
+            pixels(&run.join("csm.classes.tif")),
+            pixels(&local.join("csm.classes.tif")),
+            "{}",
+            folder.display()
+        );
+    }
+    // The Slovenia monitor asks for all three collections: the bounding box keeps its own.
+    std::fs::write(dir.join("regions.geojson"), SLOVENIA_REGIONS).unwrap();
+    let config = dir.join("slovenia.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"name = "slovenia"
+out = "slovenia-out"
+[regions]
+path = "regions.geojson"
+id_column = "id"
+[source]
+type = "stac-api"
+url = "{url}"
+collections = ["s2-l1c-slovenia", "sentinel-2-l2a", "landsat-c2l2-sr"]
+start = "2013-01-01"
+[[models]]
+name = "clouds"
+manifest = "{}"
+resolution = 10
+"#,
+            manifest("s2cloudless.json").display()
+        ),
+    )
+    .unwrap();
+    let v = cycle(&config);
+    let mut p = processed(&v);
+    p.sort();
+    assert_eq!(p, ["S2_L1C_20150711", "S2_L1C_20150731"], "{v}");
+    assert_eq!(v["listed"], 2, "{v}");
+    drop(api);
 }
