@@ -21,6 +21,8 @@ test:
 	scripts/setup.sh --reference
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	# The GPU code paths compile (and lint) without a GPU: load-dynamic links nothing.
+	$(CARGO) clippy --all-targets --locked --features cuda,tensorrt -- -D warnings
 	$(CARGO) test --release --locked -- --test-threads=2
 
 # The benchmark (about 55 minutes on 2 cores): eoinfer vs ONNX Runtime alone vs ukis-csmask's

@@ -253,4 +253,16 @@ fn a_gpu_device_without_cuda_support_fails_loudly_instead_of_falling_back() {
         &["--device", "cuda:0"],
         &["--device cuda:0", "CUDA"],
     );
+    // TensorRT: the same, naming the feature and the libraries it needs.
+    fails(
+        &l1c(),
+        demo_scene().to_str().unwrap(),
+        &["--device", "tensorrt:0"],
+        &[
+            "--device tensorrt:0",
+            "TensorRT",
+            "--features tensorrt",
+            "LD_LIBRARY_PATH",
+        ],
+    );
 }

@@ -17,6 +17,10 @@ pub enum Device {
     /// The CUDA execution provider on GPU `n` (needs the `cuda` cargo feature and the
     /// onnxruntime-gpu library); it fails loudly instead of falling back to the CPU.
     Cuda(i32),
+    /// TensorRT on GPU `n`, in fp16, its engines cached beside the model
+    /// (`<model>.onnx.trt-cache/`), nodes TensorRT cannot take on CUDA (needs the `tensorrt`
+    /// cargo feature, the onnxruntime-gpu library and TensorRT's own libraries).
+    TensorRt(i32),
 }
 
 impl std::str::FromStr for Device {
@@ -36,7 +40,18 @@ impl std::str::FromStr for Device {
                 .map(Device::Cuda)
                 .map_err(|_| format!("`{s}`: the GPU index must be a number, e.g. cuda:0"));
         }
-        Err(format!("`{s}` is not a device; use cpu or cuda:N"))
+        if s == "tensorrt" {
+            return Ok(Device::TensorRt(0));
+        }
+        if let Some(n) = s.strip_prefix("tensorrt:") {
+            return n
+                .parse()
+                .map(Device::TensorRt)
+                .map_err(|_| format!("`{s}`: the GPU index must be a number, e.g. tensorrt:0"));
+        }
+        Err(format!(
+            "`{s}` is not a device; use cpu, cuda:N or tensorrt:N"
+        ))
     }
 }
 
@@ -45,6 +60,7 @@ impl std::fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::TensorRt(n) => write!(f, "tensorrt:{n}"),
         }
     }
 }
@@ -68,39 +84,68 @@ pub fn cuda_conv_search() -> Result<&'static str, String> {
     }
 }
 
+/// The CUDA execution provider on GPU `n` with the configured convolution search.
 #[cfg(feature = "cuda")]
-pub(crate) fn execution_providers(
-    device: Device,
-) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+fn cuda(n: i32) -> Result<ort::ep::ExecutionProviderDispatch, String> {
     use ort::ep::cuda::ConvAlgorithmSearch;
-    Ok(match device {
-        Device::Cpu => Vec::new(),
-        Device::Cuda(n) => {
-            let search = match cuda_conv_search()? {
-                "exhaustive" => ConvAlgorithmSearch::Exhaustive,
-                "default" => ConvAlgorithmSearch::Default,
-                _ => ConvAlgorithmSearch::Heuristic,
-            };
-            vec![
-                ort::ep::CUDA::default()
-                    .with_device_id(n)
-                    .with_conv_algorithm_search(search)
-                    .build()
-                    .error_on_failure(),
-            ]
-        }
-    })
+    let search = match cuda_conv_search()? {
+        "exhaustive" => ConvAlgorithmSearch::Exhaustive,
+        "default" => ConvAlgorithmSearch::Default,
+        _ => ConvAlgorithmSearch::Heuristic,
+    };
+    Ok(ort::ep::CUDA::default()
+        .with_device_id(n)
+        .with_conv_algorithm_search(search)
+        .build()
+        .error_on_failure())
 }
 
-#[cfg(not(feature = "cuda"))]
+/// The folder TensorRT's engines of `onnx` are cached in: beside the model.
+#[must_use]
+pub fn tensorrt_cache(onnx: &Path) -> PathBuf {
+    crate::util::with_suffix(onnx, ".trt-cache")
+}
+
+/// The execution providers of `device` for the model `onnx`; a device this build or machine
+/// cannot serve is an error that says what is missing (never a silent CPU fallback).
 pub(crate) fn execution_providers(
     device: Device,
+    onnx: &Path,
 ) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+    let _ = onnx;
     match device {
         Device::Cpu => Ok(Vec::new()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => Ok(vec![cuda(n)?]),
+        #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(format!(
             "--device {device}: this eoinfer was built without CUDA support; rebuild it with \
              `cargo build --release --features cuda` and run it with the onnxruntime-gpu 1.31 library (--ort-lib)"
+        )),
+        #[cfg(feature = "tensorrt")]
+        Device::TensorRt(n) => {
+            // ONNX Runtime makes the folder when it writes the first engine.
+            let cache = tensorrt_cache(onnx);
+            let dir = cache.display().to_string();
+            Ok(vec![
+                ort::ep::TensorRT::default()
+                    .with_device_id(n)
+                    .with_fp16(true)
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir)
+                    .build()
+                    .error_on_failure(),
+                cuda(n)?,
+            ])
+        }
+        #[cfg(not(feature = "tensorrt"))]
+        Device::TensorRt(_) => Err(format!(
+            "--device {device}: this eoinfer was built without TensorRT support; rebuild it with \
+             `cargo build --release --features tensorrt`, run it with the onnxruntime-gpu 1.31 library \
+             (--ort-lib) and TensorRT's libraries on LD_LIBRARY_PATH (PyPI: tensorrt-cu13-libs), \
+             or use --device cuda:N"
         )),
     }
 }
@@ -209,9 +254,18 @@ pub(crate) fn open_session(
         .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
         .with_intra_op_spinning(false)
         .map_err(|e| onnx_err(ort::Error::<()>::from(e).to_string()))?
-        .with_execution_providers(execution_providers(device).map_err(ModelError::Device)?)
+        .with_execution_providers(execution_providers(device, onnx).map_err(ModelError::Device)?)
         .map_err(|e| {
-            ModelError::Device(format!("--device {device}: {}", ort::Error::<()>::from(e)))
+            let hint = if matches!(device, Device::TensorRt(_)) {
+                "; TensorRT needs its libraries (libnvinfer.so.10 and friends, PyPI \
+                 tensorrt-cu13-libs) on LD_LIBRARY_PATH beside the onnxruntime-gpu library"
+            } else {
+                ""
+            };
+            ModelError::Device(format!(
+                "--device {device}: {}{hint}",
+                ort::Error::<()>::from(e)
+            ))
         })?
         .commit_from_file(onnx)
         .map_err(|e| onnx_err(e.to_string()))
