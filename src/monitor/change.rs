@@ -719,9 +719,7 @@ pub fn render_quicklook(
         quicklook::panel(&now, (ww, wh), class),
         quicklook::panel(&codes, (ww, wh), change),
     ];
-    let (scale, stride) = quicklook::scale_for((ww, wh), 256, 1024);
-    quicklook::write_png(png, &quicklook::side_by_side(&panels, scale, stride))
-        .map_err(|e| cerr(png, e))?;
+    quicklook::write_panels(png, &panels, (ww, wh)).map_err(|e| cerr(png, e))?;
     Ok(())
 }
 

@@ -555,6 +555,43 @@ fn earlier_maps(
     Ok(earlier)
 }
 
+/// What a date's change of model `m` compares: its map now (with its mask), the earlier maps,
+/// where the change and previous maps go (beside the map), and the regions' WKB.
+struct Compared {
+    current: change::Map,
+    earlier: Vec<change::Map>,
+    change_tif: PathBuf,
+    previous_tif: PathBuf,
+    wkbs: Vec<Vec<u8>>,
+}
+
+fn compared(
+    c: &Config,
+    state: &State,
+    m: &config::Model,
+    date: &str,
+    maps: &BTreeMap<String, PathBuf>,
+    regions: &[state::RegionRow],
+) -> Result<Compared, crate::Error> {
+    let map = &maps[&m.name];
+    let mask = match &m.mask {
+        Some(mm) => Some((mm.clone(), masked_values(m, &maps[mm])?)),
+        None => None,
+    };
+    let dir = map.parent().unwrap_or(Path::new("."));
+    Ok(Compared {
+        current: change::Map {
+            date: date.to_string(),
+            classes: map.clone(),
+            mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
+        },
+        earlier: earlier_maps(c, state, m, date, mask.as_ref())?,
+        change_tif: dir.join(format!("{}.change.tif", m.name)),
+        previous_tif: dir.join(format!("{}.previous.tif", m.name)),
+        wkbs: regions.iter().map(|r| r.1.clone()).collect(),
+    })
+}
+
 /// Per-patch `1 - cosine` change of embedding model `m`'s map on `date` against each patch's
 /// previous valid observation (the distance map and previous embeddings beside the map), its
 /// rows per region, and the alerts of the embedding-change rules, each with the changed area
@@ -568,21 +605,13 @@ fn embedding_change_of(
     obs: &[Observation],
     regions: &[state::RegionRow],
 ) -> Result<(Vec<Change>, Vec<Alert>), crate::Error> {
-    let emb_tif = &maps[&m.name];
-    let mask = match &m.mask {
-        Some(mm) => Some((mm.clone(), masked_values(m, &maps[mm])?)),
-        None => None,
-    };
-    let current = change::Map {
-        date: date.to_string(),
-        classes: emb_tif.clone(),
-        mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
-    };
-    let earlier = earlier_maps(c, state, m, date, mask.as_ref())?;
-    let dir = emb_tif.parent().unwrap_or(Path::new("."));
-    let change_tif = dir.join(format!("{}.change.tif", m.name));
-    let previous_tif = dir.join(format!("{}.previous.tif", m.name));
-    let wkbs: Vec<Vec<u8>> = regions.iter().map(|r| r.1.clone()).collect();
+    let Compared {
+        current,
+        earlier,
+        change_tif,
+        previous_tif,
+        wkbs,
+    } = compared(c, state, m, date, maps, regions)?;
     let det = embchange::detect(&current, &earlier, &wkbs, &change_tif, &previous_tif)?;
     let rules: Vec<&Rule> = c
         .rules
@@ -686,20 +715,13 @@ fn change_of(
     regions: &[state::RegionRow],
 ) -> Result<(Vec<Change>, Vec<Alert>), crate::Error> {
     let classes_tif = &maps[&m.name];
-    let mask = match &m.mask {
-        Some(mm) => Some((mm.clone(), masked_values(m, &maps[mm])?)),
-        None => None,
-    };
-    let current = change::Map {
-        date: date.to_string(),
-        classes: classes_tif.clone(),
-        mask: mask.as_ref().map(|(mm, v)| (maps[mm].clone(), v.clone())),
-    };
-    let earlier = earlier_maps(c, state, m, date, mask.as_ref())?;
-    let dir = classes_tif.parent().unwrap_or(Path::new("."));
-    let change_tif = dir.join(format!("{}.change.tif", m.name));
-    let previous_tif = dir.join(format!("{}.previous.tif", m.name));
-    let wkbs: Vec<Vec<u8>> = regions.iter().map(|r| r.1.clone()).collect();
+    let Compared {
+        current,
+        earlier,
+        change_tif,
+        previous_tif,
+        wkbs,
+    } = compared(c, state, m, date, maps, regions)?;
     let det = change::detect(&current, &earlier, &wkbs, &change_tif, &previous_tif)?;
     let n = det.classes.len();
     let mut changes = Vec::new();

@@ -108,6 +108,17 @@ pub fn side_by_side(panels: &[RgbaImage], scale: usize, stride: usize) -> RgbaIm
     out
 }
 
+/// Writes panels of `size` side by side, scaled for people (256 to 1024 px on the long side),
+/// as PNG to `path`.
+pub fn write_panels(
+    path: &Path,
+    panels: &[RgbaImage],
+    size: (usize, usize),
+) -> std::io::Result<()> {
+    let (scale, stride) = scale_for(size, 256, 1024);
+    write_png(path, &side_by_side(panels, scale, stride))
+}
+
 /// Writes `img` as PNG to `path` (a temporary name, renamed when complete).
 pub fn write_png(path: &Path, img: &RgbaImage) -> std::io::Result<()> {
     let mut bytes = Vec::new();
