@@ -861,3 +861,32 @@ fn a_token_file_others_can_read_is_refused_before_any_work() {
     assert_eq!(processed(&v), 1, "{v}");
     assert!(v["delivery_failed"].as_u64().unwrap() > 0, "{v}");
 }
+
+#[test]
+fn earlier_maps_of_other_classes_are_never_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = setup(
+        dir,
+        "[[rules]]\ntype = \"class-transition\"\nmodel = \"clouds\"\n",
+    );
+    for d in &DATES[..2] {
+        add(dir, d);
+    }
+    ok(&cycle(&config).0);
+    // The model behind the name changes (3 classes instead of 2): its ids mean other things.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &manifest("s2cloudless.json").display().to_string(),
+        &manifest("ukis-csmask-6b-l1c.json").display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    add(dir, DATES[2]);
+    let (o, v) = cycle(&config);
+    ok(&o);
+    assert_eq!(processed(&v), 1, "{v}");
+    let rows = duckdb_state(
+        &dir.join("out"),
+        "SELECT compared, dates_used FROM changes WHERE date = '2015-08-20'",
+    );
+    assert_eq!(rows, serde_json::json!([[0, "[]"], [0, "[]"]]), "{rows}");
+}

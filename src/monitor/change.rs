@@ -272,6 +272,40 @@ pub(super) fn burn(
         .to_vec())
 }
 
+/// The earlier maps that compare with a map on `grid` of `classes` (their masks on it too),
+/// and the dates left out.
+fn open_earlier(
+    earlier: &[Map],
+    grid: &Grid,
+    classes: &[String],
+) -> Result<(Vec<Opened>, Vec<String>), MonitorError> {
+    let mut before = Vec::new();
+    let mut skipped = Vec::new();
+    for m in earlier {
+        let o = Opened::open(m)?;
+        let mask_ok = match &o.mask {
+            Some((mds, mp, _)) => grid_of(mds, mp)?.same(grid),
+            None => true,
+        };
+        // Class ids compare only between maps of the same classes: a map the model wrote
+        // with other classes (its manifest changed) is not compared, never mixed.
+        let same_classes =
+            o.ds.rasterband(1)
+                .is_ok_and(|b| crate::output::vectors::category_names(&b) == classes);
+        if grid_of(&o.ds, &o.path)?.same(grid) && mask_ok && same_classes {
+            before.push(o);
+        } else {
+            tracing::warn!(
+                date = %m.date,
+                "{} is on another grid or has other classes: not used for change",
+                m.classes.display()
+            );
+            skipped.push(m.date.clone());
+        }
+    }
+    Ok((before, skipped))
+}
+
 /// Compares `current` with the `earlier` maps (newest first) and writes the change map
 /// (`change_tif`, UInt16) and the previous-valid class map (`previous_tif`, with the class
 /// names and colours) as COGs; per region (WKB in the grid's CRS) the transition counts.
@@ -300,21 +334,7 @@ pub fn detect(
     let classes = crate::output::vectors::category_names(&band);
     let n = classes.len();
     let palette = quicklook::palette_of(&cur.ds);
-    let mut before = Vec::new();
-    let mut skipped = Vec::new();
-    for m in earlier {
-        let o = Opened::open(m)?;
-        let mask_ok = match &o.mask {
-            Some((mds, mp, _)) => grid_of(mds, mp)?.same(&grid),
-            None => true,
-        };
-        if grid_of(&o.ds, &o.path)?.same(&grid) && mask_ok {
-            before.push(o);
-        } else {
-            tracing::warn!(date = %m.date, "{} is on another grid: not used for change", m.classes.display());
-            skipped.push(m.date.clone());
-        }
-    }
+    let (before, skipped) = open_earlier(earlier, &grid, &classes)?;
     let geoms: Vec<Geometry> = regions
         .iter()
         .map(|w| Geometry::from_wkb(w).map_err(|e| cerr(&cur.path, e)))

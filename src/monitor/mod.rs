@@ -428,6 +428,15 @@ fn class_ids(
         .collect()
 }
 
+/// `part / whole`, 0 for an empty whole.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 /// A file name made of a region id.
 fn file_part(id: &str) -> String {
     id.chars()
@@ -646,11 +655,7 @@ fn embedding_change_of(
         else {
             continue;
         };
-        let compared_share = if o.region_pixels == 0 {
-            0.0
-        } else {
-            compared as f64 / o.region_pixels as f64
-        };
+        let compared_share = share(compared, o.region_pixels);
         for rule in &rules {
             let Rule::EmbeddingChange {
                 threshold,
@@ -744,11 +749,7 @@ fn change_of(
         else {
             continue;
         };
-        let compared_share = if o.region_pixels == 0 {
-            0.0
-        } else {
-            rc.compared as f64 / o.region_pixels as f64
-        };
+        let compared_share = share(rc.compared, o.region_pixels);
         for rule in c
             .rules
             .iter()
