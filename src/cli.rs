@@ -340,6 +340,20 @@ pub struct PredictCli {
     /// Also write a QGIS project (<name>.qgs) with the run's layers, styled and grouped.
     #[arg(long)]
     pub qgis_project: bool,
+    /// Run a series that breaks a task model's temporal contract (the spacing of its steps,
+    /// an event's image windows) anyway; the summary records each break. The number of time
+    /// steps is never relaxed.
+    #[arg(long)]
+    pub relax_temporal_contract: bool,
+    /// Classification models: label these events (polygons in a GeoPackage, GeoJSON, ...)
+    /// instead of tiling the grid: one window centred on each polygon, written to
+    /// <name>.events.parquet. An event model (pre/post image groups) takes each event's date
+    /// from its `event_date` attribute (YYYY-MM-DD) or --event-date.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// The date of events that have no `event_date` attribute (YYYY-MM-DD).
+    #[arg(long, requires = "events")]
+    pub event_date: Option<String>,
     #[command(flatten)]
     pub vector_args: VectorArgs,
     /// Print the run summary as JSON on stdout.
@@ -592,6 +606,19 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
             .unwrap_or_default(),
         embedding_uint8: c.embedding_dtype == EmbeddingDtype::Uint8,
         value_uint8: c.value_dtype == EmbeddingDtype::Uint8,
+        relax_temporal_contract: c.relax_temporal_contract,
+        events: c.events.clone(),
+        event_date: c
+            .event_date
+            .as_deref()
+            .map(|d| {
+                crate::scene::timeseries::parse_date(d).ok_or_else(|| {
+                    crate::error::SceneError::Series {
+                        what: format!("--event-date {d}: not a date (YYYY-MM-DD)"),
+                    }
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -614,6 +641,22 @@ fn bench_model(c: &PredictCli) -> Result<(), Error> {
 }
 
 fn predict(c: &PredictCli) -> Result<(), Error> {
+    if c.events.is_some() {
+        let summary = crate::events::run(&predict_args(c)?)?;
+        tracing::info!(
+            output = %summary.output.display(),
+            events = summary.labelled.len(),
+            seconds = summary.total_seconds,
+            "done"
+        );
+        if c.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
     let (plan, model) = load_plan(c)?;
     tracing::info!(
         scene = %plan.stack.scene,
@@ -1067,6 +1110,7 @@ fn list_models(dir: &std::path::Path, json: bool) {
             "tile_size": props.get("eoinfer:tile_size"), "gsd": props.get("eoinfer:gsd"),
             "random_weights": props.get("eoinfer:random_weights").and_then(serde_json::Value::as_bool).unwrap_or(false),
             "onnx": onnx, "onnx_present": present, "onnx_bytes": size, "how_to_get": how,
+            "license": props.get("license"), "attribution": props.get("eoinfer:attribution"),
         }));
     }
     if json {
@@ -1077,8 +1121,8 @@ fn list_models(dir: &std::path::Path, json: bool) {
         return;
     }
     println!(
-        "{:<26} {:<22} {:<24} {:>5} {:>4} {:>10}  onnx",
-        "id", "task", "inputs", "tile", "gsd", "MB"
+        "{:<30} {:<22} {:<24} {:>5} {:>4} {:>10}  {:<38} onnx",
+        "id", "task", "inputs", "tile", "gsd", "MB", "license"
     );
     for r in &rows {
         let mb = r["onnx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6;
@@ -1092,13 +1136,14 @@ fn list_models(dir: &std::path::Path, json: bool) {
             format!("MISSING: {}", r["how_to_get"].as_str().unwrap_or(""))
         };
         println!(
-            "{:<26} {:<22} {:<24} {:>5} {:>4} {:>10.1}  {state}",
+            "{:<30} {:<22} {:<24} {:>5} {:>4} {:>10.1}  {:<38} {state}",
             r["id"].as_str().unwrap_or(""),
             r["tasks"].as_str().unwrap_or(""),
             r["inputs"].as_str().unwrap_or(""),
             r["tile_size"],
             r["gsd"],
-            mb
+            mb,
+            r["license"].as_str().unwrap_or("(not stated)")
         );
     }
 }

@@ -191,6 +191,10 @@ pub enum SceneError {
     NoDate { path: PathBuf },
     #[error("{count} time steps, but the model takes at most {max}; pass fewer scenes")]
     TooManySteps { count: usize, max: usize },
+    #[error("{}: {what}", path.display())]
+    Events { path: PathBuf, what: String },
+    #[error("{model}: the input breaks the model's temporal contract: {what}", model = model.display())]
+    TemporalContract { model: PathBuf, what: String },
     #[error("{what}")]
     Series { what: String },
     #[error(transparent)]

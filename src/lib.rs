@@ -12,6 +12,7 @@ pub mod aoi;
 pub mod blend;
 pub mod cli;
 pub mod error;
+pub mod events;
 pub mod fingerprint;
 pub mod grid;
 pub mod interrupt;

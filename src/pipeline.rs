@@ -1959,6 +1959,7 @@ fn model_info(job: &JobPlan) -> BTreeMap<String, String> {
         [
             ("license", &job.model.license),
             ("attribution", &job.model.attribution),
+            ("temporal_contract", &job.model.temporal_contract),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))),

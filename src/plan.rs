@@ -92,6 +92,13 @@ pub struct PredictArgs {
     /// `--value-dtype uint8`: quantise a regression head's values COG over the manifest's
     /// expected range.
     pub value_uint8: bool,
+    /// `--relax-temporal-contract`: run a series whose spacing (or an event's image dates)
+    /// breaks a task model's temporal contract, with a warning in the summary.
+    pub relax_temporal_contract: bool,
+    /// `--events`: label windows centred on these polygons instead of tiling the grid.
+    pub events: Option<PathBuf>,
+    /// `--event-date`: the date of events without an `event_date` attribute.
+    pub event_date: Option<crate::scene::timeseries::Date>,
 }
 
 /// What a run writes: the head chosen from the manifest.
@@ -288,6 +295,9 @@ pub struct PlanModel {
     /// See `license`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<String>,
+    /// A task model's temporal contract, in words (`eoinfer:temporal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal_contract: Option<String>,
 }
 
 /// The plan document `<out>/<name>.plan.json`: everything that decides a run's outputs (grid,
@@ -535,6 +545,11 @@ fn job_plan(
             mask: model.pixel,
             license: model.license.clone(),
             attribution: model.attribution.clone(),
+            temporal_contract: model
+                .encoder
+                .as_ref()
+                .and_then(|e| e.temporal.as_ref())
+                .map(crate::model::temporal::TemporalContract::describe),
         },
         tiling,
         tile_size: model.tile_size,
@@ -683,6 +698,90 @@ fn panel_width(args: &PredictArgs, steps: usize) -> usize {
 /// the scene's width when narrower.
 fn read_width(width: usize, args: &PredictArgs, model: &ModelSpec, steps: usize) -> usize {
     width.min(panel_width(args, steps).saturating_add(2 * model.tile_size))
+}
+
+/// What `predict --events` runs on: a classification model and the series on its grid.
+#[derive(Debug)]
+pub struct EventInputs {
+    /// The model.
+    pub model: ModelSpec,
+    /// Every time step (each event picks its own).
+    pub series: Vec<crate::scene::series::SeriesStep>,
+    /// The series' grid.
+    pub stack: Stack,
+    /// The outputs' base name.
+    pub name: String,
+    /// Warnings so far.
+    pub warnings: Vec<String>,
+    /// The ONNX Runtime library.
+    pub ort_lib: PathBuf,
+    /// ONNX Runtime threads.
+    pub threads: usize,
+}
+
+/// Opens the inputs of `predict --events`: refuses options that only apply to a tiled grid.
+pub fn open_events(args: &PredictArgs) -> Result<EventInputs, Error> {
+    let refuse = |what: String| -> Error { crate::error::SceneError::Series { what }.into() };
+    check_counts(args)?;
+    let threads = crate::limits::check_threads(args.threads)?;
+    let model = ModelSpec::load(&args.model)?;
+    if model.head_kind() != Some(EncoderHead::Classification) {
+        return Err(refuse(format!(
+            "--events labels one window per event and needs a classification model (`eoinfer:head` = classification); {} is not one",
+            model.manifest.display()
+        )));
+    }
+    if !model.onnx.is_file() {
+        return Err(ModelError::OnnxMissing {
+            path: model.onnx.clone(),
+            manifest: model.manifest.clone(),
+        }
+        .into());
+    }
+    let given = [
+        ("--aoi", args.aoi.is_some()),
+        ("--shard", args.shard.is_some()),
+        ("--tile-size", args.tile_size.is_some()),
+        ("--overlap", args.overlap.is_some()),
+        ("--probabilities", args.probabilities),
+        ("--vectors", args.vectors.is_some()),
+        ("--qgis-project", args.qgis_project),
+        ("--tta", args.tta != crate::tta::Tta::None),
+        (
+            "--embedding-dtype/--value-dtype",
+            args.embedding_uint8 || args.value_uint8,
+        ),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+        return Err(refuse(format!(
+            "{flag} does not apply with --events (one window around each event, on the scenes' own grid)"
+        )));
+    }
+    let mut opts = scene_options(
+        args.bands.as_deref(),
+        args.resolution,
+        args.s2_offset,
+        args.nodata,
+    )?;
+    opts.max_pixels = args.max_pixels;
+    opts.read = args.read;
+    let inputs = open_inputs(args, &model, &opts)?;
+    let mut warnings = inputs.warnings.clone();
+    crate::util::push_new(
+        &mut warnings,
+        check_values(&inputs, &model, args.accept_out_of_range)?,
+    );
+    check_writable(&args.out)?;
+    let ort_lib = crate::model::runtime::find_runtime(args.ort_lib.as_deref())?;
+    Ok(EventInputs {
+        model,
+        series: inputs.series,
+        stack: inputs.stack,
+        name: inputs.name,
+        warnings,
+        ort_lib,
+        threads,
+    })
 }
 
 /// Scene options from raw arguments.
@@ -879,7 +978,7 @@ fn open_inputs(
             .clone()
             .or_else(|| args.aoi.as_deref().map(aoi_name))
             .unwrap_or_else(|| "series".into());
-        let (series, warnings) = crate::scene::series::open_series(
+        let (series, mut warnings) = crate::scene::series::open_series(
             &args.scenes,
             &args.dates,
             model,
@@ -887,6 +986,25 @@ fn open_inputs(
             aoi.as_ref(),
             &hint,
         )?;
+        // Events are checked event by event (crate::events).
+        if let Some(c) = model
+            .encoder
+            .as_ref()
+            .and_then(|e| e.temporal.as_ref())
+            .filter(|_| args.events.is_none())
+        {
+            let dates: Vec<_> = series.iter().map(|s| s.date).collect();
+            let relaxed = c
+                .check_series(&dates, args.relax_temporal_contract)
+                .map_err(|what| crate::error::SceneError::TemporalContract {
+                    model: model.manifest.clone(),
+                    what,
+                })?;
+            for w in &relaxed {
+                tracing::warn!("{w}");
+            }
+            warnings.extend(relaxed);
+        }
         let stack = series[0].stack.clone();
         // A series from one folder is named after the folder; otherwise after its first scene.
         let name = args
@@ -1015,10 +1133,12 @@ fn tiling_for(args: &PredictArgs, model: &ModelSpec) -> Result<Tiling, Error> {
     }
     if p > 1 {
         let tile = model.tile_size;
-        if tile % p != 0 || tile / p < 2 {
+        // One patch per tile only without overlap (a model that labels one-token windows).
+        let one_ok = matches!(tiling, Tiling::Blended { overlap: 0 });
+        if tile % p != 0 || (tile / p < 2 && !one_ok) {
             return Err(crate::error::SceneError::Series {
                 what: format!(
-                    "--tile-size {tile} must be a multiple of the patch size {p}, at least two patches"
+                    "--tile-size {tile} must be a multiple of the patch size {p}, at least two patches (one without overlap)"
                 ),
             }
             .into());
@@ -1079,6 +1199,12 @@ impl PredictPlan {
     pub fn build(args: &PredictArgs) -> Result<Self, Error> {
         if args.force && args.shard.is_some() {
             return Err(JobError::ForceWithShard.into());
+        }
+        if args.events.is_some() {
+            return Err(crate::error::SceneError::Series {
+                what: "--events runs in one process with `eoinfer predict`; plans, shards and benchmarks tile a grid".into(),
+            }
+            .into());
         }
         check_counts(args)?;
         let threads = crate::limits::check_threads(args.threads)?;
@@ -1222,8 +1348,17 @@ impl PredictPlan {
         env: &ort::environment::Environment,
     ) -> Result<crate::model::Model, ModelError> {
         if self.model.encoder.is_some() {
-            let timestamps = self
-                .series
+            let mut steps: Vec<_> = self.series.iter().collect();
+            // In the order TileSource feeds them.
+            if self
+                .model
+                .encoder
+                .as_ref()
+                .is_some_and(crate::model::embedding::EmbeddingSpec::newest_first)
+            {
+                steps.reverse();
+            }
+            let timestamps = steps
                 .iter()
                 .flat_map(|s| [s.date.day as i32, s.date.month as i32 - 1, s.date.year])
                 .collect();

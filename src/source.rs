@@ -105,6 +105,123 @@ struct StepReader {
     s1: Option<(BandReader, usize)>,
 }
 
+/// Interleaves the steps' normalised windows into the encoder's `[h, w, T, bands]` layout
+/// (and `s1`'s); a pixel is valid when one step has all its bands.
+fn interleave(
+    steps: &[&StepReader],
+    plane: usize,
+    nb: usize,
+    n1: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<bool>) {
+    let t = steps.len();
+    let mut pixel_valid = vec![false; plane];
+    let mut data = vec![0.0_f32; plane * t * nb];
+    let mut s1 = vec![0.0_f32; plane * t * n1];
+    for (ti, step) in steps.iter().enumerate() {
+        if let Some((r, _)) = &step.s1 {
+            // Backscatter without a value is 0 after normalisation.
+            for i in 0..plane {
+                let base = (i * t + ti) * n1;
+                for c in 0..n1 {
+                    s1[base + c] = r.values[c * plane + i];
+                }
+            }
+        }
+        let r = &step.s2;
+        for (i, valid) in pixel_valid.iter_mut().enumerate() {
+            if !r.ok[i] {
+                continue;
+            }
+            *valid = true;
+            let base = (i * t + ti) * nb;
+            for c in 0..nb {
+                data[base + c] = r.values[c * plane + i];
+            }
+        }
+    }
+    (data, s1, pixel_valid)
+}
+
+/// One time step's readers for the steps of a series.
+fn step_readers(
+    series: &[crate::scene::series::SeriesStep],
+    enc: &crate::model::embedding::EmbeddingSpec,
+    tile: usize,
+) -> Result<Vec<StepReader>, Error> {
+    let s1_scaling = enc
+        .sentinel1
+        .as_ref()
+        .map(|s| s.scaling.clone())
+        .unwrap_or_default();
+    series
+        .iter()
+        .map(|s| -> Result<StepReader, Error> {
+            Ok(StepReader {
+                s2: BandReader::open(&s.stack, tile, &enc.scaling, false)?,
+                s2_vrt_bands: s.stack.vrt_bands,
+                s1: s
+                    .s1
+                    .as_ref()
+                    .map(|st| -> Result<(BandReader, usize), Error> {
+                        Ok((BandReader::open(st, tile, &s1_scaling, true)?, st.vrt_bands))
+                    })
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// Windows anywhere on a series' grid, each from its own choice of time steps (the windows
+/// of events, each with the images of its date).
+pub struct WindowSource {
+    steps: Vec<StepReader>,
+    bands: usize,
+    s1_bands: usize,
+}
+
+impl WindowSource {
+    /// Opens a reader per step of `series` for windows up to `tile` px high.
+    pub fn open(
+        series: &[crate::scene::series::SeriesStep],
+        enc: &crate::model::embedding::EmbeddingSpec,
+        tile: usize,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            steps: step_readers(series, enc, tile)?,
+            bands: enc.bands.len(),
+            s1_bands: enc.sentinel1.as_ref().map_or(0, |s| s.bands.len()),
+        })
+    }
+
+    /// Reads `win` (pixels) of the steps `picked`, in that order, normalised into the
+    /// encoder's layout; also returns the share of pixel-steps with every band.
+    pub fn read(&mut self, picked: &[usize], win: Window) -> Result<(TileInput, f64), Error> {
+        let plane = win.width * win.height;
+        let mut valid_values = 0_usize;
+        for &i in picked {
+            let step = &mut self.steps[i];
+            step.s2.read(win, step.s2_vrt_bands)?;
+            if let Some((r, n)) = step.s1.as_mut() {
+                r.read(win, *n)?;
+            }
+            valid_values += step.s2.ok.iter().filter(|&&v| v).count();
+        }
+        let steps: Vec<&StepReader> = picked.iter().map(|&i| &self.steps[i]).collect();
+        let (data, s1, valid) = interleave(&steps, plane, self.bands, self.s1_bands);
+        let inferred = valid.iter().any(|&v| v);
+        let share = valid_values as f64 / (plane * picked.len()).max(1) as f64;
+        Ok((
+            TileInput {
+                data,
+                s1,
+                valid,
+                inferred,
+            },
+            share,
+        ))
+    }
+}
+
 /// Where the reader stage gets its tiles from.
 pub enum TileSource {
     /// One stack (a scene or an AOI mosaic).
@@ -221,28 +338,11 @@ impl TileSource {
                 tile,
             });
         };
-        let s1_scaling = enc
-            .sentinel1
-            .as_ref()
-            .map(|s| s.scaling.clone())
-            .unwrap_or_default();
-        let steps = plan
-            .series
-            .iter()
-            .map(|s| -> Result<StepReader, Error> {
-                Ok(StepReader {
-                    s2: BandReader::open(&s.stack, tile, &enc.scaling, false)?,
-                    s2_vrt_bands: s.stack.vrt_bands,
-                    s1: s
-                        .s1
-                        .as_ref()
-                        .map(|st| -> Result<(BandReader, usize), Error> {
-                            Ok((BandReader::open(st, tile, &s1_scaling, true)?, st.vrt_bands))
-                        })
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut steps = step_readers(&plan.series, enc, tile)?;
+        // The model's time axis: its contract may want the newest step first.
+        if enc.newest_first() {
+            steps.reverse();
+        }
         Ok(TileSource::Series(SeriesSource {
             steps,
             bands: enc.bands.len(),
@@ -317,33 +417,8 @@ impl SeriesSource {
                 }
                 Ok(())
             })?;
-        let steps = self.steps.len();
-        let (nb, n1) = (self.bands, self.s1_bands);
-        let mut pixel_valid = vec![false; plane];
-        let mut data = vec![0.0_f32; plane * steps * nb];
-        let mut s1 = vec![0.0_f32; plane * steps * n1];
-        for (ti, step) in self.steps.iter().enumerate() {
-            if let Some((r, _)) = &step.s1 {
-                // Backscatter without a value is 0 after normalisation.
-                for i in 0..plane {
-                    let base = (i * steps + ti) * n1;
-                    for c in 0..n1 {
-                        s1[base + c] = r.values[c * plane + i];
-                    }
-                }
-            }
-            let r = &step.s2;
-            for (i, valid) in pixel_valid.iter_mut().enumerate() {
-                if !r.ok[i] {
-                    continue;
-                }
-                *valid = true;
-                let base = (i * steps + ti) * nb;
-                for c in 0..nb {
-                    data[base + c] = r.values[c * plane + i];
-                }
-            }
-        }
+        let steps: Vec<&StepReader> = self.steps.iter().collect();
+        let (data, s1, pixel_valid) = interleave(&steps, plane, self.bands, self.s1_bands);
         let valid = if self.per_patch {
             let (p, tp) = (self.unit, tile / self.unit);
             let mut valid = vec![false; tp * tp];

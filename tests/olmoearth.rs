@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::fmt::Write as _;
-
 use common::*;
 
 fn check(model: &str, golden: &std::path::Path) -> std::process::Output {
@@ -89,110 +87,19 @@ fn a_golden_output_that_differs_fails_the_check() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("golden check failed"));
 }
 
-/// Monthly VRTs of the golden window (x 0..64, y 0..64) of the WorldCereal NetCDF: one file
-/// per month named by its date, bands B02..B12 as the NetCDF holds them (B8A, B01, B09 absent).
+/// Monthly VRTs of the golden window (x 0..64, y 0..64) of the WorldCereal NetCDF.
 fn worldcereal_months(dir: &std::path::Path) {
-    let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
-    assert!(nc.is_file(), "{} missing", nc.display());
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root().join("models/olmoearth/golden/olmoearth-v1-nano/golden.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let bands = [
-        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12",
-    ];
-    for (t, d) in golden["dates"].as_array().unwrap().iter().enumerate() {
-        let (day, month, year) = (
-            d[0].as_u64().unwrap(),
-            d[1].as_u64().unwrap(),
-            d[2].as_u64().unwrap(),
-        );
-        let mut xml = String::from(
-            "<VRTDataset rasterXSize=\"64\" rasterYSize=\"64\">\n<SRS>EPSG:32631</SRS>\n<GeoTransform>664000, 10, 0, 5612120, 0, -10</GeoTransform>\n",
-        );
-        for (i, b) in bands.iter().enumerate() {
-            writeln!(
-            xml,
-                "<VRTRasterBand dataType=\"UInt16\" band=\"{}\"><Description>{b}</Description><NoDataValue>32769</NoDataValue><Offset>0</Offset><Scale>0.0001</Scale>\
-                 <SimpleSource><SourceFilename>NETCDF:\"{}\":S2-L2A-{b}</SourceFilename><SourceBand>{}</SourceBand>\
-                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/><DstRect xOff=\"0\" yOff=\"0\" xSize=\"64\" ySize=\"64\"/></SimpleSource></VRTRasterBand>",
-                i + 1,
-                nc.display(),
-                t + 1
-            )
-            .unwrap();
-        }
-        xml.push_str("</VRTDataset>\n");
-        std::fs::write(
-            dir.join(format!("worldcereal_{year:04}{month:02}{day:02}.vrt")),
-            xml,
-        )
-        .unwrap();
-    }
+    worldcereal_s2(dir, 64, &ALL_MONTHS);
 }
 
-/// Every band of a float32 raster (one dataset handle, so each block is decoded once).
-/// Sentinel-1 of the golden window in dB (WorldCereal stores 20 log10(dB) + 83 as uint16),
-/// one 2-band (vv, vh) GeoTIFF per month beside the monthly Sentinel-2 VRTs.
+/// Sentinel-1 of the golden window in dB, one 2-band (vv, vh) GeoTIFF per month.
 fn worldcereal_s1_months(dir: &std::path::Path) {
-    worldcereal_s1_months_in(dir, false);
+    worldcereal_s1(dir, 64, &ALL_MONTHS, false);
 }
 
 /// The same in linear power (`linear`) instead of dB.
 fn worldcereal_s1_months_in(dir: &std::path::Path, linear: bool) {
-    let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root().join("models/olmoearth/golden/olmoearth-v1-nano/golden.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let vars: Vec<gdal::Dataset> = ["VV", "VH"]
-        .iter()
-        .map(|b| gdal::Dataset::open(format!("NETCDF:\"{}\":S1-SIGMA0-{b}", nc.display())).unwrap())
-        .collect();
-    for (t, d) in golden["dates"].as_array().unwrap().iter().enumerate() {
-        let (day, month, year) = (
-            d[0].as_u64().unwrap(),
-            d[1].as_u64().unwrap(),
-            d[2].as_u64().unwrap(),
-        );
-        let path = dir.join(format!("worldcereal_s1_{year:04}{month:02}{day:02}.tif"));
-        let mut ds = driver
-            .create_with_band_type::<f32, _>(&path, 64, 64, 2)
-            .unwrap();
-        ds.set_geo_transform(&[664_000.0, 10.0, 0.0, 5_612_120.0, 0.0, -10.0])
-            .unwrap();
-        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32631).unwrap())
-            .unwrap();
-        for (i, (name, var)) in ["vv", "vh"].iter().zip(&vars).enumerate() {
-            let mut raw = vec![0_u16; 64 * 64];
-            var.rasterband(t + 1)
-                .unwrap()
-                .read_into_slice::<u16>((0, 0), (64, 64), (64, 64), &mut raw, None)
-                .unwrap();
-            let db: Vec<f32> = raw
-                .iter()
-                .map(|&v| {
-                    let db = 20.0 * f64::from(v).log10() - 83.0;
-                    (if linear { 10_f64.powf(db / 10.0) } else { db }) as f32
-                })
-                .collect();
-            let mut band = ds.rasterband(i + 1).unwrap();
-            gdal::Metadata::set_description(&mut band, name).unwrap();
-            band.write(
-                (0, 0),
-                (64, 64),
-                &mut gdal::raster::Buffer::new((64, 64), db),
-            )
-            .unwrap();
-        }
-    }
+    worldcereal_s1(dir, 64, &ALL_MONTHS, linear);
 }
 
 fn s1_model() -> String {

@@ -30,6 +30,9 @@ ModelContext, ModelOutput / FeatureVector out) inside a thin wrapper that the ex
 
 usage: python models/olmoearth/export.py --version v1 --size nano [--s1] [--weights ckpt.pth]
        [--head segmentation|regression|classification] [--golden] [--out-dir models/olmoearth]
+   or: python models/olmoearth/export.py --rslearn-config ../shared/olmoearth-projects/lfmc/model.yaml [...]
+       (an Ai2 task model from its rslearn configuration: runs models/olmoearth/rslearn_export.py
+       with the same arguments under .venv-rslearn/bin/python, see RSLEARN_EXPORT.md)
 """
 
 from __future__ import annotations
@@ -44,6 +47,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def _run_rslearn_export(argv: list[str]) -> None:
+    """`--rslearn-config`: the task model export lives in rslearn_export.py, which needs rslearn's
+    full dependency set (.venv-rslearn), not this environment; replace this process with it,
+    same arguments, before the heavy imports below."""
+    if not any(a == "--rslearn-config" or a.startswith("--rslearn-config=") for a in argv[1:]):
+        return
+    here = Path(__file__).resolve().parent
+    python = here.parent.parent / ".venv-rslearn" / "bin" / "python"
+    if not os.access(python, os.X_OK):
+        sys.exit(
+            f"--rslearn-config needs the rslearn environment {python}, which is missing: create it with `make rslearn-env` "
+            "(python3.11 -m venv .venv-rslearn && .venv-rslearn/bin/pip install -r models/olmoearth/rslearn-requirements.txt)"
+        )
+    script = here / "rslearn_export.py"
+    os.execv(str(python), [str(python), str(script), *argv[1:]])
+
+
+if __name__ == "__main__":
+    _run_rslearn_export(sys.argv)
 
 import numpy as np
 import onnx
@@ -449,6 +473,38 @@ def head_output(args, class_names: list[str]) -> dict:
     }
 
 
+OLMOEARTH_LICENSE = "LicenseRef-OlmoEarth-Artifact-License"
+OLMOEARTH_LICENSE_LINK = {
+    "rel": "license",
+    "href": "https://github.com/allenai/olmoearth_projects/blob/main/LICENSE",
+    "title": "OlmoEarth Artifact License",
+}
+
+
+def licence_fields(random: bool) -> tuple[dict, list[dict]]:
+    """STAC `license`, `eoinfer:attribution` and links of an encoder export: a random-weight
+    export holds only the Apache-2.0 architecture code of olmoearth-pretrain-minimal; an export
+    of OlmoEarth weights falls under the OlmoEarth Artifact License."""
+    if random:
+        return (
+            {
+                "license": "Apache-2.0",
+                "eoinfer:attribution": "Architecture of OlmoEarth (Allen Institute for AI, Ai2) from the olmoearth-pretrain-minimal "
+                "0.1.5 package (Apache-2.0), with seeded random weights: no OlmoEarth weights are in this model.",
+            },
+            [],
+        )
+    return (
+        {
+            "license": OLMOEARTH_LICENSE,
+            "eoinfer:attribution": "OlmoEarth weights by the Allen Institute for AI (Ai2), under the OlmoEarth Artifact License: cite Ai2; "
+            "its use restrictions (no military or defence uses, no surveillance or policing, no extractive uses such as mining, "
+            "drilling or deforestation) pass on to every derivative; include a link to or a copy of the licence with any distribution.",
+        },
+        [OLMOEARTH_LICENSE_LINK],
+    )
+
+
 def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: list[dict], export_s: float, class_names: list[str], head_source: dict | None) -> dict:
     """The STAC MLM manifest of the model that will be written to `onnx_path` (its bytes are
     in `onnx_bytes` until then)."""
@@ -513,6 +569,7 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
             "mlm:accelerator_constrained": False,
             "mlm:pretrained": not random,
             "mlm:pretrained_source": None if random else "OlmoEarth checkpoint (Ai2)",
+            **licence_fields(random)[0],
             # MLM v1.5 reads the bands its inputs name from the Item properties; STAC 1.1 allows
             # them there because the model asset carries them too.
             "bands": bands,
@@ -567,7 +624,7 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
             "eoinfer:export_seconds": round(export_s, 1),
             "eoinfer:exporter": f"torch {torch.__version__} dynamo, opset 18; onnxruntime {ort.__version__}",
         },
-        "links": [],
+        "links": licence_fields(random)[1],
         "assets": {
             "model": {
                 "href": onnx_path.name,

@@ -98,6 +98,11 @@ pub struct EmbeddingSpec {
     pub regression: Option<RegressionSpec>,
     /// A classification head's window edge in pixels (one label per window).
     pub window_size: Option<usize>,
+    /// Whether the model takes the acquisition dates (`timestamps [B, T, 3]`); a model
+    /// without that input numbers its steps itself (rslearn's legacy timestamps).
+    pub timestamps_input: bool,
+    /// The temporal contract of a task model (`eoinfer:temporal`).
+    pub temporal: Option<crate::model::temporal::TemporalContract>,
 }
 
 fn invalid(path: &Path, what: impl Into<String>) -> ModelError {
@@ -160,6 +165,26 @@ fn head_kind_of(path: &Path, props: &Value) -> Result<EncoderHead, ModelError> {
     })
 }
 
+/// A task model's temporal contract (`eoinfer:temporal`), checked.
+fn temporal_of(
+    path: &Path,
+    props: &Value,
+) -> Result<Option<crate::model::temporal::TemporalContract>, ModelError> {
+    let Some(t) = props.get("eoinfer:temporal") else {
+        return Ok(None);
+    };
+    let t: crate::model::temporal::TemporalContract = serde_json::from_value(t.clone())
+        .map_err(|e| invalid(path, format!("`eoinfer:temporal`: {e}")))?;
+    let groups: usize = t.groups.iter().map(|g| g.time_steps).sum();
+    if t.time_steps == 0 || (!t.groups.is_empty() && groups != t.time_steps) {
+        return Err(invalid(
+            path,
+            "`eoinfer:temporal`: time_steps must be positive and equal the groups' steps",
+        ));
+    }
+    Ok(Some(t))
+}
+
 /// The `s1` input: its bands and their scaling.
 fn sentinel1_input(path: &Path, i: &Value) -> Result<SecondInput, ModelError> {
     let bands: Vec<ModelBand> = i
@@ -219,6 +244,14 @@ fn head_classes(path: &Path, props: &Value) -> Result<Vec<crate::model::ClassInf
 }
 
 impl EmbeddingSpec {
+    /// Whether the model's time axis runs newest first (its temporal contract says so).
+    #[must_use]
+    pub fn newest_first(&self) -> bool {
+        self.temporal
+            .as_ref()
+            .is_some_and(crate::model::temporal::TemporalContract::newest_first)
+    }
+
     /// Reads an embedding manifest (`eoinfer:kind` = `embedding`).
     pub fn from_json(path: &Path, doc: &Value) -> Result<Self, ModelError> {
         let props = doc
@@ -354,6 +387,10 @@ impl EmbeddingSpec {
             head_kind,
             regression,
             window_size,
+            timestamps_input: inputs
+                .iter()
+                .any(|i| i.get("name").and_then(Value::as_str) == Some("timestamps")),
+            temporal: temporal_of(path, props)?,
         })
     }
 

@@ -20,6 +20,8 @@ pub struct Encoder {
     s1_bands: usize,
     /// `[day, month 0-11, year]` per time step.
     timestamps: Vec<i32>,
+    /// Whether the model takes them (else it numbers its steps itself).
+    timestamps_input: bool,
     out_channels: usize,
     out_side: usize,
     softmax: bool,
@@ -81,6 +83,7 @@ impl Encoder {
             bands: enc.bands.len(),
             s1_bands: enc.sentinel1.as_ref().map_or(0, |s| s.bands.len()),
             timestamps,
+            timestamps_input: enc.timestamps_input,
             out_channels,
             out_side,
             softmax: enc.head.is_some() && enc.head_softmax,
@@ -94,6 +97,12 @@ impl Encoder {
     pub fn with_tta(mut self, tta: crate::tta::Tta) -> Self {
         self.tta = tta;
         self
+    }
+
+    /// The time steps of the next batches (`[day, month 0-11, year]` each; their number
+    /// decides the input's time axis).
+    pub fn set_timestamps(&mut self, timestamps: Vec<i32>) {
+        self.timestamps = timestamps;
     }
 
     fn steps(&self) -> usize {
@@ -127,10 +136,11 @@ impl Encoder {
         let tt = ndarray::ArrayView3::from_shape((batch, steps, 3), ts.as_slice())
             .map_err(|e| shape_err("timestamps", ts.len(), e))?;
         let tt = TensorRef::from_array_view(tt).map_err(|e| err(e.to_string()))?;
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            (Cow::Borrowed("s2"), s2.into()),
-            (Cow::Borrowed("timestamps"), tt.into()),
-        ];
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            vec![(Cow::Borrowed("s2"), s2.into())];
+        if self.timestamps_input {
+            inputs.push((Cow::Borrowed("timestamps"), tt.into()));
+        }
         if self.s1_bands > 0 {
             let s1 = ndarray::ArrayView5::from_shape((batch, tile, tile, steps, self.s1_bands), s1)
                 .map_err(|e| shape_err("s1", s1.len(), e))?;

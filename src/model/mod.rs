@@ -6,6 +6,7 @@ pub mod golden;
 pub mod import_onnx;
 pub mod manifest;
 pub mod runtime;
+pub mod temporal;
 pub mod ukis;
 pub mod validate;
 

@@ -157,6 +157,17 @@ pub(crate) fn geoparquet_writer(
     projjson: &str,
     bbox: Option<[f64; 4]>,
 ) -> Result<SerializedFileWriter<std::fs::File>, OutputError> {
+    geoparquet_writer_of(path, schema, projjson, bbox, &["Polygon"])
+}
+
+/// [`geoparquet_writer`] for a geometry column of the given GeoParquet geometry types.
+pub(crate) fn geoparquet_writer_of(
+    path: &Path,
+    schema: &str,
+    projjson: &str,
+    bbox: Option<[f64; 4]>,
+    geometry_types: &[&str],
+) -> Result<SerializedFileWriter<std::fs::File>, OutputError> {
     let perr = |e: &dyn std::fmt::Display| OutputError::Parquet {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -164,7 +175,7 @@ pub(crate) fn geoparquet_writer(
     let schema = Arc::new(parse_message_type(schema).map_err(|e| perr(&e))?);
     let crs: serde_json::Value = serde_json::from_str(projjson).unwrap_or(serde_json::Value::Null);
     let mut geo_col =
-        serde_json::json!({"encoding": "WKB", "geometry_types": ["Polygon"], "crs": crs});
+        serde_json::json!({"encoding": "WKB", "geometry_types": geometry_types, "crs": crs});
     if let Some(b) = bbox {
         geo_col["bbox"] = serde_json::json!(b);
     }

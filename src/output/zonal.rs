@@ -83,7 +83,19 @@ fn serr(path: &Path, m: impl std::fmt::Display) -> SceneError {
 }
 
 /// Region attribute names, attributes and geometries.
-type Regions = (Vec<String>, Vec<Vec<Attr>>, Vec<Geometry>);
+pub(crate) type Regions = (Vec<String>, Vec<Vec<Attr>>, Vec<Geometry>);
+
+/// Reads polygons from any vector file GDAL opens or GeoParquet, reprojected to `srs`.
+pub(crate) fn read_polygons(path: &Path, srs: &SpatialRef) -> Result<Regions, crate::Error> {
+    let is_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("geoparquet"));
+    if is_parquet {
+        read_regions_parquet(path, srs)
+    } else {
+        read_regions(path, srs)
+    }
+}
 
 /// Reads the regions (any vector format GDAL opens: GeoPackage, GeoJSON, Shapefile,
 /// FlatGeobuf, ...), reprojected to `srs`.
@@ -127,6 +139,8 @@ fn read_regions(path: &Path, srs: &SpatialRef) -> Result<Regions, crate::Error> 
                     }
                     _ => Attr::Text(v.and_then(|v| match v {
                         FieldValue::StringValue(s) => Some(s),
+                        FieldValue::DateValue(d) => Some(d.to_string()),
+                        FieldValue::DateTimeValue(d) => Some(d.date_naive().to_string()),
                         other => other.into_string(),
                     })),
                 }
@@ -291,14 +305,7 @@ pub fn zonal(raster: &Path, regions: &Path, all_touched: bool) -> Result<Table, 
             })
         })
         .collect();
-    let is_parquet = regions
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("geoparquet"));
-    let (attr_names, attrs, geoms) = if is_parquet {
-        read_regions_parquet(regions, &srs)?
-    } else {
-        read_regions(regions, &srs)?
-    };
+    let (attr_names, attrs, geoms) = read_polygons(regions, &srs)?;
     let n_classes = match &kind {
         Kind::Classes(c) => c.len(),
         Kind::Continuous(_) => 0,

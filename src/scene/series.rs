@@ -244,7 +244,9 @@ pub fn open_series(
         }
         .into());
     }
-    if steps.len() > enc.max_time_steps {
+    // An event model takes its steps per event from the whole series.
+    let per_event = enc.temporal.as_ref().is_some_and(|t| !t.groups.is_empty());
+    if steps.len() > enc.max_time_steps && !per_event {
         return Err(SceneError::TooManySteps {
             count: steps.len(),
             max: enc.max_time_steps,

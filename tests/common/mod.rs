@@ -331,3 +331,119 @@ pub const SLOVENIA_REGIONS: &str = r#"{"type":"FeatureCollection","crs":{"type":
 "features":[
 {"type":"Feature","properties":{"id":"west"},"geometry":{"type":"Polygon","coordinates":[[[465200,5079260],[465680,5079260],[465680,5080240],[465200,5080240],[465200,5079260]]]}},
 {"type":"Feature","properties":{"id":"east"},"geometry":{"type":"Polygon","coordinates":[[[465680,5079260],[466160,5079260],[466160,5080240],[465680,5080240],[465680,5079260]]]}}]}"#;
+
+/// The twelve monthly composites of the WorldCereal NetCDF (2020-11 .. 2021-10), by index.
+pub const ALL_MONTHS: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
+/// The WorldCereal NetCDF of ../shared/scenes (12 monthly S2 L2A + S1 composites).
+pub fn worldcereal_nc() -> PathBuf {
+    let nc = root().join("../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc");
+    assert!(nc.is_file(), "{} missing", nc.display());
+    nc
+}
+
+/// The dates of the WorldCereal composites (day, month, year), from the golden data.
+pub fn worldcereal_dates() -> Vec<(u64, u64, u64)> {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("models/olmoearth/golden/olmoearth-v1-nano/golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    golden["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d[0].as_u64().unwrap(),
+                d[1].as_u64().unwrap(),
+                d[2].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Monthly VRTs of the window x 0..size, y 0..size of the WorldCereal NetCDF, for the months
+/// `months` (indices): one file per month named by its date, bands B02..B12 as the NetCDF
+/// holds them (B8A, B01, B09 absent).
+pub fn worldcereal_s2(dir: &Path, size: usize, months: &[usize]) {
+    use std::fmt::Write as _;
+    let nc = worldcereal_nc();
+    let bands = [
+        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12",
+    ];
+    let dates = worldcereal_dates();
+    for &t in months {
+        let (day, month, year) = dates[t];
+        let mut xml = format!(
+            "<VRTDataset rasterXSize=\"{size}\" rasterYSize=\"{size}\">\n<SRS>EPSG:32631</SRS>\n<GeoTransform>664000, 10, 0, 5612120, 0, -10</GeoTransform>\n",
+        );
+        for (i, b) in bands.iter().enumerate() {
+            writeln!(
+                xml,
+                "<VRTRasterBand dataType=\"UInt16\" band=\"{}\"><Description>{b}</Description><NoDataValue>32769</NoDataValue><Offset>0</Offset><Scale>0.0001</Scale>\
+                 <SimpleSource><SourceFilename>NETCDF:\"{}\":S2-L2A-{b}</SourceFilename><SourceBand>{}</SourceBand>\
+                 <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{size}\" ySize=\"{size}\"/><DstRect xOff=\"0\" yOff=\"0\" xSize=\"{size}\" ySize=\"{size}\"/></SimpleSource></VRTRasterBand>",
+                i + 1,
+                nc.display(),
+                t + 1
+            )
+            .unwrap();
+        }
+        xml.push_str("</VRTDataset>\n");
+        std::fs::write(
+            dir.join(format!("worldcereal_{year:04}{month:02}{day:02}.vrt")),
+            xml,
+        )
+        .unwrap();
+    }
+}
+
+/// Sentinel-1 of the window x 0..size, y 0..size in dB, converted by the formula the
+/// WorldCereal NetCDF documents (it stores sigma0 as uint16 v with dB = 20 log10(v) - 83),
+/// one 2-band (vv, vh) GeoTIFF per month beside the monthly Sentinel-2 VRTs; `linear` writes
+/// linear power instead.
+pub fn worldcereal_s1(dir: &Path, size: usize, months: &[usize], linear: bool) {
+    let nc = worldcereal_nc();
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let vars: Vec<gdal::Dataset> = ["VV", "VH"]
+        .iter()
+        .map(|b| gdal::Dataset::open(format!("NETCDF:\"{}\":S1-SIGMA0-{b}", nc.display())).unwrap())
+        .collect();
+    let dates = worldcereal_dates();
+    for &t in months {
+        let (day, month, year) = dates[t];
+        let path = dir.join(format!("worldcereal_s1_{year:04}{month:02}{day:02}.tif"));
+        let mut ds = driver
+            .create_with_band_type::<f32, _>(&path, size, size, 2)
+            .unwrap();
+        ds.set_geo_transform(&[664_000.0, 10.0, 0.0, 5_612_120.0, 0.0, -10.0])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32631).unwrap())
+            .unwrap();
+        for (i, (name, var)) in ["vv", "vh"].iter().zip(&vars).enumerate() {
+            let mut raw = vec![0_u16; size * size];
+            var.rasterband(t + 1)
+                .unwrap()
+                .read_into_slice::<u16>((0, 0), (size, size), (size, size), &mut raw, None)
+                .unwrap();
+            let db: Vec<f32> = raw
+                .iter()
+                .map(|&v| {
+                    let db = 20.0 * f64::from(v).log10() - 83.0;
+                    (if linear { 10_f64.powf(db / 10.0) } else { db }) as f32
+                })
+                .collect();
+            let mut band = ds.rasterband(i + 1).unwrap();
+            gdal::Metadata::set_description(&mut band, name).unwrap();
+            band.write(
+                (0, 0),
+                (size, size),
+                &mut gdal::raster::Buffer::new((size, size), db),
+            )
+            .unwrap();
+        }
+    }
+}
