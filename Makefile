@@ -74,6 +74,8 @@ olmoearth-models: export-env rslearn-env
 	  --value-name canopy_height --value-unit m --value-min 0 --value-max 50 --golden
 	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --head classification \
 	  --class-names cropland,grassland,forest,water --window-size 32 --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --dtype float16 --golden
+	.venv-export/bin/python models/olmoearth/export.py --version v1 --size nano --dtype bfloat16 --golden
 	.venv-rslearn/bin/python models/olmoearth/rslearn_export.py --variant nano --golden --skip-bf16 \
 	  --rslearn-config $(OLMOEARTH_PROJECTS)/mangrove/model.yaml --out models/olmoearth/task-mangrove-nano.onnx
 	.venv-rslearn/bin/python models/olmoearth/rslearn_export.py --variant nano --golden --skip-bf16 \

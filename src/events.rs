@@ -269,7 +269,11 @@ fn label(
     };
     let env = crate::model::runtime::init_runtime(&inputs.ort_lib)?;
     let mut encoder =
-        crate::model::Encoder::load(&env, model, inputs.threads, args.device, Vec::new())?;
+        crate::model::Encoder::load(&env, model, inputs.threads, args.device, Vec::new())?
+            .with_io_binding(
+                args.device,
+                args.io_binding || args.device != crate::model::Device::Cpu,
+            )?;
     let size = events.first().map_or(model.tile_size, |e| e.window.width);
     let mut source = crate::source::WindowSource::open(&inputs.series, enc, size)?;
     let mut by_steps: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();

@@ -73,6 +73,8 @@ pub struct PredictArgs {
     pub ort_lib: Option<PathBuf>,
     /// `--device`.
     pub device: crate::model::Device,
+    /// `--io-binding`: run through ONNX Runtime's IO binding also on the CPU (always on a GPU).
+    pub io_binding: bool,
     /// `--tile-size` (models with dynamic input height and width).
     pub tile_size: Option<usize>,
     /// `--tta`.
@@ -132,6 +134,7 @@ pub enum HeadPlan {
 }
 
 /// A checked predict run.
+#[allow(clippy::struct_excessive_bools)] // one per output or run option
 #[derive(Debug, Clone)]
 pub struct PredictPlan {
     /// The model.
@@ -154,6 +157,8 @@ pub struct PredictPlan {
     pub ort_lib: PathBuf,
     /// Where the model runs.
     pub device: crate::model::Device,
+    /// Whether the model runs through ONNX Runtime's IO binding.
+    pub io_binding: bool,
     /// Test-time augmentation.
     pub tta: crate::tta::Tta,
     /// Polygons of the class map.
@@ -1323,6 +1328,7 @@ impl PredictPlan {
             probabilities: args.probabilities,
             ort_lib,
             device: args.device,
+            io_binding: args.io_binding || args.device != crate::model::Device::Cpu,
             tta: args.tta,
             vectors: args.vectors,
             qgis_project: args.qgis_project,
@@ -1370,12 +1376,14 @@ impl PredictPlan {
                     self.device,
                     timestamps,
                 )?
-                .with_tta(self.tta),
+                .with_tta(self.tta)
+                .with_io_binding(self.device, self.io_binding)?,
             ));
         }
         Ok(crate::model::Model::Segmenter(
             crate::model::Segmenter::load(env, &self.model, self.threads, self.device)?
-                .with_tta(self.tta),
+                .with_tta(self.tta)
+                .with_io_binding(self.device, self.io_binding)?,
         ))
     }
 

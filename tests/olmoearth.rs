@@ -711,3 +711,35 @@ fn a_time_step_without_valid_pixels_is_left_out_with_a_warning() {
         summary["warnings"]
     );
 }
+
+#[test]
+fn reduced_precision_exports_meet_their_stated_tolerance_and_bfloat16_is_refused_on_the_cpu() {
+    // float16: computed in float16 between float32 casts; checked against PyTorch float32 to
+    // the tolerance its export measured (golden.json `tolerance`), far looser than 1e-4.
+    let model = "olmoearth-v1-nano-fp16";
+    let golden = root().join("models/olmoearth/golden").join(model);
+    let out = check(model, &golden);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("golden.json")).unwrap())
+            .unwrap();
+    let (cos, max_abs) = (
+        report["golden"]["min_cosine"].as_f64().unwrap(),
+        report["golden"]["max_abs"].as_f64().unwrap(),
+    );
+    println!("{model}: min cosine {cos:.9}, max abs {max_abs:.2e} against PyTorch float32");
+    assert!(max_abs <= meta["tolerance"]["max_abs"].as_f64().unwrap());
+    assert!(cos >= meta["tolerance"]["min_cosine"].as_f64().unwrap());
+    // It is not float32: it differs from PyTorch float32 by more than float32 rounding.
+    assert!(max_abs > 1e-5, "{max_abs}");
+    // bfloat16 has no CPU kernels in ONNX Runtime: a clear refusal, not a loader error.
+    let model = "olmoearth-v1-nano-bf16";
+    let out = check(model, &root().join("models/olmoearth/golden").join(model));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bfloat16") && err.contains("--device cuda"),
+        "{err}"
+    );
+}

@@ -28,8 +28,20 @@ The regression and classification heads are rslearn's own classes (rslearn==0.1.
 with --no-deps, see requirements.txt), called as rslearn calls them (FeatureMaps in,
 ModelContext, ModelOutput / FeatureVector out) inside a thin wrapper that the exporter traces.
 
+--dtype float16 | bfloat16 (encoder only, file suffix -fp16 / -bf16) traces the encoder with its
+weights in that dtype between a cast of the float32 inputs and a cast of the output back to
+float32, so the inputs and output above are unchanged (`eoinfer:compute_dtype` in the manifest).
+It checks ONNX Runtime against PyTorch float32 and against PyTorch in the same dtype (max abs and
+per patch cosine within HALF_TOLERANCE, recorded with its justification in `eoinfer:parity`).
+ONNX Runtime's CPU provider runs a float16 graph (through inserted casts); it has no bfloat16
+kernels for Add, Mul, Div, MatMul, Erf, ReduceMean, Expand or MultiHeadAttention (1.31.1), so a
+bfloat16 graph is checked on a float32 emulation of its rounding (bf16_emulation) and its manifest
+says it needs a runtime with bfloat16 kernels. Opset 18 has no bfloat16 Conv: the bfloat16 patch
+embeddings run in float32 between casts.
+
 usage: python models/olmoearth/export.py --version v1 --size nano [--s1] [--weights ckpt.pth]
-       [--head segmentation|regression|classification] [--golden] [--out-dir models/olmoearth]
+       [--head segmentation|regression|classification] [--dtype float32|float16|bfloat16]
+       [--golden] [--out-dir models/olmoearth]
    or: python models/olmoearth/export.py --rslearn-config ../shared/olmoearth-projects/lfmc/model.yaml [...]
        (an Ai2 task model from its rslearn configuration: runs models/olmoearth/rslearn_export.py
        with the same arguments under .venv-rslearn/bin/python, see RSLEARN_EXPORT.md)
@@ -38,10 +50,12 @@ usage: python models/olmoearth/export.py --version v1 --size nano [--s1] [--weig
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -93,6 +107,33 @@ EMBED_DIMS = {"nano": 128, "tiny": 192, "small": 384, "base": 768, "large": 1024
 ENCODER_MODALITIES = ["sentinel2_l2a", "sentinel1", "landsat"]
 TRAINING_ONLY_PREFIXES = ("supervision_head.", "location_token_distillation_head.")
 PARITY_TOLERANCE = 1e-4
+# --dtype: the encoder computes in float16 or bfloat16 between a cast of the float32 inputs and a
+# cast of its output back to float32, inside the graph (eoinfer feeds and reads float32 as for
+# any other model). Parity is measured against PyTorch float32 (the float32 export's reference)
+# and against PyTorch in the same dtype, per patch cosine and max abs; TOLERANCE_NOTE says where
+# the bounds come from.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_SUFFIX = {"float32": "", "float16": "-fp16", "bfloat16": "-bf16"}
+HALF_TOLERANCE = {
+    "float16": {"max_abs": 2e-2, "min_cosine": 0.9999},
+    "bfloat16": {"max_abs": 1.5e-1, "min_cosine": 0.999},
+}
+# Measured (torch 2.15, onnxruntime 1.31.1) on v1 Nano, Tiny, Base, v1 Nano + S1 and v1.2 Nano with
+# seeded random weights (no trained checkpoint offline), on the real golden window and the random
+# parity inputs; embeddings up to |3.3|. float16: PyTorch float16 vs float32 at most 4.2e-3 max abs
+# and 1 - cosine 4.8e-7; ONNX Runtime within one or two float16 steps (2^-9 at |x| < 4) of PyTorch
+# float16. bfloat16: at most 3.9e-2 and 3.5e-5; the emulated graph within one or two bfloat16
+# steps (2^-6) of PyTorch bfloat16. The bounds leave about 4x on max abs and 30x (bfloat16) to
+# 200x (float16) on 1 - cosine, headroom for trained weights; the bfloat16 max abs is float16's
+# times its 8x coarser rounding.
+TOLERANCE_NOTE = {
+    "float16": "measured on v1 Nano/Tiny/Base, v1 Nano+S1 and v1.2 Nano (random weights), real window and random inputs: "
+    "PyTorch float16 vs float32 <= 4.2e-3 max abs, 1 - cosine <= 4.8e-7; ONNX Runtime within 2 float16 steps (2^-9 at "
+    "|x| < 4) of PyTorch float16; the bounds leave ~4x on max abs and ~200x on 1 - cosine for trained weights",
+    "bfloat16": "measured on v1 Nano/Tiny/Base, v1 Nano+S1 and v1.2 Nano (random weights), real window and random inputs: "
+    "PyTorch bfloat16 vs float32 <= 3.9e-2 max abs, 1 - cosine <= 3.5e-5; the emulated graph within 2 bfloat16 steps "
+    "(2^-6 at |x| < 4) of PyTorch bfloat16; the bounds leave ~4x on max abs and ~30x on 1 - cosine for trained weights",
+}
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 # The manifest is a STAC 1.1 Item with these extensions (each has an offline schema copy in
@@ -140,7 +181,8 @@ def _mha_translation():
                 1,
                 inputs=[OpSchema.FormalParameter(n, "T") for n in ("query", "key", "value")],
                 outputs=[OpSchema.FormalParameter("output", "T")],
-                type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float tensors")],
+                # As onnxruntime 1.31.1's schema (its CPU provider has float and float16 kernels only).
+                type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "float tensors")],
                 attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, "number of heads")],
             )
         )
@@ -221,6 +263,23 @@ class EncoderWithHead(torch.nn.Module):
     def forward(self, s2, timestamps, s1=None):
         feats = self.encoder(s2, timestamps, s1) if s1 is not None else self.encoder(s2, timestamps)
         return self.head(feats)
+
+
+class DtypeBoundary(torch.nn.Module):
+    """--dtype float16 / bfloat16: the model (its weights converted) computes in `dtype`; the
+    float32 inputs are cast to it and the output back to float32 inside the graph."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, s2: torch.Tensor, timestamps: torch.Tensor, s1: torch.Tensor | None = None) -> torch.Tensor:
+        if s1 is None:
+            out = self.model(s2.to(self.dtype), timestamps)
+        else:
+            out = self.model(s2.to(self.dtype), timestamps, s1.to(self.dtype))
+        return out.to(torch.float32)
 
 
 def rslearn_modules() -> dict:
@@ -379,6 +438,127 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value of the graph: the exporter's value_info, and for the values it
+    leaves untyped (com.microsoft::MultiHeadAttention's output, the casts bf16_conv_in_float32
+    adds) a Cast's target type, or MultiHeadAttention's and Conv's first input's type."""
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    for n in g.node:
+        for o in n.output:
+            if o and not types.get(o):
+                if n.op_type == "Cast":
+                    types[o] = next(a.i for a in n.attribute if a.name == "to")
+                elif n.op_type in ("MultiHeadAttention", "Conv"):
+                    types[o] = types.get(n.input[0], 0)
+    return types
+
+
+BF16 = onnx.TensorProto.BFLOAT16
+FLOAT = onnx.TensorProto.FLOAT
+
+
+def bf16_conv_in_float32(model: onnx.ModelProto) -> list[str]:
+    """Opset 18's Conv has no bfloat16 (Conv-22 added it, and ONNX Runtime's CPU provider has no
+    bfloat16 Conv at any opset): each bfloat16 Conv runs in float32 between casts, its bfloat16
+    inputs and weights widened exactly and its output rounded to bfloat16, which is what a
+    bfloat16 convolution accumulating in float32 computes. Returns the nodes changed."""
+    types = value_types(model)
+    nodes, changed, widened = [], [], {}
+    for n in model.graph.node:
+        if n.op_type == "Conv" and types.get(n.input[0]) == BF16:
+            for j, x in enumerate(n.input):
+                if x and types.get(x) == BF16:
+                    if x not in widened:
+                        widened[x] = f"{x}__conv_float32"
+                        nodes.append(onnx.helper.make_node("Cast", [x], [widened[x]], name=f"{x}__conv_to_float32", to=FLOAT))
+                    n.input[j] = widened[x]
+            out = n.output[0]
+            n.output[0] = f"{out}__conv_float32"
+            nodes.append(n)
+            nodes.append(onnx.helper.make_node("Cast", [n.output[0]], [out], name=f"{out}__conv_to_bfloat16", to=BF16))
+            changed.append(n.name)
+        else:
+            nodes.append(n)
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    return changed
+
+
+def bf16_emulation(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float32 copy of a bfloat16 graph for ONNX Runtime's CPU provider, which has no bfloat16
+    kernels for most of its operators: the same nodes and weights (bfloat16 widened exactly),
+    each operator evaluated in float32 on bfloat16 values and each bfloat16 result rounded to
+    bfloat16 (Cast to bfloat16 and back), so every rounding point of the bfloat16 graph is kept;
+    the arithmetic inside an operator is float32, as in bfloat16 kernels that accumulate in
+    float32. Used for the parity check only, never written."""
+    m = copy.deepcopy(model)
+    g = m.graph
+    types = value_types(m)
+    for init in g.initializer:
+        if init.data_type == BF16:
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float32), init.name))
+    nodes = []
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == BF16:
+                a.t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(a.t).astype(np.float32), a.t.name))
+        if n.op_type == "CastLike":
+            raise SystemExit("bf16_emulation: CastLike is not handled")
+        native = n.op_type == "Cast" and next(a.i for a in n.attribute if a.name == "to") == BF16
+        rounded = []
+        for j, o in enumerate(n.output):
+            if o and types.get(o) == BF16:
+                n.output[j] = f"{o}__emulated_bfloat16" if native else f"{o}__emulated_float32"
+                rounded.append((n.output[j], o))
+        nodes.append(n)
+        for src, o in rounded:
+            if not native:
+                nodes.append(onnx.helper.make_node("Cast", [src], [f"{o}__emulated_bfloat16"], to=BF16))
+            nodes.append(onnx.helper.make_node("Cast", [f"{o}__emulated_bfloat16"], [o], to=FLOAT))
+    g.ClearField("node")
+    g.node.extend(nodes)
+    g.ClearField("value_info")
+    return m
+
+
+def cpu_missing_kernels(model: onnx.ModelProto, elem_type: int) -> list[str]:
+    """The operators of the graph with an `elem_type` input or output for which ONNX Runtime's
+    CPU provider has no kernel: each distinct (operator, input types) is loaded alone as a
+    one-node graph (shapes left open)."""
+    types = value_types(model)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    missing, seen = [], set()
+    for n in model.graph.node:
+        if not any(types.get(x) == elem_type for x in [*n.input, *n.output] if x):
+            continue
+        key = (n.domain, n.op_type, tuple(types.get(x, 0) for x in n.input))
+        if key in seen:
+            continue
+        if not all(types.get(x) for x in [*n.input, *n.output] if x):
+            raise SystemExit(f"cpu_missing_kernels: a value of node {n.name} ({n.op_type}) has no known type")
+        seen.add(key)
+        names = list(dict.fromkeys(x for x in n.input if x))
+        graph = onnx.helper.make_graph(
+            [copy.deepcopy(n)],
+            "probe",
+            [onnx.helper.make_tensor_value_info(x, types.get(x, 0), None) for x in names],
+            [onnx.helper.make_tensor_value_info(o, types.get(o, 0), None) for o in n.output if o],
+        )
+        probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()], ir_version=model.ir_version)
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        try:
+            ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            hit = re.search(r"implementation for (\S+\(\d+\))", str(e))
+            label = (f"{n.domain}::" if n.domain else "") + (hit.group(1) if hit else n.op_type)
+            if label not in missing:
+                missing.append(label if hit else f"{label} ({str(e).splitlines()[0][:120]})")
+    return missing
 
 
 def read_golden_window(with_s1: bool, version: str, size: int = 64) -> dict:
@@ -685,7 +865,18 @@ def main() -> None:
     p.add_argument("--value-min", type=float, default=0.0, help="regression: low end of the expected value range")
     p.add_argument("--value-max", type=float, default=50.0, help="regression: high end of the expected value range")
     p.add_argument("--window-size", type=int, default=32, help="classification: edge of the window one label is for, in pixels")
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="precision the encoder computes in; inputs and output stay float32 (cast inside the graph). float16 and "
+        "bfloat16 are checked against PyTorch float32 and PyTorch in the same dtype with the dtype's tolerance; "
+        "ONNX Runtime's CPU provider has no bfloat16 kernels for most operators, so a bfloat16 model is checked on a "
+        "float32 emulation of its rounding and needs a runtime with bfloat16 kernels to run",
+    )
     args = p.parse_args()
+    if args.dtype != "float32" and args.head:
+        p.error(f"--dtype {args.dtype} is for the encoder alone: its tolerance is measured on embeddings, not on a head's logits or values")
     if args.head == "classification" and (args.window_size <= 0 or args.window_size % args.patch_size):
         p.error(f"--window-size {args.window_size} is not a positive multiple of the patch size {args.patch_size}")
     if args.head == "regression" and not args.value_min < args.value_max:
@@ -693,7 +884,7 @@ def main() -> None:
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "") + HEAD_SUFFIX.get(args.head, "")
+    name = f"olmoearth-{args.version.replace('.', '_')}-{args.size}" + ("-s1" if args.s1 else "") + HEAD_SUFFIX.get(args.head, "") + DTYPE_SUFFIX[args.dtype]
     onnx_path = out_dir / f"{name}.onnx"
     encoder, band_sets = build_encoder(args.size, args.version, Path(args.weights) if args.weights else None, args.seed)
     model = EmbeddingEncoder(encoder, args.patch_size, args.s1, band_sets).eval()
@@ -717,6 +908,7 @@ def main() -> None:
             head.load_state_dict(torch.load(args.head_weights, map_location="cpu"))
         model = EncoderWithHead(model, head.eval()).eval()
 
+    half = None if args.dtype == "float32" else DtypeBoundary(copy.deepcopy(model).to(DTYPES[args.dtype]), DTYPES[args.dtype]).eval()
     # Trace with B >= 2, T >= 2 and H/p >= 2 so no axis is specialised to 1.
     gen = torch.Generator().manual_seed(1234)
     s2, ts, s1 = random_inputs(2, 4 * args.patch_size, 3, args.s1, gen)
@@ -734,7 +926,7 @@ def main() -> None:
     tmp_path = onnx_path.with_suffix(".onnx.partial")
     with torch.no_grad():
         program = torch.onnx.export(
-            model,
+            model if half is None else half,
             example,
             dynamo=True,
             opset_version=18,
@@ -745,12 +937,21 @@ def main() -> None:
             verbose=False,
         )
     program.save(str(tmp_path), external_data=False)
+    dtype_info = None
+    if args.dtype == "bfloat16":
+        graph = onnx.load(str(tmp_path))
+        convs = bf16_conv_in_float32(graph)
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, str(tmp_path))
+        dtype_info = {"float32_convolutions": convs}
     export_s = time.time() - t0
+    if half is not None:
+        return export_half(args, model, half, tmp_path, onnx_path, name, out_dir, dim, export_s, class_names, dtype_info, gen)
 
     # Parity on shapes other than the traced one.
     sess = session(tmp_path, args.threads)
     parity = []
-    for b, hw, t in [(1, 2 * args.patch_size, 1), (3, 6 * args.patch_size, 5), (2, 8 * args.patch_size, 12)]:
+    for b, hw, t in parity_shapes(args.patch_size):
         x2, xt, x1 = random_inputs(b, hw, t, args.s1, gen)
         with torch.no_grad():
             ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
@@ -784,38 +985,174 @@ def main() -> None:
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
 
     if args.golden:
-        # A classification head labels windows: its golden input is the window of that size.
-        golden_size = args.window_size if args.head == "classification" else 64
-        w = read_golden_window(args.s1, args.version, golden_size)
-        x2 = torch.from_numpy(w["s2"])[None]
-        xt = timestamps_for(w["dates"], 1)
-        x1 = torch.from_numpy(w["s1"])[None] if args.s1 else None
+        w, x2, xt, x1, golden_size = golden_inputs(args)
         with torch.no_grad():
             ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
         got = sess.run(None, feeds(x2, xt, x1))[0]
         stats = compare(ref, got)
-        gdir = out_dir / "golden" / name
-        gdir.mkdir(parents=True, exist_ok=True)
-        arrays = {"s2": x2.numpy(), "timestamps": xt.numpy(), "features": ref}
-        if args.s1:
-            arrays["s1"] = x1.numpy()
-        meta = {
-            "source": f"../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc, window x 0..{golden_size}, y 0..{golden_size}",
-            "dates": [list(d) for d in w["dates"]],
-            "arrays": {k: {"file": f"{k}.bin", "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
-            "pytorch_vs_onnxruntime_python": stats,
-            "note": "s2/s1 are the normalised model inputs (missing bands B8A, B01, B09 filled by the version's rule); features is PyTorch's output"
-            + {
-                None: "",
-                "segmentation": "",
-                "regression": f" (the output `values`: {args.value_name} in {args.value_unit} per pixel)",
-                "classification": " (the output `logits`: pre-softmax class logits of the window)",
-            }[args.head],
+        write_golden(args, out_dir / "golden" / name, w, x2, xt, x1, ref, golden_size, {"pytorch_vs_onnxruntime_python": stats})
+        print(json.dumps({"golden": str(out_dir / "golden" / name), **stats}))
+
+
+def export_half(args, model, half, tmp_path: Path, onnx_path: Path, name: str, out_dir: Path, dim: int, export_s: float, class_names, dtype_info, gen):
+    """--dtype float16 / bfloat16: parity against PyTorch float32 and PyTorch in the dtype on the
+    three shapes (and the golden window with --golden), within HALF_TOLERANCE, then the model,
+    its manifest and golden data."""
+    dt = args.dtype
+    tol = HALF_TOLERANCE[dt]
+    runtime = {"provider": "CPUExecutionProvider", "onnxruntime": ort.__version__}
+    try:
+        sess = session(tmp_path, args.threads)
+        runtime["runs"] = True
+        runtime["method"] = (
+            "the written graph on ONNX Runtime's CPU provider (it computes float16 operators without a float16 CPU "
+            "kernel in float32 between inserted casts)" if dt == "float16" else "the written graph on ONNX Runtime's CPU provider"
+        )
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+        if dt != "bfloat16" or "NOT_IMPLEMENTED" not in str(e):
+            tmp_path.unlink()
+            raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime cannot load the {dt} graph: {e}")
+        graph = onnx.load(str(tmp_path))
+        missing = cpu_missing_kernels(graph, BF16)
+        runtime.update(
+            {
+                "runs": False,
+                "error": str(e).splitlines()[0],
+                "missing_bfloat16_kernels": missing,
+                "method": "a float32 emulation of the written graph: the same nodes and weights, each operator evaluated in "
+                "float32 on bfloat16 values and each bfloat16 result rounded to bfloat16 (Cast to bfloat16 and back), "
+                "graph optimisations off so that no rounding is removed; it checks the graph, not bfloat16 kernels",
+            }
+        )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(bf16_emulation(graph).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        print(json.dumps({"bfloat16_on_cpu": "no kernels for " + ", ".join(missing), "parity_on": "float32 emulation of the bfloat16 rounding"}))
+
+    def check(x2, xt, x1) -> tuple[dict, np.ndarray]:
+        with torch.no_grad():
+            ref = (model(x2, xt, x1) if args.s1 else model(x2, xt)).numpy()
+            ref_dt = (half(x2, xt, x1) if args.s1 else half(x2, xt)).numpy()
+        got = sess.run(None, feeds(x2, xt, x1))[0]
+        return {**compare(ref, got), f"vs_pytorch_{dt}": compare(ref_dt, got), f"pytorch_{dt}_vs_float32": compare(ref, ref_dt)}, ref
+
+    def beyond(stats: dict) -> list[str]:
+        bad = []
+        for label, c in (("PyTorch float32", stats), (f"PyTorch {dt}", stats[f"vs_pytorch_{dt}"])):
+            if not (np.isfinite(c["max_abs"]) and c["max_abs"] <= tol["max_abs"] and c["min_cosine"] >= tol["min_cosine"]):
+                bad.append(f"against {label}: max abs {c['max_abs']:.3e}, min cosine {c['min_cosine']:.6f}")
+        return bad
+
+    parity, failures = [], []
+    for b, hw, t in parity_shapes(args.patch_size):
+        stats, _ = check(*random_inputs(b, hw, t, args.s1, gen))
+        stats = {"batch": b, "size": hw, "time_steps": t, **stats}
+        print(json.dumps(stats))
+        parity.append(stats)
+        failures += [f"shape B={b} H=W={hw} T={t} " + f for f in beyond(stats)]
+    golden = None
+    if args.golden:
+        w, x2, xt, x1, golden_size = golden_inputs(args)
+        stats, ref = check(x2, xt, x1)
+        golden = (w, x2, xt, x1, ref, golden_size, stats)
+        print(json.dumps({"golden_window": True, **stats}))
+        failures += ["golden window " + f for f in beyond(stats)]
+    if failures:
+        tmp_path.unlink()
+        raise SystemExit(
+            f"refusing to write {onnx_path}: the {dt} model is beyond its tolerance (max abs {tol['max_abs']}, min cosine "
+            f"{tol['min_cosine']}):\n  " + "\n  ".join(failures)
+        )
+
+    manifest_path = out_dir / f"{name}.json"
+    doc = build_manifest(onnx_path, tmp_path, args, dim, parity, export_s, class_names, None)
+    props = doc["properties"]
+    props["description"] += (
+        f" Computes in {dt}: the float32 inputs are cast to {dt} and the output back to float32 inside the graph."
+        + (
+            " ONNX Runtime's CPU provider cannot run it (no bfloat16 kernels); it needs a runtime with bfloat16 kernels "
+            "(a GPU provider; not run on a GPU by this export)." if not runtime["runs"] else ""
+        )
+    )
+    if not runtime["runs"]:
+        props["mlm:accelerator"] = "cuda"
+        props["mlm:accelerator_constrained"] = True
+    props["eoinfer:compute_dtype"] = dt
+    if dtype_info:
+        props["eoinfer:compute_dtype_exceptions"] = {
+            "float32_convolutions": dtype_info["float32_convolutions"],
+            "why": "opset 18's Conv has no bfloat16: the patch embedding convolutions widen their bfloat16 inputs and "
+            "weights to float32 (exactly) and round the result to bfloat16",
         }
-        for k, v in arrays.items():
-            np.ascontiguousarray(v).tofile(gdir / f"{k}.bin")
-        (gdir / "golden.json").write_text(json.dumps(meta, indent=2) + "\n")
+    props["eoinfer:parity"] = {
+        "tolerance": tol,
+        "tolerance_note": TOLERANCE_NOTE[dt],
+        "reference": f"PyTorch float32 (max_abs, min_cosine per patch); vs_pytorch_{dt}: PyTorch computing in {dt}",
+        "onnxruntime_cpu": runtime,
+        "shapes": parity,
+    }
+    errors = manifest_errors(doc)
+    if errors:
+        tmp_path.unlink()
+        raise SystemExit(f"refusing to write {manifest_path} (and {onnx_path}): the manifest is not valid STAC 1.1 / MLM v1.5:\n" + json.dumps(errors, indent=2))
+    os.replace(tmp_path, onnx_path)
+    write_manifest(manifest_path, doc)
+    worst = max(s["max_abs"] for s in parity)
+    print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst, "dtype": dt}))
+    if golden:
+        w, x2, xt, x1, ref, golden_size, stats = golden
+        gdir = out_dir / "golden" / name
+        figures = {
+            "compute_dtype": dt,
+            "tolerance": tol,
+            "pytorch_vs_onnxruntime_python": {k: stats[k] for k in ("max_abs", "min_cosine")},
+            f"pytorch_{dt}_vs_onnxruntime_python": stats[f"vs_pytorch_{dt}"],
+            f"pytorch_{dt}_vs_float32": stats[f"pytorch_{dt}_vs_float32"],
+            "onnxruntime_cpu": runtime,
+        }
+        write_golden(args, gdir, w, x2, xt, x1, ref, golden_size, figures)
         print(json.dumps({"golden": str(gdir), **stats}))
+
+
+def parity_shapes(patch: int) -> list[tuple[int, int, int]]:
+    """(batch, size, time steps) of the parity check: none of them the traced shape."""
+    return [(1, 2 * patch, 1), (3, 6 * patch, 5), (2, 8 * patch, 12)]
+
+
+def golden_inputs(args):
+    """The real WorldCereal window (a classification head labels windows: its golden input is
+    the window of that size)."""
+    golden_size = args.window_size if args.head == "classification" else 64
+    w = read_golden_window(args.s1, args.version, golden_size)
+    x2 = torch.from_numpy(w["s2"])[None]
+    xt = timestamps_for(w["dates"], 1)
+    x1 = torch.from_numpy(w["s1"])[None] if args.s1 else None
+    return w, x2, xt, x1, golden_size
+
+
+def write_golden(args, gdir: Path, w: dict, x2, xt, x1, ref: np.ndarray, golden_size: int, figures: dict) -> None:
+    gdir.mkdir(parents=True, exist_ok=True)
+    arrays = {"s2": x2.numpy(), "timestamps": xt.numpy(), "features": ref}
+    if args.s1:
+        arrays["s1"] = x1.numpy()
+    meta = {
+        "source": f"../shared/scenes/s2_s1_monthly_worldcereal_32631_100x100/worldcereal_preprocessed_inputs.nc, window x 0..{golden_size}, y 0..{golden_size}",
+        "dates": [list(d) for d in w["dates"]],
+        "arrays": {k: {"file": f"{k}.bin", "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
+        **figures,
+        "note": "s2/s1 are the normalised model inputs (missing bands B8A, B01, B09 filled by the version's rule); features is PyTorch's output"
+        + {
+            None: "",
+            "segmentation": "",
+            "regression": f" (the output `values`: {args.value_name} in {args.value_unit} per pixel)",
+            "classification": " (the output `logits`: pre-softmax class logits of the window)",
+        }[args.head]
+        + ("" if args.dtype == "float32" else f" in float32, the reference of the {args.dtype} model"),
+    }
+    for k, v in arrays.items():
+        np.ascontiguousarray(v).tofile(gdir / f"{k}.bin")
+    (gdir / "golden.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 if __name__ == "__main__":

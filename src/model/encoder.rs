@@ -29,6 +29,8 @@ pub struct Encoder {
     per_tile: bool,
     /// Test-time augmentation (heads with an output per pixel).
     tta: crate::tta::Tta,
+    /// IO binding (`--io-binding`, on by default on a GPU).
+    bound: Option<crate::model::binding::Bound>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -89,7 +91,28 @@ impl Encoder {
             softmax: enc.head.is_some() && enc.head_softmax,
             per_tile: out_side == 0,
             tta: crate::tta::Tta::None,
+            bound: None,
         })
+    }
+
+    /// Runs through ONNX Runtime's IO binding (buffers allocated once, in pinned memory on a
+    /// GPU) when `on`.
+    pub fn with_io_binding(
+        mut self,
+        device: crate::model::Device,
+        on: bool,
+    ) -> Result<Self, ModelError> {
+        if on {
+            self.bound = Some(
+                crate::model::binding::Bound::new(&self.session, device).map_err(|m| {
+                    ModelError::Inference {
+                        path: self.onnx.clone(),
+                        message: m,
+                    }
+                })?,
+            );
+        }
+        Ok(self)
     }
 
     /// Averages a per-pixel head over flips / rotations of each tile (`--tta`).
@@ -126,6 +149,25 @@ impl Encoder {
         let ts: Vec<i32> = (0..batch)
             .flat_map(|_| self.timestamps.iter().copied())
             .collect();
+        let full = [batch, self.out_channels, self.out_side, self.out_side];
+        let expected = if self.per_tile { &full[..2] } else { &full[..] };
+        if let Some(bound) = self.bound.as_mut() {
+            use crate::model::binding::Feed;
+            let output_name = self.session.outputs()[0].name().to_string();
+            let s2_shape = [batch, tile, tile, steps, self.bands];
+            let ts_shape = [batch, steps, 3];
+            let s1_shape = [batch, tile, tile, steps, self.s1_bands];
+            let mut feeds = vec![("s2", &s2_shape[..], Feed::F32(s2))];
+            if self.timestamps_input {
+                feeds.push(("timestamps", &ts_shape[..], Feed::I32(&ts)));
+            }
+            if self.s1_bands > 0 {
+                feeds.push(("s1", &s1_shape[..], Feed::F32(s1)));
+            }
+            return bound
+                .run(&mut self.session, &feeds, (&output_name, expected), out)
+                .map_err(err);
+        }
         // The batch as `[batch, h, w, T, bands]` arrays: lengths are checked here.
         let shape_err = |what: &str, n: usize, e: ndarray::ShapeError| {
             err(format!("{what} batch of {n} values: {e}"))
@@ -151,8 +193,6 @@ impl Encoder {
         let output = outs[0]
             .try_extract_array::<f32>()
             .map_err(|e| err(e.to_string()))?;
-        let full = [batch, self.out_channels, self.out_side, self.out_side];
-        let expected = if self.per_tile { &full[..2] } else { &full[..] };
         copy_output(&output, expected, out).map_err(err)
     }
 

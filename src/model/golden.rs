@@ -62,6 +62,12 @@ pub fn open_embedding_model(
             manifest: manifest.to_path_buf(),
         });
     }
+    if compute_dtype(doc) == "bfloat16" && device == crate::model::Device::Cpu {
+        return Err(invalid(
+            manifest,
+            "the model computes in bfloat16, which ONNX Runtime's CPU provider cannot run (it has no bfloat16 kernels for its Add, MatMul, attention, ...); run it with --device cuda:N, or use the float32 or float16 export on the CPU",
+        ));
+    }
     let session = crate::model::runtime::open_session(env, &onnx, threads, device)?;
     let mismatch = |what: String| ModelError::ShapeMismatch {
         manifest: manifest.to_path_buf(),
@@ -146,6 +152,37 @@ fn read_i32(path: &Path) -> std::io::Result<Vec<i32>> {
         .chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+/// The precision a model computes in (`eoinfer:compute_dtype`, default float32).
+#[must_use]
+pub fn compute_dtype(doc: &Value) -> &str {
+    doc.pointer("/properties/eoinfer:compute_dtype")
+        .and_then(Value::as_str)
+        .unwrap_or("float32")
+}
+
+/// The golden tolerance of a model: (min cosine per patch, max abs). float32 models are held
+/// to 0.99999 and 1e-4; a reduced-precision export (float16, bfloat16) to the `tolerance` its
+/// golden data records, which its export measured and justified.
+#[must_use]
+pub fn tolerance(doc: &Value, dir: &Path) -> (f64, f64) {
+    const FLOAT32: (f64, f64) = (0.99999, 1e-4);
+    if compute_dtype(doc) == "float32" {
+        return FLOAT32;
+    }
+    let meta: Option<Value> = std::fs::read_to_string(dir.join("golden.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let get = |k: &str| {
+        meta.as_ref()
+            .and_then(|m| m.pointer(&format!("/tolerance/{k}")))
+            .and_then(Value::as_f64)
+    };
+    (
+        get("min_cosine").unwrap_or(FLOAT32.0),
+        get("max_abs").unwrap_or(FLOAT32.1),
+    )
 }
 
 /// Runs the model on the golden inputs in `dir` (`golden.json` + raw little-endian arrays)

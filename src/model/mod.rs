@@ -1,5 +1,6 @@
 //! Models: the STAC MLM manifest, the ONNX Runtime session, importers that generate manifests.
 
+pub mod binding;
 pub mod embedding;
 pub mod encoder;
 pub mod golden;

@@ -300,6 +300,8 @@ pub struct Segmenter {
     pixel: bool,
     /// The `[pixels, bands]` batch of a per-pixel model (reused).
     rows: Vec<f32>,
+    /// IO binding (`--io-binding`, on by default on a GPU).
+    bound: Option<crate::model::binding::Bound>,
 }
 
 impl std::fmt::Debug for Segmenter {
@@ -381,7 +383,24 @@ impl Segmenter {
             tta: crate::tta::Tta::None,
             pixel,
             rows: Vec::new(),
+            bound: None,
         })
+    }
+
+    /// Runs through ONNX Runtime's IO binding (buffers allocated once, in pinned memory on a
+    /// GPU) when `on`; a per-pixel model keeps plain runs.
+    pub fn with_io_binding(mut self, device: Device, on: bool) -> Result<Self, ModelError> {
+        if on && !self.pixel {
+            self.bound = Some(
+                crate::model::binding::Bound::new(&self.session, device).map_err(|m| {
+                    ModelError::Inference {
+                        path: self.onnx.clone(),
+                        message: m,
+                    }
+                })?,
+            );
+        }
+        Ok(self)
     }
 
     /// An image model's class count and tile size against its ONNX shapes (NCHW).
@@ -443,6 +462,22 @@ impl Segmenter {
         };
         if self.pixel {
             return self.run_pixels(input, batch, out);
+        }
+        if let Some(bound) = self.bound.as_mut() {
+            let input_name = self.session.inputs()[0].name().to_string();
+            let output_name = self.session.outputs()[0].name().to_string();
+            return bound
+                .run(
+                    &mut self.session,
+                    &[(
+                        &input_name,
+                        &[batch, self.bands, self.tile, self.tile],
+                        crate::model::binding::Feed::F32(input),
+                    )],
+                    (&output_name, &[batch, self.classes, self.tile, self.tile]),
+                    out,
+                )
+                .map_err(err);
         }
         // The batch as an NCHW array: its length is checked against the shape here.
         let nchw =
