@@ -505,15 +505,9 @@ fn write_rows(
         );
     }
     schema.push_str(
-        " required int32 window_x;\n required int32 window_y;\n required double valid_share;\n required int32 class;\n required binary class_name (UTF8);\n",
+        " required int32 window_x;\n required int32 window_y;\n required double valid_share;\n",
     );
-    for c in classes {
-        let _ = writeln!(
-            schema,
-            " required double score_{};",
-            crate::output::parquet::column_name(&c.name)
-        );
-    }
+    schema.push_str(&crate::output::parquet::class_schema(classes));
     schema.push_str(" required binary geometry;\n}\n");
     let mut writer = crate::output::parquet::geoparquet_writer_of(
         path,

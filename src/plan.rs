@@ -762,14 +762,7 @@ pub fn open_events(args: &PredictArgs) -> Result<EventInputs, Error> {
             "{flag} does not apply with --events (one window around each event, on the scenes' own grid)"
         )));
     }
-    let mut opts = scene_options(
-        args.bands.as_deref(),
-        args.resolution,
-        args.s2_offset,
-        args.nodata,
-    )?;
-    opts.max_pixels = args.max_pixels;
-    opts.read = args.read;
+    let opts = read_options(args)?;
     let inputs = open_inputs(args, &model, &opts)?;
     let mut warnings = inputs.warnings.clone();
     crate::util::push_new(
@@ -787,6 +780,19 @@ pub fn open_events(args: &PredictArgs) -> Result<EventInputs, Error> {
         ort_lib,
         threads,
     })
+}
+
+/// The scene options of a predict run: bands, resolution, offsets, limits, read flags.
+fn read_options(args: &PredictArgs) -> Result<SceneOptions, Error> {
+    let mut opts = scene_options(
+        args.bands.as_deref(),
+        args.resolution,
+        args.s2_offset,
+        args.nodata,
+    )?;
+    opts.max_pixels = args.max_pixels;
+    opts.read = args.read;
+    Ok(opts)
 }
 
 /// Scene options from raw arguments.
@@ -1229,14 +1235,7 @@ impl PredictPlan {
             .into());
         }
         check_options(args, &model)?;
-        let mut opts = scene_options(
-            args.bands.as_deref(),
-            args.resolution,
-            args.s2_offset,
-            args.nodata,
-        )?;
-        opts.max_pixels = args.max_pixels;
-        opts.read = args.read;
+        let opts = read_options(args)?;
         let tiling = tiling_for(args, &model)?;
         let inputs = open_inputs(args, &model, &opts)?;
         let value_warnings = check_values(&inputs, &model, args.accept_out_of_range)?;

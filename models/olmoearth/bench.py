@@ -88,10 +88,19 @@ def pixels(dir_: Path, version: str) -> np.ndarray:
     return norm.normalize(Modality.SENTINEL2_L2A, raw).astype(np.float32)
 
 
-def torch_run(model, x: np.ndarray, dates, batch: int) -> float:
-    """Sliding window, no overlap, batched, no_grad: seconds."""
+def starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along an edge of n px: stride tile - overlap, the last tile shifted inward."""
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile, tile - overlap))
+    return s + [n - tile]
+
+
+def torch_run(model, x: np.ndarray, dates, batch: int, tile: int | None = None, overlap: int = 0) -> float:
+    """Sliding window (default: TILE px, no overlap), batched, no_grad: seconds."""
+    TILE = tile or globals()["TILE"]
     h, w = x.shape[:2]
-    windows = [(r, c) for r in range(0, h, TILE) for c in range(0, w, TILE)]
+    windows = [(r, c) for r in starts(h, TILE, overlap) for c in starts(w, TILE, overlap)]
     ts = export.timestamps_for([(d, m, y) for d, m, y in dates], 1)
     out = np.zeros((model.encoder.embedding_size if hasattr(model.encoder, "embedding_size") else 1,), np.float32)
     t0 = time.perf_counter()

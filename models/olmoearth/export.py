@@ -820,6 +820,17 @@ def build_manifest(onnx_path: Path, onnx_bytes: Path, args, dim: int, parity: li
     return doc
 
 
+def commit_model(tmp_path: Path, onnx_path: Path, manifest_path: Path, doc: dict) -> None:
+    """Renames the checked graph into place and writes its manifest, unless the manifest is not
+    valid STAC 1.1 / MLM v1.5 (then neither is written)."""
+    errors = manifest_errors(doc)
+    if errors:
+        tmp_path.unlink()
+        raise SystemExit(f"refusing to write {manifest_path} (and {onnx_path}): the manifest is not valid STAC 1.1 / MLM v1.5:\n" + json.dumps(errors, indent=2))
+    os.replace(tmp_path, onnx_path)
+    write_manifest(manifest_path, doc)
+
+
 def manifest_errors(doc: dict) -> list[dict]:
     """Errors of the manifest against STAC 1.1 core and every extension it declares, from the
     offline schema copies (tests/reference/validate_stac.py)."""
@@ -976,12 +987,7 @@ def main() -> None:
         raise SystemExit(f"refusing to write {onnx_path}: ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
     manifest_path = out_dir / f"{name}.json"
     doc = build_manifest(onnx_path, tmp_path, args, dim, parity, export_s, class_names, head_source)
-    errors = manifest_errors(doc)
-    if errors:
-        tmp_path.unlink()
-        raise SystemExit(f"refusing to write {manifest_path} (and {onnx_path}): the manifest is not valid STAC 1.1 / MLM v1.5:\n" + json.dumps(errors, indent=2))
-    os.replace(tmp_path, onnx_path)
-    write_manifest(manifest_path, doc)
+    commit_model(tmp_path, onnx_path, manifest_path, doc)
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst}))
 
     if args.golden:
@@ -1092,12 +1098,7 @@ def export_half(args, model, half, tmp_path: Path, onnx_path: Path, name: str, o
         "onnxruntime_cpu": runtime,
         "shapes": parity,
     }
-    errors = manifest_errors(doc)
-    if errors:
-        tmp_path.unlink()
-        raise SystemExit(f"refusing to write {manifest_path} (and {onnx_path}): the manifest is not valid STAC 1.1 / MLM v1.5:\n" + json.dumps(errors, indent=2))
-    os.replace(tmp_path, onnx_path)
-    write_manifest(manifest_path, doc)
+    commit_model(tmp_path, onnx_path, manifest_path, doc)
     worst = max(s["max_abs"] for s in parity)
     print(json.dumps({"model": str(onnx_path), "bytes": onnx_path.stat().st_size, "export_seconds": round(export_s, 1), "max_abs": worst, "dtype": dt}))
     if golden:

@@ -64,6 +64,18 @@ fn allocator(session: &Session, device: Device, kind: MemoryType) -> Result<Allo
 }
 
 impl Bound {
+    /// A binding of the session of the model `onnx`, as a model error.
+    pub fn for_model(
+        session: &Session,
+        onnx: &std::path::Path,
+        device: Device,
+    ) -> Result<Self, crate::error::ModelError> {
+        Self::new(session, device).map_err(|message| crate::error::ModelError::Inference {
+            path: onnx.to_path_buf(),
+            message,
+        })
+    }
+
     /// A binding of `session` for `device`.
     pub fn new(session: &Session, device: Device) -> Result<Self, String> {
         Ok(Self {

@@ -103,14 +103,11 @@ impl Encoder {
         on: bool,
     ) -> Result<Self, ModelError> {
         if on {
-            self.bound = Some(
-                crate::model::binding::Bound::new(&self.session, device).map_err(|m| {
-                    ModelError::Inference {
-                        path: self.onnx.clone(),
-                        message: m,
-                    }
-                })?,
-            );
+            self.bound = Some(crate::model::binding::Bound::for_model(
+                &self.session,
+                &self.onnx,
+                device,
+            )?);
         }
         Ok(self)
     }

@@ -391,14 +391,11 @@ impl Segmenter {
     /// GPU) when `on`; a per-pixel model keeps plain runs.
     pub fn with_io_binding(mut self, device: Device, on: bool) -> Result<Self, ModelError> {
         if on && !self.pixel {
-            self.bound = Some(
-                crate::model::binding::Bound::new(&self.session, device).map_err(|m| {
-                    ModelError::Inference {
-                        path: self.onnx.clone(),
-                        message: m,
-                    }
-                })?,
-            );
+            self.bound = Some(crate::model::binding::Bound::for_model(
+                &self.session,
+                &self.onnx,
+                device,
+            )?);
         }
         Ok(self)
     }

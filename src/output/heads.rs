@@ -229,17 +229,10 @@ fn write_windows(
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut schema = String::from(
-        "message windows {\n required int32 window_row;\n required int32 window_col;\n required int32 class;\n required binary class_name (UTF8);\n",
+    let schema = format!(
+        "message windows {{\n required int32 window_row;\n required int32 window_col;\n{} required binary geometry;\n}}\n",
+        crate::output::parquet::class_schema(classes)
     );
-    for c in classes {
-        let _ = writeln!(
-            schema,
-            " required double score_{};",
-            crate::output::parquet::column_name(&c.name)
-        );
-    }
-    schema.push_str(" required binary geometry;\n}\n");
     let windows = rows.iter().map(|r| crate::grid::Window {
         x: r.col as i64,
         y: r.row as i64,

@@ -10,6 +10,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -147,6 +148,15 @@ pub(crate) fn footprints(
         })
         .collect();
     (wkbs, bbox)
+}
+
+/// The schema lines of a label and its scores: `class`, `class_name`, `score_<class>` each.
+pub(crate) fn class_schema(classes: &[crate::model::ClassInfo]) -> String {
+    let mut s = String::from(" required int32 class;\n required binary class_name (UTF8);\n");
+    for c in classes {
+        let _ = writeln!(s, " required double score_{};", column_name(&c.name));
+    }
+    s
 }
 
 /// A GeoParquet 1.1 writer of `schema` at `path`: SNAPPY, the `geo` metadata of one WKB
