@@ -216,13 +216,15 @@ def render(rows, o, km2, minutes):
         f"({km2:.1f} km²) of the demo series, threads {o.threads}, batch {o.batch}, overlap {OVERLAP} px (the default), "
         "random weights. km²/h of the scene's area (overlap included in the cost). End to end: `eoinfer predict` "
         "(median of the scene and the shifted scene); model alone: `eoinfer bench-model`; PyTorch: the loop of "
-        "models/olmoearth/bench.py on the same tiles, pixels already in memory; peak RSS of predict (wait4). "
+        "models/olmoearth/bench.py on the same tiles, pixels already in memory; peak RSS of predict (/usr/bin/time). "
         "Consistency: cosine of the patch embeddings of the same ground from two runs whose tile grids are shifted "
         "by `shift` px in x and y (half a tile; half a stride for 32 px tiles, whose half tile is one stride).",
         "",
         "| model | T | tile px | tiles | shift px | end to end km²/h | model alone km²/h | PyTorch km²/h | peak RSS MiB | cosine mean | cosine p5 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    order = list(dict.fromkeys(r["model"] for r in rows))
+    rows = sorted(rows, key=lambda r: (order.index(r["model"]), r["steps"], r["tile"]))
     for r in rows:
         e2e = sorted(r["e2e_s"])[len(r["e2e_s"]) // 2] if len(r["e2e_s"]) % 2 else sum(r["e2e_s"]) / len(r["e2e_s"])
         lines.append(
