@@ -571,24 +571,11 @@ fn write_rows(
         DoubleType,
         &rows.iter().map(|r| r.valid_share).collect::<Vec<_>>()
     );
-    column!(
-        Int32Type,
-        &rows.iter().map(|r| r.class as i32).collect::<Vec<_>>()
-    );
-    let names: Vec<ByteArray> = rows
+    let labelled: Vec<(usize, &[f32])> = rows
         .iter()
-        .map(|r| ByteArray::from(r.class_name.as_str()))
+        .map(|r| (r.class, r.scores.as_slice()))
         .collect();
-    column!(ByteArrayType, &names);
-    for c in 0..classes.len() {
-        column!(
-            DoubleType,
-            &rows
-                .iter()
-                .map(|r| f64::from(r.scores.get(c).copied().unwrap_or(f32::NAN)))
-                .collect::<Vec<_>>()
-        );
-    }
+    crate::output::parquet::write_class_columns(&mut rg, &labelled, classes, path)?;
     let wkbs: Vec<ByteArray> = rows
         .iter()
         .map(|r| ByteArray::from(r.wkb.clone()))

@@ -12,7 +12,7 @@ use crate::output::raster::{Part, RasterKind, RasterSink, aux_path, cog_from_par
 use crate::pipeline::{Counts, MergeContext, Outputs, RunSummary};
 use crate::plan::JobPlan;
 use crate::util::{TempFiles, partial_name};
-use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int32Type};
+use parquet::data_type::{ByteArrayType, Int32Type};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -260,24 +260,11 @@ fn write_windows(
         Int32Type,
         &rows.iter().map(|r| r.col as i32).collect::<Vec<_>>()
     );
-    column!(
-        Int32Type,
-        &rows.iter().map(|r| i32::from(r.class)).collect::<Vec<_>>()
-    );
-    let names: Vec<ByteArray> = rows
+    let labelled: Vec<(usize, &[f32])> = rows
         .iter()
-        .map(|r| ByteArray::from(classes[usize::from(r.class)].name.as_str()))
+        .map(|r| (usize::from(r.class), r.scores.as_slice()))
         .collect();
-    column!(ByteArrayType, &names);
-    for c in 0..classes.len() {
-        column!(
-            DoubleType,
-            &rows
-                .iter()
-                .map(|r| f64::from(r.scores[c]))
-                .collect::<Vec<_>>()
-        );
-    }
+    crate::output::parquet::write_class_columns(&mut rg, &labelled, classes, path)?;
     column!(ByteArrayType, &wkbs);
     rg.close().map_err(|e| perr(&e))?;
     writer.close().map_err(|e| perr(&e))?;

@@ -159,6 +159,38 @@ pub(crate) fn class_schema(classes: &[crate::model::ClassInfo]) -> String {
     s
 }
 
+/// Writes the columns [`class_schema`] declares: each row's label, its name and its score per
+/// class (one `(label, scores)` per row).
+pub(crate) fn write_class_columns(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, std::fs::File>,
+    rows: &[(usize, &[f32])],
+    classes: &[crate::model::ClassInfo],
+    path: &Path,
+) -> Result<(), OutputError> {
+    let labels: Vec<i32> = rows.iter().map(|r| r.0 as i32).collect();
+    write_column::<Int32Type>(rg, &labels, path)?;
+    let names: Vec<ByteArray> = rows
+        .iter()
+        .map(|r| {
+            ByteArray::from(
+                classes
+                    .get(r.0)
+                    .map_or_else(|| format!("class {}", r.0), |c| c.name.clone())
+                    .as_str(),
+            )
+        })
+        .collect();
+    write_column::<ByteArrayType>(rg, &names, path)?;
+    for c in 0..classes.len() {
+        let scores: Vec<f64> = rows
+            .iter()
+            .map(|r| f64::from(r.1.get(c).copied().unwrap_or(f32::NAN)))
+            .collect();
+        write_column::<DoubleType>(rg, &scores, path)?;
+    }
+    Ok(())
+}
+
 /// A GeoParquet 1.1 writer of `schema` at `path`: SNAPPY, the `geo` metadata of one WKB
 /// polygon column `geometry` with the CRS as PROJJSON and, when there are rows, `bbox`.
 pub(crate) fn geoparquet_writer(
