@@ -190,10 +190,12 @@ fn select_steps(
         if let Some(c) = &enc.temporal {
             warnings.extend(c.check_series(&dates, relax).map_err(contract_err)?);
         }
-        return Ok((
-            vec![vec![(0..dates.len()).collect()]; events.len()],
-            warnings,
-        ));
+        // In the model's order, as TileSource feeds a grid run.
+        let mut all: Vec<usize> = (0..dates.len()).collect();
+        if enc.newest_first() {
+            all.reverse();
+        }
+        return Ok((vec![vec![all]; events.len()], warnings));
     };
     let mut picked = Vec::new();
     for e in events {
