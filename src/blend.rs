@@ -22,6 +22,9 @@ pub struct FinishedRows {
     /// The same as float32 probabilities 0..=1, NaN where no valid input, for an accumulator
     /// [`BandAccumulator::with_decisions`] set to floats. Empty otherwise.
     pub probs_f32: Vec<f32>,
+    /// The winning class's blended probability x 255 per pixel (`rows * width`), at least 1
+    /// where the pixel has a class, 0 where it has none (`--confidence`). Empty when not kept.
+    pub confidence: Vec<u8>,
 }
 
 /// Finished rows of a continuous output (embeddings): weighted means per channel.
@@ -51,6 +54,8 @@ pub struct BandAccumulator {
     decide: usize,
     /// Probabilities handed on as float32 rather than 0..=255.
     float_probs: bool,
+    /// Hand on the winning class's probability ([`FinishedRows::confidence`]).
+    keep_confidence: bool,
     sums: Vec<f32>,
     weights: Vec<f32>,
     valid: Vec<bool>,
@@ -77,6 +82,7 @@ impl BandAccumulator {
             keep_probs,
             decide: classes,
             float_probs: false,
+            keep_confidence: false,
             sums: vec![0.0; cap * width * classes],
             weights: vec![0.0; cap * width],
             valid: vec![false; cap * width],
@@ -91,6 +97,15 @@ impl BandAccumulator {
     pub fn with_decisions(mut self, decide: usize, float_probs: bool) -> Self {
         self.decide = decide.clamp(1, self.classes);
         self.float_probs = float_probs;
+        self
+    }
+
+    /// Also hand on the winning class's blended probability: the reported channel of the
+    /// class the pixel gets (the maximum probability for a softmax model; for a per-pixel
+    /// model's mask, the probability of the class its mask decided).
+    #[must_use]
+    pub fn with_confidence(mut self, keep: bool) -> Self {
+        self.keep_confidence = keep;
         self
     }
 
@@ -241,6 +256,7 @@ impl BandAccumulator {
         );
         let mut probs = vec![0_u8; if bytes { kr * n * w } else { 0 }];
         let mut probs_f32 = vec![f32::NAN; if floats { kr * n * w } else { 0 }];
+        let mut confidence = vec![0_u8; if self.keep_confidence { n * w } else { 0 }];
         for r in 0..n {
             for x in 0..w {
                 let p = r * w + x;
@@ -268,6 +284,11 @@ impl BandAccumulator {
                     }
                 }
                 classes[p] = best as u8;
+                if self.keep_confidence {
+                    let ch = reported.start + best;
+                    let v = self.sums[(r * k + ch.min(k - 1)) * w + x] / total;
+                    confidence[p] = quantise(v).max(1);
+                }
             }
         }
         let y = self.base;
@@ -278,6 +299,7 @@ impl BandAccumulator {
             classes,
             probs,
             probs_f32,
+            confidence,
         })
     }
 

@@ -339,6 +339,11 @@ pub struct PredictCli {
     /// Also write per-class probabilities (<name>.probs.tif).
     #[arg(long)]
     pub probabilities: bool,
+    /// Also write how sure the model was: <name>.confidence.tif, the winning class's blended
+    /// probability x 255 (uint8, 0 = no class), with a QGIS style; the tiles GeoParquet gains
+    /// each tile's mean confidence.
+    #[arg(long)]
+    pub confidence: bool,
     /// Also write the class map as polygons (<name>.polygons.gpkg; see --vector-format).
     #[arg(long)]
     pub vectors: bool,
@@ -591,6 +596,7 @@ fn predict_args(c: &PredictCli) -> Result<PredictArgs, Error> {
         batch_size: c.batch_size,
         threads: c.threads,
         probabilities: c.probabilities,
+        confidence: c.confidence,
         ort_lib: c.ort_lib.clone(),
         device: c.device,
         io_binding: c.io_binding,

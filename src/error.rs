@@ -220,6 +220,10 @@ pub enum OutputError {
     },
     #[error("cannot write Parquet file {path}: {message}")]
     Parquet { path: PathBuf, message: String },
+    #[error(
+        "refusing to write {path}: it would not be a valid STAC document ({problems}); this is a bug in eoinfer, please report it with the run's summary"
+    )]
+    InvalidDocument { path: PathBuf, problems: String },
 }
 
 /// Geometry errors of the tile grid.

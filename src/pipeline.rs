@@ -93,6 +93,9 @@ pub struct Outputs {
     pub classes: Option<PathBuf>,
     /// Probabilities COG, with `--probabilities`.
     pub probabilities: Option<PathBuf>,
+    /// Confidence COG, with `--confidence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<PathBuf>,
     /// Tiles GeoParquet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles: Option<PathBuf>,
@@ -112,6 +115,9 @@ pub struct Outputs {
     pub stac_item: PathBuf,
     /// Polygons, with `--vectors`.
     pub vectors: Option<PathBuf>,
+    /// The preview PNG (the Item's thumbnail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PathBuf>,
 }
 
 /// The job part of the run summary.
@@ -313,10 +319,12 @@ struct OpenBlock {
 }
 
 /// The part rasters of a block, per head.
+#[allow(clippy::large_enum_variant)] // a few blocks are open at a time
 enum BlockOut {
     Classes {
         classes: RasterSink,
         probs: Option<RasterSink>,
+        conf: Option<RasterSink>,
     },
     Embeddings(RasterSink),
 }
@@ -325,10 +333,17 @@ impl BlockOut {
     /// Closes, fsyncs and verifies every part.
     fn finish(self) -> Result<(), Error> {
         match self {
-            BlockOut::Classes { classes, probs } => {
+            BlockOut::Classes {
+                classes,
+                probs,
+                conf,
+            } => {
                 classes.finish_part()?;
                 if let Some(p) = probs {
                     p.finish_part()?;
+                }
+                if let Some(c) = conf {
+                    c.finish_part()?;
                 }
             }
             BlockOut::Embeddings(sink) => sink.finish_part()?,
@@ -509,6 +524,7 @@ fn run_job(
     if !todo.is_empty() {
         std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
     }
+    stage_input_preview(plan, &work)?;
     let run = run_blocks(plan, model, &todo, &done, &parts, &mut journal, process)?;
     counts.blocks_run = run.run;
     counts.tiles_run = run.tiles_run;
@@ -1186,7 +1202,8 @@ impl Segment {
             shape.tile,
             plan.probabilities && !shape.means,
         )
-        .with_decisions(plan.model.classes.len(), plan.model.pixel.is_some());
+        .with_decisions(plan.model.classes.len(), plan.model.pixel.is_some())
+        .with_confidence(plan.confidence && !shape.means);
         let restored = carry.is_some_and(|c| acc.restore(c)) && acc.base() == blocks[0].rows.0;
         if !restored {
             if carry.is_some() {
@@ -1311,11 +1328,17 @@ impl Segment {
             self.parts
                 .join(format!("b{:06}-{token}.{kind}.tif", b.index))
         };
-        let kinds: &[&str] = match (shape.means, plan.probabilities) {
-            (true, _) => &["means"],
-            (false, true) => &["classes", "probs"],
-            (false, false) => &["classes"],
+        let mut kinds: Vec<&str> = if shape.means {
+            vec!["means"]
+        } else {
+            vec!["classes"]
         };
+        if !shape.means && plan.probabilities {
+            kinds.push("probs");
+        }
+        if !shape.means && plan.confidence {
+            kinds.push("conf");
+        }
         let paths: Vec<PathBuf> = kinds.iter().map(|k| name(k)).collect();
         for p in &paths {
             let part = temps.track(crate::util::process_partial_name(p));
@@ -1342,6 +1365,11 @@ impl Segment {
                         1,
                         RasterKind::probabilities(plan.model.pixel.is_some()),
                     )?)
+                } else {
+                    None
+                },
+                conf: if plan.confidence {
+                    Some(part(paths.len() - 1, RasterKind::Confidence)?)
                 } else {
                     None
                 },
@@ -1555,8 +1583,15 @@ impl Segment {
                     let y_in = ob.written - b.rows.0;
                     let n = rows * (b.cols.1 - b.cols.0);
                     match &mut ob.out {
-                        BlockOut::Classes { classes, probs } => {
+                        BlockOut::Classes {
+                            classes,
+                            probs,
+                            conf,
+                        } => {
                             classes.write_rows(y_in, rows, &vec![crate::blend::CLASS_NODATA; n])?;
+                            if let Some(c) = conf.as_mut() {
+                                c.write_rows(y_in, rows, &vec![0_u8; n])?;
+                            }
                             if let Some(p) = probs.as_mut() {
                                 let k = plan.model.classes.len();
                                 if plan.model.pixel.is_some() {
@@ -1614,6 +1649,11 @@ fn route_classes(
     let n = hi - lo;
     let off = lo - f.y;
     let mut classes = f.classes[off * width..(off + n) * width].to_vec();
+    let mut confidence = if f.confidence.is_empty() {
+        Vec::new()
+    } else {
+        f.confidence[off * width..(off + n) * width].to_vec()
+    };
     let (mut probs, mut probs_f32) = if plan.probabilities {
         (
             rows_of(&f.probs, k, f, off, n, width),
@@ -1627,6 +1667,9 @@ fn route_classes(
         for (p, &m) in mask[from..from + n * width].iter().enumerate() {
             if m == 0 {
                 classes[p] = crate::blend::CLASS_NODATA;
+                if let Some(v) = confidence.get_mut(p) {
+                    *v = 0;
+                }
                 for c in 0..k {
                     if let Some(v) = probs.get_mut(c * n * width + p) {
                         *v = 0;
@@ -1642,6 +1685,7 @@ fn route_classes(
     let BlockOut::Classes {
         classes: sink,
         probs: probs_sink,
+        conf: conf_sink,
     } = &mut ob.out
     else {
         return Err(Error::Pipeline(
@@ -1656,6 +1700,9 @@ fn route_classes(
             p.write_rows(y_in, n, &probs)?;
         }
     }
+    if let Some(c) = conf_sink.as_mut() {
+        c.write_rows(y_in, n, &confidence)?;
+    }
     for &c in &classes {
         if usize::from(c) < k {
             ob.class_pixels[usize::from(c)] += 1;
@@ -1667,6 +1714,7 @@ fn route_classes(
         classes,
         probs: Vec::new(),
         probs_f32: Vec::new(),
+        confidence,
     };
     crate::output::parquet::count_rows(&mut ob.records, &rows, width);
     Ok(())
@@ -2189,8 +2237,9 @@ pub fn merge(job: &JobPlan, out: &Path, ctx: MergeContext) -> Result<RunSummary,
         plan_hash: job.plan_hash.clone(),
         at: crate::util::now_rfc3339(),
     })?;
-    // The parts are in the final outputs now.
+    // The parts (and the input's preview) are in the final outputs now.
     let _ = std::fs::remove_dir_all(&parts_path);
+    crate::output::preview::remove_input(&work, &job.plan_hash);
     Ok(summary)
 }
 
@@ -2208,6 +2257,9 @@ fn merge_classes(
     let (prob_parts, class_parts): (Vec<Part>, Vec<Part>) = Part::of_blocks(records, parts_path)
         .into_iter()
         .partition(|p| p.path.to_string_lossy().ends_with(".probs.tif"));
+    let (conf_parts, class_parts): (Vec<Part>, Vec<Part>) = class_parts
+        .into_iter()
+        .partition(|p| p.path.to_string_lossy().ends_with(".conf.tif"));
 
     let name = &job.name;
     let grid = &job.grid;
@@ -2215,6 +2267,7 @@ fn merge_classes(
     let n_classes = classes.len();
     let final_classes = out.join(format!("{name}.classes.tif"));
     let final_probs = out.join(format!("{name}.probs.tif"));
+    let final_conf = out.join(format!("{name}.confidence.tif"));
     let final_tiles = out.join(format!("{name}.tiles.parquet"));
     let final_summary = out.join(format!("{name}.summary.json"));
     let final_item = out.join(format!("{name}.item.json"));
@@ -2226,28 +2279,30 @@ fn merge_classes(
     temps.track(aux_path(&part_classes));
     let part_probs = temps.track(partial_name(&final_probs));
     temps.track(aux_path(&part_probs));
+    let part_conf = temps.track(partial_name(&final_conf));
+    temps.track(aux_path(&part_conf));
     let part_tiles = temps.track(partial_name(&final_tiles));
 
-    let size = (grid.width, grid.height);
-    cog_from_parts(
-        &class_parts,
-        size,
-        &grid.geo_transform,
-        &grid.srs_wkt,
-        RasterKind::Classes,
-        classes,
-        &part_classes,
-    )?;
-    if job.probabilities {
-        cog_from_parts(
+    let rasters = [
+        (true, &class_parts, RasterKind::Classes, &part_classes),
+        (
+            job.probabilities,
             &prob_parts,
-            size,
-            &grid.geo_transform,
-            &grid.srs_wkt,
             RasterKind::probabilities(job.model.float_probabilities),
-            classes,
             &part_probs,
-        )?;
+        ),
+        (
+            job.confidence,
+            &conf_parts,
+            RasterKind::Confidence,
+            &part_conf,
+        ),
+    ];
+    for (keep, parts, kind, part) in rasters {
+        if keep {
+            let (size, gt) = ((grid.width, grid.height), &grid.geo_transform);
+            cog_from_parts(parts, size, gt, &grid.srs_wkt, kind, classes, part)?;
+        }
     }
     let mut vector_move = None;
     let mut polygon_stats = None;
@@ -2276,6 +2331,7 @@ fn merge_classes(
         &part_tiles,
         &tile_records,
         &class_names,
+        job.confidence,
         &grid.geo_transform,
         &grid.projjson,
     )?;
@@ -2293,12 +2349,14 @@ fn merge_classes(
     let outputs = Outputs {
         classes: Some(final_classes.clone()),
         probabilities: job.probabilities.then(|| final_probs.clone()),
+        confidence: job.confidence.then(|| final_conf.clone()),
         tiles: Some(final_tiles.clone()),
         embeddings: None,
         table: None,
         values: None,
         summary: final_summary.clone(),
         stac_item: final_item.clone(),
+        preview: Some(out.join(format!("{name}.preview.png"))),
         vectors: final_vectors.clone(),
     };
     // Everything is written: move it into place.
@@ -2314,45 +2372,56 @@ fn merge_classes(
     moves.extend(crate::output::qgis::write_styles(
         &final_classes,
         job.probabilities.then_some((final_probs.as_path(), top)),
+        job.confidence.then_some(final_conf.as_path()),
         final_vectors.as_deref(),
         classes,
         &mut temps,
     )?);
     if job.qgis_project {
         use crate::output::qgis::ProjectLayer;
-        let mut layers = Vec::new();
-        if let Some(v) = &final_vectors {
-            layers.push(ProjectLayer::Polygons(v.clone()));
-        }
+        let mut layers: Vec<ProjectLayer> = final_vectors
+            .iter()
+            .cloned()
+            .map(ProjectLayer::Polygons)
+            .collect();
         layers.push(ProjectLayer::Classes(final_classes.clone()));
-        if job.probabilities {
-            layers.push(ProjectLayer::Probabilities(final_probs.clone(), top));
-        }
+        layers.extend(
+            job.probabilities
+                .then(|| ProjectLayer::Probabilities(final_probs.clone(), top)),
+        );
+        layers.extend(
+            job.confidence
+                .then(|| ProjectLayer::Confidence(final_conf.clone())),
+        );
         let text = crate::output::qgis::project(name, &layers, classes, &grid.srs_wkt, grid.epsg);
-        moves.push(crate::output::qgis::stage_text(
-            &out.join(format!("{name}.qgs")),
-            &text,
-            &mut temps,
-        )?);
+        let qgs = out.join(format!("{name}.qgs"));
+        moves.push(crate::output::qgis::stage_text(&qgs, &text, &mut temps)?);
     }
     moves.extend(vector_move);
     if aux_path(&part_classes).exists() {
         moves.push((aux_path(&part_classes), aux_path(&final_classes)));
     }
-    if job.probabilities {
-        moves.push((part_probs.clone(), final_probs.clone()));
-        if aux_path(&part_probs).exists() {
-            moves.push((aux_path(&part_probs), aux_path(&final_probs)));
-        }
-    } else {
-        // A stale probabilities file from an earlier run must not pass for this run's.
-        let _ = std::fs::remove_file(&final_probs);
-        let _ = std::fs::remove_file(aux_path(&final_probs));
-        let _ = std::fs::remove_file(crate::output::qgis::style_path(&final_probs));
-    }
+    optional_output(job.probabilities, (&part_probs, &final_probs), &mut moves);
+    optional_output(job.confidence, (&part_conf, &final_conf), &mut moves);
     let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
     commit_outputs(job, out, &summary, moves, temps)?;
     Ok(summary)
+}
+
+/// The renames of an optional raster (and its aux file) when the run writes it; otherwise a
+/// stale file of an earlier run (with its aux file and style) is removed: it must not pass
+/// for this run's.
+fn optional_output(keep: bool, (part, fin): (&Path, &Path), moves: &mut Vec<(PathBuf, PathBuf)>) {
+    if keep {
+        moves.push((part.to_path_buf(), fin.to_path_buf()));
+        if aux_path(part).exists() {
+            moves.push((aux_path(part), aux_path(fin)));
+        }
+    } else {
+        let _ = std::fs::remove_file(fin);
+        let _ = std::fs::remove_file(aux_path(fin));
+        let _ = std::fs::remove_file(crate::output::qgis::style_path(fin));
+    }
 }
 
 /// Writes the run's STAC Item and its summary under temporary names and renames them and
@@ -2368,7 +2437,14 @@ pub(crate) fn commit_outputs(
     let name = &job.name;
     let final_item = out.join(format!("{name}.item.json"));
     let final_summary = out.join(format!("{name}.summary.json"));
-    moves.push(write_item(job, out, &final_item, &mut temps)?);
+    let thumbnail = stage_preview(job, out, &mut moves, &mut temps)?;
+    moves.push(write_item(
+        job,
+        out,
+        &final_item,
+        thumbnail.as_deref(),
+        &mut temps,
+    )?);
     let part_summary = temps.track(partial_name(&final_summary));
     let mut text = serde_json::to_string_pretty(summary).map_err(|e| OutputError::Io {
         path: final_summary.clone(),
@@ -2384,6 +2460,81 @@ pub(crate) fn commit_outputs(
         &format!("{} on {name}", job.model.id),
     )?;
     Ok(())
+}
+
+/// Renders the RGB of the run's input for its preview into the work folder (a time series:
+/// its newest step), unless a process of the same plan did.
+fn stage_input_preview(plan: &PredictPlan, work: &Path) -> Result<(), Error> {
+    let (stack, date) = if let Some(step) = plan.series.last() {
+        (&step.stack, Some(step.date.to_string()))
+    } else {
+        let mut dates: Vec<&String> = plan
+            .job
+            .inputs
+            .iter()
+            .filter_map(|(_, d)| d.as_ref())
+            .collect();
+        dates.sort();
+        dates.dedup();
+        let date = match dates.as_slice() {
+            [] => None,
+            [d] => Some((*d).clone()),
+            [first, .., last] => Some(format!("{first} to {last}")),
+        };
+        (&plan.stack, date)
+    };
+    crate::output::preview::stage_input(
+        stack,
+        date,
+        (plan.job.grid.width, plan.job.grid.height),
+        work,
+        &plan.job.plan_hash,
+    )
+}
+
+/// Renders `<name>.preview.png` under a temporary name from the head's raster (its
+/// temporary name in `moves`), adds its rename to `moves` and returns what it shows.
+fn stage_preview(
+    job: &JobPlan,
+    out: &Path,
+    moves: &mut Vec<(PathBuf, PathBuf)>,
+    temps: &mut TempFiles,
+) -> Result<Option<String>, Error> {
+    use crate::output::preview::{Overlay, render};
+    let name = &job.name;
+    let raster = match job.head {
+        HeadPlan::Classes | HeadPlan::Classification => "classes",
+        HeadPlan::Regression { .. } => "values",
+        HeadPlan::Embeddings { .. } => "embeddings",
+    };
+    let fin = out.join(format!("{name}.{raster}.tif"));
+    let Some((part, _)) = moves.iter().find(|(_, to)| *to == fin) else {
+        return Ok(None);
+    };
+    let part = part.clone();
+    let overlay = match &job.head {
+        HeadPlan::Classes | HeadPlan::Classification => Overlay::Classes {
+            raster: &part,
+            classes: &job.model.classes,
+        },
+        HeadPlan::Regression { value, .. } => Overlay::Values {
+            raster: &part,
+            spec: value,
+        },
+        HeadPlan::Embeddings { .. } => Overlay::Embeddings { raster: &part },
+    };
+    let final_png = out.join(format!("{name}.preview.png"));
+    let part_png = temps.track(partial_name(&final_png));
+    let what = render(
+        overlay,
+        (job.grid.width, job.grid.height),
+        &format!("{} on {name}", job.model.id),
+        &work_dir(out, name),
+        &job.plan_hash,
+        &part_png,
+    )?;
+    moves.push((part_png, final_png));
+    Ok(Some(what))
 }
 
 /// The STAC assets of the run's head.
@@ -2484,6 +2635,7 @@ pub(crate) fn write_item(
     job: &JobPlan,
     out: &Path,
     final_item: &Path,
+    thumbnail: Option<&str>,
     temps: &mut TempFiles,
 ) -> Result<(PathBuf, PathBuf), Error> {
     use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
@@ -2491,6 +2643,15 @@ pub(crate) fn write_item(
     let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
     dates.sort();
     let mut assets = head_assets(job, out);
+    if let Some(what) = thumbnail {
+        assets.push(Asset {
+            key: "thumbnail",
+            path: out.join(format!("{name}.preview.png")),
+            media_type: "image/png",
+            roles: &["thumbnail", "overview"],
+            title: format!("preview: {what}"),
+        });
+    }
     assets.push(Asset {
         key: "summary",
         path: out.join(format!("{name}.summary.json")),
@@ -2533,6 +2694,23 @@ pub(crate) fn write_item(
             media_type: "application/x-qgis",
             roles: &["metadata", "visual"],
             title: "QGIS project of the run".into(),
+        });
+    }
+    if job.confidence {
+        assets.push(Asset {
+            key: "confidence",
+            path: out.join(format!("{name}.confidence.tif")),
+            media_type: COG,
+            roles: &["data"],
+            title: "confidence: the winning class's probability (uint8, scale 1/255, 0 = no class)"
+                .into(),
+        });
+        assets.push(Asset {
+            key: "confidence_style",
+            path: out.join(format!("{name}.confidence.qml")),
+            media_type: QML,
+            roles: &["style"],
+            title: "QGIS style of the confidence".into(),
         });
     }
     if job.probabilities {

@@ -69,6 +69,8 @@ pub struct PredictArgs {
     pub threads: usize,
     /// `--probabilities`.
     pub probabilities: bool,
+    /// `--confidence`.
+    pub confidence: bool,
     /// `--ort-lib`.
     pub ort_lib: Option<PathBuf>,
     /// `--device`.
@@ -153,6 +155,8 @@ pub struct PredictPlan {
     pub threads: usize,
     /// Whether to write probabilities.
     pub probabilities: bool,
+    /// Whether to write the confidence COG (the winning class's probability).
+    pub confidence: bool,
     /// ONNX Runtime library.
     pub ort_lib: PathBuf,
     /// Where the model runs.
@@ -342,6 +346,9 @@ pub struct JobPlan {
     pub inputs_options: serde_json::Value,
     /// Write probabilities.
     pub probabilities: bool,
+    /// Write the confidence COG and the tiles' mean confidence (`--confidence`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confidence: bool,
     /// Polygons.
     pub vectors: Option<crate::output::vectors::PolygonizeOptions>,
     /// Write a QGIS project.
@@ -570,6 +577,7 @@ fn job_plan(
             "aoi_crs": args.aoi_crs,
         }),
         probabilities: args.probabilities,
+        confidence: args.confidence,
         vectors: args.vectors,
         qgis_project: args.qgis_project,
         tiles: tiles.len(),
@@ -749,6 +757,7 @@ pub fn open_events(args: &PredictArgs) -> Result<EventInputs, Error> {
         ("--tile-size", args.tile_size.is_some()),
         ("--overlap", args.overlap.is_some()),
         ("--probabilities", args.probabilities),
+        ("--confidence", args.confidence),
         ("--vectors", args.vectors.is_some()),
         ("--qgis-project", args.qgis_project),
         ("--tta", args.tta != crate::tta::Tta::None),
@@ -1187,9 +1196,11 @@ fn check_options(args: &PredictArgs, model: &ModelSpec) -> Result<(), Error> {
         );
     }
     let per_pixel_classes = matches!(model.head_kind(), None | Some(EncoderHead::Segmentation));
-    if !per_pixel_classes && (args.vectors.is_some() || args.qgis_project || args.probabilities) {
+    if !per_pixel_classes
+        && (args.vectors.is_some() || args.qgis_project || args.probabilities || args.confidence)
+    {
         return refuse(
-            "--vectors, --qgis-project and --probabilities apply to class maps (segmentation models and heads); this model writes embeddings, values or window labels",
+            "--vectors, --qgis-project, --probabilities and --confidence apply to class maps (segmentation models and heads); this model writes embeddings, values or window labels",
         );
     }
     if args.embedding_uint8 && !model.embeds() {
@@ -1325,6 +1336,7 @@ impl PredictPlan {
             batch_size,
             threads,
             probabilities: args.probabilities,
+            confidence: args.confidence,
             ort_lib,
             device: args.device,
             io_binding: args.io_binding || args.device != crate::model::Device::Cpu,

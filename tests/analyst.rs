@@ -94,6 +94,7 @@ print(json.dumps({
             "probabilities",
             "probabilities_style",
             "summary",
+            "thumbnail",
             "tiles"
         ])
     );
@@ -105,6 +106,7 @@ print(json.dumps({
             "model",
             "plan",
             "summary",
+            "thumbnail",
             "tiles"
         ])
     );
@@ -414,9 +416,390 @@ print(json.dumps({"id": item.id, "assets": sorted(item.assets),
     assert_eq!(r["id"], "series");
     assert_eq!(
         r["assets"],
-        serde_json::json!(["embeddings", "embeddings_table", "model", "plan", "summary"])
+        serde_json::json!([
+            "embeddings",
+            "embeddings_table",
+            "model",
+            "plan",
+            "summary",
+            "thumbnail"
+        ])
+    );
+    // The preview: the first three principal components of the embeddings, one block of
+    // 10 x 10 px per pixel of the 100 x 101 px grid (scaled up 10 times), with a legend.
+    let png = image::open(out.join("series.preview.png"))
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(png.dimensions(), (1000, 1010));
+    let top: std::collections::HashSet<[u8; 4]> = (0..400)
+        .step_by(5)
+        .flat_map(|y| (0..1000).step_by(5).map(move |x| (x, y)))
+        .map(|(x, y)| png.get_pixel(x, y).0)
+        .collect();
+    assert!(top.len() > 20, "{} colours", top.len());
+    assert!(
+        png.pixels().any(|p| p.0 == [20, 20, 20, 255]),
+        "legend text"
+    );
+    let item = read_json(&out.join("series.item.json"));
+    assert!(
+        item["assets"]["thumbnail"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("principal components of the 128-dimensional embeddings")
     );
     assert_eq!(r["start"], "2015-07-11T00:00:00Z");
     assert_eq!(r["code"], "EPSG:32633");
     assert_eq!(r["inputs"], 5);
+}
+
+/// The manifest's classes of the 6-band model: (value, name, colour).
+fn manifest_classes() -> Vec<(u8, String, [u8; 3])> {
+    let doc = read_json(&manifest("ukis-csmask-6b-l1c.json"));
+    doc["properties"]["mlm:output"][0]["classification:classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let hex = c["color_hint"].as_str().unwrap();
+            let h = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
+            (
+                c["value"].as_u64().unwrap() as u8,
+                c["name"].as_str().unwrap().to_string(),
+                [h(0), h(2), h(4)],
+            )
+        })
+        .collect()
+}
+
+/// Rows of a GeoParquet file as (column, value) maps.
+fn parquet_maps(path: &std::path::Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|r| {
+            use parquet::record::Field;
+            r.unwrap()
+                .get_column_iter()
+                .map(|(n, f)| {
+                    let v = match f {
+                        Field::Int(i) => serde_json::json!(i),
+                        Field::Long(i) => serde_json::json!(i),
+                        Field::Double(d) => serde_json::json!(d),
+                        Field::Bool(b) => serde_json::json!(b),
+                        _ => serde_json::Value::Null,
+                    };
+                    (n.clone(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn confidence_is_the_winning_probability_and_the_tiles_carry_its_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    predict_demo(
+        &out,
+        "demo",
+        &["--probabilities", "--confidence", "--qgis-project"],
+    );
+    let (conf, w, h) = read_u8(&out.join("demo.confidence.tif"), 1);
+    let (classes, ..) = read_u8(&out.join("demo.classes.tif"), 1);
+    let probs: Vec<Vec<u8>> = (1..=3)
+        .map(|b| read_u8(&out.join("demo.probs.tif"), b).0)
+        .collect();
+    let (mut low, mut with_class) = (0, 0);
+    for i in 0..w * h {
+        if classes[i] == 255 {
+            assert_eq!(conf[i], 0, "pixel {i} has no class but a confidence");
+            continue;
+        }
+        with_class += 1;
+        let top = probs.iter().map(|p| p[i]).max().unwrap();
+        assert!(
+            conf[i] >= 1 && conf[i].abs_diff(top) <= 1,
+            "pixel {i}: confidence {} vs max probability {top}",
+            conf[i]
+        );
+        low += usize::from(conf[i] < 179);
+    }
+    assert!(with_class > 100_000);
+    // Some pixels are uncertain (cloud edges): the map is not constant.
+    assert!(low > 100, "{low} pixels below 70 %");
+    let info = gdalinfo(&out.join("demo.confidence.tif"));
+    let band = &info["bands"][0];
+    assert_eq!(band["type"], "Byte");
+    assert_eq!(band["noDataValue"], 0.0);
+    assert_eq!(band["description"], "confidence");
+    assert!((band["scale"].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-12);
+    assert!(
+        std::fs::read_to_string(out.join("demo.confidence.qml"))
+            .unwrap()
+            .contains("singlebandpseudocolor")
+    );
+    assert!(
+        std::fs::read_to_string(out.join("demo.qgs"))
+            .unwrap()
+            .contains("demo.confidence.tif")
+    );
+    // Each tile's mean and smallest confidence over its pixels with a class.
+    let rows = parquet_maps(&out.join("demo.tiles.parquet"));
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        let (x0, y0) = (
+            r["x_off"].as_u64().unwrap() as usize,
+            r["y_off"].as_u64().unwrap() as usize,
+        );
+        let (tw, th) = (
+            r["width"].as_u64().unwrap() as usize,
+            r["height"].as_u64().unwrap() as usize,
+        );
+        let mut vals = Vec::new();
+        for y in y0..y0 + th {
+            for x in x0..x0 + tw {
+                if classes[y * w + x] != 255 {
+                    vals.push(f64::from(conf[y * w + x]) / 255.0);
+                }
+            }
+        }
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(
+            (r["confidence_mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+            "{r:?}"
+        );
+        assert!(
+            (r["confidence_min"].as_f64().unwrap() - min).abs() < 1e-12,
+            "{r:?}"
+        );
+    }
+    let item = read_json(&out.join("demo.item.json"));
+    assert_eq!(
+        item["assets"]["confidence"]["href"],
+        "./demo.confidence.tif"
+    );
+    assert_eq!(
+        item["assets"]["confidence_style"]["roles"],
+        serde_json::json!(["style"])
+    );
+    let summary = read_json(&out.join("demo.summary.json"));
+    assert!(
+        summary["outputs"]["confidence"]
+            .as_str()
+            .unwrap()
+            .ends_with("demo.confidence.tif")
+    );
+    // Confidence needs classes: refused for an embedding model, before anything is written.
+    let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let o = eoinfer([
+        "predict",
+        "--model",
+        manifest("olmoearth/olmoearth-v1-nano.json")
+            .to_str()
+            .unwrap(),
+        "--scene",
+        series.to_str().unwrap(),
+        "--out",
+        dir.path().join("emb").to_str().unwrap(),
+        "--confidence",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--confidence apply to class maps"));
+}
+
+#[test]
+fn the_preview_shows_the_class_map_over_the_input_in_the_manifests_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    predict_demo(&out, "demo", &[]);
+    let png = image::open(out.join("demo.preview.png"))
+        .unwrap()
+        .to_rgba8();
+    // 512 x 256 px: scaled up twice to 1024 px on the longer side.
+    assert_eq!(png.dimensions(), (1024, 512));
+    let item = read_json(&out.join("demo.item.json"));
+    let thumb = &item["assets"]["thumbnail"];
+    assert_eq!(thumb["href"], "./demo.preview.png");
+    assert_eq!(thumb["type"], "image/png");
+    assert_eq!(thumb["roles"][0], "thumbnail");
+    assert!(
+        thumb["title"]
+            .as_str()
+            .unwrap()
+            .contains("natural colour (red, green, blue) of 2017-02-16"),
+        "{thumb}"
+    );
+    let (classes, w, h) = read_u8(&out.join("demo.classes.tif"), 1);
+    let palette = manifest_classes();
+    // The legend (lower left) shows each class of the map in its exact manifest colour.
+    for (v, name, colour) in &palette {
+        if classes.contains(v) {
+            assert!(
+                png.pixels()
+                    .any(|p| p.0 == [colour[0], colour[1], colour[2], 255]),
+                "no swatch of {name} {colour:?}"
+            );
+        }
+    }
+    // Outside the legend, each class's pixels are tinted with its colour: their mean colour is
+    // nearest to the class's own colour of all the manifest's.
+    let mut sums = vec![[0.0_f64; 3]; palette.len()];
+    let mut n = vec![0_usize; palette.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let (px, py) = (2 * x as u32, 2 * y as u32);
+            if px < 450 && py > 400 {
+                continue;
+            }
+            let c = usize::from(classes[y * w + x]);
+            if c < palette.len() {
+                let p = png.get_pixel(px, py).0;
+                for k in 0..3 {
+                    sums[c][k] += f64::from(p[k]);
+                }
+                n[c] += 1;
+            }
+        }
+    }
+    for (c, (_, name, _)) in palette.iter().enumerate() {
+        if n[c] < 500 {
+            continue;
+        }
+        let mean: Vec<f64> = sums[c].iter().map(|s| s / n[c] as f64).collect();
+        let nearest = palette
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                let d = |q: &[u8; 3]| {
+                    (0..3)
+                        .map(|k| (mean[k] - f64::from(q[k])).powi(2))
+                        .sum::<f64>()
+                };
+                d(&a.1.2).total_cmp(&d(&b.1.2))
+            })
+            .unwrap()
+            .0;
+        assert_eq!(nearest, c, "{name}: mean preview colour {mean:?}");
+    }
+    // The input shows through: many colours, not flat class fills.
+    let distinct: std::collections::HashSet<[u8; 4]> = png.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 2000, "{} colours", distinct.len());
+    // The work folder keeps no input preview once the run is merged.
+    assert!(
+        files_in(&out.join(".eoinfer/demo"))
+            .iter()
+            .all(|f| !f.starts_with("input-preview")),
+    );
+}
+
+/// Runs tests/reference/check_catalog.py on `out` with `args`; returns its report.
+fn check_catalog(out: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let o = std::process::Command::new(reference_python())
+        .arg(root().join("tests/reference/check_catalog.py"))
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check_catalog.py: {e}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert!(o.status.success(), "{report:#}");
+    report
+}
+
+#[test]
+fn the_catalog_parquet_reads_back_as_the_items_and_answers_queries_by_place_date_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    predict_demo(&out, "demo", &[]);
+    predict_demo(&out, "demo60", &["--resolution", "60"]);
+    let scene = demo_scene();
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        manifest("ukis-csmask-4b-l1c.json").to_str().unwrap(),
+        "--scene",
+        scene.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "demo4b",
+    ]));
+    let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        manifest("olmoearth/olmoearth-v1-nano.json")
+            .to_str()
+            .unwrap(),
+        "--scene",
+        series.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "series",
+    ]));
+    // stac-geoparquet reads the same four Items as catalog.json links.
+    let all = check_catalog(&out, &[]);
+    assert_eq!(all["items"], 4, "{all:#}");
+    assert_eq!(all["equal"], true, "{all:#}");
+    assert_eq!(
+        all["metadata"]["stac-geoparquet"]["version"], "1.0.0",
+        "{all:#}"
+    );
+    let bbox = |name: &str| {
+        let b = read_json(&out.join(format!("{name}.item.json")))["bbox"].clone();
+        let v: Vec<String> = b
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        v.join(",")
+    };
+    let query = |args: &[&str]| check_catalog(&out, args)["query"].clone();
+    assert_eq!(
+        query(&["--model", "ukis-csmask-6b-l1c"]),
+        serde_json::json!(["demo", "demo60"])
+    );
+    assert_eq!(
+        query(&["--bbox", &bbox("series")]),
+        serde_json::json!(["series"])
+    );
+    assert_eq!(
+        query(&["--start", "2015-08-01", "--end", "2015-08-31"]),
+        serde_json::json!(["series"])
+    );
+    assert_eq!(
+        query(&[
+            "--bbox",
+            &bbox("demo"),
+            "--start",
+            "2017-02-16",
+            "--end",
+            "2017-02-17",
+            "--model",
+            "ukis-csmask-4b-l1c"
+        ]),
+        serde_json::json!(["demo4b"])
+    );
+    assert_eq!(query(&["--start", "2020-01-01"]), serde_json::json!([]));
+    // A run again under a name already there replaces its row; nothing temporary is left.
+    predict_demo(&out, "demo60", &["--resolution", "60", "--force"]);
+    let again = check_catalog(&out, &[]);
+    assert_eq!(again["items"], 4);
+    assert_eq!(again["equal"], true, "{again:#}");
+    assert!(
+        files_in(&out).iter().all(|f| !f.ends_with(".partial")),
+        "{:?}",
+        files_in(&out)
+    );
+    assert_stac_valid(&out);
 }

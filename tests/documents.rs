@@ -13,38 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// Runs validate_stac.py on `paths`; returns whether it succeeded and its JSON report.
-fn validate(paths: &[&Path]) -> (bool, Value) {
-    let out = std::process::Command::new(reference_python())
-        .arg(root().join("tests/reference/validate_stac.py"))
-        .args(paths)
-        .output()
-        .expect("run validate_stac.py");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "validate_stac.py printed no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), report)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Asserts every document of a report is valid, with no schema missing offline.
-fn assert_all_valid(ok: bool, report: &Value) {
-    let pretty = serde_json::to_string_pretty(report).unwrap();
-    assert_eq!(report["failures"], 0, "invalid documents:\n{pretty}");
-    assert_eq!(
-        report["unavailable_offline"],
-        json!([]),
-        "schemas not available offline:\n{pretty}"
-    );
-    assert!(ok, "validate_stac.py failed:\n{pretty}");
-}
-
 const MANIFESTS: [&str; 9] = [
     "s2cloudless.json",
     "ukis-csmask-4b-l1c.json",
@@ -60,7 +28,7 @@ const MANIFESTS: [&str; 9] = [
 #[test]
 fn every_manifest_in_models_is_valid_and_loads_with_stac_model() {
     let models = root().join("models");
-    let (ok, report) = validate(&[&models]);
+    let (ok, report) = validate_stac(&[&models]);
     // (models/*-dynamic.json are copies scripts/onnx_dynamic_hw.py derives from a manifest, for
     // tests/tuning.rs; one left from an older manifest fails here: delete it.)
     assert_all_valid(ok, &report);
@@ -157,7 +125,7 @@ fn the_items_and_catalog_of_a_demo_run_and_an_embedding_run_are_valid() {
         "--name",
         "series",
     ]));
-    let (ok, report) = validate(&[&out]);
+    let (ok, report) = validate_stac(&[&out]);
     assert_all_valid(ok, &report);
     let docs = report["documents"].as_object().unwrap();
     let mut names: Vec<&str> = docs.keys().map(|k| k.rsplit('/').next().unwrap()).collect();
@@ -236,7 +204,7 @@ fn the_validator_and_eoinfers_check_reject_broken_manifests() {
             "eoinfer's check accepts {name}"
         );
     }
-    let (ok, report) = validate(&[dir.path()]);
+    let (ok, report) = validate_stac(&[dir.path()]);
     let pretty = serde_json::to_string_pretty(&report).unwrap();
     assert!(!ok, "the validator accepted broken manifests:\n{pretty}");
     assert_eq!(report["failures"], cases.len(), "{pretty}");

@@ -411,60 +411,6 @@ pub fn changed(
     ))
 }
 
-/// The top `k` principal axes of `rows` (each `dim` long) by power iteration with deflation,
-/// and their mean.
-fn principal_axes(rows: &[&[f32]], dim: usize, k: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let n = rows.len().max(1) as f64;
-    let mut mean = vec![0.0; dim];
-    for r in rows {
-        for (m, &x) in mean.iter_mut().zip(*r) {
-            *m += f64::from(x) / n;
-        }
-    }
-    let mut cov = vec![0.0; dim * dim];
-    for r in rows {
-        let c: Vec<f64> = r
-            .iter()
-            .zip(&mean)
-            .map(|(&x, m)| f64::from(x) - m)
-            .collect();
-        for i in 0..dim {
-            for j in 0..dim {
-                cov[i * dim + j] += c[i] * c[j] / n;
-            }
-        }
-    }
-    let mut axes = Vec::new();
-    for a in 0..k {
-        let mut v: Vec<f64> = (0..dim)
-            .map(|i| 1.0 + ((i * 7 + a * 13) % 11) as f64 / 11.0)
-            .collect();
-        for _ in 0..100 {
-            let mut next: Vec<f64> = (0..dim)
-                .map(|i| (0..dim).map(|j| cov[i * dim + j] * v[j]).sum())
-                .collect();
-            let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
-            if norm == 0.0 {
-                break;
-            }
-            for x in &mut next {
-                *x /= norm;
-            }
-            v = next;
-        }
-        let lambda: f64 = (0..dim)
-            .map(|i| v[i] * (0..dim).map(|j| cov[i * dim + j] * v[j]).sum::<f64>())
-            .sum();
-        for i in 0..dim {
-            for j in 0..dim {
-                cov[i * dim + j] -= lambda * v[i] * v[j];
-            }
-        }
-        axes.push(v);
-    }
-    (mean, axes)
-}
-
 /// Writes the quicklook of a region's embedding change to `png`: the previous valid and the
 /// current embeddings in the first three principal components of both (one projection, so
 /// colours compare), and the patches above `threshold` in red (light grey compared, grey not
@@ -504,7 +450,7 @@ pub fn render_quicklook(
         .chain(prev.chunks(dim))
         .filter(|v| !v[0].is_nan())
         .collect();
-    let (mean, axes) = principal_axes(&rows, dim, 3);
+    let (mean, axes) = crate::output::quicklook::principal_axes(&rows, dim, 3);
     let project = |v: &[f32]| -> [f64; 3] {
         let mut out = [0.0; 3];
         for (o, a) in out.iter_mut().zip(&axes) {
@@ -606,7 +552,7 @@ mod tests {
     fn principal_axes_find_the_direction_of_most_spread() {
         let data: Vec<[f32; 2]> = (0..50).map(|i| [i as f32, 0.5 * (i % 3) as f32]).collect();
         let rows: Vec<&[f32]> = data.iter().map(<[f32; 2]>::as_slice).collect();
-        let (mean, axes) = principal_axes(&rows, 2, 2);
+        let (mean, axes) = crate::output::quicklook::principal_axes(&rows, 2, 2);
         assert!((mean[0] - 24.5).abs() < 1e-9);
         assert!(axes[0][0].abs() > 0.99, "{axes:?}");
     }

@@ -132,12 +132,14 @@ pub fn merge_regression(
     let outputs = Outputs {
         classes: None,
         probabilities: None,
+        confidence: None,
         tiles: Some(final_tiles.clone()),
         embeddings: None,
         table: None,
         values: Some(final_values.clone()),
         summary: final_summary.clone(),
         stac_item: final_item.clone(),
+        preview: Some(out.join(format!("{name}.preview.png"))),
         vectors: None,
     };
     let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
@@ -332,12 +334,14 @@ pub fn merge_classification(
     let outputs = Outputs {
         classes: Some(final_classes.clone()),
         probabilities: None,
+        confidence: None,
         tiles: None,
         embeddings: None,
         table: Some(final_windows.clone()),
         values: None,
         summary: final_summary.clone(),
         stac_item: final_item.clone(),
+        preview: Some(out.join(format!("{name}.preview.png"))),
         vectors: None,
     };
     let summary = RunSummary::assemble(job, ctx, records, outputs, counts, t_final);
@@ -347,6 +351,7 @@ pub fn merge_classification(
     ];
     moves.extend(crate::output::qgis::write_styles(
         &final_classes,
+        None,
         None,
         None,
         classes,

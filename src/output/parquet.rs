@@ -46,11 +46,20 @@ pub fn count_rows(records: &mut [TileRecord], rows: &crate::blend::FinishedRows,
         let (a, b) = (w.y.max(y0), (w.y + w.height as i64).min(y1));
         let n_classes = r.counts.len();
         for yy in a..b {
-            let line = &rows.classes[(yy - y0) as usize * width..][..width];
-            for &c in &line[w.x as usize..w.x as usize + w.width] {
+            let at = (yy - y0) as usize * width + w.x as usize;
+            let line = &rows.classes[at..at + w.width];
+            for (i, &c) in line.iter().enumerate() {
                 if usize::from(c) < n_classes {
                     r.counts[usize::from(c)] += 1;
                     r.valid += 1;
+                    // The winning class's probability: sum, smallest, largest (0..=1).
+                    if let Some(&q) = rows.confidence.get(at + i) {
+                        let v = f64::from(q) / 255.0;
+                        r.stats = Some(match r.stats {
+                            None => [v, v, v],
+                            Some(st) => [st[0] + v, st[1].min(v), st[2].max(v)],
+                        });
+                    }
                 }
             }
         }
@@ -241,6 +250,7 @@ pub fn write_tiles(
     path: &Path,
     records: &[TileRecord],
     class_names: &[String],
+    confidence: bool,
     gt: &[f64; 6],
     projjson: &str,
 ) -> Result<(), OutputError> {
@@ -263,6 +273,9 @@ pub fn write_tiles(
         schema.push_str(" required double fraction_");
         schema.push_str(c);
         schema.push_str(";\n");
+    }
+    if confidence {
+        schema.push_str(" required double confidence_mean;\n required double confidence_min;\n");
     }
     schema.push_str(" required binary geometry;\n}\n");
     let (wkbs, bbox) = footprints(records.iter().map(|r| r.window), gt);
@@ -351,6 +364,19 @@ pub fn write_tiles(
             &mut rg,
             records.iter().map(|r| frac(r.counts[c], r.valid)).collect(),
         )?;
+    }
+    if confidence {
+        // The winning class's blended probability (0..=1, from the uint8 confidence map),
+        // mean and smallest over the tile's valid pixels; NaN without one.
+        let of = |r: &TileRecord, i: usize| r.stats.map_or(f64::NAN, |st| st[i]);
+        write_f64(
+            &mut rg,
+            records
+                .iter()
+                .map(|r| of(r, 0) / r.valid.max(1) as f64)
+                .collect(),
+        )?;
+        write_f64(&mut rg, records.iter().map(|r| of(r, 1)).collect())?;
     }
     {
         let mut col = rg

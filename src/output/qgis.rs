@@ -33,6 +33,7 @@ pub fn style_path(raster: &Path) -> PathBuf {
 pub fn write_styles(
     classes_tif: &Path,
     probs_tif: Option<(&Path, f64)>,
+    confidence_tif: Option<&Path>,
     polygons: Option<&Path>,
     classes: &[ClassInfo],
     temps: &mut TempFiles,
@@ -45,6 +46,9 @@ pub fn write_styles(
             style_path(p),
             probability_style(classes, classes.len().min(2), top),
         ));
+    }
+    if let Some(p) = confidence_tif {
+        styles.push((style_path(p), confidence_style()));
     }
     if let Some(p) = polygons {
         styles.push((style_path(p), polygon_style(classes)));
@@ -124,6 +128,41 @@ fn probability_renderer(classes: &[ClassInfo], band: usize, top: f64) -> String 
     s
 }
 
+/// The colours of the confidence ramp (stored value, colour): red where the model was
+/// least sure (a probability near 1 / classes), yellow, green where it was sure; 0 (no class)
+/// stays transparent.
+pub const CONFIDENCE_RAMP: [(u8, [u8; 3]); 3] = [
+    (1, [215, 25, 28]),
+    (170, [255, 255, 191]),
+    (255, [26, 150, 65]),
+];
+
+/// A style for a confidence map (uint8, probability x 255): [`CONFIDENCE_RAMP`] in percent.
+#[must_use]
+pub fn confidence_style() -> String {
+    format!("{HEAD}{}{PIPE_TAIL}{TAIL}", confidence_renderer())
+}
+
+fn confidence_renderer() -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "    <rasterrenderer type=\"singlebandpseudocolor\" band=\"1\" opacity=\"1\" alphaBand=\"-1\" classificationMin=\"1\" classificationMax=\"255\" nodataColor=\"\">\n      <rasterTransparency/>"
+    );
+    s.push_str(MIN_MAX);
+    s.push_str("      <rastershader>\n        <colorrampshader colorRampType=\"INTERPOLATED\" classificationMode=\"1\" clip=\"0\" minimumValue=\"1\" maximumValue=\"255\" labelPrecision=\"0\">\n");
+    for (v, c) in CONFIDENCE_RAMP {
+        let _ = writeln!(
+            s,
+            "          <item value=\"{v}\" label=\"confidence {} %\" color=\"{}\" alpha=\"255\"/>",
+            (f64::from(v) / 2.55).round(),
+            hex(c)
+        );
+    }
+    s.push_str("        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n");
+    s
+}
+
 /// A style for a value map: band 1 on a viridis-like colour ramp over the value's expected
 /// range (`low`..`high`), labelled with its name and unit.
 #[must_use]
@@ -199,6 +238,8 @@ pub enum ProjectLayer {
     Probabilities(PathBuf, f64),
     /// The polygons (GeoPackage, FlatGeobuf or GeoParquet).
     Polygons(PathBuf),
+    /// The confidence map.
+    Confidence(PathBuf),
 }
 
 fn file_name(p: &Path) -> String {
@@ -244,6 +285,14 @@ pub fn project(
                     "<pipe>\n{}{PIPE_TAIL}</pipe>\n",
                     probability_renderer(classes, classes.len().min(2), *top)
                 ),
+                "",
+            ),
+            ProjectLayer::Confidence(p) => (
+                "raster",
+                "confidence",
+                format!("./{}", file_name(p)),
+                "gdal",
+                format!("<pipe>\n{}{PIPE_TAIL}</pipe>\n", confidence_renderer()),
                 "",
             ),
             ProjectLayer::Polygons(p) => {

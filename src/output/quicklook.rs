@@ -133,6 +133,61 @@ pub fn write_png(path: &Path, img: &RgbaImage) -> std::io::Result<()> {
     crate::util::write_atomic(path, &bytes)
 }
 
+/// The top `k` principal axes of `rows` (each `dim` long) by power iteration with deflation,
+/// and their mean.
+#[must_use]
+pub fn principal_axes(rows: &[&[f32]], dim: usize, k: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0; dim];
+    for r in rows {
+        for (m, &x) in mean.iter_mut().zip(*r) {
+            *m += f64::from(x) / n;
+        }
+    }
+    let mut cov = vec![0.0; dim * dim];
+    for r in rows {
+        let c: Vec<f64> = r
+            .iter()
+            .zip(&mean)
+            .map(|(&x, m)| f64::from(x) - m)
+            .collect();
+        for i in 0..dim {
+            for j in 0..dim {
+                cov[i * dim + j] += c[i] * c[j] / n;
+            }
+        }
+    }
+    let mut axes = Vec::new();
+    for a in 0..k {
+        let mut v: Vec<f64> = (0..dim)
+            .map(|i| 1.0 + ((i * 7 + a * 13) % 11) as f64 / 11.0)
+            .collect();
+        for _ in 0..100 {
+            let mut next: Vec<f64> = (0..dim)
+                .map(|i| (0..dim).map(|j| cov[i * dim + j] * v[j]).sum())
+                .collect();
+            let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                break;
+            }
+            for x in &mut next {
+                *x /= norm;
+            }
+            v = next;
+        }
+        let lambda: f64 = (0..dim)
+            .map(|i| v[i] * (0..dim).map(|j| cov[i * dim + j] * v[j]).sum::<f64>())
+            .sum();
+        for i in 0..dim {
+            for j in 0..dim {
+                cov[i * dim + j] -= lambda * v[i] * v[j];
+            }
+        }
+        axes.push(v);
+    }
+    (mean, axes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ pub enum RasterKind {
     Embeddings,
     /// One float32 band of a predicted value (a regression head).
     Values,
+    /// One uint8 band: the winning class's blended probability x 255 (1..=255), nodata 0.
+    Confidence,
 }
 
 /// A raster output being written.
@@ -79,7 +81,7 @@ impl RasterKind {
 /// Bands of a raster output: one class band, or one band per class.
 fn band_count(kind: RasterKind, classes: &[ClassInfo]) -> usize {
     match kind {
-        RasterKind::Classes | RasterKind::Values => 1,
+        RasterKind::Classes | RasterKind::Values | RasterKind::Confidence => 1,
         RasterKind::Probabilities | RasterKind::ProbabilitiesFloat | RasterKind::Embeddings => {
             classes.len()
         }
@@ -271,6 +273,15 @@ impl RasterSink {
                     .map_err(|e| gerr(staging, e))?;
             }
             RasterKind::Values => {}
+            RasterKind::Confidence => {
+                let mut band = ds.rasterband(1).map_err(|e| gerr(staging, e))?;
+                band.set_no_data_value(Some(0.0))
+                    .map_err(|e| gerr(staging, e))?;
+                band.set_scale(1.0 / 255.0).map_err(|e| gerr(staging, e))?;
+                band.set_offset(0.0).map_err(|e| gerr(staging, e))?;
+                band.set_description("confidence")
+                    .map_err(|e| gerr(staging, e))?;
+            }
             RasterKind::Probabilities | RasterKind::ProbabilitiesFloat | RasterKind::Embeddings => {
                 for (i, c) in classes.iter().enumerate() {
                     let mut band = ds.rasterband(i + 1).map_err(|e| gerr(staging, e))?;
@@ -391,7 +402,8 @@ pub(crate) fn cog_copy(src: &Dataset, kind: RasterKind, target: &Path) -> Result
             RasterKind::Probabilities
             | RasterKind::ProbabilitiesFloat
             | RasterKind::Embeddings
-            | RasterKind::Values => "AVERAGE",
+            | RasterKind::Values
+            | RasterKind::Confidence => "AVERAGE",
         };
         let predictor = if kind.is_float() { "YES" } else { "NO" };
         // COG is pixel-interleaved for several bands (GDAL 3.6): a block holds every band, so
@@ -550,6 +562,13 @@ pub fn cog_from_parts(
                 xml.push_str("</ColorTable>");
             }
             RasterKind::Values => {}
+            RasterKind::Confidence => {
+                let _ = write!(
+                    xml,
+                    "<Description>confidence</Description><NoDataValue>0</NoDataValue><Offset>0</Offset><Scale>{:.17e}</Scale>",
+                    1.0 / 255.0
+                );
+            }
             RasterKind::ProbabilitiesFloat => {
                 let c = &classes[b - 1];
                 let _ = write!(

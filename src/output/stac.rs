@@ -1,6 +1,7 @@
 //! STAC metadata of a run: one STAC Item per run (projection extension, an asset per output
 //! with its roles, the model and its sha256, the input scenes and their dates, the software)
-//! and `catalog.json` in the output folder linking every run's Item, so STAC tools (pystac,
+//! and `catalog.json` in the output folder linking every run's Item (and `catalog.parquet`,
+//! the same Items in the stac-geoparquet layout), so STAC tools (pystac,
 //! QGIS' STAC browser, stac-browser) can browse an output folder.
 
 use crate::error::OutputError;
@@ -172,7 +173,7 @@ pub fn item_json(item: &RunItem<'_>, path: &Path, created: &str) -> Result<Value
             "type": JSON, "roles": ["metadata", "mlm:model"], "title": format!("model manifest {} (ONNX sha256 {sha})", item.model_id),
         }),
     );
-    Ok(json!({
+    let doc = json!({
         "type": "Feature",
         "stac_version": "1.0.0",
         "stac_extensions": [
@@ -189,7 +190,138 @@ pub fn item_json(item: &RunItem<'_>, path: &Path, created: &str) -> Result<Value
             {"rel": "self", "href": format!("./{}", file_name(path)), "type": JSON}
         ],
         "assets": assets,
-    }))
+    });
+    let problems = item_problems(&doc);
+    if problems.is_empty() {
+        Ok(doc)
+    } else {
+        Err(OutputError::InvalidDocument {
+            path: path.to_path_buf(),
+            problems: problems.join("; "),
+        })
+    }
+}
+
+/// The extensions a run Item may declare: those with an offline schema copy.
+pub const ITEM_EXTENSIONS: [&str; 2] = [
+    "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+];
+
+fn is_str(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+/// Whether `v` is an RFC 3339 date-time as STAC wants it (`2017-02-16T00:00:00Z`).
+fn is_datetime(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| {
+        let b = s.as_bytes();
+        b.len() >= 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && (s.ends_with('Z') || s[19..].contains(['+', '-']))
+    })
+}
+
+/// The rules of the STAC 1.0 Item schema and the projection v2.0.0 and processing v1.2.0
+/// extensions that a run Item could break, checked before it is written (eoinfer refuses to
+/// write a document they reject; `tests/documents.rs` checks that the full offline schemas
+/// reject the same broken Items).
+#[must_use]
+pub fn item_problems(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut need = |ok: bool, what: &str| {
+        if !ok {
+            out.push(what.to_string());
+        }
+    };
+    need(doc["type"] == "Feature", "type must be \"Feature\"");
+    need(
+        is_str(doc.get("stac_version")),
+        "stac_version must be a string",
+    );
+    need(is_str(doc.get("id")), "id must be a non-empty string");
+    let exts = doc["stac_extensions"].as_array();
+    need(
+        exts.is_some_and(|e| {
+            e.iter()
+                .all(|x| x.as_str().is_some_and(|u| ITEM_EXTENSIONS.contains(&u)))
+        }),
+        "stac_extensions must list only the projection v2.0.0 and processing v1.2.0 schemas",
+    );
+    let g = &doc["geometry"];
+    need(
+        matches!(g["type"].as_str(), Some("Polygon" | "MultiPolygon"))
+            && g["coordinates"].is_array(),
+        "geometry must be a GeoJSON Polygon or MultiPolygon",
+    );
+    let bbox: Vec<f64> = doc["bbox"]
+        .as_array()
+        .map(|b| b.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    need(
+        bbox.len() == 4
+            && bbox.iter().all(|v| v.is_finite())
+            && bbox[0] <= bbox[2]
+            && bbox[1] <= bbox[3],
+        "bbox must be 4 finite numbers, west <= east and south <= north",
+    );
+    let p = &doc["properties"];
+    need(p.is_object(), "properties must be an object");
+    if p["datetime"].is_null() {
+        need(
+            is_datetime(p.get("start_datetime")) && is_datetime(p.get("end_datetime")),
+            "a null datetime needs start_datetime and end_datetime",
+        );
+    } else {
+        need(
+            is_datetime(p.get("datetime")),
+            "datetime must be an RFC 3339 date-time or null",
+        );
+    }
+    need(
+        p["proj:code"].is_null() && is_str(p.get("proj:wkt2"))
+            || p["proj:code"].as_str().is_some_and(|c| c.contains(':')),
+        "proj:code must be AUTHORITY:CODE, or null with proj:wkt2",
+    );
+    need(
+        p["proj:shape"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|v| v.as_u64().is_some_and(|n| n > 0))),
+        "proj:shape must be two positive integers",
+    );
+    need(
+        p["proj:transform"]
+            .as_array()
+            .is_some_and(|t| matches!(t.len(), 6 | 9) && t.iter().all(Value::is_number)),
+        "proj:transform must be 6 or 9 numbers",
+    );
+    need(
+        p["processing:software"]
+            .as_object()
+            .is_some_and(|s| !s.is_empty() && s.values().all(Value::is_string)),
+        "processing:software must map software names to versions",
+    );
+    need(
+        doc["links"].as_array().is_some_and(|l| {
+            l.iter()
+                .all(|x| is_str(x.get("rel")) && is_str(x.get("href")))
+        }),
+        "every link needs rel and href",
+    );
+    let assets = doc["assets"].as_object();
+    need(assets.is_some(), "assets must be an object");
+    for (k, a) in assets.into_iter().flatten() {
+        need(is_str(a.get("href")), &format!("asset {k} needs an href"));
+        need(
+            a.get("roles")
+                .is_none_or(|r| r.as_array().is_some_and(|r| r.iter().all(Value::is_string))),
+            &format!("asset {k}: roles must be strings"),
+        );
+    }
+    out
 }
 
 /// The catalog of an output folder with a link to `item_file` added (once).
@@ -235,7 +367,24 @@ pub fn update_catalog(dir: &Path, item_file: &str, title: &str) -> Result<(), Ou
     let mut text = serde_json::to_string_pretty(&cat).unwrap_or_default();
     text.push('\n');
     crate::util::write_atomic_shared(&path, &text)
-        .map_err(|source| OutputError::Io { path, source })
+        .map_err(|source| OutputError::Io { path, source })?;
+    // The same Items as a stac-geoparquet table, under a temporary name, renamed.
+    let items = crate::output::catalog::linked_items(dir, &cat);
+    if items.is_empty() {
+        return Ok(());
+    }
+    let table = dir.join("catalog.parquet");
+    let part = crate::util::process_partial_name(&table);
+    let written = crate::output::catalog::write_items(&items, &part).and_then(|()| {
+        std::fs::rename(&part, &table).map_err(|source| OutputError::Io {
+            path: table.clone(),
+            source,
+        })
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -447,3 +447,42 @@ pub fn worldcereal_s1(dir: &Path, size: usize, months: &[usize], linear: bool) {
         }
     }
 }
+
+/// Runs validate_stac.py on `paths`; returns whether it succeeded and its JSON report.
+pub fn validate_stac(paths: &[&Path]) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(reference_python())
+        .arg(root().join("tests/reference/validate_stac.py"))
+        .args(paths)
+        .output()
+        .expect("run validate_stac.py");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "validate_stac.py printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Asserts every document of a report is valid, with no schema missing offline.
+pub fn assert_all_valid(ok: bool, report: &serde_json::Value) {
+    let pretty = serde_json::to_string_pretty(report).unwrap();
+    assert_eq!(report["failures"], 0, "invalid documents:\n{pretty}");
+    assert_eq!(
+        report["unavailable_offline"],
+        serde_json::json!([]),
+        "schemas not available offline:\n{pretty}"
+    );
+    assert!(ok, "validate_stac.py failed:\n{pretty}");
+}
+
+/// Asserts that every STAC document in `dir` (Items, catalogs) is valid offline.
+pub fn assert_stac_valid(dir: &Path) -> serde_json::Value {
+    let (ok, report) = validate_stac(&[dir]);
+    assert_all_valid(ok, &report);
+    report
+}

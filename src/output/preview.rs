@@ -1,0 +1,786 @@
+//! Run previews: `<name>.preview.png`, at most [`MAX_SIDE`] px on its longer side, linked as
+//! the STAC Item's `thumbnail`. Class maps, window labels and values are drawn as a
+//! translucent overlay (the manifest's class colours, the value ramp of the QGIS style) over an
+//! RGB of the model's input, embeddings as their first three principal components; a legend
+//! says what is shown.
+//!
+//! The input RGB is rendered once per plan by the process that reads the scene (it alone has
+//! the scene's stack: a mosaic's VRTs live in that process's memory) into the job's work
+//! folder (`input-preview-<plan hash>.png` and `.json`, written under temporary names and
+//! renamed), so that `eoinfer merge` of a sharded run draws the same preview. The composite
+//! comes from the model's band names: natural colour (red, green, blue) where the input has
+//! them, else a false-colour composite of the bands it has (near infrared, red, green; near
+//! infrared, red, blue, as for s2cloudless; SWIR, near infrared, red), else its first bands.
+//! One stretch (the 2nd to 98th percentile of the three bands' valid values) keeps the
+//! colours' balance.
+
+use super::quicklook::{self, NO_VALUE};
+use crate::error::{Error, OutputError};
+use crate::model::ClassInfo;
+use crate::scene::{Stack, StackBand};
+use gdal::Dataset;
+use gdal::raster::ResampleAlg;
+use image::{Rgba, RgbaImage};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The longest side of a preview.
+pub const MAX_SIDE: usize = 1024;
+
+/// Opacity of the class or value overlay over the input (of 255).
+pub const OVERLAY_ALPHA: u8 = 140;
+
+/// The ramp of value maps (as in their QGIS style, [`super::qgis::value_style`]).
+pub const VALUE_RAMP: [[u8; 3]; 5] = [
+    [0x44, 0x01, 0x54],
+    [0x3b, 0x52, 0x8b],
+    [0x21, 0x91, 0x8c],
+    [0x5e, 0xc9, 0x62],
+    [0xfd, 0xe7, 0x25],
+];
+
+/// The size of the preview of a `w` x `h` grid: the longer side brought to at most
+/// [`MAX_SIDE`] (small grids scaled up by a whole factor, large ones down).
+#[must_use]
+pub fn preview_size(w: usize, h: usize) -> (usize, usize) {
+    let (w, h) = (w.max(1), h.max(1));
+    let long = w.max(h);
+    if long > MAX_SIDE {
+        let s = MAX_SIDE as f64 / long as f64;
+        (
+            ((w as f64 * s).round() as usize).clamp(1, MAX_SIDE),
+            ((h as f64 * s).round() as usize).clamp(1, MAX_SIDE),
+        )
+    } else {
+        let k = (MAX_SIDE / long).max(1);
+        (w * k, h * k)
+    }
+}
+
+/// Composites in order of preference: (name, the bands as common names for red, green,
+/// blue).
+const COMPOSITES: [(&str, [&str; 3]); 4] = [
+    ("natural colour", ["red", "green", "blue"]),
+    (
+        "false colour: near infrared, red, green",
+        ["nir", "red", "green"],
+    ),
+    (
+        "false colour: near infrared, red, blue",
+        ["nir", "red", "blue"],
+    ),
+    (
+        "false colour: SWIR 1.6 um, near infrared, red",
+        ["swir16", "nir", "red"],
+    ),
+];
+
+/// The common name of a model band named after Sentinel-2 (`B04`) or by its common name
+/// (`red`). Landsat's own numbers (`B4`) are not guessed at.
+fn common_name(band: &str) -> Option<&'static str> {
+    Some(match band.to_ascii_lowercase().as_str() {
+        "b02" | "blue" => "blue",
+        "b03" | "green" => "green",
+        "b04" | "red" => "red",
+        "b08" | "nir" | "nir08" => "nir",
+        "b11" | "swir16" => "swir16",
+        "b12" | "swir22" => "swir22",
+        _ => return None,
+    })
+}
+
+/// What the input RGB of a preview shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Composite {
+    /// `natural colour`, a false-colour composite, or the bands used.
+    pub name: String,
+    /// The model bands shown as red, green and blue.
+    pub bands: Vec<String>,
+}
+
+/// The composite of `bands` (the stack's model bands; only those the scene has count) and
+/// the index of each of its three bands in `bands`.
+#[must_use]
+pub fn choose_composite(bands: &[StackBand]) -> Option<(Composite, [usize; 3])> {
+    let present: Vec<usize> = (0..bands.len())
+        .filter(|&i| bands[i].vrt_band.is_some())
+        .collect();
+    let find = |name: &str| {
+        present
+            .iter()
+            .copied()
+            .find(|&i| common_name(&bands[i].model_band) == Some(name))
+    };
+    for (name, rgb) in COMPOSITES {
+        if let (Some(r), Some(g), Some(b)) = (find(rgb[0]), find(rgb[1]), find(rgb[2])) {
+            let idx = [r, g, b];
+            return Some((
+                Composite {
+                    name: name.to_string(),
+                    bands: idx.iter().map(|&i| bands[i].model_band.clone()).collect(),
+                },
+                idx,
+            ));
+        }
+    }
+    let first = *present.first()?;
+    let idx = [
+        first,
+        present.get(1).copied().unwrap_or(first),
+        present.get(2).copied().unwrap_or(first),
+    ];
+    let names: Vec<String> = idx.iter().map(|&i| bands[i].model_band.clone()).collect();
+    Some((
+        Composite {
+            name: if present.len() >= 3 {
+                format!("bands {}", names.join(", "))
+            } else {
+                format!("band {} (grey)", names[0])
+            },
+            bands: names,
+        },
+        idx,
+    ))
+}
+
+/// The description of a job's input preview, beside its PNG.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputPreview {
+    /// What the RGB shows.
+    pub composite: Composite,
+    /// The date of the input shown (a time series: its newest step).
+    pub date: Option<String>,
+    /// The values (in the model's input units) mapped to 0 and 255.
+    pub stretch: [f64; 2],
+    /// Width and height.
+    pub size: [usize; 2],
+}
+
+fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    OutputError::Gdal {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn input_paths(work: &Path, plan_hash: &str) -> (PathBuf, PathBuf) {
+    let key: String = plan_hash.chars().take(16).collect();
+    (
+        work.join(format!("input-preview-{key}.png")),
+        work.join(format!("input-preview-{key}.json")),
+    )
+}
+
+/// The value at fraction `q` of `v` (sorted in place).
+fn quantile(v: &mut [f32], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = ((v.len() - 1) as f64 * q).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    f64::from(*x)
+}
+
+/// Renders the RGB of `stack` (dated `date`) at the preview size of `grid` into the job's
+/// work folder, unless an earlier process of the same plan did. Nothing is written when the
+/// input has no band to show.
+pub fn stage_input(
+    stack: &Stack,
+    date: Option<String>,
+    grid: (usize, usize),
+    work: &Path,
+    plan_hash: &str,
+) -> Result<(), Error> {
+    let (png, json) = input_paths(work, plan_hash);
+    if png.exists() && json.exists() {
+        return Ok(());
+    }
+    let Some((composite, idx)) = choose_composite(&stack.bands) else {
+        return Ok(());
+    };
+    let (pw, ph) = preview_size(grid.0, grid.1);
+    let vrt = Path::new(&stack.scene);
+    let ds = Dataset::open(&stack.vrt).map_err(|e| gerr(vrt, e))?;
+    let mut planes = Vec::with_capacity(3);
+    for &i in &idx {
+        let b = &stack.bands[i];
+        let Some(vb) = b.vrt_band else { continue };
+        let band = ds.rasterband(vb).map_err(|e| gerr(vrt, e))?;
+        let mut buf = vec![0_f32; pw * ph];
+        band.read_into_slice::<f32>(
+            (0, 0),
+            (stack.width, stack.height),
+            (pw, ph),
+            &mut buf,
+            Some(ResampleAlg::Average),
+        )
+        .map_err(|e| gerr(Path::new(&b.source), e))?;
+        for v in &mut buf {
+            *v = if !v.is_finite() || b.nodata.is_some_and(|n| f64::from(*v) == n) {
+                f32::NAN
+            } else {
+                (((f64::from(*v) + b.rescale.offset_dn) * b.rescale.scale) + b.rescale.add) as f32
+            };
+        }
+        planes.push(buf);
+    }
+    let mut all: Vec<f32> = planes
+        .iter()
+        .flat_map(|p| p.iter().copied().filter(|v| v.is_finite()))
+        .collect();
+    let lo = quantile(&mut all, 0.02);
+    let mut hi = quantile(&mut all, 0.98);
+    if hi <= lo {
+        hi = lo + 1.0;
+    }
+    let img = RgbaImage::from_fn(pw as u32, ph as u32, |x, y| {
+        let p = y as usize * pw + x as usize;
+        let v: Vec<f32> = planes.iter().map(|pl| pl[p]).collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Rgba([0, 0, 0, 0]);
+        }
+        let s = |x: f32| {
+            ((f64::from(x) - lo) / (hi - lo) * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
+        Rgba([s(v[0]), s(v[1]), s(v[2]), 255])
+    });
+    let desc = InputPreview {
+        composite,
+        date,
+        stretch: [lo, hi],
+        size: [pw, ph],
+    };
+    let text = serde_json::to_string_pretty(&desc).unwrap_or_default();
+    crate::util::write_atomic(&json, text.as_bytes()).map_err(|source| OutputError::Io {
+        path: json.clone(),
+        source,
+    })?;
+    quicklook::write_png(&png, &img).map_err(|source| OutputError::Io { path: png, source })?;
+    Ok(())
+}
+
+/// Removes a job's input preview (its run is merged).
+pub fn remove_input(work: &Path, plan_hash: &str) {
+    let (png, json) = input_paths(work, plan_hash);
+    let _ = std::fs::remove_file(png);
+    let _ = std::fs::remove_file(json);
+}
+
+/// The input preview of a job, when a process of its plan rendered one of this size.
+fn load_input(
+    work: &Path,
+    plan_hash: &str,
+    size: (usize, usize),
+) -> Option<(RgbaImage, InputPreview)> {
+    let (png, json) = input_paths(work, plan_hash);
+    let desc: InputPreview = serde_json::from_str(&std::fs::read_to_string(json).ok()?).ok()?;
+    let img = image::open(png).ok()?.to_rgba8();
+    (desc.size == [size.0, size.1] && img.dimensions() == (size.0 as u32, size.1 as u32))
+        .then_some((img, desc))
+}
+
+/// What a preview draws over the input.
+#[derive(Debug, Clone, Copy)]
+pub enum Overlay<'a> {
+    /// A class map or window labels (uint8, 255 = none) in the classes' colours.
+    Classes {
+        /// The raster.
+        raster: &'a Path,
+        /// The manifest's classes.
+        classes: &'a [ClassInfo],
+    },
+    /// A value map on [`VALUE_RAMP`] over the expected range.
+    Values {
+        /// The raster (float32, or uint8 with scale and offset).
+        raster: &'a Path,
+        /// The value's name, unit and range.
+        spec: &'a crate::model::embedding::RegressionSpec,
+    },
+    /// Embeddings (one band per dimension) as their first three principal components.
+    Embeddings {
+        /// The raster.
+        raster: &'a Path,
+    },
+}
+
+/// A raster read at `min(its size, size)`: every band's values (scale and offset applied,
+/// nodata NaN, band-major), the number of bands and the size read.
+type Read = (Vec<f32>, usize, (usize, usize));
+
+fn read_raster(path: &Path, size: (usize, usize), alg: ResampleAlg) -> Result<Read, OutputError> {
+    let ds = Dataset::open(path).map_err(|e| gerr(path, e))?;
+    let (w, h) = ds.raster_size();
+    let (rw, rh) = (w.min(size.0).max(1), h.min(size.1).max(1));
+    let n = ds.raster_count();
+    let mut out = Vec::with_capacity(n * rw * rh);
+    for b in 1..=n {
+        let band = ds.rasterband(b).map_err(|e| gerr(path, e))?;
+        let mut buf = vec![0_f32; rw * rh];
+        band.read_into_slice::<f32>((0, 0), (w, h), (rw, rh), &mut buf, Some(alg))
+            .map_err(|e| gerr(path, e))?;
+        let (scale, offset) = (band.scale().unwrap_or(1.0), band.offset().unwrap_or(0.0));
+        let nodata = band.no_data_value();
+        for v in &mut buf {
+            *v = if !v.is_finite() || nodata.is_some_and(|n| f64::from(*v) == n) {
+                f32::NAN
+            } else {
+                (f64::from(*v) * scale + offset) as f32
+            };
+        }
+        out.extend(buf);
+    }
+    Ok((out, n, (rw, rh)))
+}
+
+fn blend(under: [u8; 4], over: [u8; 3], alpha: u8) -> [u8; 4] {
+    let a = u16::from(alpha);
+    let mix = |u: u8, o: u8| ((u16::from(u) * (255 - a) + u16::from(o) * a + 127) / 255) as u8;
+    [
+        mix(under[0], over[0]),
+        mix(under[1], over[1]),
+        mix(under[2], over[2]),
+        255,
+    ]
+}
+
+/// The ramp colour of `t` in 0..=1.
+#[must_use]
+pub fn ramp(t: f64) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0) * (VALUE_RAMP.len() - 1) as f64;
+    let i = (t.floor() as usize).min(VALUE_RAMP.len() - 2);
+    let f = t - i as f64;
+    let (a, b) = (VALUE_RAMP[i], VALUE_RAMP[i + 1]);
+    let m = |x: u8, y: u8| (f64::from(x) + (f64::from(y) - f64::from(x)) * f).round() as u8;
+    [m(a[0], b[0]), m(a[1], b[1]), m(a[2], b[2])]
+}
+
+/// What a preview's legend lists.
+enum Legend {
+    Classes(Vec<(String, [u8; 3])>),
+    Ramp { label: String, low: f64, high: f64 },
+    Text(String),
+}
+
+/// Draws the preview of a run over the grid `grid` into `png` and returns what its thumbnail
+/// shows, in words.
+pub fn render(
+    overlay: Overlay<'_>,
+    grid: (usize, usize),
+    title: &str,
+    work: &Path,
+    plan_hash: &str,
+    png: &Path,
+) -> Result<String, OutputError> {
+    let size = preview_size(grid.0, grid.1);
+    let (pw, ph) = size;
+    let input = load_input(work, plan_hash, size);
+    let mut img = match &input {
+        Some((rgb, _)) => {
+            let mut img = rgb.clone();
+            for p in img.pixels_mut() {
+                if p[3] == 0 {
+                    *p = Rgba(NO_VALUE);
+                }
+            }
+            img
+        }
+        None => RgbaImage::from_pixel(pw as u32, ph as u32, Rgba(NO_VALUE)),
+    };
+    let under = input.as_ref().map_or_else(
+        || "no input image".to_string(),
+        |(_, d)| {
+            format!(
+                "{} ({}){}",
+                d.composite.name,
+                d.composite.bands.join(", "),
+                d.date
+                    .as_deref()
+                    .map(|x| format!(" of {x}"))
+                    .unwrap_or_default()
+            )
+        },
+    );
+    let at = |x: usize, y: usize, (rw, rh): (usize, usize)| (y * rh / ph) * rw + (x * rw / pw);
+    let (legend, what) = match overlay {
+        Overlay::Classes { raster, classes } => {
+            let (v, _, rs) = read_raster(raster, size, ResampleAlg::NearestNeighbour)?;
+            let mut seen = vec![false; classes.len()];
+            for y in 0..ph {
+                for x in 0..pw {
+                    let c = v[at(x, y, rs)];
+                    if !c.is_finite() {
+                        continue;
+                    }
+                    if let Some(k) = classes.iter().position(|k| f32::from(k.value) == c) {
+                        seen[k] = true;
+                        let p = img.get_pixel_mut(x as u32, y as u32);
+                        *p = Rgba(blend(p.0, classes[k].color, OVERLAY_ALPHA));
+                    }
+                }
+            }
+            let shown: Vec<(String, [u8; 3])> = classes
+                .iter()
+                .zip(&seen)
+                .filter(|(_, s)| **s)
+                .map(|(c, _)| (c.name.clone(), c.color))
+                .collect();
+            (Legend::Classes(shown), format!("classes over the {under}"))
+        }
+        Overlay::Values { raster, spec } => {
+            let (v, _, rs) = read_raster(raster, size, ResampleAlg::Average)?;
+            let [low, high] = spec.range;
+            for y in 0..ph {
+                for x in 0..pw {
+                    let val = v[at(x, y, rs)];
+                    if !val.is_finite() || f64::from(val) == spec.nodata {
+                        continue;
+                    }
+                    let t = (f64::from(val) - low) / (high - low).max(f64::MIN_POSITIVE);
+                    let p = img.get_pixel_mut(x as u32, y as u32);
+                    *p = Rgba(blend(p.0, ramp(t), OVERLAY_ALPHA));
+                }
+            }
+            (
+                Legend::Ramp {
+                    label: format!("{} ({})", spec.name, spec.unit),
+                    low,
+                    high,
+                },
+                format!("{} over the {under}", spec.name),
+            )
+        }
+        Overlay::Embeddings { raster } => {
+            let (v, dim, rs) = read_raster(raster, size, ResampleAlg::NearestNeighbour)?;
+            let rgb = principal_rgb(&v, dim, rs.0 * rs.1);
+            img = RgbaImage::from_pixel(pw as u32, ph as u32, Rgba(NO_VALUE));
+            for y in 0..ph {
+                for x in 0..pw {
+                    if let Some(c) = rgb[at(x, y, rs)] {
+                        img.put_pixel(x as u32, y as u32, Rgba([c[0], c[1], c[2], 255]));
+                    }
+                }
+            }
+            (
+                Legend::Text(format!(
+                    "RGB = principal components 1-3 of {dim} dimensions"
+                )),
+                format!("the first three principal components of the {dim}-dimensional embeddings"),
+            )
+        }
+    };
+    draw_legend(&mut img, title, &legend);
+    quicklook::write_png(png, &img).map_err(|source| OutputError::Io {
+        path: png.to_path_buf(),
+        source,
+    })?;
+    Ok(what)
+}
+
+/// Per pixel (`n` of them, `dim` bands, band-major), its first three principal components
+/// stretched to 0..=255 (2nd to 98th percentile each); `None` where a value is missing.
+fn principal_rgb(v: &[f32], dim: usize, n: usize) -> Vec<Option<[u8; 3]>> {
+    let row = |p: usize| -> Option<Vec<f32>> {
+        let r: Vec<f32> = (0..dim).map(|d| v[d * n + p]).collect();
+        r.iter().all(|x| x.is_finite()).then_some(r)
+    };
+    let rows: Vec<Option<Vec<f32>>> = (0..n).map(row).collect();
+    // The axes from at most 4096 pixels spread over the grid.
+    let step = (rows.iter().flatten().count() / 4096).max(1);
+    let sample: Vec<&[f32]> = rows
+        .iter()
+        .flatten()
+        .step_by(step)
+        .map(Vec::as_slice)
+        .collect();
+    if sample.is_empty() {
+        return vec![None; n];
+    }
+    let (mean, axes) = quicklook::principal_axes(&sample, dim, 3.min(dim));
+    let proj: Vec<Option<Vec<f64>>> = rows
+        .iter()
+        .map(|r| {
+            r.as_ref().map(|r| {
+                axes.iter()
+                    .map(|a| {
+                        r.iter()
+                            .zip(&mean)
+                            .zip(a)
+                            .map(|((&x, m), w)| (f64::from(x) - m) * w)
+                            .sum()
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    let stretch: Vec<(f64, f64)> = (0..axes.len())
+        .map(|k| {
+            let mut c: Vec<f32> = proj.iter().flatten().map(|p| p[k] as f32).collect();
+            let lo = quantile(&mut c, 0.02);
+            let hi = quantile(&mut c, 0.98);
+            (lo, if hi > lo { hi } else { lo + 1.0 })
+        })
+        .collect();
+    proj.into_iter()
+        .map(|p| {
+            p.map(|p| {
+                let mut c = [128_u8; 3];
+                for (k, (lo, hi)) in stretch.iter().enumerate() {
+                    c[k] = ((p[k] - lo) / (hi - lo) * 255.0).round().clamp(0.0, 255.0) as u8;
+                }
+                c
+            })
+        })
+        .collect()
+}
+
+/// The 8 x 8 glyph of `c` (ASCII and Latin-1; others are drawn as `?`).
+fn glyph(c: char) -> [u8; 8] {
+    let i = c as usize;
+    if i < 128 {
+        font8x8::legacy::BASIC_LEGACY[i]
+    } else if (0xA0..0x100).contains(&i) {
+        font8x8::legacy::LATIN_LEGACY[i - 0xA0]
+    } else {
+        font8x8::legacy::BASIC_LEGACY['?' as usize]
+    }
+}
+
+/// Draws `text` at (`x`, `y`) in `colour`, each glyph pixel `s` x `s`; clipped to the image.
+pub fn draw_text(img: &mut RgbaImage, text: &str, (x, y): (u32, u32), s: u32, colour: [u8; 4]) {
+    for (k, ch) in text.chars().enumerate() {
+        let g = glyph(ch);
+        for (row, bits) in g.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..s {
+                    for dx in 0..s {
+                        let px = x + (k as u32 * 8 + col) * s + dx;
+                        let py = y + row as u32 * s + dy;
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, Rgba(colour));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fill(img: &mut RgbaImage, (x0, y0, w, h): (u32, u32, u32, u32), colour: [u8; 4]) {
+    for y in y0..(y0 + h).min(img.height()) {
+        for x in x0..(x0 + w).min(img.width()) {
+            let p = img.get_pixel_mut(x, y);
+            *p = Rgba(if colour[3] == 255 {
+                colour
+            } else {
+                blend(p.0, [colour[0], colour[1], colour[2]], colour[3])
+            });
+        }
+    }
+}
+
+/// A number for a legend: few digits.
+fn short(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The legend in the lower left corner: a title line, then the classes (a swatch of each
+/// class's exact colour and its name), the ramp with its ends, or a line of text.
+fn draw_legend(img: &mut RgbaImage, title: &str, legend: &Legend) {
+    let s: u32 = if img.width().min(img.height()) >= 600 {
+        2
+    } else {
+        1
+    };
+    let line = 11 * s;
+    let pad = 4 * s;
+    let max_chars = ((img.width().saturating_sub(2 * pad + 12 * s)) / (8 * s)).max(4) as usize;
+    let cut = |t: &str| -> String {
+        if t.chars().count() > max_chars {
+            t.chars()
+                .take(max_chars - 1)
+                .chain(std::iter::once('~'))
+                .collect()
+        } else {
+            t.to_string()
+        }
+    };
+    let mut lines: Vec<(Option<[u8; 3]>, String)> = vec![(None, cut(title))];
+    match legend {
+        Legend::Classes(c) => {
+            let fit = ((img.height().saturating_sub(2 * pad)) / line).saturating_sub(1) as usize;
+            for (name, colour) in c.iter().take(fit) {
+                lines.push((Some(*colour), cut(name)));
+            }
+        }
+        Legend::Ramp { label, low, high } => {
+            lines.push((None, cut(label)));
+            lines.push((None, String::new()));
+            lines.push((None, cut(&format!("{} .. {}", short(*low), short(*high)))));
+        }
+        Legend::Text(t) => lines.push((None, cut(t))),
+    }
+    let text_w = lines
+        .iter()
+        .map(|(_, t)| t.chars().count() as u32)
+        .max()
+        .unwrap_or(0)
+        * 8
+        * s;
+    let w = (text_w + 12 * s + 2 * pad).min(img.width());
+    let h = (lines.len() as u32 * line + 2 * pad).min(img.height());
+    let (x0, y0) = (0, img.height() - h);
+    fill(img, (x0, y0, w, h), [255, 255, 255, 210]);
+    for (i, (swatch, text)) in lines.iter().enumerate() {
+        let y = y0 + pad + i as u32 * line;
+        let mut x = x0 + pad;
+        if let Some(c) = swatch {
+            fill(img, (x, y, 8 * s, 8 * s), [c[0], c[1], c[2], 255]);
+            // A dark frame: white classes stay visible on the white box.
+            for k in 0..8 * s {
+                for (px, py) in [
+                    (x + k, y),
+                    (x + k, y + 8 * s - 1),
+                    (x, y + k),
+                    (x + 8 * s - 1, y + k),
+                ] {
+                    if px < img.width()
+                        && py < img.height()
+                        && (k == 0
+                            || k == 8 * s - 1
+                            || px == x
+                            || px == x + 8 * s - 1
+                            || py == y
+                            || py == y + 8 * s - 1)
+                    {
+                        let p = img.get_pixel(px, py).0;
+                        if p == [c[0], c[1], c[2], 255]
+                            && (px == x || px == x + 8 * s - 1 || py == y || py == y + 8 * s - 1)
+                        {
+                            img.put_pixel(px, py, Rgba([60, 60, 60, 255]));
+                        }
+                    }
+                }
+            }
+            x += 12 * s;
+        } else if matches!(legend, Legend::Ramp { .. }) && text.is_empty() {
+            // The ramp bar, on the empty line.
+            let bar = (text_w.max(64 * s)).min(img.width().saturating_sub(x + pad));
+            for k in 0..bar {
+                let c = ramp(f64::from(k) / f64::from(bar.max(2) - 1));
+                fill(img, (x + k, y, 1, 8 * s), [c[0], c[1], c[2], 255]);
+            }
+        }
+        draw_text(img, text, (x, y), s, [20, 20, 20, 255]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Rescale;
+
+    fn band(name: &str, present: bool) -> StackBand {
+        StackBand {
+            model_band: name.into(),
+            source: String::new(),
+            source_band: 1,
+            source_resolution: 10.0,
+            rescale: Rescale::IDENTITY,
+            scaling: String::new(),
+            nodata: None,
+            vrt_band: present.then_some(1),
+            filled: None,
+        }
+    }
+
+    #[test]
+    fn previews_are_at_most_1024_px_and_small_grids_are_scaled_up() {
+        assert_eq!(preview_size(10980, 10980), (1024, 1024));
+        assert_eq!(preview_size(5490, 2000), (1024, 373));
+        assert_eq!(preview_size(512, 256), (1024, 512));
+        assert_eq!(preview_size(300, 100), (900, 300));
+        assert_eq!(preview_size(1024, 10), (1024, 10));
+    }
+
+    #[test]
+    fn composites_follow_the_bands_the_input_has() {
+        let s2: Vec<StackBand> = ["B02", "B03", "B04", "B08"]
+            .iter()
+            .map(|b| band(b, true))
+            .collect();
+        let (c, idx) = choose_composite(&s2).expect("composite");
+        assert_eq!(c.name, "natural colour");
+        assert_eq!(idx, [2, 1, 0]);
+        // s2cloudless: no green band.
+        let s2c: Vec<StackBand> = [
+            "B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12",
+        ]
+        .iter()
+        .map(|b| band(b, true))
+        .collect();
+        let (c, _) = choose_composite(&s2c).expect("composite");
+        assert_eq!(c.name, "false colour: near infrared, red, blue");
+        assert_eq!(c.bands, ["B08", "B04", "B02"]);
+        // A band the scene lacks does not count; Landsat numbers are not guessed at.
+        let odd = vec![band("B04", false), band("vv", true), band("vh", true)];
+        let (c, idx) = choose_composite(&odd).expect("composite");
+        assert_eq!(c.name, "band vv (grey)");
+        assert_eq!(idx, [1, 2, 1]);
+        assert!(choose_composite(&[band("B04", false)]).is_none());
+    }
+
+    #[test]
+    fn the_ramp_runs_from_its_first_to_its_last_colour() {
+        assert_eq!(ramp(0.0), VALUE_RAMP[0]);
+        assert_eq!(ramp(1.0), VALUE_RAMP[4]);
+        assert_eq!(ramp(0.5), VALUE_RAMP[2]);
+        assert_eq!(ramp(-3.0), VALUE_RAMP[0]);
+    }
+
+    #[test]
+    fn the_legend_shows_each_class_in_its_exact_colour() {
+        let mut img = RgbaImage::from_pixel(400, 300, Rgba([0, 0, 0, 255]));
+        let classes = vec![
+            ("clear".to_string(), [166, 217, 106]),
+            ("cloud".to_string(), [255, 255, 255]),
+        ];
+        draw_legend(&mut img, "model", &Legend::Classes(classes));
+        let has = |c: [u8; 4]| img.pixels().any(|p| p.0 == c);
+        assert!(has([166, 217, 106, 255]));
+        assert!(has([255, 255, 255, 255]));
+        assert!(has([20, 20, 20, 255]), "text drawn");
+        // The corner opposite the legend is untouched.
+        assert_eq!(img.get_pixel(399, 0).0, [0, 0, 0, 255]);
+    }
+
+    #[test]
+    fn principal_components_separate_two_groups() {
+        // Two groups of 4-dimensional vectors, 50 pixels each, and one missing pixel.
+        let (dim, n) = (4, 101);
+        let mut v = vec![0.0_f32; dim * n];
+        for p in 0..n {
+            for d in 0..dim {
+                v[d * n + p] = if p == 100 {
+                    f32::NAN
+                } else if p < 50 {
+                    1.0 + (p % 3) as f32 * 0.01
+                } else {
+                    -1.0 - (p % 5) as f32 * 0.01
+                };
+            }
+        }
+        let rgb = principal_rgb(&v, dim, n);
+        assert!(rgb[100].is_none());
+        let (a, b) = (rgb[0].expect("a")[0], rgb[60].expect("b")[0]);
+        assert!(a.abs_diff(b) > 200, "{a} {b}");
+    }
+}
