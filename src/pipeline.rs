@@ -524,7 +524,6 @@ fn run_job(
     if !todo.is_empty() {
         std::fs::create_dir_all(&parts).map_err(io_err(&parts))?;
     }
-    stage_input_preview(plan, &work)?;
     let run = run_blocks(plan, model, &todo, &done, &parts, &mut journal, process)?;
     counts.blocks_run = run.run;
     counts.tiles_run = run.tiles_run;
@@ -599,16 +598,25 @@ fn run_blocks(
     let batch = plan.batch_size.max(1);
     let (tx_read, rx_read) = bounded::<(usize, TileMsg)>(batch * 2);
     let (tx_inf, rx_inf) = bounded::<(usize, TileMsg)>(batch * 2);
+    let sampler = input_sampler(plan).map(std::sync::Mutex::new);
     let mut sink = BlockSink {
         journal,
         process,
+        preview: sampler.as_ref().map(|m| {
+            let work = parts.parent().unwrap_or(parts);
+            (
+                m,
+                crate::output::preview::input_dir(work, &plan.job.plan_hash),
+            )
+        }),
         blocks: 0,
         tiles: 0,
     };
     let (read, inference, blend_write) =
         std::thread::scope(|s| -> Result<(Duration, Duration, Duration), Error> {
             let (seq_ref, segs_ref) = (&sequence, &segments);
-            let reader = s.spawn(move || read_stage(plan, seq_ref, segs_ref, &tx_read));
+            let sampler = sampler.as_ref();
+            let reader = s.spawn(move || read_stage(plan, seq_ref, segs_ref, sampler, &tx_read));
             let pixel = plan
                 .model
                 .pixel
@@ -784,6 +792,7 @@ fn read_stage(
     plan: &PredictPlan,
     sequence: &Sequence,
     segments: &[SegmentPlan],
+    sampler: Option<&std::sync::Mutex<crate::output::preview::InputSampler>>,
     tx: &crossbeam_channel::Sender<(usize, TileMsg)>,
 ) -> Result<Duration, Error> {
     let mut source = TileSource::open(plan)?;
@@ -814,7 +823,7 @@ fn read_stage(
         let input = if cached {
             crate::source::TileInput::default()
         } else {
-            source.read(t)?
+            source.read(t, sampler)?
         };
         busy += start.elapsed();
         let msg = TileMsg {
@@ -1023,6 +1032,11 @@ fn blend_stage(
 struct BlockSink<'a> {
     journal: &'a mut Journal,
     process: &'a str,
+    /// The input's samples for the preview and the folder each block's are saved in.
+    preview: Option<(
+        &'a std::sync::Mutex<crate::output::preview::InputSampler>,
+        PathBuf,
+    )>,
     blocks: usize,
     tiles: usize,
 }
@@ -1503,6 +1517,21 @@ impl Segment {
             std::fs::rename(&part, &fin).map_err(io_err(&fin))?;
             let _ = std::fs::remove_file(aux_path(&part));
             files.push(describe(&fin)?);
+        }
+        // The input's samples of the block's pixels, for the preview.
+        if let Some((sampler, dir)) = &sink.preview {
+            let (b, s) = (ob.block, self.shape.scale.max(1));
+            let (w, h) = (plan.job.grid.width, plan.job.grid.height);
+            let px = |v: usize, of: usize| (v * s).min(of);
+            let guard = sampler
+                .lock()
+                .map_err(|_| Error::Pipeline("the preview sampler"))?;
+            guard.save_block(
+                dir,
+                b.index,
+                (px(b.rows.0, h), px(b.rows.1, h)),
+                (px(b.cols.0, w), px(b.cols.1, w)),
+            )?;
         }
         // What this block's tiles add to the rows below it: a resume from the next block
         // restores it instead of running this block's last tile row again.
@@ -2462,9 +2491,8 @@ pub(crate) fn commit_outputs(
     Ok(())
 }
 
-/// Renders the RGB of the run's input for its preview into the work folder (a time series:
-/// its newest step), unless a process of the same plan did.
-fn stage_input_preview(plan: &PredictPlan, work: &Path) -> Result<(), Error> {
+/// The sampler of the run's input for its preview (a time series: its newest step).
+fn input_sampler(plan: &PredictPlan) -> Option<crate::output::preview::InputSampler> {
     let (stack, date) = if let Some(step) = plan.series.last() {
         (&step.stack, Some(step.date.to_string()))
     } else {
@@ -2483,12 +2511,10 @@ fn stage_input_preview(plan: &PredictPlan, work: &Path) -> Result<(), Error> {
         };
         (&plan.stack, date)
     };
-    crate::output::preview::stage_input(
+    crate::output::preview::InputSampler::new(
         stack,
         date,
         (plan.job.grid.width, plan.job.grid.height),
-        work,
-        &plan.job.plan_hash,
     )
 }
 
@@ -2806,7 +2832,7 @@ pub fn model_only(plan: &PredictPlan, mut model: Model) -> Result<LimitReport, E
     let mut current = (Vec::new(), Vec::new(), 0_usize);
     let mut inferred = 0;
     for t in tiles {
-        let input = source.read(*t)?;
+        let input = source.read(*t, None)?;
         if !input.inferred {
             continue;
         }

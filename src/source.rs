@@ -254,6 +254,8 @@ pub struct SeriesSource {
     height: usize,
     /// Validity per patch (embeddings) instead of per pixel.
     per_patch: bool,
+    /// The steps are newest first.
+    newest_first: bool,
 }
 
 impl std::fmt::Debug for TileSource {
@@ -340,7 +342,8 @@ impl TileSource {
         };
         let mut steps = step_readers(&plan.series, enc, tile)?;
         // The model's time axis: its contract may want the newest step first.
-        if enc.newest_first() {
+        let newest_first = enc.newest_first();
+        if newest_first {
             steps.reverse();
         }
         Ok(TileSource::Series(SeriesSource {
@@ -355,6 +358,7 @@ impl TileSource {
                 plan.job.head,
                 crate::plan::HeadPlan::Embeddings { .. } | crate::plan::HeadPlan::Classification
             ),
+            newest_first,
         }))
     }
 
@@ -374,8 +378,13 @@ impl TileSource {
         }
     }
 
-    /// Reads and normalises tile `t`.
-    pub fn read(&mut self, t: Tile) -> Result<TileInput, Error> {
+    /// Reads and normalises tile `t`; `sampler` takes the preview's samples of its raw
+    /// values.
+    pub fn read(
+        &mut self,
+        t: Tile,
+        sampler: Option<&std::sync::Mutex<crate::output::preview::InputSampler>>,
+    ) -> Result<TileInput, Error> {
         match self {
             TileSource::Single {
                 reader,
@@ -388,6 +397,11 @@ impl TileSource {
                 let mut data = vec![0.0_f32; *bands * plane];
                 let mut valid = vec![false; plane];
                 reader.read(t.window, &mut data)?;
+                if let Some(s) = sampler {
+                    if let Ok(mut s) = s.lock() {
+                        s.sample(t.window, &data);
+                    }
+                }
                 let inferred = prepare_tile(&mut data, &mut valid, rescale, scaling) > 0;
                 Ok(TileInput {
                     data: if inferred { data } else { Vec::new() },
@@ -396,12 +410,30 @@ impl TileSource {
                     inferred,
                 })
             }
-            TileSource::Series(s) => s.read(t),
+            TileSource::Series(s) => {
+                let input = s.read(t)?;
+                if let (Some(sampler), Some(step)) = (sampler, s.newest()) {
+                    if let Ok(mut sampler) = sampler.lock() {
+                        sampler.sample(t.window.scaled(s.unit), &step.s2.buf);
+                    }
+                }
+                Ok(input)
+            }
         }
     }
 }
 
 impl SeriesSource {
+    /// The newest time step's readers (the steps are in date order, or reversed for a model
+    /// that takes the newest first).
+    fn newest(&self) -> Option<&StepReader> {
+        if self.newest_first {
+            self.steps.first()
+        } else {
+            self.steps.last()
+        }
+    }
+
     /// Reads every step's window in parallel, then interleaves the steps into the encoder's
     /// `[h, w, T, bands]` layout.
     fn read(&mut self, t: Tile) -> Result<TileInput, Error> {

@@ -688,11 +688,11 @@ fn the_preview_shows_the_class_map_over_the_input_in_the_manifests_colours() {
     // The input shows through: many colours, not flat class fills.
     let distinct: std::collections::HashSet<[u8; 4]> = png.pixels().map(|p| p.0).collect();
     assert!(distinct.len() > 2000, "{} colours", distinct.len());
-    // The work folder keeps no input preview once the run is merged.
+    // The work folder keeps no input samples once the run is merged.
     assert!(
         files_in(&out.join(".eoinfer/demo"))
             .iter()
-            .all(|f| !f.starts_with("input-preview")),
+            .all(|f| !f.starts_with("preview-")),
     );
 }
 

@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::path::Path;
 
 const MANIFESTS: [&str; 9] = [
     "s2cloudless.json",
@@ -106,6 +105,7 @@ fn the_items_and_catalog_of_a_demo_run_and_an_embedding_run_are_valid() {
         "--probabilities",
         "--vectors",
         "--qgis-project",
+        "--confidence",
         "--out",
         out.to_str().unwrap(),
         "--name",
@@ -278,4 +278,87 @@ fn the_validator_and_eoinfers_check_reject_broken_manifests() {
         "$.assets.model",
         "'mlm:artifact_type' is a required property",
     );
+}
+
+/// A real run Item broken in each way the STAC schemas forbid.
+fn broken_items(item: &Value) -> Vec<(&'static str, Value)> {
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut d = item.clone();
+        f(&mut d);
+        d
+    };
+    vec![
+        (
+            "bbox-of-three.json",
+            with(&|d| d["bbox"] = json!([1.0, 2.0, 3.0])),
+        ),
+        (
+            "null-datetime-without-range.json",
+            with(&|d| d["properties"]["datetime"] = Value::Null),
+        ),
+        (
+            "shape-of-three.json",
+            with(&|d| d["properties"]["proj:shape"] = json!([1, 2, 3])),
+        ),
+        (
+            "asset-without-href.json",
+            with(&|d| {
+                d["assets"]["classes"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("href");
+            }),
+        ),
+        (
+            "link-without-rel.json",
+            with(&|d| {
+                d["links"][0].as_object_mut().unwrap().remove("rel");
+            }),
+        ),
+        (
+            "software-as-text.json",
+            with(&|d| d["properties"]["processing:software"] = json!("eoinfer 0.1.0")),
+        ),
+    ]
+}
+
+#[test]
+fn the_validator_and_eoinfers_check_reject_broken_run_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        manifest("ukis-csmask-6b-l1c.json").to_str().unwrap(),
+        "--scene",
+        demo_scene().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "demo",
+    ]));
+    let item = read_json(&out.join("demo.item.json"));
+    // The real Item passes both.
+    assert_eq!(
+        eoinfer::output::stac::item_problems(&item),
+        Vec::<String>::new()
+    );
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    let cases = broken_items(&item);
+    for (name, doc) in &cases {
+        std::fs::write(
+            broken.join(name),
+            serde_json::to_string_pretty(doc).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !eoinfer::output::stac::item_problems(doc).is_empty(),
+            "eoinfer's check accepts {name}"
+        );
+    }
+    let (ok, report) = validate_stac(&[&broken]);
+    let pretty = serde_json::to_string_pretty(&report).unwrap();
+    assert!(!ok, "the validator accepted broken Items:\n{pretty}");
+    assert_eq!(report["failures"], cases.len(), "{pretty}");
 }

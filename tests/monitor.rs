@@ -215,6 +215,15 @@ fn cycles_process_exactly_the_new_acquisitions_and_alert_on_the_cloudy_dates() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["items_done"], 5);
     assert_eq!(status["dates"], 5);
+    // Every run's Item and catalog under the monitor's output folder is valid.
+    let report = assert_stac_valid(&dir.join("out"));
+    let items = report["documents"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.ends_with(".item.json"))
+        .count();
+    assert!(items >= 5, "{items} Items validated: {report}");
 }
 
 #[test]

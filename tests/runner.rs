@@ -541,6 +541,44 @@ fn a_classification_head_labels_each_window_with_its_class_scores() {
         t,
         serde_json::json!({"rows": 16, "best": true, "sums": true})
     );
+    // The preview fills each window with its class's colour over the input: away from the
+    // legend, a window's mean colour is nearest to its own class's colour.
+    let (labels, ..) = common::read_u8(&tmp.path().join("run.classes.tif"), 1);
+    let colours: Vec<[f64; 3]> = info["bands"][0]["colorTable"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(4)
+        .map(|e| [0, 1, 2].map(|k| e[k].as_f64().unwrap()))
+        .collect();
+    let png = image::open(tmp.path().join("run.preview.png"))
+        .unwrap()
+        .to_rgba8();
+    // 100 x 101 px scaled up 10 times: windows of 320 px.
+    assert_eq!(png.dimensions(), (1000, 1010));
+    for wy in 0..3_u32 {
+        for wx in 0..3_u32 {
+            let c = usize::from(labels[(wy * 4 + wx) as usize]);
+            let mut mean = [0.0; 3];
+            let mut n = 0.0;
+            for y in (wy * 320 + 20..wy * 320 + 300).step_by(4) {
+                for x in (wx * 320 + 20..wx * 320 + 300).step_by(4) {
+                    let p = png.get_pixel(x, y).0;
+                    for k in 0..3 {
+                        mean[k] += f64::from(p[k]);
+                    }
+                    n += 1.0;
+                }
+            }
+            let mean = mean.map(|v| v / n);
+            let d = |q: &[f64; 3]| (0..3).map(|k| (mean[k] - q[k]).powi(2)).sum::<f64>();
+            let nearest = (0..colours.len())
+                .min_by(|&a, &b| d(&colours[a]).total_cmp(&d(&colours[b])))
+                .unwrap();
+            assert_eq!(nearest, c, "window ({wx}, {wy}): mean {mean:?}");
+        }
+    }
+    common::assert_stac_valid(tmp.path());
     // Overlapping windows are refused with the reason.
     let o = eoinfer([
         "predict",

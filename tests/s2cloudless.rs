@@ -118,6 +118,13 @@ fn s2cloudless_equals_its_own_python_on_the_demo_scene() {
         item["properties"]["eoinfer:model"]["attribution"],
         attribution
     );
+    // No green band: the preview is a false-colour composite of the bands the model reads.
+    let thumb = item["assets"]["thumbnail"]["title"].as_str().unwrap();
+    assert!(
+        thumb.contains("false colour: near infrared, red, blue (nir, red, blue)"),
+        "{thumb}"
+    );
+    assert_stac_valid(&tmp.path().join("160"));
     // Float32 probabilities with NaN as nodata; the class map is the mask.
     let info = gdalinfo(&tmp.path().join("160/run.probs.tif"));
     assert_eq!(info["bands"][1]["type"], "Float32");

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{eoinfer, ok, ok_stdout, read_u8, reference_python, root, same_rasters};
+use common::{
+    assert_stac_valid, eoinfer, ok, ok_stdout, read_u8, reference_python, root, same_rasters,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -346,6 +348,13 @@ fn three_concurrent_shards_merge_to_the_pixels_and_rows_of_one_process() {
     );
     same_rasters(reference, &out);
     same_rows(reference, &out);
+    // The preview of the merged run is the one-process preview, byte for byte (the shards
+    // rendered its input once, under the plan's hash), and every document is valid.
+    assert_eq!(
+        std::fs::read(out.join("run.preview.png")).unwrap(),
+        std::fs::read(reference.join("run.preview.png")).unwrap()
+    );
+    assert_stac_valid(&out);
     // The parts are gone once merged; merging again is a no-op.
     assert!(!out.join(".eoinfer/run/parts").exists());
     let again = ok(&eoinfer(["merge", &s(&out)]));
@@ -461,6 +470,12 @@ fn a_run_killed_early_midway_or_while_writing_resumes_to_the_same_outputs_with_l
         assert_eq!(common::block_lines(&journal), 4, "{moment}");
         same_rasters(reference, &out);
         same_rows(reference, &out);
+        // The preview too: the blocks the first process finished saved their samples.
+        assert_eq!(
+            std::fs::read(out.join("run.preview.png")).unwrap(),
+            std::fs::read(reference.join("run.preview.png")).unwrap(),
+            "{moment}"
+        );
         assert!(out.join("run.polygons.gpkg").exists());
         let left: Vec<String> = common::files_in(&out)
             .into_iter()

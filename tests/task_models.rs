@@ -244,6 +244,7 @@ fn mangrove_style_class_map_labels_two_pixel_windows_with_the_configured_classes
             }
         }
     }
+    assert_stac_valid(&out);
 }
 
 #[test]
@@ -330,6 +331,22 @@ fn lfmc_style_regression_of_sentinel_2_and_1_matches_rslearn_once_the_period_is_
         .fold(0.0_f32, f32::max);
     println!("lfmc values vs rslearn's PyTorch forward: max abs {max_abs:.2e}");
     assert!(max_abs <= 1e-4, "max abs {max_abs}");
+    // The preview: the values on the ramp of their QGIS style over the newest month's natural
+    // colour, and the ramp's ends in the legend.
+    let item = read_json(&out.join("months.item.json"));
+    let thumb = item["assets"]["thumbnail"]["title"].as_str().unwrap();
+    assert!(
+        thumb.contains("lfmc over the natural colour (red, green, blue) of 20"),
+        "{thumb}"
+    );
+    let png = image::open(out.join("months.preview.png"))
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(png.dimensions(), (1024, 1024));
+    for end in [[0x44, 0x01, 0x54, 255], [0xfd, 0xe7, 0x25, 255]] {
+        assert!(png.pixels().any(|p| p.0 == end), "ramp end {end:?}");
+    }
+    assert_stac_valid(&out);
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! RGB of the model's input, embeddings as their first three principal components; a legend
 //! says what is shown.
 //!
-//! The input RGB is rendered once per plan by the process that reads the scene (it alone has
-//! the scene's stack: a mosaic's VRTs live in that process's memory) into the job's work
-//! folder (`input-preview-<plan hash>.png` and `.json`, written under temporary names and
-//! renamed), so that `eoinfer merge` of a sharded run draws the same preview. The composite
+//! The input RGB costs no read of its own: the reader samples it from the raw tiles it reads
+//! for the model (the scene pixel at each preview pixel's centre), and each finished block's
+//! samples are saved in the job's work folder before the block is journalled, so that
+//! `eoinfer merge` of a sharded or resumed run draws the same preview as one process. The composite
 //! comes from the model's band names: natural colour (red, green, blue) where the input has
 //! them, else a false-colour composite of the bands it has (near infrared, red, green; near
 //! infrared, red, blue, as for s2cloudless; SWIR, near infrared, red), else its first bands.
@@ -15,7 +15,7 @@
 //! colours' balance.
 
 use super::quicklook::{self, NO_VALUE};
-use crate::error::{Error, OutputError};
+use crate::error::OutputError;
 use crate::model::ClassInfo;
 use crate::scene::{Stack, StackBand};
 use gdal::Dataset;
@@ -143,35 +143,25 @@ pub fn choose_composite(bands: &[StackBand]) -> Option<(Composite, [usize; 3])> 
     ))
 }
 
-/// The description of a job's input preview, beside its PNG.
+/// The description of a job's input preview, beside its samples.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputPreview {
     /// What the RGB shows.
     pub composite: Composite,
     /// The date of the input shown (a time series: its newest step).
     pub date: Option<String>,
-    /// The values (in the model's input units) mapped to 0 and 255.
-    pub stretch: [f64; 2],
     /// Width and height.
     pub size: [usize; 2],
 }
 
-fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
-    OutputError::Gdal {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-fn input_paths(work: &Path, plan_hash: &str) -> (PathBuf, PathBuf) {
+/// The folder of a job's input samples (`<work>/preview-<plan hash>`).
+#[must_use]
+pub fn input_dir(work: &Path, plan_hash: &str) -> PathBuf {
     let key: String = plan_hash.chars().take(16).collect();
-    (
-        work.join(format!("input-preview-{key}.png")),
-        work.join(format!("input-preview-{key}.json")),
-    )
+    work.join(format!("preview-{key}"))
 }
 
-/// The value at fraction `q` of `v` (sorted in place).
+/// The value at fraction `q` of `v` (reordered in place).
 fn quantile(v: &mut [f32], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -181,61 +171,181 @@ fn quantile(v: &mut [f32], q: f64) -> f64 {
     f64::from(*x)
 }
 
-/// Renders the RGB of `stack` (dated `date`) at the preview size of `grid` into the job's
-/// work folder, unless an earlier process of the same plan did. Nothing is written when the
-/// input has no band to show.
-pub fn stage_input(
-    stack: &Stack,
-    date: Option<String>,
-    grid: (usize, usize),
-    work: &Path,
-    plan_hash: &str,
-) -> Result<(), Error> {
-    let (png, json) = input_paths(work, plan_hash);
-    if png.exists() && json.exists() {
-        return Ok(());
+/// Samples the input's RGB at the preview's pixels from the raw tiles the reader reads (no
+/// read of its own): each preview pixel takes the scene pixel at its centre. The samples of
+/// each finished block are saved in the job's work folder before the block is journalled, so
+/// a resumed or sharded run's merge draws the same preview as one process.
+#[derive(Debug)]
+pub struct InputSampler {
+    size: (usize, usize),
+    /// Scene column and row of each preview column and row.
+    sx: Vec<usize>,
+    sy: Vec<usize>,
+    /// Per composite band: its plane in the raw window, stored value -> physical value, nodata.
+    bands: [(usize, crate::normalize::Rescale, Option<f64>); 3],
+    desc: InputPreview,
+    /// Three planes of `size`, NaN until sampled.
+    values: Vec<f32>,
+}
+
+impl InputSampler {
+    /// The sampler of `stack` (dated `date`) for the preview of a `grid` (pixels); `None`
+    /// when the stack has no band to show.
+    #[must_use]
+    pub fn new(stack: &Stack, date: Option<String>, grid: (usize, usize)) -> Option<Self> {
+        let (composite, idx) = choose_composite(&stack.bands)?;
+        let (pw, ph) = preview_size(grid.0, grid.1);
+        let centre = |p: usize, n: usize, of: usize| {
+            (((p as f64 + 0.5) * of as f64 / n as f64) as usize).min(of.max(1) - 1)
+        };
+        let band = |i: usize| {
+            let b = &stack.bands[i];
+            (b.vrt_band.unwrap_or(1) - 1, b.rescale, b.nodata)
+        };
+        Some(Self {
+            size: (pw, ph),
+            sx: (0..pw).map(|p| centre(p, pw, grid.0)).collect(),
+            sy: (0..ph).map(|p| centre(p, ph, grid.1)).collect(),
+            bands: [band(idx[0]), band(idx[1]), band(idx[2])],
+            desc: InputPreview {
+                composite,
+                date,
+                size: [pw, ph],
+            },
+            values: vec![f32::NAN; 3 * pw * ph],
+        })
     }
-    let Some((composite, idx)) = choose_composite(&stack.bands) else {
-        return Ok(());
-    };
-    let (pw, ph) = preview_size(grid.0, grid.1);
-    let vrt = Path::new(&stack.scene);
-    let ds = Dataset::open(&stack.vrt).map_err(|e| gerr(vrt, e))?;
-    let mut planes = Vec::with_capacity(3);
-    for &i in &idx {
-        let b = &stack.bands[i];
-        let Some(vb) = b.vrt_band else { continue };
-        let band = ds.rasterband(vb).map_err(|e| gerr(vrt, e))?;
-        let mut buf = vec![0_f32; pw * ph];
-        band.read_into_slice::<f32>(
-            (0, 0),
-            (stack.width, stack.height),
-            (pw, ph),
-            &mut buf,
-            Some(ResampleAlg::Average),
-        )
-        .map_err(|e| gerr(Path::new(&b.source), e))?;
-        for v in &mut buf {
-            *v = if !v.is_finite() || b.nodata.is_some_and(|n| f64::from(*v) == n) {
-                f32::NAN
-            } else {
-                (((f64::from(*v) + b.rescale.offset_dn) * b.rescale.scale) + b.rescale.add) as f32
-            };
+
+    /// The preview columns (or rows) whose scene column (row) lies in `lo..hi`.
+    fn range(of: &[usize], lo: i64, hi: i64) -> std::ops::Range<usize> {
+        let a = of.partition_point(|&v| (v as i64) < lo);
+        let b = of.partition_point(|&v| (v as i64) < hi);
+        a..b
+    }
+
+    /// Takes the samples inside `win` (scene pixels) from its raw window `raw` (planes of
+    /// `win.width * win.height` stored values, one per band of the stack's VRT).
+    pub fn sample(&mut self, win: crate::grid::Window, raw: &[f32]) {
+        let (pw, ph) = self.size;
+        let plane = win.width * win.height;
+        let xs = Self::range(&self.sx, win.x, win.x + win.width as i64);
+        let ys = Self::range(&self.sy, win.y, win.y + win.height as i64);
+        for py in ys {
+            let ty = (self.sy[py] as i64 - win.y) as usize;
+            for px in xs.clone() {
+                let tx = (self.sx[px] as i64 - win.x) as usize;
+                for (k, (plane_of, rescale, nodata)) in self.bands.iter().enumerate() {
+                    let Some(&v) = raw.get(plane_of * plane + ty * win.width + tx) else {
+                        continue;
+                    };
+                    self.values[(k * ph + py) * pw + px] =
+                        if !v.is_finite() || nodata.is_some_and(|n| f64::from(v) == n) {
+                            f32::NAN
+                        } else {
+                            rescale.apply(v)
+                        };
+                }
+            }
         }
-        planes.push(buf);
     }
-    let mut all: Vec<f32> = planes
-        .iter()
-        .flat_map(|p| p.iter().copied().filter(|v| v.is_finite()))
+
+    /// Saves the samples of scene rows `rows` and columns `cols` (a finished block) as
+    /// `<dir>/b<index>.bin` (written under a temporary name and renamed) and the
+    /// description once.
+    pub fn save_block(
+        &self,
+        dir: &Path,
+        index: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) -> Result<(), OutputError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OutputError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let desc = dir.join("input.json");
+        if !desc.exists() {
+            let text = serde_json::to_string_pretty(&self.desc).unwrap_or_default();
+            crate::util::write_atomic(&desc, text.as_bytes()).map_err(io(&desc))?;
+        }
+        let (pw, ph) = self.size;
+        let xs = Self::range(&self.sx, cols.0 as i64, cols.1 as i64);
+        let ys = Self::range(&self.sy, rows.0 as i64, rows.1 as i64);
+        let mut bytes = Vec::with_capacity(16 + 12 * xs.len() * ys.len());
+        for v in [xs.start, xs.end, ys.start, ys.end] {
+            bytes.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        for k in 0..3 {
+            for py in ys.clone() {
+                for px in xs.clone() {
+                    bytes.extend_from_slice(&self.values[(k * ph + py) * pw + px].to_le_bytes());
+                }
+            }
+        }
+        let path = dir.join(format!("b{index:06}.bin"));
+        crate::util::write_atomic(&path, &bytes).map_err(io(&path))
+    }
+}
+
+/// The input's RGB of a job from the samples its blocks saved in `dir` (stretched from the
+/// 2nd to the 98th percentile of the three bands' valid values; transparent where no sample
+/// is), when they are of this size.
+fn load_input(dir: &Path, size: (usize, usize)) -> Option<(RgbaImage, InputPreview)> {
+    let desc: InputPreview =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("input.json")).ok()?).ok()?;
+    if desc.size != [size.0, size.1] {
+        return None;
+    }
+    let (pw, ph) = size;
+    let mut values = vec![f32::NAN; 3 * pw * ph];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .collect();
+    files.sort();
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let word = |i: usize| {
+            bytes
+                .get(4 * i..4 * i + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let (Some(x0), Some(x1), Some(y0), Some(y1)) = (word(0), word(1), word(2), word(3)) else {
+            continue;
+        };
+        if x1 > pw
+            || y1 > ph
+            || x0 > x1
+            || y0 > y1
+            || bytes.len() != 16 + 12 * (x1 - x0) * (y1 - y0)
+        {
+            continue;
+        }
+        let mut at = 4;
+        for k in 0..3 {
+            for py in y0..y1 {
+                for px in x0..x1 {
+                    let b = &bytes[4 * at..4 * at + 4];
+                    values[(k * ph + py) * pw + px] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    at += 1;
+                }
+            }
+        }
+    }
+    let mut all: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let lo = quantile(&mut all, 0.02);
     let mut hi = quantile(&mut all, 0.98);
     if hi <= lo {
         hi = lo + 1.0;
     }
+    let plane = pw * ph;
     let img = RgbaImage::from_fn(pw as u32, ph as u32, |x, y| {
         let p = y as usize * pw + x as usize;
-        let v: Vec<f32> = planes.iter().map(|pl| pl[p]).collect();
+        let v = [values[p], values[plane + p], values[2 * plane + p]];
         if v.iter().any(|x| !x.is_finite()) {
             return Rgba([0, 0, 0, 0]);
         }
@@ -246,39 +356,19 @@ pub fn stage_input(
         };
         Rgba([s(v[0]), s(v[1]), s(v[2]), 255])
     });
-    let desc = InputPreview {
-        composite,
-        date,
-        stretch: [lo, hi],
-        size: [pw, ph],
-    };
-    let text = serde_json::to_string_pretty(&desc).unwrap_or_default();
-    crate::util::write_atomic(&json, text.as_bytes()).map_err(|source| OutputError::Io {
-        path: json.clone(),
-        source,
-    })?;
-    quicklook::write_png(&png, &img).map_err(|source| OutputError::Io { path: png, source })?;
-    Ok(())
+    Some((img, desc))
 }
 
-/// Removes a job's input preview (its run is merged).
+/// Removes a job's input samples (its run is merged).
 pub fn remove_input(work: &Path, plan_hash: &str) {
-    let (png, json) = input_paths(work, plan_hash);
-    let _ = std::fs::remove_file(png);
-    let _ = std::fs::remove_file(json);
+    let _ = std::fs::remove_dir_all(input_dir(work, plan_hash));
 }
 
-/// The input preview of a job, when a process of its plan rendered one of this size.
-fn load_input(
-    work: &Path,
-    plan_hash: &str,
-    size: (usize, usize),
-) -> Option<(RgbaImage, InputPreview)> {
-    let (png, json) = input_paths(work, plan_hash);
-    let desc: InputPreview = serde_json::from_str(&std::fs::read_to_string(json).ok()?).ok()?;
-    let img = image::open(png).ok()?.to_rgba8();
-    (desc.size == [size.0, size.1] && img.dimensions() == (size.0 as u32, size.1 as u32))
-        .then_some((img, desc))
+fn gerr(path: &Path, e: impl std::fmt::Display) -> OutputError {
+    OutputError::Gdal {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// What a preview draws over the input.
@@ -375,7 +465,7 @@ pub fn render(
 ) -> Result<String, OutputError> {
     let size = preview_size(grid.0, grid.1);
     let (pw, ph) = size;
-    let input = load_input(work, plan_hash, size);
+    let input = load_input(&input_dir(work, plan_hash), size);
     let mut img = match &input {
         Some((rgb, _)) => {
             let mut img = rgb.clone();
