@@ -519,6 +519,15 @@ fn change_is_judged_per_pixel_against_its_previous_valid_observation_with_a_clou
         assert!(r[0].as_f64().unwrap() >= 500.0, "{r}");
         let png = std::fs::read(out.join(r[2].as_str().unwrap())).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+        // Below the three panels, a legend: text and the swatches of the change colours.
+        let img = image::load_from_memory(&png).unwrap().to_rgba8();
+        let strip: Vec<[u8; 4]> = (img.height() - 60..img.height())
+            .flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+            .map(|(x, y)| img.get_pixel(x, y).0)
+            .collect();
+        for c in [[20, 20, 20, 255], [228, 26, 28, 255], [253, 174, 97, 255]] {
+            assert!(strip.contains(&c), "legend lacks {c:?}");
+        }
     }
     // The changed pixels per region and date, as the state counts them, are the alerts'.
     let expected = duckdb(

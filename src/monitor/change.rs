@@ -739,7 +739,39 @@ pub fn render_quicklook(
         quicklook::panel(&now, (ww, wh), class),
         quicklook::panel(&codes, (ww, wh), change),
     ];
-    quicklook::write_panels(png, &panels, (ww, wh)).map_err(|e| cerr(png, e))?;
+    // The legend: the classes shown, then the change panel's colours.
+    let names = quicklook::category_names(&ds);
+    let mut seen = [false; 256];
+    for &v in before.iter().chain(&now) {
+        seen[usize::from(v)] = true;
+    }
+    let mut entries: Vec<(String, [u8; 3])> = (0..255)
+        .filter(|&v| seen[v] && palette[v][3] != 0)
+        .map(|v| {
+            let c = palette[v];
+            (
+                names
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {v}")),
+                [c[0], c[1], c[2]],
+            )
+        })
+        .collect();
+    entries.extend([
+        ("unchanged".to_string(), [215, 215, 215]),
+        ("changed as the rule says".to_string(), [228, 26, 28]),
+        ("other change".to_string(), [253, 174, 97]),
+        ("no value / not compared".to_string(), [128, 128, 128]),
+    ]);
+    quicklook::write_panels_with_legend(
+        png,
+        &panels,
+        (ww, wh),
+        "before | now | change",
+        &quicklook::Legend::Classes(entries),
+    )
+    .map_err(|e| cerr(png, e))?;
     Ok(())
 }
 
