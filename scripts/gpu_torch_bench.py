@@ -5,10 +5,11 @@ olmoearth-pretrain-minimal, random weights from the manifest's seed), on random 
 [B, tile, tile, T, 12] with fixed timestamps, under torch.no_grad, in fp32 and in bf16 autocast.
 
 Prints one JSON object per line and (tile, dtype): {"dtype", "device", "batch", "tile", "steps",
-"images_per_s", "ms_per_batch", "iters", ...}. Used by scripts/gpu-check.sh; needs torch, numpy, einops,
-olmoearth-pretrain-minimal (+ universal_pathlib, pathlib_abc); no network, no weights.
+"images_per_s", "ms_per_batch", "iters", ...}. Used by scripts/gpu-check.sh (step 8: Nano, Tiny and Base
+at the tile size and batch of its eoinfer bench-model rows; step 5: Nano at 64 and 128 px); needs torch,
+numpy, einops, olmoearth-pretrain-minimal (+ universal_pathlib, pathlib_abc); no network, no weights.
 
-    python3 scripts/gpu_torch_bench.py --device cuda --batch 512 --tiles 64,128 --dtypes fp32,bf16
+    python3 scripts/gpu_torch_bench.py --device cuda --size base --batch 512 --tiles 64 --dtypes fp32,bf16
 """
 
 from __future__ import annotations

@@ -41,6 +41,12 @@ pub enum ModelError {
         onnx: PathBuf,
         what: String,
     },
+    #[error("the model {manifest} cannot run on {device}: {what}")]
+    Unsupported {
+        manifest: PathBuf,
+        device: String,
+        what: String,
+    },
     #[error("{0}")]
     RuntimeNotFound(String),
     #[error(

@@ -63,10 +63,11 @@ pub fn open_embedding_model(
         });
     }
     if compute_dtype(doc) == "bfloat16" && device == crate::model::Device::Cpu {
-        return Err(invalid(
-            manifest,
-            "the model computes in bfloat16, which ONNX Runtime's CPU provider cannot run (it has no bfloat16 kernels for its Add, MatMul, attention, ...); run it with --device cuda:N, or use the float32 or float16 export on the CPU",
-        ));
+        return Err(ModelError::Unsupported {
+            manifest: manifest.to_path_buf(),
+            device: device.to_string(),
+            what: "it computes in bfloat16, which ONNX Runtime's CPU provider cannot run (it has no bfloat16 kernels for its Add, MatMul, attention, ...); run it with --device cuda:N, or use the float32 or float16 export on the CPU".into(),
+        });
     }
     let session = crate::model::runtime::open_session(env, &onnx, threads, device)?;
     let mismatch = |what: String| ModelError::ShapeMismatch {
