@@ -2656,6 +2656,33 @@ fn head_assets(job: &JobPlan, out: &Path) -> Vec<crate::output::stac::Asset> {
     }
 }
 
+/// A raster output `<name>.<suffix>.tif` and its QGIS style as STAC assets.
+fn styled_raster(
+    out: &Path,
+    name: &str,
+    (key, style_key, suffix): (&'static str, &'static str, &str),
+    title: String,
+) -> [crate::output::stac::Asset; 2] {
+    use crate::output::stac::{Asset, COG, QML};
+    let style_title = format!("QGIS style of the {key}");
+    [
+        Asset {
+            key,
+            path: out.join(format!("{name}.{suffix}.tif")),
+            media_type: COG,
+            roles: &["data"],
+            title,
+        },
+        Asset {
+            key: style_key,
+            path: out.join(format!("{name}.{suffix}.qml")),
+            media_type: QML,
+            roles: &["style"],
+            title: style_title,
+        },
+    ]
+}
+
 /// The run's STAC Item, written under a temporary name; returns the rename.
 pub(crate) fn write_item(
     job: &JobPlan,
@@ -2664,7 +2691,7 @@ pub(crate) fn write_item(
     thumbnail: Option<&str>,
     temps: &mut TempFiles,
 ) -> Result<(PathBuf, PathBuf), Error> {
-    use crate::output::stac::{Asset, COG, JSON, PARQUET, QML, RunItem, item_json};
+    use crate::output::stac::{Asset, JSON, PARQUET, QML, RunItem, item_json};
     let name = &job.name;
     let mut dates: Vec<String> = job.inputs.iter().filter_map(|(_, d)| d.clone()).collect();
     dates.sort();
@@ -2723,41 +2750,24 @@ pub(crate) fn write_item(
         });
     }
     if job.confidence {
-        assets.push(Asset {
-            key: "confidence",
-            path: out.join(format!("{name}.confidence.tif")),
-            media_type: COG,
-            roles: &["data"],
-            title: "confidence: the winning class's probability (uint8, scale 1/255, 0 = no class)"
-                .into(),
-        });
-        assets.push(Asset {
-            key: "confidence_style",
-            path: out.join(format!("{name}.confidence.qml")),
-            media_type: QML,
-            roles: &["style"],
-            title: "QGIS style of the confidence".into(),
-        });
+        assets.extend(styled_raster(
+            out,
+            name,
+            ("confidence", "confidence_style", "confidence"),
+            "confidence: the winning class's probability (uint8, scale 1/255, 0 = no class)".into(),
+        ));
     }
     if job.probabilities {
-        assets.push(Asset {
-            key: "probabilities",
-            path: out.join(format!("{name}.probs.tif")),
-            media_type: COG,
-            roles: &["data"],
-            title: if job.model.float_probabilities {
+        assets.extend(styled_raster(
+            out,
+            name,
+            ("probabilities", "probabilities_style", "probs"),
+            if job.model.float_probabilities {
                 "class probabilities (float32, NaN = no data)".into()
             } else {
                 "class probabilities (uint8, scale 1/255)".into()
             },
-        });
-        assets.push(Asset {
-            key: "probabilities_style",
-            path: out.join(format!("{name}.probs.qml")),
-            media_type: QML,
-            roles: &["style"],
-            title: "QGIS style of the probabilities".into(),
-        });
+        ));
     }
     let (width, height, geo_transform) = job.out_grid();
     let item = RunItem {

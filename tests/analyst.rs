@@ -383,21 +383,7 @@ fn the_outputs_open_styled_in_real_qgis() {
 fn embedding_runs_write_stac_items_too() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let scene = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
-    ok(&eoinfer([
-        "predict",
-        "--model",
-        root()
-            .join("models/olmoearth/olmoearth-v1-nano.json")
-            .to_str()
-            .unwrap(),
-        "--scene",
-        scene.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
-        "series",
-    ]));
+    predict_series_embeddings(&out, "series");
     let check = r#"
 import json, sys, pystac
 cat = pystac.Catalog.from_file(sys.argv[1] + "/catalog.json")
@@ -472,32 +458,6 @@ fn manifest_classes() -> Vec<(u8, String, [u8; 3])> {
         .collect()
 }
 
-/// Rows of a GeoParquet file as (column, value) maps.
-fn parquet_maps(path: &std::path::Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    reader
-        .get_row_iter(None)
-        .unwrap()
-        .map(|r| {
-            use parquet::record::Field;
-            r.unwrap()
-                .get_column_iter()
-                .map(|(n, f)| {
-                    let v = match f {
-                        Field::Int(i) => serde_json::json!(i),
-                        Field::Long(i) => serde_json::json!(i),
-                        Field::Double(d) => serde_json::json!(d),
-                        Field::Bool(b) => serde_json::json!(b),
-                        _ => serde_json::Value::Null,
-                    };
-                    (n.clone(), v)
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn confidence_is_the_winning_probability_and_the_tiles_carry_its_mean() {
     let dir = tempfile::tempdir().unwrap();
@@ -547,7 +507,7 @@ fn confidence_is_the_winning_probability_and_the_tiles_carry_its_mean() {
             .contains("demo.confidence.tif")
     );
     // Each tile's mean and smallest confidence over its pixels with a class.
-    let rows = parquet_maps(&out.join("demo.tiles.parquet"));
+    let rows = parquet_json_rows(&out.join("demo.tiles.parquet"));
     assert_eq!(rows.len(), 3);
     for r in &rows {
         let (x0, y0) = (
@@ -732,20 +692,7 @@ fn the_catalog_parquet_reads_back_as_the_items_and_answers_queries_by_place_date
         "--name",
         "demo4b",
     ]));
-    let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
-    ok(&eoinfer([
-        "predict",
-        "--model",
-        manifest("olmoearth/olmoearth-v1-nano.json")
-            .to_str()
-            .unwrap(),
-        "--scene",
-        series.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
-        "series",
-    ]));
+    predict_series_embeddings(&out, "series");
     // stac-geoparquet reads the same four Items as catalog.json links.
     let all = check_catalog(&out, &[]);
     assert_eq!(all["items"], 4, "{all:#}");

@@ -111,20 +111,7 @@ fn the_items_and_catalog_of_a_demo_run_and_an_embedding_run_are_valid() {
         "--name",
         "demo",
     ]));
-    let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
-    ok(&eoinfer([
-        "predict",
-        "--model",
-        manifest("olmoearth/olmoearth-v1-nano.json")
-            .to_str()
-            .unwrap(),
-        "--scene",
-        series.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--name",
-        "series",
-    ]));
+    predict_series_embeddings(&out, "series");
     let (ok, report) = validate_stac(&[&out]);
     assert_all_valid(ok, &report);
     let docs = report["documents"].as_object().unwrap();

@@ -61,34 +61,6 @@ fn events_file(dir: &Path, centres: &[(f64, f64)], date: Option<&str>) -> PathBu
     path
 }
 
-/// Rows of a GeoParquet as JSON objects (column -> value).
-fn parquet_rows(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    use parquet::record::Field;
-    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    reader
-        .get_row_iter(None)
-        .unwrap()
-        .map(|r| {
-            r.unwrap()
-                .get_column_iter()
-                .map(|(k, f)| {
-                    let v = match f {
-                        Field::Int(i) => serde_json::json!(i),
-                        Field::Long(i) => serde_json::json!(i),
-                        Field::Double(d) => serde_json::json!(d),
-                        Field::Str(s) => serde_json::json!(s),
-                        Field::Null => serde_json::Value::Null,
-                        Field::Bytes(b) => serde_json::json!(b.len()),
-                        other => serde_json::json!(other.to_string()),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn events_are_labelled_in_a_window_centred_on_each_polygon() {
     // The committed classification Nano (32 px windows, no temporal contract): an event
@@ -117,7 +89,7 @@ fn events_are_labelled_in_a_window_centred_on_each_polygon() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["labelled"].as_array().unwrap().len(), 2);
     let parquet = out.join("scenes.events.parquet");
-    let rows = parquet_rows(&parquet);
+    let rows = parquet_json_rows(&parquet);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["window_x"], 0);
     assert_eq!(rows[0]["window_y"], 0);
@@ -402,7 +374,7 @@ fn forest_loss_driver_labels_each_event_from_its_pre_and_post_images() {
             .to_string()
             .contains("temporal contract relaxed")
     );
-    let rows = parquet_rows(&out.join("months.events.parquet"));
+    let rows = parquet_json_rows(&out.join("months.events.parquet"));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["event_date"], "2021-04-15");
     assert_eq!(

@@ -486,3 +486,48 @@ pub fn assert_stac_valid(dir: &Path) -> serde_json::Value {
     assert_all_valid(ok, &report);
     report
 }
+
+/// Rows of a GeoParquet as JSON objects (column -> value).
+pub fn parquet_json_rows(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|r| {
+            r.unwrap()
+                .get_column_iter()
+                .map(|(k, f)| {
+                    let v = match f {
+                        Field::Int(i) => serde_json::json!(i),
+                        Field::Long(i) => serde_json::json!(i),
+                        Field::Double(d) => serde_json::json!(d),
+                        Field::Str(s) => serde_json::json!(s),
+                        Field::Null => serde_json::Value::Null,
+                        Field::Bytes(b) => serde_json::json!(b.len()),
+                        other => serde_json::json!(other.to_string()),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs OlmoEarth v1 Nano over the 5-date Slovenia series into `out` as `<name>.*`.
+pub fn predict_series_embeddings(out: &Path, name: &str) {
+    let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
+    let model = manifest("olmoearth/olmoearth-v1-nano.json");
+    ok(&eoinfer([
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--scene",
+        series.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        name,
+    ]));
+}
