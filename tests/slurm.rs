@@ -1,0 +1,380 @@
+//! Scale-out on a real engine: a single-node Slurm cluster (Debian 12's slurmctld, slurmd and
+//! munge, Slurm 22.05) started by `tests/reference/slurm_cluster.sh` with everything in a
+//! temporary folder and stopped at the end, runs the project's own `deploy/slurm/` scripts
+//! exactly as the README tells users to (through `submit.sh`, with the documented overrides),
+//! and the merged outputs are compared byte for byte with one process. Skipped, saying so,
+//! only where the test cannot run as root (the daemons run as root).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{eoinfer, ok, root};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A running single-node cluster; stopped (nothing left running) when dropped.
+struct Cluster {
+    dir: PathBuf,
+}
+
+fn script() -> PathBuf {
+    root().join("tests/reference/slurm_cluster.sh")
+}
+
+impl Cluster {
+    /// Starts the cluster in `dir`, or `None` (with the reason on stderr) without root.
+    fn start(dir: &Path) -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "skipped: the single-node Slurm cluster needs root (its daemons run as root); run the tests as root to include it"
+            );
+            return None;
+        }
+        let o = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "the Slurm cluster did not start:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Some(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.join("slurm.conf")
+    }
+
+    /// A Slurm client command against this cluster.
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", self.conf());
+        c
+    }
+
+    /// The state of each job or array task of `ids` (`squeue -t all`), once none of them is
+    /// pending, running or completing; panics after `limit`.
+    fn wait(&self, ids: &[&str], limit: Duration) -> BTreeMap<String, String> {
+        let t0 = Instant::now();
+        loop {
+            let o = self
+                .cmd("squeue")
+                .args(["-h", "-t", "all", "-o", "%i %T", "-j", &ids.join(",")])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let states: BTreeMap<String, String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(i, s)| (i.to_string(), s.to_string()))
+                .collect();
+            let busy = states.values().any(|s| {
+                matches!(
+                    s.as_str(),
+                    "PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | "SUSPENDED"
+                )
+            });
+            if !states.is_empty() && !busy {
+                return states;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "jobs {ids:?} still queued after {limit:?}: {states:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The daemons' logs, for a failure message.
+    fn logs(&self) -> String {
+        ["slurmctld.log", "slurmd.log"]
+            .iter()
+            .map(|f| {
+                let text =
+                    std::fs::read_to_string(self.dir.join("log").join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- {f}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let o = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        if let Ok(o) = o {
+            if !o.status.success() {
+                eprintln!(
+                    "stopping the Slurm cluster failed:\n{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A box inside the demo scene (longitude/latitude): the AOI of the runs.
+const AOI: &str = "12.52,52.46,12.70,52.52";
+
+/// `eoinfer predict` options the array and the one process share beyond the scripts' own.
+const EXTRA: [&str; 4] = ["--resolution", "10", "--block-rows", "1"];
+
+/// The inputs of the runs and the environment the scripts need.
+struct Ctx<'a> {
+    cluster: &'a Cluster,
+    path: String,
+    model: PathBuf,
+    scene: PathBuf,
+}
+
+impl Ctx<'_> {
+    /// `deploy/slurm/submit.sh` in `work` with `shards` shards and extra eoinfer options, as
+    /// the docs say; returns the array's and the merge's job ids.
+    fn submit(&self, work: &Path, shards: usize, extra: &[&str]) -> (String, String) {
+        std::fs::create_dir_all(work).unwrap();
+        let o = self
+            .cluster
+            .cmd("bash")
+            .arg(root().join("deploy/slurm/submit.sh"))
+            .args(["--cpus-per-task=1", "--mem=2G", "--"])
+            .args(extra)
+            .current_dir(work)
+            .env("PATH", &self.path)
+            .env(
+                "ORT_DYLIB_PATH",
+                root().join("third_party/onnxruntime/libonnxruntime.so.1.31.1"),
+            )
+            .env("EOINFER_SHARDS", shards.to_string())
+            .env("EOINFER_MODEL", &self.model)
+            .env("EOINFER_SCENES", &self.scene)
+            .env("EOINFER_AOI", AOI)
+            .env("EOINFER_OUT", work.join("outputs/district"))
+            .env("EOINFER_NAME", "district")
+            .env("EOINFER_MERGE_OPTS", "--cpus-per-task=1 --mem=1G")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "submit.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let (array, merge) = ids.split_once(' ').expect("submit.sh prints two job ids");
+        (array.to_string(), merge.to_string())
+    }
+
+    /// One process with the array script's options and `extra`, into `out`.
+    fn one_process(&self, out: &Path, extra: &[&str]) {
+        ok(&eoinfer(
+            [
+                "predict",
+                "--model",
+                self.model.to_str().unwrap(),
+                "--scene",
+                self.scene.to_str().unwrap(),
+                "--aoi",
+                AOI,
+                "--out",
+                out.to_str().unwrap(),
+                "--name",
+                "district",
+                "--probabilities",
+                "--vectors",
+            ]
+            .iter()
+            .copied()
+            .chain(extra.iter().copied()),
+        ));
+    }
+}
+
+/// The class map, probabilities, tiles and preview of two runs are the same bytes.
+fn same(a: &Path, b: &Path, what: &str) {
+    for f in [
+        "district.classes.tif",
+        "district.probs.tif",
+        "district.tiles.parquet",
+        "district.preview.png",
+    ] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{what}: {f} differs from one process's"
+        );
+    }
+}
+
+/// A task requeued midway resumes from its journal to one process's bytes.
+fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) {
+    let cluster = ctx.cluster;
+    // 2. A task requeued midway (`scontrol requeue`, once its journal shows a finished
+    // block) is stopped by Slurm's SIGTERM, runs again and resumes from its journal: every
+    // block is journalled once, the result is one process's. Test-time augmentation makes
+    // the run long enough to requeue (9 blocks, about 20 s here).
+    let slow: Vec<&str> = EXTRA.iter().copied().chain(["--tta", "d4"]).collect();
+    let work2 = tmp.join("requeue");
+    let (array, merge) = ctx.submit(&work2, 1, &slow);
+    let task = format!("{array}_0");
+    let journal = work2.join("outputs/district/.eoinfer/district");
+    let t1 = Instant::now();
+    while common::block_lines(&journal) == 0 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(300),
+            "no block finished\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = cluster
+        .cmd("scontrol")
+        .args(["requeue", &task])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Slurm holds a requeued job back for a while (BeginTime); start it now.
+    loop {
+        let o = cluster
+            .cmd("squeue")
+            .args(["-h", "-t", "all", "-o", "%T %r", "-j", &task])
+            .output()
+            .unwrap();
+        let st = String::from_utf8_lossy(&o.stdout).to_string();
+        if st.starts_with("PENDING") {
+            break;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(300), "{task}: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = cluster
+        .cmd("scontrol")
+        .args(["update", &format!("JobId={task}"), "StartTime=now"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let states = cluster.wait(&[&array, &merge], Duration::from_secs(600));
+    assert!(
+        states.values().all(|s| s == "COMPLETED"),
+        "{states:?}\n{}",
+        cluster.logs()
+    );
+    let log =
+        std::fs::read_to_string(work2.join(format!("logs/eoinfer-predict-{array}_0.log"))).unwrap();
+    assert!(log.contains("restart 1"), "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    assert!(
+        log.contains("resuming: blocks finished before are not recomputed"),
+        "{log}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work2.join("outputs/district/district.summary.json")).unwrap(),
+    )
+    .unwrap();
+    let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
+    assert_eq!(
+        common::block_lines(&journal),
+        blocks,
+        "a block was journalled twice"
+    );
+    let one2 = tmp.join("one-tta");
+    ctx.one_process(&one2, &slow);
+    same(&work2.join("outputs/district"), &one2, "requeued midway");
+}
+
+#[test]
+fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(cluster) = Cluster::start(&tmp.path().join("cluster")) else {
+        return;
+    };
+    // As the README says: from the folder the outputs and logs go to, EOINFER_* naming the
+    // inputs, the number of shards once, the CPUs and memory of this machine as sbatch
+    // options, extra eoinfer options after `--`.
+    let work = tmp.path().join("job");
+    std::fs::create_dir(&work).unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_eoinfer"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ctx = Ctx {
+        cluster: &cluster,
+        path,
+        model: root().join("models/ukis-csmask-6b-l1c.json"),
+        scene: common::demo_scene(),
+    };
+    // 1. Three shards and the merge.
+    let t0 = Instant::now();
+    let (array, merge) = ctx.submit(&work, 3, &EXTRA);
+    let (array, merge) = (array.as_str(), merge.as_str());
+    let states = cluster.wait(&[array, merge], Duration::from_secs(600));
+    let array_tasks: Vec<&String> = states
+        .keys()
+        .filter(|k| k.starts_with(&format!("{array}_")))
+        .collect();
+    assert_eq!(array_tasks.len(), 3, "{states:?}");
+    assert!(
+        states.values().all(|s| s == "COMPLETED"),
+        "{states:?}\n{}",
+        cluster.logs()
+    );
+    println!(
+        "Slurm: 3 array tasks and the merge in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let merged = work.join("outputs/district");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(merged.join("district.summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary["job"]["processes"],
+        serde_json::json!(["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]),
+        "{summary}"
+    );
+    assert!(summary["job"]["blocks"].as_u64().unwrap() >= 3, "{summary}");
+    // Every task's log is in logs/ of the submit folder.
+    let logs = common::files_in(&work.join("logs"));
+    assert_eq!(
+        logs.iter()
+            .filter(|f| f.starts_with("eoinfer-predict-"))
+            .count(),
+        3,
+        "{logs:?}"
+    );
+    let one = tmp.path().join("one");
+    ctx.one_process(&one, &EXTRA);
+    same(&merged, &one, "3 shards on Slurm");
+
+    requeued_midway(&ctx, tmp.path());
+    drop(ctx);
+    drop(cluster);
+    let left = Command::new("pgrep")
+        .args(["-f", &tmp.path().join("cluster").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "daemons left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
