@@ -151,12 +151,24 @@ impl Ctx<'_> {
     /// `deploy/slurm/submit.sh` in `work` with `shards` shards and extra eoinfer options, as
     /// the docs say; returns the array's and the merge's job ids.
     fn submit(&self, work: &Path, shards: usize, extra: &[&str]) -> (String, String) {
+        self.submit_with(work, shards, &["--cpus-per-task=1", "--mem=2G"], extra)
+    }
+
+    /// [`Self::submit`] with these sbatch options for the array.
+    fn submit_with(
+        &self,
+        work: &Path,
+        shards: usize,
+        sbatch: &[&str],
+        extra: &[&str],
+    ) -> (String, String) {
         std::fs::create_dir_all(work).unwrap();
         let o = self
             .cluster
             .cmd("bash")
             .arg(root().join("deploy/slurm/submit.sh"))
-            .args(["--cpus-per-task=1", "--mem=2G", "--"])
+            .args(sbatch)
+            .arg("--")
             .args(extra)
             .current_dir(work)
             .env("PATH", &self.path)
@@ -181,6 +193,77 @@ impl Ctx<'_> {
         let ids = String::from_utf8_lossy(&o.stdout).trim().to_string();
         let (array, merge) = ids.split_once(' ').expect("submit.sh prints two job ids");
         (array.to_string(), merge.to_string())
+    }
+
+    /// Queues the merge again after the requeued task `task` (as the docs say: a dependency
+    /// on the whole array stays unsatisfiable once one of its tasks failed); returns its job
+    /// id.
+    fn merge_again(&self, work: &Path, task: &str) -> String {
+        let o = self
+            .cluster
+            .cmd("sbatch")
+            .args([
+                "--parsable",
+                &format!("--dependency=afterok:{task}"),
+                "--cpus-per-task=1",
+                "--mem=1G",
+            ])
+            .arg(root().join("deploy/slurm/merge.sbatch"))
+            .current_dir(work)
+            .env("PATH", &self.path)
+            .env(
+                "ORT_DYLIB_PATH",
+                root().join("third_party/onnxruntime/libonnxruntime.so.1.31.1"),
+            )
+            .env("EOINFER_OUT", work.join("outputs/district"))
+            .env("EOINFER_NAME", "district")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Slurm's one-word state of a job or array task.
+    fn state(&self, id: &str) -> String {
+        let o = self
+            .cluster
+            .cmd("squeue")
+            .args(["-h", "-t", "all", "-o", "%T", "-j", id])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Runs `scontrol args`.
+    fn scontrol(&self, args: &[&str]) {
+        let o = self.cluster.cmd("scontrol").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "scontrol {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Waits until `id` is pending again after a requeue and its earlier run has ended (its
+    /// log `log`, when it was running, says it was interrupted), then starts it without
+    /// Slurm's hold of a requeued job (its BeginTime, about two minutes). Started while the
+    /// node still ends the earlier run, Slurm kills it ("Job credential revoked"): a few
+    /// seconds are left for that.
+    fn start_requeued(&self, id: &str, log: Option<&Path>) {
+        let t0 = Instant::now();
+        let ended = || {
+            log.is_none_or(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("interrupted")))
+        };
+        while !(self.state(id).starts_with("PENDING") && ended()) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "{id}: {}",
+                self.state(id)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        self.scontrol(&["update", &format!("JobId={id}"), "StartTime=now"]);
     }
 
     /// One process with the array script's options and `extra`, into `out`.
@@ -224,7 +307,7 @@ fn same(a: &Path, b: &Path, what: &str) {
 }
 
 /// A task requeued midway resumes from its journal to one process's bytes.
-fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) {
+fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) -> PathBuf {
     let cluster = ctx.cluster;
     // 2. A task requeued midway (`scontrol requeue`, once its journal shows a finished
     // block) is stopped by Slurm's SIGTERM, runs again and resumes from its journal: every
@@ -244,32 +327,9 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let o = cluster
-        .cmd("scontrol")
-        .args(["requeue", &task])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Slurm holds a requeued job back for a while (BeginTime); start it now.
-    loop {
-        let o = cluster
-            .cmd("squeue")
-            .args(["-h", "-t", "all", "-o", "%T %r", "-j", &task])
-            .output()
-            .unwrap();
-        let st = String::from_utf8_lossy(&o.stdout).to_string();
-        if st.starts_with("PENDING") {
-            break;
-        }
-        assert!(t1.elapsed() < Duration::from_secs(300), "{task}: {st}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let o = cluster
-        .cmd("scontrol")
-        .args(["update", &format!("JobId={task}"), "StartTime=now"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ctx.scontrol(&["requeue", &task]);
+    let log = work2.join(format!("logs/eoinfer-predict-{array}_0.log"));
+    ctx.start_requeued(&task, Some(&log));
     let states = cluster.wait(&[&array, &merge], Duration::from_secs(600));
     assert!(
         states.values().all(|s| s == "COMPLETED"),
@@ -297,6 +357,142 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) {
     let one2 = tmp.join("one-tta");
     ctx.one_process(&one2, &slow);
     same(&work2.join("outputs/district"), &one2, "requeued midway");
+    one2
+}
+
+/// Waits until the journal in `journal` holds a finished block.
+fn first_block(ctx: &Ctx<'_>, journal: &Path) {
+    let t0 = Instant::now();
+    while common::block_lines(journal) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no block finished\n{}",
+            ctx.cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A task stopped by SIGTERM as at a time limit or pre-emption (`scancel --batch
+/// --signal=TERM`) stops cleanly, its merge is cancelled, and submitting the run again
+/// resumes it to one process's bytes (`reference`).
+fn stopped_by_term_and_resubmitted(ctx: &Ctx<'_>, tmp: &Path, reference: &Path) {
+    let slow: Vec<&str> = EXTRA.iter().copied().chain(["--tta", "d4"]).collect();
+    let work = tmp.join("term");
+    let (array, merge) = ctx.submit(&work, 1, &slow);
+    let journal = work.join("outputs/district/.eoinfer/district");
+    first_block(ctx, &journal);
+    let o = ctx
+        .cluster
+        .cmd("scancel")
+        .args(["--batch", "--signal=TERM", &format!("{array}_0")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let states = ctx
+        .cluster
+        .wait(&[&array, &merge], Duration::from_secs(300));
+    assert_eq!(states[&format!("{array}_0")], "FAILED", "{states:?}");
+    assert_eq!(
+        states[&merge], "CANCELLED",
+        "the merge ran after a failed task: {states:?}"
+    );
+    let log = |a: &str| {
+        std::fs::read_to_string(work.join(format!("logs/eoinfer-predict-{a}_0.log"))).unwrap()
+    };
+    assert!(log(&array).contains("interrupted"), "{}", log(&array));
+    // The same submission again resumes.
+    let (again, merge) = ctx.submit(&work, 1, &slow);
+    let states = ctx
+        .cluster
+        .wait(&[&again, &merge], Duration::from_secs(600));
+    assert!(states.values().all(|s| s == "COMPLETED"), "{states:?}");
+    assert!(
+        log(&again).contains("resuming: blocks finished before are not recomputed"),
+        "{}",
+        log(&again)
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("outputs/district/district.summary.json")).unwrap(),
+    )
+    .unwrap();
+    let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
+    assert_eq!(
+        common::block_lines(&journal),
+        blocks,
+        "a block was journalled twice"
+    );
+    same(
+        &work.join("outputs/district"),
+        reference,
+        "stopped by SIGTERM",
+    );
+}
+
+/// A task that fails for a transient reason (a band file moved away while it starts, then
+/// put back: not a content change): the merge never runs, `eoinfer merge` by hand names the
+/// missing blocks and shard, and requeueing the task plus a new merge complete the run to one
+/// process's bytes (`reference`). The array is held and its tasks released one at a time.
+fn a_failed_task_requeued_and_merged_again(ctx: &Ctx<'_>, tmp: &Path, reference: &Path) {
+    let scene = tmp.join("scene");
+    std::fs::create_dir(&scene).unwrap();
+    let mut bands = Vec::new();
+    for f in common::files_in(&ctx.scene) {
+        std::os::unix::fs::symlink(ctx.scene.join(&f), scene.join(&f)).unwrap();
+        bands.push(f);
+    }
+    let b02 = bands
+        .iter()
+        .find(|f| f.contains("_B02"))
+        .expect("a B02 file")
+        .clone();
+    let ctx = Ctx {
+        cluster: ctx.cluster,
+        path: ctx.path.clone(),
+        model: ctx.model.clone(),
+        scene,
+    };
+    let work = tmp.join("failed");
+    let (array, merge) = ctx.submit_with(
+        &work,
+        2,
+        &["--cpus-per-task=1", "--mem=2G", "--hold"],
+        &EXTRA,
+    );
+    let (t0, t1) = (format!("{array}_0"), format!("{array}_1"));
+    ctx.scontrol(&["release", &t0]);
+    ctx.cluster.wait(&[&t0], Duration::from_secs(300));
+    assert_eq!(ctx.state(&t0), "COMPLETED");
+    let away = ctx.scene.join(format!(".{b02}.away"));
+    std::fs::rename(ctx.scene.join(&b02), &away).unwrap();
+    ctx.scontrol(&["release", &t1]);
+    let states = ctx
+        .cluster
+        .wait(&[&array, &merge], Duration::from_secs(300));
+    assert_eq!(states[&t1], "FAILED", "{states:?}");
+    assert_eq!(
+        states[&merge], "CANCELLED",
+        "the merge ran after a failed task: {states:?}"
+    );
+    // While the file is gone, a merge by hand says so (the inputs must be those the finished
+    // blocks read); once it is back, it names the missing blocks and their shard.
+    let out = work.join("outputs/district");
+    let o = eoinfer(["merge", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is gone"));
+    std::fs::rename(&away, ctx.scene.join(&b02)).unwrap();
+    let o = eoinfer(["merge", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1/2") && err.contains("block"), "{err}");
+    ctx.scontrol(&["requeue", &t1]);
+    ctx.start_requeued(&t1, None);
+    let merge = ctx.merge_again(&work, &t1);
+    let states = ctx
+        .cluster
+        .wait(&[&array, &merge], Duration::from_secs(600));
+    assert!(states.values().all(|s| s == "COMPLETED"), "{states:?}");
+    same(&out, reference, "a failed task requeued");
 }
 
 #[test]
@@ -365,7 +561,9 @@ fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_
     ctx.one_process(&one, &EXTRA);
     same(&merged, &one, "3 shards on Slurm");
 
-    requeued_midway(&ctx, tmp.path());
+    let tta = requeued_midway(&ctx, tmp.path());
+    stopped_by_term_and_resubmitted(&ctx, tmp.path(), &tta);
+    a_failed_task_requeued_and_merged_again(&ctx, tmp.path(), &one);
     drop(ctx);
     drop(cluster);
     let left = Command::new("pgrep")

@@ -5,7 +5,7 @@
 #     deploy/slurm/submit.sh [sbatch options for the shards] [-- eoinfer predict options]
 # A failed task makes the merge impossible (it is cancelled: --kill-on-invalid-dep): fix the
 # cause, `scontrol requeue <array>_<i>` (it resumes from its journal), then queue the merge
-# again with `sbatch --dependency=afterok:<array> deploy/slurm/merge.sbatch`.
+# again after that task: `sbatch --dependency=afterok:<array>_<i> deploy/slurm/merge.sbatch`.
 # Runs in the current folder (relative paths, logs/ and outputs/ are relative to it).
 # Prints the array's and the merge's job ids.
 set -euo pipefail
