@@ -67,10 +67,10 @@ pub fn process_token() -> &'static str {
     })
 }
 
-/// Writes `text` to `path` through a temporary name unique to this process, then renames:
+/// Writes `bytes` to `path` through a temporary name unique to this process, then renames:
 /// several processes may write the same file at once and readers never see half of it.
-pub fn write_atomic_shared(path: &Path, text: &str) -> std::io::Result<()> {
-    write_via(&process_partial_name(path), path, text.as_bytes())
+pub fn write_atomic_shared(path: &Path, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    write_via(&process_partial_name(path), path, bytes.as_ref())
 }
 
 /// Writes `bytes` to `tmp` (registered as a temporary file), fsyncs it and renames it to

@@ -344,20 +344,26 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) -> PathBuf {
         log.contains("resuming: blocks finished before are not recomputed"),
         "{log}"
     );
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(work2.join("outputs/district/district.summary.json")).unwrap(),
-    )
-    .unwrap();
-    let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
-    assert_eq!(
-        common::block_lines(&journal),
-        blocks,
-        "a block was journalled twice"
-    );
+    each_block_journalled_once(&work2);
     let one2 = tmp.join("one-tta");
     ctx.one_process(&one2, &slow);
     same(&work2.join("outputs/district"), &one2, "requeued midway");
     one2
+}
+
+/// Every block of the run in `work` is journalled once over all its processes (a resumed
+/// task did not run its finished blocks again).
+fn each_block_journalled_once(work: &Path) {
+    let out = work.join("outputs/district");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("district.summary.json")).unwrap())
+            .unwrap();
+    let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
+    assert_eq!(
+        common::block_lines(&out.join(".eoinfer/district")),
+        blocks,
+        "a block was journalled twice"
+    );
 }
 
 /// Waits until the journal in `journal` holds a finished block.
@@ -412,16 +418,7 @@ fn stopped_by_term_and_resubmitted(ctx: &Ctx<'_>, tmp: &Path, reference: &Path) 
         "{}",
         log(&again)
     );
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(work.join("outputs/district/district.summary.json")).unwrap(),
-    )
-    .unwrap();
-    let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
-    assert_eq!(
-        common::block_lines(&journal),
-        blocks,
-        "a block was journalled twice"
-    );
+    each_block_journalled_once(&work);
     same(
         &work.join("outputs/district"),
         reference,

@@ -243,8 +243,8 @@ impl InputSampler {
     }
 
     /// Saves the samples of scene rows `rows` and columns `cols` (a finished block) as
-    /// `<dir>/b<index>.bin` (written under a temporary name and renamed) and the
-    /// description once.
+    /// `<dir>/b<index>.bin` and the description once, each written under a temporary name of
+    /// this process and renamed (the shards of a job save into the same folder at once).
     pub fn save_block(
         &self,
         dir: &Path,
@@ -260,7 +260,7 @@ impl InputSampler {
         let desc = dir.join("input.json");
         if !desc.exists() {
             let text = serde_json::to_string_pretty(&self.desc).unwrap_or_default();
-            crate::util::write_atomic(&desc, text.as_bytes()).map_err(io(&desc))?;
+            crate::util::write_atomic_shared(&desc, text.as_bytes()).map_err(io(&desc))?;
         }
         let (pw, ph) = self.size;
         let xs = Self::range(&self.sx, cols.0 as i64, cols.1 as i64);
@@ -277,7 +277,7 @@ impl InputSampler {
             }
         }
         let path = dir.join(format!("b{index:06}.bin"));
-        crate::util::write_atomic(&path, &bytes).map_err(io(&path))
+        crate::util::write_atomic_shared(&path, &bytes).map_err(io(&path))
     }
 }
 
@@ -388,15 +388,25 @@ pub enum Overlay<'a> {
     },
 }
 
-/// A raster read at `min(its size, size)`: every band's values (scale and offset applied,
+/// The most values a preview reads from a raster (64 MiB of float32).
+const MAX_VALUES: usize = 16 << 20;
+
+/// A raster read at `min(its size, size)` (smaller for many bands, see [`MAX_VALUES`]): every band's values (scale and offset applied,
 /// nodata NaN, band-major), the number of bands and the size read.
 type Read = (Vec<f32>, usize, (usize, usize));
 
 fn read_raster(path: &Path, size: (usize, usize), alg: ResampleAlg) -> Result<Read, OutputError> {
     let ds = Dataset::open(path).map_err(|e| gerr(path, e))?;
     let (w, h) = ds.raster_size();
-    let (rw, rh) = (w.min(size.0).max(1), h.min(size.1).max(1));
     let n = ds.raster_count();
+    // At most MAX_VALUES values in memory (an embeddings COG has a band per dimension).
+    let (mut rw, mut rh) = (w.min(size.0).max(1), h.min(size.1).max(1));
+    let all = rw * rh * n;
+    if all > MAX_VALUES {
+        let f = (MAX_VALUES as f64 / all as f64).sqrt();
+        rw = ((rw as f64 * f) as usize).max(1);
+        rh = ((rh as f64 * f) as usize).max(1);
+    }
     let mut out = Vec::with_capacity(n * rw * rh);
     for b in 1..=n {
         let band = ds.rasterband(b).map_err(|e| gerr(path, e))?;
@@ -535,36 +545,30 @@ pub fn render(
 /// Per pixel (`n` of them, `dim` bands, band-major), its first three principal components
 /// stretched to 0..=255 (2nd to 98th percentile each); `None` where a value is missing.
 fn principal_rgb(v: &[f32], dim: usize, n: usize) -> Vec<Option<[u8; 3]>> {
-    let row = |p: usize| -> Option<Vec<f32>> {
-        let r: Vec<f32> = (0..dim).map(|d| v[d * n + p]).collect();
-        r.iter().all(|x| x.is_finite()).then_some(r)
-    };
-    let rows: Vec<Option<Vec<f32>>> = (0..n).map(row).collect();
+    let valid = |p: usize| (0..dim).all(|d| v[d * n + p].is_finite());
+    let row = |p: usize| -> Vec<f32> { (0..dim).map(|d| v[d * n + p]).collect() };
     // The axes from at most 4096 pixels spread over the grid.
-    let step = (rows.iter().flatten().count() / 4096).max(1);
-    let sample: Vec<&[f32]> = rows
-        .iter()
-        .flatten()
-        .step_by(step)
-        .map(Vec::as_slice)
+    let count = (0..n).filter(|&p| valid(p)).count();
+    let sample: Vec<Vec<f32>> = (0..n)
+        .filter(|&p| valid(p))
+        .step_by((count / 4096).max(1))
+        .map(row)
         .collect();
     if sample.is_empty() {
         return vec![None; n];
     }
-    let (mean, axes) = quicklook::principal_axes(&sample, dim, 3.min(dim));
-    let proj: Vec<Option<Vec<f64>>> = rows
-        .iter()
-        .map(|r| {
-            r.as_ref().map(|r| {
-                axes.iter()
-                    .map(|a| {
-                        r.iter()
-                            .zip(&mean)
-                            .zip(a)
-                            .map(|((&x, m), w)| (f64::from(x) - m) * w)
-                            .sum()
-                    })
-                    .collect()
+    let rows: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
+    let (mean, axes) = quicklook::principal_axes(&rows, dim, 3.min(dim));
+    let proj: Vec<Option<[f64; 3]>> = (0..n)
+        .map(|p| {
+            valid(p).then(|| {
+                let mut c = [0.0; 3];
+                for (k, a) in axes.iter().enumerate() {
+                    c[k] = (0..dim)
+                        .map(|d| (f64::from(v[d * n + p]) - mean[d]) * a[d])
+                        .sum();
+                }
+                c
             })
         })
         .collect();
