@@ -139,12 +139,24 @@ const AOI: &str = "12.52,52.46,12.70,52.52";
 /// `eoinfer predict` options the array and the one process share beyond the scripts' own.
 const EXTRA: [&str; 4] = ["--resolution", "10", "--block-rows", "1"];
 
+/// The class map, probabilities, tiles and preview: what a segmentation run's outputs are
+/// compared by.
+const CLASS_MAP: [&str; 4] = [
+    "district.classes.tif",
+    "district.probs.tif",
+    "district.tiles.parquet",
+    "district.preview.png",
+];
+
 /// The inputs of the runs and the environment the scripts need.
 struct Ctx<'a> {
     cluster: &'a Cluster,
     path: String,
     model: PathBuf,
     scene: PathBuf,
+    aoi: String,
+    /// `EOINFER_OUTPUTS`, or `None` for the script's default (`--probabilities --vectors`).
+    outputs: Option<&'static str>,
 }
 
 impl Ctx<'_> {
@@ -163,9 +175,8 @@ impl Ctx<'_> {
         extra: &[&str],
     ) -> (String, String) {
         std::fs::create_dir_all(work).unwrap();
-        let o = self
-            .cluster
-            .cmd("bash")
+        let mut submit = self.cluster.cmd("bash");
+        submit
             .arg(root().join("deploy/slurm/submit.sh"))
             .args(sbatch)
             .arg("--")
@@ -179,12 +190,14 @@ impl Ctx<'_> {
             .env("EOINFER_SHARDS", shards.to_string())
             .env("EOINFER_MODEL", &self.model)
             .env("EOINFER_SCENES", &self.scene)
-            .env("EOINFER_AOI", AOI)
+            .env("EOINFER_AOI", &self.aoi)
             .env("EOINFER_OUT", work.join("outputs/district"))
             .env("EOINFER_NAME", "district")
-            .env("EOINFER_MERGE_OPTS", "--cpus-per-task=1 --mem=1G")
-            .output()
-            .unwrap();
+            .env("EOINFER_MERGE_OPTS", "--cpus-per-task=1 --mem=1G");
+        if let Some(outputs) = self.outputs {
+            submit.env("EOINFER_OUTPUTS", outputs);
+        }
+        let o = submit.output().unwrap();
         assert!(
             o.status.success(),
             "submit.sh failed: {}",
@@ -268,6 +281,7 @@ impl Ctx<'_> {
 
     /// One process with the array script's options and `extra`, into `out`.
     fn one_process(&self, out: &Path, extra: &[&str]) {
+        let outputs = self.outputs.unwrap_or("--probabilities --vectors");
         ok(&eoinfer(
             [
                 "predict",
@@ -276,16 +290,15 @@ impl Ctx<'_> {
                 "--scene",
                 self.scene.to_str().unwrap(),
                 "--aoi",
-                AOI,
+                &self.aoi,
                 "--out",
                 out.to_str().unwrap(),
                 "--name",
                 "district",
-                "--probabilities",
-                "--vectors",
             ]
             .iter()
             .copied()
+            .chain(outputs.split_whitespace())
             .chain(extra.iter().copied()),
         ));
     }
@@ -293,12 +306,12 @@ impl Ctx<'_> {
 
 /// The class map, probabilities, tiles and preview of two runs are the same bytes.
 fn same(a: &Path, b: &Path, what: &str) {
-    for f in [
-        "district.classes.tif",
-        "district.probs.tif",
-        "district.tiles.parquet",
-        "district.preview.png",
-    ] {
+    same_files(a, b, &CLASS_MAP, what);
+}
+
+/// The files `files` of two runs are the same bytes.
+fn same_files(a: &Path, b: &Path, files: &[&str], what: &str) {
+    for f in files {
         assert!(
             std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
             "{what}: {f} differs from one process's"
@@ -444,10 +457,11 @@ fn a_failed_task_requeued_and_merged_again(ctx: &Ctx<'_>, tmp: &Path, reference:
         .expect("a B02 file")
         .clone();
     let ctx = Ctx {
-        cluster: ctx.cluster,
+        scene,
+        aoi: ctx.aoi.clone(),
         path: ctx.path.clone(),
         model: ctx.model.clone(),
-        scene,
+        ..*ctx
     };
     let work = tmp.join("failed");
     let (array, merge) = ctx.submit_with(
@@ -492,6 +506,82 @@ fn a_failed_task_requeued_and_merged_again(ctx: &Ctx<'_>, tmp: &Path, reference:
     same(&out, reference, "a failed task requeued");
 }
 
+/// An OlmoEarth run of each kind but the class map (which the runs above are) through the same
+/// scripts over a polygon AOI of the Slovenia series, its class-map outputs replaced
+/// (`EOINFER_OUTPUTS=`): Nano's embeddings (five dates), a regression head's value map and a
+/// classification head's window labels. 3 shards and the merge give one process's bytes of
+/// each output, and a valid Item.
+fn olmoearth_runs_in_three_shards(seg: &Ctx<'_>, tmp: &Path) {
+    // 32 px tiles overlapping by 16 px and a block per tile row: several blocks to share out
+    // on a 92 x 96 px AOI (window labels: 32 px windows, which do not overlap).
+    let tiles = ["--tile-size", "32", "--overlap", "16", "--block-rows", "1"];
+    let runs: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "olmoearth-v1-nano",
+            &tiles,
+            &["district.embeddings.tif", "district.embeddings.parquet"],
+        ),
+        (
+            "olmoearth-v1-nano-reg",
+            &tiles,
+            &["district.values.tif", "district.tiles.parquet"],
+        ),
+        (
+            "olmoearth-v1-nano-cls",
+            &["--block-rows", "1"],
+            &["district.classes.tif", "district.windows.parquet"],
+        ),
+    ];
+    for (model, extra, files) in runs {
+        let ctx = Ctx {
+            model: root().join(format!("models/olmoearth/{model}.json")),
+            scene: common::shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100"),
+            aoi: EMBED_AOI.to_string(),
+            outputs: Some(""),
+            path: seg.path.clone(),
+            ..*seg
+        };
+        let work = tmp.join(model);
+        let t0 = Instant::now();
+        let (array, merge) = ctx.submit(&work, 3, extra);
+        let states = ctx
+            .cluster
+            .wait(&[&array, &merge], Duration::from_secs(600));
+        assert!(
+            states.values().all(|s| s == "COMPLETED"),
+            "{model}: {states:?}\n{}",
+            ctx.cluster.logs()
+        );
+        println!(
+            "Slurm: {model} in 3 array tasks and the merge in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        let out = work.join("outputs/district");
+        let summary = common::read_json(&out.join("district.summary.json"));
+        assert_eq!(
+            summary["job"]["processes"],
+            serde_json::json!(["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]),
+            "{model}: {summary}"
+        );
+        assert!(summary["job"]["blocks"].as_u64().unwrap() >= 3, "{summary}");
+        each_block_journalled_once(&work);
+        let one = tmp.join(format!("one-{model}"));
+        ctx.one_process(&one, extra);
+        let mut compared = files.to_vec();
+        compared.push("district.preview.png");
+        same_files(
+            &out,
+            &one,
+            &compared,
+            &format!("{model} in 3 shards on Slurm"),
+        );
+        common::assert_stac_valid(&out);
+    }
+}
+
+/// A polygon inside the Slovenia series (lon/lat), its corners cut off.
+const EMBED_AOI: &str = "POLYGON ((14.5520 45.8740, 14.5600 45.8747, 14.5638 45.8700, 14.5630 45.8666, 14.5560 45.8662, 14.5522 45.8690, 14.5520 45.8740))";
+
 #[test]
 fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_process() {
     let tmp = tempfile::tempdir().unwrap();
@@ -514,6 +604,8 @@ fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_
         path,
         model: root().join("models/ukis-csmask-6b-l1c.json"),
         scene: common::demo_scene(),
+        aoi: AOI.to_string(),
+        outputs: None,
     };
     // 1. Three shards and the merge.
     let t0 = Instant::now();
@@ -561,6 +653,7 @@ fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_
     let tta = requeued_midway(&ctx, tmp.path());
     stopped_by_term_and_resubmitted(&ctx, tmp.path(), &tta);
     a_failed_task_requeued_and_merged_again(&ctx, tmp.path(), &one);
+    olmoearth_runs_in_three_shards(&ctx, tmp.path());
     drop(ctx);
     drop(cluster);
     let left = Command::new("pgrep")
