@@ -31,22 +31,70 @@ fi
 
 scripts/fetch-assets.sh
 
+# The Python environments are built once per set of pinned requirements in the user's cache
+# (${EOINFER_CACHE:-~/.cache/eoinfer}/venvs/NAME-KEY, KEY the sha256 of what goes in) and linked
+# into the checkout as .venv-NAME: a second checkout or a clean clone (CI) reuses them instead of
+# installing again. A finished environment is never changed; one whose requirements change gets
+# a new folder. Deleting ~/.cache/eoinfer is safe: the next run builds them again.
+cache_root=${EOINFER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eoinfer}
+mkdir -p "$cache_root/venvs"
+# cached_venv LINK WHAT CHECK PIP-ARGS...: LINK -> a venv holding `pip install --no-deps
+# PIP-ARGS` (requirement files and wheel files), in which the Python code CHECK runs.
+cached_venv() {
+  local link=$1 what=$2 check=$3
+  shift 3
+  local key
+  key=$( (
+    printf '%s\n' "$(python3 --version)" "$check" "$@"
+    for a in "$@"; do
+      if [ -f "$a" ]; then sha256sum "$a"; fi
+    done
+  ) | sha256sum | cut -d' ' -f1)
+  local dir="$cache_root/venvs/${link#.venv-}-${key:0:16}"
+  if [ -L "$link" ] && [ "$(readlink "$link")" = "$dir" ] \
+    && [ "$(cat "$dir/.installed" 2>/dev/null)" = "$key" ]; then
+    return
+  fi
+  (
+    flock 9
+    if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$key" ]; then
+      echo "building $dir ($what)" >&2
+      rm -rf "$dir"
+      python3 -m venv "$dir"
+      "$dir/bin/python" -m pip install --quiet --no-deps "$@"
+      "$dir/bin/python" -c "$check"
+      echo "$key" >"$dir/.installed"
+    fi
+  ) 9>"$dir.lock"
+  rm -rf "$link"
+  ln -s "$dir" "$link"
+}
+
 # s2cloudless (Sentinel Hub, CC BY-SA 4.0): its LightGBM model converted to ONNX from the pinned
 # PyPI package by models/s2cloudless/convert.py, once; the result must be byte-identical to the
 # file models/s2cloudless.json records (sha256), else it is not used.
 s2c_onnx=models/s2cloudless/s2cloudless.onnx
 s2c_sha=e28387c1d7d6b77eb9f494e4d3896d3749593dbb7f5752f9fda1830e68f018d1
-s2c_venv=.venv-s2cloudless
+s2c_reqs=(-r models/s2cloudless/requirements.txt)
+# With --reference the same venv also holds s2cloudless's own Python (OpenCV, sentinelhub) for
+# the s2cloudless fidelity tests.
+[ "${1:-}" = "--reference" ] && s2c_reqs+=(-r models/s2cloudless/requirements-verify.txt)
+s2c_check='import lightgbm, onnxmltools'
+[ "${1:-}" = "--reference" ] && s2c_check+='; from s2cloudless import S2PixelCloudDetector; import tifffile'
+if [ "${1:-}" = "--reference" ] || [ ! -f "$s2c_onnx" ] \
+  || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c_sha" ]; then
+  cached_venv .venv-s2cloudless "s2cloudless (its ONNX conversion and reference)" "$s2c_check" \
+    "${s2c_reqs[@]}"
+fi
 if [ ! -f "$s2c_onnx" ] || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c_sha" ]; then
-  if ! "$s2c_venv/bin/python" -c 'import lightgbm, onnxmltools' >/dev/null 2>&1; then
-    echo "building $s2c_venv (s2cloudless -> ONNX conversion)" >&2
-    rm -rf "$s2c_venv"
-    python3 -m venv "$s2c_venv"
-    "$s2c_venv/bin/python" -m pip install --quiet --no-deps -r models/s2cloudless/requirements.txt
-  fi
-  echo "converting s2cloudless to ONNX ($s2c_onnx)" >&2
   rm -f "$s2c_onnx"
-  "$s2c_venv/bin/python" models/s2cloudless/convert.py --no-check "$s2c_onnx.tmp" >/dev/null
+  kept="$cache_root/s2cloudless-$s2c_sha.onnx"
+  if [ -f "$kept" ] && [ "$(sha256sum "$kept" | cut -d' ' -f1)" = "$s2c_sha" ]; then
+    cp "$kept" "$s2c_onnx.tmp"
+  else
+    echo "converting s2cloudless to ONNX ($s2c_onnx)" >&2
+    .venv-s2cloudless/bin/python models/s2cloudless/convert.py --no-check "$s2c_onnx.tmp" >/dev/null
+  fi
   got=$(sha256sum "$s2c_onnx.tmp" | cut -d' ' -f1)
   if [ "$got" != "$s2c_sha" ]; then
     rm -f "$s2c_onnx.tmp"
@@ -54,6 +102,7 @@ if [ ! -f "$s2c_onnx" ] || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c
     echo "check the pinned versions in models/s2cloudless/requirements.txt" >&2
     exit 1
   fi
+  cp "$s2c_onnx.tmp" "$kept.$$" && mv "$kept.$$" "$kept"
   mv "$s2c_onnx.tmp" "$s2c_onnx"
 fi
 
@@ -67,31 +116,10 @@ if [ "${1:-}" = "--reference" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       python3-qgis qgis-providers >/dev/null
   fi
-  venv=.venv-reference
-  stamp="$venv/.installed"
-  want=$(cat tests/reference/requirements.txt scripts/assets.sha256 | sha256sum | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "building $venv (ukis-csmask reference for the fidelity tests)" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --no-deps -r tests/reference/requirements.txt
-    "$venv/bin/python" -m pip install --quiet --no-deps \
-      .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl \
-      .cache/wheels/ukis_csmask-1.0.0-py3-none-any.whl
-    "$venv/bin/python" -c 'import ukis_csmask.mask, tifffile'
-    echo "$want" > "$stamp"
-  fi
-
-  # s2cloudless's own Python (OpenCV, sentinelhub) for the s2cloudless fidelity tests.
-  s2c_stamp="$s2c_venv/.verify-installed"
-  s2c_want=$(cat models/s2cloudless/requirements.txt models/s2cloudless/requirements-verify.txt | sha256sum | cut -d' ' -f1)
-  if [ ! -f "$s2c_stamp" ] || [ "$(cat "$s2c_stamp")" != "$s2c_want" ]; then
-    echo "installing s2cloudless's reference dependencies into $s2c_venv" >&2
-    "$s2c_venv/bin/python" -m pip install --quiet --no-deps -r models/s2cloudless/requirements.txt \
-      -r models/s2cloudless/requirements-verify.txt
-    "$s2c_venv/bin/python" -c 'from s2cloudless import S2PixelCloudDetector; import tifffile'
-    echo "$s2c_want" > "$s2c_stamp"
-  fi
+  cached_venv .venv-reference "ukis-csmask reference for the fidelity tests" \
+    'import ukis_csmask.mask, tifffile' -r tests/reference/requirements.txt \
+    .cache/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl \
+    .cache/wheels/ukis_csmask-1.0.0-py3-none-any.whl
 
   # A real STAC API for the monitor tests (tests/reference/stac_api.py): PostgreSQL 15 + PostGIS
   # from Debian, pgstac and stac-fastapi-pgstac from PyPI. The tests run their own throw-away
@@ -108,15 +136,7 @@ if [ "${1:-}" = "--reference" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       postgresql-15 postgresql-15-postgis-3 iproute2 util-linux >/dev/null
   fi
-  stac_venv=.venv-stacapi
-  stac_stamp="$stac_venv/.installed"
-  stac_want=$(sha256sum tests/reference/stacapi-requirements.txt | cut -d' ' -f1)
-  if [ ! -f "$stac_stamp" ] || [ "$(cat "$stac_stamp")" != "$stac_want" ]; then
-    echo "building $stac_venv (pgstac + stac-fastapi-pgstac, for the monitor tests)" >&2
-    rm -rf "$stac_venv"
-    python3 -m venv "$stac_venv"
-    "$stac_venv/bin/python" -m pip install --quiet --no-deps -r tests/reference/stacapi-requirements.txt
-    "$stac_venv/bin/python" -c 'import pypgstac.migrate, pypgstac.load, psycopg, uvicorn, asyncpg, stac_fastapi.pgstac.config'
-    echo "$stac_want" > "$stac_stamp"
-  fi
+  cached_venv .venv-stacapi "pgstac + stac-fastapi-pgstac, for the monitor tests" \
+    'import pypgstac.migrate, pypgstac.load, psycopg, uvicorn, asyncpg, stac_fastapi.pgstac.config' \
+    -r tests/reference/stacapi-requirements.txt
 fi
