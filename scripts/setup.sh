@@ -73,40 +73,45 @@ cached_venv() {
 # s2cloudless (Sentinel Hub, CC BY-SA 4.0): its LightGBM model converted to ONNX from the pinned
 # PyPI package by models/s2cloudless/convert.py, once; the result must be byte-identical to the
 # file models/s2cloudless.json records (sha256), else it is not used.
+reference=""
+[ "${1:-}" = "--reference" ] && reference=1
 s2c_onnx=models/s2cloudless/s2cloudless.onnx
 s2c_sha=e28387c1d7d6b77eb9f494e4d3896d3749593dbb7f5752f9fda1830e68f018d1
-s2c_reqs=(-r models/s2cloudless/requirements.txt)
-# With --reference the same venv also holds s2cloudless's own Python (OpenCV, sentinelhub) for
-# the s2cloudless fidelity tests.
-[ "${1:-}" = "--reference" ] && s2c_reqs+=(-r models/s2cloudless/requirements-verify.txt)
-s2c_check='import lightgbm, onnxmltools'
-[ "${1:-}" = "--reference" ] && s2c_check+='; from s2cloudless import S2PixelCloudDetector; import tifffile'
-if [ "${1:-}" = "--reference" ] || [ ! -f "$s2c_onnx" ] \
-  || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c_sha" ]; then
-  cached_venv .venv-s2cloudless "s2cloudless (its ONNX conversion and reference)" "$s2c_check" \
-    "${s2c_reqs[@]}"
-fi
-if [ ! -f "$s2c_onnx" ] || [ "$(sha256sum "$s2c_onnx" | cut -d' ' -f1)" != "$s2c_sha" ]; then
-  rm -f "$s2c_onnx"
-  kept="$cache_root/s2cloudless-$s2c_sha.onnx"
-  if [ -f "$kept" ] && [ "$(sha256sum "$kept" | cut -d' ' -f1)" = "$s2c_sha" ]; then
-    cp "$kept" "$s2c_onnx.tmp"
+s2c_kept="$cache_root/s2cloudless-$s2c_sha.onnx"
+s2c_good() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$s2c_sha" ]; }
+# .venv-s2cloudless: the conversion's Python; with --reference also s2cloudless's own (OpenCV,
+# sentinelhub) for the s2cloudless fidelity tests.
+s2c_venv() {
+  if [ -n "$reference" ]; then
+    cached_venv .venv-s2cloudless "s2cloudless, its ONNX conversion and reference" \
+      'import lightgbm, onnxmltools; from s2cloudless import S2PixelCloudDetector; import tifffile' \
+      -r models/s2cloudless/requirements.txt -r models/s2cloudless/requirements-verify.txt
   else
+    cached_venv .venv-s2cloudless "s2cloudless's ONNX conversion" 'import lightgbm, onnxmltools' \
+      -r models/s2cloudless/requirements.txt
+  fi
+}
+if ! s2c_good "$s2c_onnx"; then
+  rm -f "$s2c_onnx"
+  if s2c_good "$s2c_kept"; then
+    cp "$s2c_kept" "$s2c_onnx.tmp"
+  else
+    s2c_venv
     echo "converting s2cloudless to ONNX ($s2c_onnx)" >&2
     .venv-s2cloudless/bin/python models/s2cloudless/convert.py --no-check "$s2c_onnx.tmp" >/dev/null
+    if ! s2c_good "$s2c_onnx.tmp"; then
+      echo "error: the s2cloudless conversion gave sha256 $(sha256sum "$s2c_onnx.tmp" | cut -d' ' -f1), not $s2c_sha (models/s2cloudless.json);" >&2
+      rm -f "$s2c_onnx.tmp"
+      echo "check the pinned versions in models/s2cloudless/requirements.txt" >&2
+      exit 1
+    fi
+    cp "$s2c_onnx.tmp" "$s2c_kept.$$" && mv "$s2c_kept.$$" "$s2c_kept"
   fi
-  got=$(sha256sum "$s2c_onnx.tmp" | cut -d' ' -f1)
-  if [ "$got" != "$s2c_sha" ]; then
-    rm -f "$s2c_onnx.tmp"
-    echo "error: the s2cloudless conversion gave sha256 $got, not $s2c_sha (models/s2cloudless.json);" >&2
-    echo "check the pinned versions in models/s2cloudless/requirements.txt" >&2
-    exit 1
-  fi
-  cp "$s2c_onnx.tmp" "$kept.$$" && mv "$kept.$$" "$kept"
   mv "$s2c_onnx.tmp" "$s2c_onnx"
 fi
 
-if [ "${1:-}" = "--reference" ]; then
+if [ -n "$reference" ]; then
+  s2c_venv
   # Real QGIS for the analyst-output tests (PyQGIS, headless).
   if ! /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1; then
     echo "installing Debian packages: python3-qgis qgis-providers (QGIS, for tests)" >&2

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// A polygon inside the Slovenia series (lon/lat): its corners cut off, so patches outside
-/// it are masked.
-const AOI: &str = "POLYGON ((14.5520 45.8740, 14.5600 45.8747, 14.5638 45.8700, 14.5630 45.8666, 14.5560 45.8662, 14.5522 45.8690, 14.5520 45.8740))";
+/// A polygon inside the Slovenia series: its corners cut off, so patches outside it are
+/// masked.
+const AOI: &str = common::SLOVENIA_AOI;
 
 fn s(p: &Path) -> String {
     p.display().to_string()

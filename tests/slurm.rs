@@ -166,6 +166,21 @@ impl Ctx<'_> {
         self.submit_with(work, shards, &["--cpus-per-task=1", "--mem=2G"], extra)
     }
 
+    /// A Slurm client command run from the job folder `work`, with the environment the
+    /// scripts' jobs inherit: eoinfer and ONNX Runtime found, the output folder and name.
+    fn job_cmd(&self, program: &str, work: &Path) -> Command {
+        let mut c = self.cluster.cmd(program);
+        c.current_dir(work)
+            .env("PATH", &self.path)
+            .env(
+                "ORT_DYLIB_PATH",
+                root().join("third_party/onnxruntime/libonnxruntime.so.1.31.1"),
+            )
+            .env("EOINFER_OUT", work.join("outputs/district"))
+            .env("EOINFER_NAME", "district");
+        c
+    }
+
     /// [`Self::submit`] with these sbatch options for the array.
     fn submit_with(
         &self,
@@ -175,24 +190,16 @@ impl Ctx<'_> {
         extra: &[&str],
     ) -> (String, String) {
         std::fs::create_dir_all(work).unwrap();
-        let mut submit = self.cluster.cmd("bash");
+        let mut submit = self.job_cmd("bash", work);
         submit
             .arg(root().join("deploy/slurm/submit.sh"))
             .args(sbatch)
             .arg("--")
             .args(extra)
-            .current_dir(work)
-            .env("PATH", &self.path)
-            .env(
-                "ORT_DYLIB_PATH",
-                root().join("third_party/onnxruntime/libonnxruntime.so.1.31.1"),
-            )
             .env("EOINFER_SHARDS", shards.to_string())
             .env("EOINFER_MODEL", &self.model)
             .env("EOINFER_SCENES", &self.scene)
             .env("EOINFER_AOI", &self.aoi)
-            .env("EOINFER_OUT", work.join("outputs/district"))
-            .env("EOINFER_NAME", "district")
             .env("EOINFER_MERGE_OPTS", "--cpus-per-task=1 --mem=1G");
         if let Some(outputs) = self.outputs {
             submit.env("EOINFER_OUTPUTS", outputs);
@@ -213,8 +220,7 @@ impl Ctx<'_> {
     /// id.
     fn merge_again(&self, work: &Path, task: &str) -> String {
         let o = self
-            .cluster
-            .cmd("sbatch")
+            .job_cmd("sbatch", work)
             .args([
                 "--parsable",
                 &format!("--dependency=afterok:{task}"),
@@ -222,14 +228,6 @@ impl Ctx<'_> {
                 "--mem=1G",
             ])
             .arg(root().join("deploy/slurm/merge.sbatch"))
-            .current_dir(work)
-            .env("PATH", &self.path)
-            .env(
-                "ORT_DYLIB_PATH",
-                root().join("third_party/onnxruntime/libonnxruntime.so.1.31.1"),
-            )
-            .env("EOINFER_OUT", work.join("outputs/district"))
-            .env("EOINFER_NAME", "district")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -330,16 +328,7 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) -> PathBuf {
     let work2 = tmp.join("requeue");
     let (array, merge) = ctx.submit(&work2, 1, &slow);
     let task = format!("{array}_0");
-    let journal = work2.join("outputs/district/.eoinfer/district");
-    let t1 = Instant::now();
-    while common::block_lines(&journal) == 0 {
-        assert!(
-            t1.elapsed() < Duration::from_secs(300),
-            "no block finished\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    first_block(ctx, &work2.join("outputs/district/.eoinfer/district"));
     ctx.scontrol(&["requeue", &task]);
     let log = work2.join(format!("logs/eoinfer-predict-{array}_0.log"));
     ctx.start_requeued(&task, Some(&log));
@@ -349,8 +338,7 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) -> PathBuf {
         "{states:?}\n{}",
         cluster.logs()
     );
-    let log =
-        std::fs::read_to_string(work2.join(format!("logs/eoinfer-predict-{array}_0.log"))).unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("restart 1"), "{log}");
     assert!(log.contains("interrupted"), "{log}");
     assert!(
@@ -368,9 +356,7 @@ fn requeued_midway(ctx: &Ctx<'_>, tmp: &Path) -> PathBuf {
 /// task did not run its finished blocks again).
 fn each_block_journalled_once(work: &Path) {
     let out = work.join("outputs/district");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("district.summary.json")).unwrap())
-            .unwrap();
+    let summary = common::read_json(&out.join("district.summary.json"));
     let blocks = summary["job"]["blocks"].as_u64().unwrap() as usize;
     assert_eq!(
         common::block_lines(&out.join(".eoinfer/district")),
@@ -536,7 +522,7 @@ fn olmoearth_runs_in_three_shards(seg: &Ctx<'_>, tmp: &Path) {
         let ctx = Ctx {
             model: root().join(format!("models/olmoearth/{model}.json")),
             scene: common::shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100"),
-            aoi: EMBED_AOI.to_string(),
+            aoi: common::SLOVENIA_AOI.to_string(),
             outputs: Some(""),
             path: seg.path.clone(),
             ..*seg
@@ -578,9 +564,6 @@ fn olmoearth_runs_in_three_shards(seg: &Ctx<'_>, tmp: &Path) {
         common::assert_stac_valid(&out);
     }
 }
-
-/// A polygon inside the Slovenia series (lon/lat), its corners cut off.
-const EMBED_AOI: &str = "POLYGON ((14.5520 45.8740, 14.5600 45.8747, 14.5638 45.8700, 14.5630 45.8666, 14.5560 45.8662, 14.5522 45.8690, 14.5520 45.8740))";
 
 #[test]
 fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_process() {
@@ -627,10 +610,7 @@ fn the_deploy_scripts_run_on_a_real_slurm_cluster_and_merge_to_the_bytes_of_one_
         t0.elapsed().as_secs_f64()
     );
     let merged = work.join("outputs/district");
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(merged.join("district.summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary = common::read_json(&merged.join("district.summary.json"));
     assert_eq!(
         summary["job"]["processes"],
         serde_json::json!(["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]),

@@ -391,8 +391,9 @@ pub enum Overlay<'a> {
 /// The most values a preview reads from a raster (64 MiB of float32).
 const MAX_VALUES: usize = 16 << 20;
 
-/// A raster read at `min(its size, size)` (smaller for many bands, see [`MAX_VALUES`]): every band's values (scale and offset applied,
-/// nodata NaN, band-major), the number of bands and the size read.
+/// A raster read at `min(its size, size)` (smaller for many bands, see [`MAX_VALUES`]): every
+/// band's values (scale and offset applied, nodata NaN, band-major), the number of bands and
+/// the size read.
 type Read = (Vec<f32>, usize, (usize, usize));
 
 fn read_raster(path: &Path, size: (usize, usize), alg: ResampleAlg) -> Result<Read, OutputError> {
@@ -545,12 +546,14 @@ pub fn render(
 /// Per pixel (`n` of them, `dim` bands, band-major), its first three principal components
 /// stretched to 0..=255 (2nd to 98th percentile each); `None` where a value is missing.
 fn principal_rgb(v: &[f32], dim: usize, n: usize) -> Vec<Option<[u8; 3]>> {
-    let valid = |p: usize| (0..dim).all(|d| v[d * n + p].is_finite());
+    let valid: Vec<bool> = (0..n)
+        .map(|p| (0..dim).all(|d| v[d * n + p].is_finite()))
+        .collect();
     let row = |p: usize| -> Vec<f32> { (0..dim).map(|d| v[d * n + p]).collect() };
     // The axes from at most 4096 pixels spread over the grid.
-    let count = (0..n).filter(|&p| valid(p)).count();
+    let count = valid.iter().filter(|&&ok| ok).count();
     let sample: Vec<Vec<f32>> = (0..n)
-        .filter(|&p| valid(p))
+        .filter(|&p| valid[p])
         .step_by((count / 4096).max(1))
         .map(row)
         .collect();
@@ -561,7 +564,7 @@ fn principal_rgb(v: &[f32], dim: usize, n: usize) -> Vec<Option<[u8; 3]>> {
     let (mean, axes) = quicklook::principal_axes(&rows, dim, 3.min(dim));
     let proj: Vec<Option<[f64; 3]>> = (0..n)
         .map(|p| {
-            valid(p).then(|| {
+            valid[p].then(|| {
                 let mut c = [0.0; 3];
                 for (k, a) in axes.iter().enumerate() {
                     c[k] = (0..dim)

@@ -515,6 +515,10 @@ pub fn parquet_json_rows(path: &Path) -> Vec<serde_json::Map<String, serde_json:
         .collect()
 }
 
+/// A polygon inside the Slovenia series (`s2_l1c_timeseries_eolearn_slovenia_101x100`, lon/lat),
+/// its corners cut off.
+pub const SLOVENIA_AOI: &str = "POLYGON ((14.5520 45.8740, 14.5600 45.8747, 14.5638 45.8700, 14.5630 45.8666, 14.5560 45.8662, 14.5522 45.8690, 14.5520 45.8740))";
+
 /// Runs OlmoEarth v1 Nano over the 5-date Slovenia series into `out` as `<name>.*`.
 pub fn predict_series_embeddings(out: &Path, name: &str) {
     let series = shared_scene("s2_l1c_timeseries_eolearn_slovenia_101x100");
